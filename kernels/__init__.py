@@ -1,0 +1,67 @@
+"""minicv.kernels: every hand-written kernel, and nothing else.
+
+A kernel is a plain function on raw arrays (numpy.ndarray, or cupy.ndarray on the GPU). It knows
+nothing of Tensor or autograd and checks nothing beyond what protects memory: the engine
+(minicv.functional) validates arguments and works out output shapes once, then calls the kernels of
+the tensor's device. Every device supplies the same table, with the same signatures; ``numpy`` is the
+specification the others are tested against.
+
+Conventions: arrays are C-contiguous, float32 or float64 (all operands of one call share a dtype);
+indices and targets are int64. Spatial hyper-parameters are ``(h, w)`` pairs of ints. Batched NCHW
+only: the engine unsqueezes unbatched inputs.
+
+The kernel table (``KERNEL_TABLE`` lists the names):
+
+conv2d_forward(x, w, stride, padding, dilation, groups) -> y
+    x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW) -> y (N, C_out, H_out, W_out), no bias.
+    Cross-correlation with symmetric zero padding.
+conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups) -> gx
+    The gradient of conv2d_forward with respect to x, of shape x_shape. With the same arguments this
+    is also the forward of conv_transpose2d (x_shape carries output_padding).
+conv2d_backward_weight(x, gy, w_shape, stride, padding, dilation, groups) -> gw
+    The gradient of conv2d_forward with respect to w, of shape w_shape.
+
+max_pool2d_forward(x, kernel_size, stride, padding, dilation, out_hw) -> (y, indices)
+    -inf padding; ties go to the first maximum in row-major scan order; NaN propagates (the last NaN
+    wins). indices (int64, shape of y) are flat h*W + w offsets in each unpadded (n, c) input plane.
+unpool_scatter(values, indices, out_hw, pool=None) -> out
+    out (N, C, *out_hw) is zero but for out[n, c].flat[indices[n, c, i, j]] = values[n, c, i, j].
+    pool=None: max_unpool2d forward; duplicate indices overwrite (PyTorch's semantics).
+    pool=(kernel_size, stride, padding, dilation) of the max-pool that made the indices: max_pool2d
+    backward; values at duplicate indices are summed, and a kernel may instead gather, for each output
+    element, from the pooling windows that cover it.
+    Raises IndexError naming the first out-of-range index; never writes out of bounds.
+unpool_gather(g, indices) -> out
+    out[n, c, i, j] = g[n, c].flat[indices[n, c, i, j]]: max_unpool2d backward. Raises IndexError on
+    an out-of-range index; never reads out of bounds.
+
+upsample_nearest_forward(x, src_h, src_w) -> y
+    y[n, c, i, j] = x[n, c, src_h[i], src_w[j]]. src_h, src_w (int64, non-decreasing, in range) are
+    worked out by the engine, which is where 'nearest' and 'nearest-exact' differ.
+upsample_nearest_backward(gy, src_h, src_w, in_hw) -> gx
+    The exact adjoint: gx[n, c, h, w] = sum of gy[n, c, i, j] over src_h[i] == h and src_w[j] == w.
+
+softmax_cross_entropy_forward(x, target, weight, ignore_index, label_smoothing) -> (loss, lse)
+    x (N, C, P) logits, target (N, P) int64, weight (C,) in x's dtype. With lp = log_softmax over C,
+    eps = label_smoothing and valid = target != ignore_index:
+      loss[n, p] = valid * ((1 - eps) * -weight[t] * lp[t] + eps / C * -sum_c weight[c] * lp[c])
+    lse[n, p] = logsumexp_c x[n, c, p], kept for the backward. An invalid target that is out of
+    [0, C) raises IndexError; no kernel reads out of bounds.
+softmax_cross_entropy_backward(x, target, weight, ignore_index, label_smoothing, lse, g) -> gx
+    gx[n, c, p] = g[n, p] * valid * ((1 - eps) * weight[t] * (softmax[c] - [c == t])
+                                     + eps / C * (softmax[c] * sum(weight) - weight[c]))
+    g (N, P) is the upstream gradient of each pixel's loss (the engine folds the reduction into it).
+"""
+
+KERNEL_TABLE = (
+    "conv2d_forward",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+    "max_pool2d_forward",
+    "unpool_scatter",
+    "unpool_gather",
+    "upsample_nearest_forward",
+    "upsample_nearest_backward",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
+)

@@ -1,0 +1,1 @@
+"""minicv: convolutional vision layers on hand-written kernels, with a small autograd."""
