@@ -139,7 +139,8 @@ def _boat(xx, yy, cx, cy, s, facing, rng, min_half):
             [[mast_x, cy - 0.72 * s], [mast_x, cy - 0.06 * s], [mast_x + facing * 0.44 * s, cy - 0.06 * s]]
         ),
     )
-    return [(hull, _object_colour(rng)), (mast, np.full(3, rng.uniform(0.1, 0.4))), (sail, _object_colour(rng))]
+    mast_colour = np.full(3, rng.uniform(0.1, 0.4))
+    return [(hull, _object_colour(rng)), (mast, mast_colour), (sail, _object_colour(rng))]
 
 
 def _ball(xx, yy, cx, cy, s, facing, rng, min_half):
@@ -165,11 +166,9 @@ def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> tup
     height, width = yy.shape
     size = min(height, width)
     horizon = height * rng.uniform(0.2, 0.5) + rng.uniform(-0.25, 0.25) * (xx - width / 2)
-    shore = (
-        height * rng.uniform(0.55, 1.0)
-        + rng.uniform(-0.2, 0.2) * (xx - width / 2)
-        + size * rng.uniform(0.0, 0.05) * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * xx / width + rng.uniform(0, 7))
-    )
+    ripple = np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * xx / width + rng.uniform(0, 7))
+    shore = height * rng.uniform(0.55, 1.0) + rng.uniform(-0.2, 0.2) * (xx - width / 2)
+    shore = shore + size * rng.uniform(0.0, 0.05) * ripple
     mask = np.full(yy.shape, GRASS, dtype=np.int64)
     mask[yy < shore] = WATER
     mask[yy < horizon] = SKY
@@ -229,9 +228,7 @@ def make_scene(rng: np.random.Generator, size: int | tuple[int, int] = 64) -> Sc
 
     rows = np.flatnonzero(drawn.any(axis=1))
     cols = np.flatnonzero(drawn.any(axis=0))
-    box = np.array(
-        [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1], dtype=np.float32
-    )
+    box = np.array([cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1], dtype=np.float32)
 
     # Lighting: contrast about the mean, brightness, per-channel colour gain, then sensor noise.
     mean = image.mean()
