@@ -1,0 +1,31 @@
+"""Differentiable ops with PyTorch's names, argument order and defaults: ``import minicv.functional as F``.
+
+Each op validates its arguments once, works out output shapes once, then calls the kernels of its
+inputs' device.
+"""
+
+from minicv.functional.basic import (
+    abs,
+    add,
+    batch_norm,
+    cat,
+    div,
+    exp,
+    flatten,
+    linear,
+    log,
+    log_softmax,
+    matmul,
+    mean,
+    mul,
+    pad,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sqrt,
+    sub,
+    sum,
+    transpose,
+)

@@ -1,0 +1,132 @@
+"""The device registry: a device is a name, an array module and a kernel table.
+
+Every device's kernel table is a module exposing the functions named in ``minicv.kernels.KERNEL_TABLE``
+with the signatures documented there. Devices are created on first use, so importing minicv never
+compiles a kernel or imports CuPy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from minicv.kernels import KERNEL_TABLE
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a tensor's data lives and which kernels compute on it."""
+
+    name: str
+    xp: ModuleType  # numpy, or cupy for the GPU
+    kernels: Any  # a module (or namespace) with the functions of KERNEL_TABLE
+    on_gpu: bool = field(default=False)
+
+    def __repr__(self) -> str:
+        return f"device('{self.name}')"
+
+    def asarray(self, data: Any, dtype: Any = None) -> Any:
+        """Move array-like ``data`` onto this device (a copy only when needed)."""
+        if not self.on_gpu and hasattr(data, "get") and type(data).__module__.startswith("cupy"):
+            data = data.get()
+        return self.xp.asarray(data, dtype=dtype)
+
+
+def _module(name: str) -> Callable[[], ModuleType]:
+    return lambda: importlib.import_module(name)
+
+
+def _cupy() -> ModuleType:
+    try:
+        import cupy
+    except ImportError as err:
+        raise RuntimeError("the 'cuda' device needs CuPy and an NVIDIA GPU: pip install 'minicv[cuda]'") from err
+    return cupy
+
+
+def _numpy() -> ModuleType:
+    import numpy
+
+    return numpy
+
+
+# name -> (array module factory, kernel table factory, on_gpu)
+_FACTORIES: dict[str, tuple[Callable[[], ModuleType], Callable[[], Any], bool]] = {
+    "numpy": (_numpy, _module("minicv.kernels.numpy"), False),
+    "numba": (_numpy, _module("minicv.kernels.numba"), False),
+    "cudasim": (_numpy, _module("minicv.kernels.cudasim"), False),
+    "cuda": (_cupy, _module("minicv.kernels.cuda"), True),
+}
+ALIASES = {"cpu": "numba", "gpu": "cuda"}
+_DEVICES: dict[str, Device] = {}
+_default = "numpy"
+
+
+def register_device(
+    name: str, array_module: Callable[[], ModuleType], kernels: Callable[[], Any], on_gpu: bool = False
+) -> None:
+    """Register a device: factories for its array module and its kernel table, called on first use."""
+    _FACTORIES[name] = (array_module, kernels, on_gpu)
+    _DEVICES.pop(name, None)
+
+
+def device_names() -> list[str]:
+    """Every registered device name (whether or not it can run on this machine)."""
+    return list(_FACTORIES)
+
+
+def canonical_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a device name (str) or Device, but got {type(name).__name__}")
+    name = ALIASES.get(name, name)
+    if name not in _FACTORIES:
+        known = ", ".join(f"{n} ({a})" if (a := _alias_of(n)) else n for n in _FACTORIES)
+        raise ValueError(f"unknown device '{name}': expected one of {known}")
+    return name
+
+
+def _alias_of(name: str) -> str:
+    return ", ".join(a for a, n in ALIASES.items() if n == name)
+
+
+def get_device(device: str | Device | None = None) -> Device:
+    """The Device for a name, an alias ('cpu' is 'numba') or None (the default device)."""
+    if isinstance(device, Device):
+        return device
+    name = canonical_name(_default if device is None else device)
+    if name not in _DEVICES:
+        array_module, kernels, on_gpu = _FACTORIES[name]
+        table = kernels()
+        missing = [k for k in KERNEL_TABLE if not hasattr(table, k)]
+        if missing:
+            raise RuntimeError(f"device '{name}' lacks the kernels {', '.join(missing)}")
+        _DEVICES[name] = Device(name, array_module(), table, on_gpu)
+    return _DEVICES[name]
+
+
+def is_available(device: str) -> bool:
+    """True when the device's array module and kernels load on this machine."""
+    try:
+        dev = get_device(device)
+        if dev.on_gpu:
+            dev.xp.cuda.runtime.getDeviceCount()
+    except Exception:
+        return False
+    return True
+
+
+def available_devices() -> list[str]:
+    return [name for name in _FACTORIES if is_available(name)]
+
+
+def set_default_device(device: str) -> None:
+    """The device new tensors are made on when none is named."""
+    global _default
+    _default = canonical_name(device)
+
+
+def default_device() -> Device:
+    return get_device(_default)

@@ -1,0 +1,552 @@
+"""The glue ops: arithmetic, shapes, reductions, linear, activations, softmax and batch norm.
+
+These run on the device's array module (``xp``) directly; the seven ops of the lecture live in their
+own files and run on the hand-written kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minicv.autograd import Function
+from minicv.devices import Device
+from minicv.tensor import Tensor
+
+
+def _unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
+    """Sum ``grad`` over the axes along which an operand of ``shape`` was broadcast."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _operand(value: Any, like: Tensor) -> Any:
+    """A Python number becomes an array of ``like``'s dtype (no promotion, as in PyTorch)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (int, float, bool)) or np.ndim(value) == 0:
+        return like.device.xp.asarray(value, dtype=like.dtype)
+    return like.device.asarray(value)
+
+
+def _binary(fn: type[Function], a: Any, b: Any) -> Tensor:
+    like = a if isinstance(a, Tensor) else b
+    return fn().apply(_operand(a, like), _operand(b, like))
+
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = _shape_of(a), _shape_of(b)
+        return a + b
+
+    def backward(self, gy):
+        return _unbroadcast(gy, self.shapes[0]), _unbroadcast(gy, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = _shape_of(a), _shape_of(b)
+        return a - b
+
+    def backward(self, gy):
+        return _unbroadcast(gy, self.shapes[0]), _unbroadcast(-gy, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy):
+        return _unbroadcast(gy * self.b, _shape_of(self.a)), _unbroadcast(gy * self.a, _shape_of(self.b))
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, gy):
+        ga = gy / self.b
+        return _unbroadcast(ga, _shape_of(self.a)), _unbroadcast(-ga * self.a / self.b, _shape_of(self.b))
+
+
+def add(a: Any, b: Any) -> Tensor:
+    return _binary(Add, a, b)
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    return _binary(Sub, a, b)
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    return _binary(Mul, a, b)
+
+
+def div(a: Any, b: Any) -> Tensor:
+    return _binary(Div, a, b)
+
+
+class _Unary(Function):
+    """y = f(x) elementwise; subclasses give f and dy/dx in terms of x and y."""
+
+    def forward(self, x):
+        self.x = x
+        self.y = self.f(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.df(self.x, self.y)
+
+
+class Neg(_Unary):
+    def f(self, x):
+        return -x
+
+    def df(self, x, y):
+        return -1
+
+
+class Exp(_Unary):
+    def f(self, x):
+        return self.xp.exp(x)
+
+    def df(self, x, y):
+        return y
+
+
+class Log(_Unary):
+    def f(self, x):
+        return self.xp.log(x)
+
+    def df(self, x, y):
+        return 1 / x
+
+
+class Abs(_Unary):
+    def f(self, x):
+        return self.xp.abs(x)
+
+    def df(self, x, y):
+        return self.xp.sign(x)
+
+
+class Sqrt(_Unary):
+    def f(self, x):
+        return self.xp.sqrt(x)
+
+    def df(self, x, y):
+        return 0.5 / y
+
+
+class ReLU(_Unary):
+    def f(self, x):
+        return self.xp.maximum(x, 0)
+
+    def df(self, x, y):
+        return x > 0
+
+
+class Sigmoid(_Unary):
+    def f(self, x):
+        return 1 / (1 + self.xp.exp(-x))
+
+    def df(self, x, y):
+        return y * (1 - y)
+
+
+class Pow(_Unary):
+    def __init__(self, exponent: float):
+        self.exponent = exponent
+
+    def f(self, x):
+        return x**self.exponent
+
+    def df(self, x, y):
+        return self.exponent * x ** (self.exponent - 1)
+
+
+def neg(x: Tensor) -> Tensor:
+    return Neg().apply(x)
+
+
+def exp(x: Tensor) -> Tensor:
+    return Exp().apply(x)
+
+
+def log(x: Tensor) -> Tensor:
+    return Log().apply(x)
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001 (PyTorch's name)
+    return Abs().apply(x)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return Sqrt().apply(x)
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
+    _check_float("relu", "input", input)
+    return ReLU().apply(input)
+
+
+def sigmoid(input: Tensor) -> Tensor:  # noqa: A002
+    return Sigmoid().apply(input)
+
+
+def pow(x: Tensor, exponent: float) -> Tensor:  # noqa: A001
+    if isinstance(exponent, Tensor):
+        raise TypeError("pow: exponent must be a number, not a Tensor")
+    return Pow(exponent).apply(x)
+
+
+# --------------------------------------------------------------------------- reductions
+def _axes(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    for d in dims:
+        if not -max(ndim, 1) <= d < max(ndim, 1):
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {d})")
+    return tuple(sorted(d % max(ndim, 1) for d in dims))
+
+
+class Sum(Function):
+    def __init__(self, axes: tuple[int, ...], keepdim: bool):
+        self.axes, self.keepdim = axes, keepdim
+
+    def forward(self, x):
+        self.shape = x.shape
+        return x.sum(axis=self.axes, keepdims=self.keepdim)
+
+    def backward(self, gy):
+        if not self.keepdim:
+            gy = gy.reshape([1 if i in self.axes else n for i, n in enumerate(self.shape)])
+        return self.xp.broadcast_to(gy, self.shape).copy()
+
+
+def sum(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:  # noqa: A001
+    return Sum(_axes(dim, x.ndim), keepdim).apply(x)
+
+
+def mean(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+    axes = _axes(dim, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes])) if x.ndim else 1
+    return sum(x, dim, keepdim) / count
+
+
+class Amax(Function):
+    def forward(self, x):
+        self.x, self.y = x, x.max()
+        return self.y
+
+    def backward(self, gy):
+        hit = self.x == self.y
+        return gy * hit / hit.sum()
+
+
+def amax(x: Tensor) -> Tensor:
+    return Amax().apply(x)
+
+
+# --------------------------------------------------------------------------- shapes
+class Reshape(Function):
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return gy.reshape(self.in_shape)
+
+
+def reshape(x: Tensor, *shape: Any) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape(tuple(int(s) for s in shape)).apply(x)
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return reshape(x, 1)
+    start, end = start_dim % x.ndim, end_dim % x.ndim
+    shape = x.shape[:start] + (int(np.prod(x.shape[start : end + 1])),) + x.shape[end + 1 :]
+    return reshape(x, shape)
+
+
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    dim = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def squeeze(x: Tensor, dim: int | None = None) -> Tensor:
+    if dim is None:
+        return reshape(x, tuple(n for n in x.shape if n != 1))
+    dim = dim % max(x.ndim, 1)
+    return reshape(x, x.shape[:dim] + x.shape[dim + 1 :]) if x.shape[dim] == 1 else x
+
+
+class Permute(Function):
+    def __init__(self, dims: tuple[int, ...]):
+        self.dims = dims
+
+    def forward(self, x):
+        return x.transpose(self.dims)
+
+    def backward(self, gy):
+        return gy.transpose(np.argsort(self.dims))
+
+
+def permute(x: Tensor, *dims: Any) -> Tensor:
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    return Permute(tuple(d % x.ndim for d in dims)).apply(x)
+
+
+def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    dims = list(range(x.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(x, dims)
+
+
+class GetItem(Function):
+    def __init__(self, index: Any):
+        self.index = index
+
+    def forward(self, x):
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, gy):
+        gx = self.xp.zeros(self.x_shape, dtype=self.x_dtype)
+        self.xp.add.at(gx, self.index, gy)
+        return gx
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return GetItem(index).apply(x)
+
+
+class Pad(Function):
+    """Zero padding by ((before, after), ...) per axis; used by conv2d's asymmetric 'same' padding."""
+
+    def __init__(self, widths: tuple[tuple[int, int], ...]):
+        self.widths = widths
+
+    def forward(self, x):
+        return self.xp.pad(x, self.widths)
+
+    def backward(self, gy):
+        return gy[tuple(slice(lo, gy.shape[i] - hi) for i, (lo, hi) in enumerate(self.widths))]
+
+
+def pad(x: Tensor, widths: tuple[tuple[int, int], ...]) -> Tensor:
+    return Pad(tuple(widths)).apply(x)
+
+
+class Concat(Function):
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, *xs):
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return self.xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        bounds = np.cumsum(self.sizes)[:-1]
+        return tuple(self.xp.split(gy, bounds, axis=self.axis))
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    return Concat(dim % tensors[0].ndim).apply(*tensors)
+
+
+class To(Function):
+    def __init__(self, target: Device, dtype: Any):
+        self.target, self.dtype = target, dtype
+
+    def forward(self, x):
+        self.source, self.source_dtype = self.device, x.dtype
+        return self.target.asarray(x, dtype=self.dtype)
+
+    def backward(self, gy):
+        return self.source.asarray(gy, dtype=self.source_dtype)
+
+
+def to(x: Tensor, device: Device, dtype: Any = None) -> Tensor:
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
+    if device.name == x.device.name and dtype == x.dtype:
+        return x
+    y = To(device, dtype).apply(x)
+    y.device = device  # the output lives on the target device, not on the input's
+    return y
+
+
+# --------------------------------------------------------------------------- linear algebra
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy):
+        xp = self.xp
+        ga = gy @ xp.swapaxes(self.b, -1, -2) if self.b.ndim > 1 else xp.multiply.outer(gy, self.b)
+        gb = xp.swapaxes(self.a, -1, -2) @ gy if self.a.ndim > 1 else xp.multiply.outer(self.a, gy)
+        return _unbroadcast(ga, self.a.shape), _unbroadcast(gb, self.b.shape)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    return MatMul().apply(a, b)
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
+    """y = x W^T + b, with W of shape (out_features, in_features)."""
+    _check_float("linear", "input", input)
+    if weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear: expected weight of shape (out_features, {input.shape[-1]}) to match input of shape "
+            f"{input.shape}, but got weight of shape {weight.shape}"
+        )
+    y = matmul(input, transpose(weight, 0, 1))
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: expected bias of shape ({weight.shape[0]},), but got {bias.shape}")
+        y = y + bias
+    return y
+
+
+# --------------------------------------------------------------------------- softmax
+class LogSoftmax(Function):
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, x):
+        shifted = x - x.max(axis=self.axis, keepdims=True)
+        self.y = shifted - self.xp.log(self.xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return self.y
+
+    def backward(self, gy):
+        return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
+
+
+class Softmax(Function):
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, x):
+        e = self.xp.exp(x - x.max(axis=self.axis, keepdims=True))
+        self.y = e / e.sum(axis=self.axis, keepdims=True)
+        return self.y
+
+    def backward(self, gy):
+        return self.y * (gy - (gy * self.y).sum(axis=self.axis, keepdims=True))
+
+
+def _softmax_dim(name: str, x: Tensor, dim: int | None) -> int:
+    if dim is None:  # PyTorch's legacy implicit choice
+        dim = 0 if x.ndim in (0, 1, 3) else 1
+    return _axes(dim, x.ndim)[0] if x.ndim else 0
+
+
+def softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
+    _check_float("softmax", "input", input)
+    return Softmax(_softmax_dim("softmax", input, dim)).apply(input)
+
+
+def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
+    _check_float("log_softmax", "input", input)
+    return LogSoftmax(_softmax_dim("log_softmax", input, dim)).apply(input)
+
+
+# --------------------------------------------------------------------------- batch norm
+class BatchNorm(Function):
+    """Normalise over every axis but the channel axis 1, with given statistics or the batch's own."""
+
+    def __init__(self, eps: float, use_batch_stats: bool):
+        self.eps, self.use_batch_stats = eps, use_batch_stats
+
+    def forward(self, x, mean, var, weight, bias):
+        xp = self.xp
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if self.use_batch_stats:
+            mean = x.mean(axis=self.axes)
+            var = x.var(axis=self.axes)
+        self.batch_mean, self.batch_var = mean, var
+        self.inv_std = (1 / xp.sqrt(var + self.eps)).reshape(shape)
+        self.x_hat = (x - mean.reshape(shape)) * self.inv_std
+        self.weight = xp.ones(x.shape[1], x.dtype) if weight is None else weight
+        self.shape = shape
+        y = self.x_hat * self.weight.reshape(shape)
+        return y + bias.reshape(shape) if bias is not None else y
+
+    def backward(self, gy):
+        g_bias = gy.sum(axis=self.axes)
+        g_weight = (gy * self.x_hat).sum(axis=self.axes)
+        g_xhat = gy * self.weight.reshape(self.shape)
+        if self.use_batch_stats:
+            # the batch statistics depend on x too: project out their part of the gradient
+            g_x = self.inv_std * (
+                g_xhat - g_xhat.mean(axis=self.axes, keepdims=True)
+                - self.x_hat * (g_xhat * self.x_hat).mean(axis=self.axes, keepdims=True)
+            )
+        else:
+            g_x = g_xhat * self.inv_std
+        return g_x, None, None, g_weight, g_bias
+
+
+def batch_norm(
+    input: Tensor,  # noqa: A002
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """PyTorch's batch_norm: in training, normalise by the batch statistics and update the running ones
+    in place (unbiased variance); otherwise normalise by the running statistics."""
+    _check_float("batch_norm", "input", input)
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected input with at least 2 dimensions, but got shape {input.shape}")
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (channels,):
+            raise ValueError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var are required when training=False")
+    count = input.size // channels
+    if training and count <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+    fn = BatchNorm(eps, use_batch_stats=training)
+    y = fn.apply(input, running_mean, running_var, weight, bias)
+    if training and running_mean is not None:
+        unbiased = fn.batch_var * (count / (count - 1))
+        running_mean.data = (1 - momentum) * running_mean.data + momentum * fn.batch_mean
+        running_var.data = (1 - momentum) * running_var.data + momentum * unbiased
+    return y
+
+
+# --------------------------------------------------------------------------- checks shared by functional
+def _check_float(op: str, name: str, t: Any) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}(): argument '{name}' must be a Tensor, but got {type(t).__name__}")
+    if t.dtype.kind != "f":
+        raise TypeError(f"{op}(): expected {name} to be a floating point tensor (float32 or float64), but got {t.dtype}")

@@ -1,0 +1,25 @@
+"""The engine's one random number generator (parameter initialisation), seeded by manual_seed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator that initialises parameters, so models are reproducible."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    return _rng
+
+
+def get_state() -> dict:
+    return _rng.bit_generator.state
+
+
+def set_state(state: dict) -> None:
+    _rng.bit_generator.state = state

@@ -1,0 +1,46 @@
+"""Shared fixtures: the devices every conformance test runs on.
+
+numpy, numba and cudasim run everywhere (CI included); cuda runs where CuPy sees a GPU and is
+reported as skipped, never as passed, elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minicv as mc
+
+CPU_DEVICES = ("numpy", "numba", "cudasim")
+
+
+def gpu_present() -> bool:
+    return mc.is_available("cuda")
+
+
+DEVICES = [*CPU_DEVICES, pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if gpu_present():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and an NVIDIA GPU (the cuda device); none here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    """Every device: a test taking this fixture runs once per device."""
+    return request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request: pytest.FixtureRequest) -> type:
+    return request.param
+
+
+def tolerances(dtype: type) -> dict:
+    """The project's agreed tolerances: float64 1e-10 relative; float32 rtol 1e-4, atol 1e-5."""
+    return {"rtol": 1e-10, "atol": 1e-12} if np.dtype(dtype) == np.float64 else {"rtol": 1e-4, "atol": 1e-5}
