@@ -1,0 +1,19 @@
+"""The errors minicv raises for bad input.
+
+Each is the Python exception the design promises (ValueError, TypeError, IndexError) and also the one
+PyTorch raises for the same input (mostly RuntimeError), so code written against either catches it.
+Messages name the argument, the value and what was expected.
+"""
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad shape, size or hyper-parameter."""
+
+
+class DtypeError(TypeError, NotImplementedError):
+    """A dtype the op does not support (integers, say), or operands of different dtypes.
+    (NotImplementedError is a RuntimeError, as PyTorch raises for these.)"""
+
+
+class OutOfRangeError(IndexError, RuntimeError):
+    """An index or a class label outside the range it indexes."""
