@@ -1,0 +1,22 @@
+"""The specification kernels: plain, vectorised NumPy that reads like the formulas of the kernel table.
+
+Every other device (numba, cuda, cudasim) is tested against these. See minicv.kernels for the contract.
+"""
+
+from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
+from .upsample import upsample_nearest_backward, upsample_nearest_forward
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+    "max_pool2d_forward",
+    "unpool_scatter",
+    "unpool_gather",
+    "upsample_nearest_forward",
+    "upsample_nearest_backward",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
+]

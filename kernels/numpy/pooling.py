@@ -1,0 +1,89 @@
+"""Max pooling with argmax indices, and the two index kernels built on those indices (unpooling).
+
+Max pool: window (oh, ow) reads the taps x[h, w] with h = oh*sH - pH + i*dH and w = ow*sW - pW + j*dW,
+i < kH, j < kW, scanned row-major (i outer, j inner). Taps in the padding read -inf and never win. The
+output is the maximum; its index is the flat offset h*W + w of the winning tap in the unpadded (n, c)
+plane. PyTorch's scan keeps a tap when ``value > best or isnan(value)``, hence:
+ties -> the first maximum wins; NaN propagates, and of several NaNs the last one wins; a window of only
+-inf values reports its first in-input tap.
+
+Unpooling moves values along those indices: unpool_scatter writes values[n, c, i, j] to
+out[n, c].flat[indices[n, c, i, j]], unpool_gather reads g[n, c].flat[indices[n, c, i, j]]. They are each
+other's adjoint, and unpool_scatter with summed duplicates is the backward of max pooling.
+"""
+
+import numpy as np
+
+from .conv import Pair, pad_hw, sliding_windows
+
+
+def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair,
+                       out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """(y, indices): the maximum of each window and its flat h*W + w offset in the unpadded input plane."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel_size, stride, padding, dilation, out_hw
+    # With ceil_mode the last window may run past the padded input: pad the bottom/right far enough.
+    extra_end = (max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + 2 * ph)),
+                 max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (w + 2 * pw)))
+    x_padded = pad_hw(x, padding, extra_end, fill=-np.inf)
+    windows = sliding_windows(x_padded, kernel_size, stride, dilation, out_hw)
+    taps = windows.reshape(n, c, oh, ow, kh * kw)  # tap t = i*kW + j: row-major scan order
+
+    # Input row of tap i in output row oh (rows[oh, i]), input column of tap j in output column ow.
+    rows = np.arange(oh)[:, None] * sh - ph + np.arange(kh) * dh
+    cols = np.arange(ow)[:, None] * sw - pw + np.arange(kw) * dw
+    in_input = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :]
+
+    y = taps.max(axis=-1)  # NaN propagates through max
+    # First tap equal to the maximum, padding excluded (an all -inf window picks its first input tap).
+    first_max = np.argmax((taps == y[..., None]) & in_input.reshape(oh, ow, kh * kw), axis=-1)
+    # Last NaN: the first NaN when scanning the taps backwards.
+    last_nan = kh * kw - 1 - np.argmax(np.isnan(taps[..., ::-1]), axis=-1)
+    tap = np.where(np.isnan(y), last_nan, first_max)
+
+    i, j = np.divmod(tap, kw)
+    h_in = np.arange(oh)[:, None] * sh - ph + i * dh
+    w_in = np.arange(ow) * sw - pw + j * dw
+    return y, (h_in * w + w_in).astype(np.int64)
+
+
+def _check_indices(indices: np.ndarray, plane_hw: Pair) -> None:
+    """Raise IndexError naming the first (row-major) index outside a plane of plane_hw elements."""
+    h, w = plane_hw
+    out_of_range = (indices < 0) | (indices >= h * w)
+    if out_of_range.any():
+        raise IndexError(
+            f"Found an invalid max index: {indices[out_of_range][0]} (output volumes are of size {h}x{w})"
+        )
+
+
+def unpool_scatter(values: np.ndarray, indices: np.ndarray, out_hw: Pair,
+                   pool: tuple[Pair, Pair, Pair, Pair] | None = None) -> np.ndarray:
+    """out (N, C, *out_hw), zero but for out[n, c].flat[indices[n, c, i, j]] = values[n, c, i, j].
+
+    pool=None (max_unpool2d forward): a duplicate index keeps its last value in row-major order.
+    pool given (max_pool2d backward): values at a duplicate index are summed. The spec needs nothing
+    from the pool's (kernel_size, stride, padding, dilation): they let other devices gather instead.
+    """
+    _check_indices(indices, out_hw)
+    n, c = values.shape[:2]
+    plane_size = out_hw[0] * out_hw[1]
+    # Flat offsets into the whole output: plane (n, c) starts at (n*C + c) * H*W.
+    offsets = (np.arange(n * c).reshape(n, c, 1, 1) * plane_size + indices).ravel()
+    flat_values = values.ravel()
+    out = np.zeros(n * c * plane_size, dtype=values.dtype)
+    if pool is None:
+        # The last occurrence of each offset is its first occurrence when reading backwards.
+        last = offsets.size - 1 - np.unique(offsets[::-1], return_index=True)[1]
+        out[offsets[last]] = flat_values[last]
+    else:
+        np.add.at(out, offsets, flat_values)
+    return out.reshape(n, c, *out_hw)
+
+
+def unpool_gather(g: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """out[n, c, i, j] = g[n, c].flat[indices[n, c, i, j]] (max_unpool2d backward)."""
+    _check_indices(indices, g.shape[2:])
+    n, c = g.shape[:2]
+    planes = g.reshape(n, c, -1)
+    return np.take_along_axis(planes, indices.reshape(n, c, -1), axis=2).reshape(indices.shape)
