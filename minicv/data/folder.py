@@ -1,0 +1,237 @@
+"""A user's own data, from a folder on disk.
+
+Segmentation (``SegmentationFolder``)::
+
+    root/images/<stem>.png|.jpg|...   the pictures
+    root/masks/<stem>.png             one mask per picture, matched by file stem, same size
+
+A mask holds either a class index per pixel (modes L, P, 1, I, I;16: the pixel value, or the palette
+index of a P image, is the class), or an RGB colour per pixel mapped to classes with ``palette``
+(``palette[c]`` is the colour of class ``c``).
+
+Localization (``LocalizationFolder``)::
+
+    root/images/<file>                the pictures
+    root/boxes.csv                    header ``file,class,x,y,w,h``, then one row per picture:
+                                      class by name, box in pixels (columns x .. x+w, rows y .. y+h)
+
+Images load as float32 (3, H, W) in [0, 1] (grey and palette images are converted to RGB, alpha is
+dropped). Construction reads every file once and checks it, so bad data fails at once with a
+ValueError that names the file and the problem; items are read again from disk on access.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+INDEX_MASK_MODES = ("L", "P", "1", "I", "I;16")
+CSV_HEADER = ("file", "class", "x", "y", "w", "h")
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path}: cannot read the file as an image ({error})") from error
+    return image
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """The picture at ``path`` as float32 (3, H, W) in [0, 1]."""
+    pixels = np.asarray(_open(Path(path)).convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    """The pictures in ``folder`` by stem; a stem used twice (a.png and a.jpg) is ambiguous."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: expected a folder of images, found none")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in files:
+                raise ValueError(f"{path}: the stem {path.stem!r} is also used by {files[path.stem]}")
+            files[path.stem] = path
+    return files
+
+
+def _palette_array(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    colours = np.asarray(palette)
+    if colours.shape != (num_classes, 3) or np.any((colours < 0) | (colours > 255)):
+        raise ValueError(
+            f"palette: expected {num_classes} RGB colours (one per class, 0..255), got shape {colours.shape}"
+        )
+    if len(np.unique(colours, axis=0)) != num_classes:
+        raise ValueError("palette: two classes share a colour")
+    return colours.astype(np.int64)
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """Each RGB colour as one int, r * 65536 + g * 256 + b."""
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+class SegmentationFolder:
+    """Pictures and per-pixel class masks: ``root/images/`` and ``root/masks/``, matched by stem.
+
+    ``dataset[i]`` is ``{"image": (3, H, W) float32, "mask": (H, W) int64}``. Mask values must lie in
+    ``[0, num_classes)`` or equal ``ignore_index`` (e.g. 255 for the "void" pixels of VOC-style masks).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_classes: int,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
+        self.root = Path(root)
+        self.num_classes = int(num_classes)
+        self.palette = None if palette is None else _palette_array(palette, self.num_classes)
+        self.ignore_index = ignore_index
+
+        images = _image_files(self.root / "images")
+        masks_dir = self.root / "masks"
+        masks = {p.stem: p for p in sorted(masks_dir.glob("*")) if p.suffix.lower() == ".png"}
+        if not images:
+            raise ValueError(f"{self.root / 'images'}: no images found (suffixes {IMAGE_SUFFIXES})")
+        for stem, path in images.items():
+            if stem not in masks:
+                raise ValueError(f"{path}: missing mask {masks_dir / (stem + '.png')}")
+        for stem, path in sorted(masks.items()):
+            if stem not in images:
+                raise ValueError(f"{path}: mask without an image in {self.root / 'images'}")
+        self.files = [(images[stem], masks[stem]) for stem in images]
+        for index in range(len(self.files)):
+            self[index]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        """The mask at ``path`` as int64 (H, W) class indices, checked against num_classes."""
+        mask_image = _open(path)
+        if mask_image.mode in INDEX_MASK_MODES:
+            mask = np.asarray(mask_image).astype(np.int64)
+        elif mask_image.mode in ("RGB", "RGBA"):
+            if self.palette is None:
+                raise ValueError(f"{path}: an {mask_image.mode} mask needs a palette (one colour per class)")
+            codes = _colour_codes(np.asarray(mask_image.convert("RGB")))
+            palette_codes = _colour_codes(self.palette)
+            order = np.argsort(palette_codes)
+            slot = np.minimum(np.searchsorted(palette_codes[order], codes), len(order) - 1)
+            unknown = palette_codes[order][slot] != codes
+            if unknown.any():
+                row, col = np.argwhere(unknown)[0]
+                colour = tuple(int(v) for v in np.asarray(mask_image.convert("RGB"))[row, col])
+                raise ValueError(
+                    f"{path}: pixel (row {row}, col {col}) has colour {colour}, not in the palette"
+                )
+            mask = order[slot]
+        else:
+            raise ValueError(f"{path}: unsupported mask mode {mask_image.mode!r}")
+        bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
+        if bad.any():
+            raise ValueError(
+                f"{path}: label {int(mask[bad][0])} is outside [0, {self.num_classes}) "
+                f"(num_classes={self.num_classes}, ignore_index={self.ignore_index})"
+            )
+        return mask
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, mask_path = self.files[index]
+        image = load_image(image_path)
+        mask = self.load_mask(mask_path)
+        if mask.shape != image.shape[1:]:
+            raise ValueError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path.name} "
+                f"is {image.shape[2]}x{image.shape[1]}"
+            )
+        return {"image": image, "mask": mask}
+
+
+class LocalizationFolder:
+    """Pictures with one object each: ``root/images/`` and a CSV ``file,class,x,y,w,h``.
+
+    ``classes`` names the object classes; a row's class must be one of them. ``dataset[i]`` is
+    ``{"image": (3, H, W) float32, "label": int, "box": (4,) float32 (x, y, w, h)}``, in CSV row order.
+    Pictures in ``images/`` that the CSV does not name are not part of the dataset.
+    """
+
+    def __init__(self, root: str | Path, classes: Sequence[str], csv_name: str = "boxes.csv") -> None:
+        self.root = Path(root)
+        self.classes = tuple(classes)
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes: expected distinct class names, got {classes!r}")
+        self.num_classes = len(self.classes)
+        self.csv_path = self.root / csv_name
+        self.items = self._read_csv()
+        for index in range(len(self.items)):
+            self[index]
+
+    def _read_csv(self) -> list[tuple[Path, int, np.ndarray]]:
+        where = self.csv_path
+        try:
+            with open(where, newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise ValueError(f"{where}: cannot read the CSV ({error})") from error
+        if not rows or tuple(field.strip() for field in rows[0]) != CSV_HEADER:
+            found = rows[0] if rows else "an empty file"
+            raise ValueError(f"{where}: expected the header {','.join(CSV_HEADER)}, found {found}")
+        items, seen = [], {}
+        for line, row in enumerate(rows[1:], start=2):
+            if not any(field.strip() for field in row):
+                continue  # blank lines
+            if len(row) != len(CSV_HEADER):
+                raise ValueError(
+                    f"{where}, line {line}: expected {len(CSV_HEADER)} fields, got {len(row)}: {row}"
+                )
+            name, class_name = row[0].strip(), row[1].strip()
+            try:
+                box = np.array([float(field) for field in row[2:]], dtype=np.float64)
+            except ValueError as error:
+                raise ValueError(f"{where}, line {line}: x, y, w, h must be numbers ({error})") from error
+            if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+                raise ValueError(
+                    f"{where}, line {line}: expected finite x, y and positive w, h, got {box.tolist()}"
+                )
+            if class_name not in self.classes:
+                raise ValueError(
+                    f"{where}, line {line}: unknown class {class_name!r}, expected one of {self.classes}"
+                )
+            if name in seen:
+                raise ValueError(f"{where}, line {line}: {name} already has a box on line {seen[name]}")
+            seen[name] = line
+            path = self.root / "images" / name
+            if not path.is_file():
+                raise ValueError(f"{where}, line {line}: image file {path} not found")
+            items.append((path, self.classes.index(class_name), box.astype(np.float32)))
+        if not items:
+            raise ValueError(f"{where}: no rows after the header")
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        path, label, box = self.items[index]
+        image = load_image(path)
+        height, width = image.shape[1:]
+        x, y, w, h = box.tolist()
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise ValueError(
+                f"{path}: box (x={x:g}, y={y:g}, w={w:g}, h={h:g}) reaches outside the {width}x{height} image"
+            )
+        return {"image": image, "label": label, "box": box.copy()}
