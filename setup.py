@@ -32,9 +32,9 @@ setup(
     install_requires=["numpy>=1.24", "numba>=0.59", "tqdm", "matplotlib", "pillow"],
     extras_require={
         "cuda": ["cupy-cuda12x"],
-        "test": ["pytest", "hypothesis", TORCH_ORACLE, "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest", "hypothesis", TORCH_ORACLE, "expecttest", "nbclient", "nbformat", "ipykernel"],
         "notebooks": ["jupyter", "nbclient", "nbformat", "ipykernel"],
-        "dev": ["ruff", "pytest", "hypothesis", TORCH_ORACLE, "nbclient", "nbformat", "ipykernel"],
+        "dev": ["ruff", "pytest", "hypothesis", TORCH_ORACLE, "expecttest", "nbclient", "nbformat", "ipykernel"],
     },
     entry_points={"console_scripts": ["minicv = minicv.cli:main"]},
 )
