@@ -14,6 +14,7 @@ from minicv.devices import (
     register_device,
     set_default_device,
 )
+from minicv.gradcheck import GradcheckError, gradcheck
 from minicv.random import manual_seed
 from minicv.tensor import Tensor, from_dlpack, from_numpy, ones, ones_like, tensor, zeros, zeros_like
 
@@ -22,12 +23,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Device",
     "Function",
+    "GradcheckError",
     "Tensor",
     "available_devices",
     "device_names",
     "from_dlpack",
     "from_numpy",
     "get_device",
+    "gradcheck",
     "is_available",
     "is_grad_enabled",
     "manual_seed",
