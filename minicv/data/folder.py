@@ -36,17 +36,21 @@ CSV_HEADER = ("file", "class", "x", "y", "w", "h")
 
 
 def _open(path: Path) -> Image.Image:
+    image = None
     try:
         image = Image.open(path)
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        if image is not None:
+            image.close()  # a file that fails to load stays open otherwise
         raise ValueError(f"{path}: cannot read the file as an image ({error})") from error
     return image
 
 
 def load_image(path: str | Path) -> np.ndarray:
     """The picture at ``path`` as float32 (3, H, W) in [0, 1]."""
-    pixels = np.asarray(_open(Path(path)).convert("RGB"), dtype=np.float32) / 255.0
+    with _open(Path(path)) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
@@ -114,33 +118,22 @@ class SegmentationFolder:
                 raise ValueError(f"{path}: mask without an image in {self.root / 'images'}")
         self.files = [(images[stem], masks[stem]) for stem in images]
         for index in range(len(self.files)):
-            self[index]
+            self[index]  # read and check every pair once, so bad data fails here
 
     def __len__(self) -> int:
         return len(self.files)
 
     def load_mask(self, path: Path) -> np.ndarray:
         """The mask at ``path`` as int64 (H, W) class indices, checked against num_classes."""
-        mask_image = _open(path)
-        if mask_image.mode in INDEX_MASK_MODES:
-            mask = np.asarray(mask_image).astype(np.int64)
-        elif mask_image.mode in ("RGB", "RGBA"):
-            if self.palette is None:
-                raise ValueError(f"{path}: an {mask_image.mode} mask needs a palette (one colour per class)")
-            codes = _colour_codes(np.asarray(mask_image.convert("RGB")))
-            palette_codes = _colour_codes(self.palette)
-            order = np.argsort(palette_codes)
-            slot = np.minimum(np.searchsorted(palette_codes[order], codes), len(order) - 1)
-            unknown = palette_codes[order][slot] != codes
-            if unknown.any():
-                row, col = np.argwhere(unknown)[0]
-                colour = tuple(int(v) for v in np.asarray(mask_image.convert("RGB"))[row, col])
-                raise ValueError(
-                    f"{path}: pixel (row {row}, col {col}) has colour {colour}, not in the palette"
-                )
-            mask = order[slot]
+        with _open(path) as mask_image:
+            mode = mask_image.mode
+            pixels = np.asarray(mask_image.convert("RGB") if mode in ("RGB", "RGBA") else mask_image)
+        if mode in INDEX_MASK_MODES:
+            mask = pixels.astype(np.int64)
+        elif mode in ("RGB", "RGBA"):
+            mask = self._classes_of_colours(pixels, path, mode)
         else:
-            raise ValueError(f"{path}: unsupported mask mode {mask_image.mode!r}")
+            raise ValueError(f"{path}: unsupported mask mode {mode!r}")
         bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
         if bad.any():
             raise ValueError(
@@ -148,6 +141,21 @@ class SegmentationFolder:
                 f"(num_classes={self.num_classes}, ignore_index={self.ignore_index})"
             )
         return mask
+
+    def _classes_of_colours(self, rgb: np.ndarray, path: Path, mode: str) -> np.ndarray:
+        """Each pixel's class: the index of its colour in the palette."""
+        if self.palette is None:
+            raise ValueError(f"{path}: an {mode} mask needs a palette (one colour per class)")
+        codes = _colour_codes(rgb)
+        palette_codes = _colour_codes(self.palette)
+        order = np.argsort(palette_codes)
+        slot = np.minimum(np.searchsorted(palette_codes[order], codes), len(order) - 1)
+        unknown = palette_codes[order][slot] != codes
+        if unknown.any():
+            row, col = np.argwhere(unknown)[0]
+            colour = tuple(int(v) for v in rgb[row, col])
+            raise ValueError(f"{path}: pixel (row {row}, col {col}) has colour {colour}, not in the palette")
+        return order[slot]
 
     def __getitem__(self, index: int) -> dict:
         image_path, mask_path = self.files[index]
@@ -178,7 +186,7 @@ class LocalizationFolder:
         self.csv_path = self.root / csv_name
         self.items = self._read_csv()
         for index in range(len(self.items)):
-            self[index]
+            self[index]  # read every image once: unreadable files and boxes outside fail here
 
     def _read_csv(self) -> list[tuple[Path, int, np.ndarray]]:
         where = self.csv_path
