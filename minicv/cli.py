@@ -1,0 +1,259 @@
+"""The ``minicv`` command: demo, train, eval, predict, check, bench.
+
+Every command takes --device, --seed and --out; ``minicv COMMAND --help`` shows examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import minicv
+from minicv import optim
+from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
+from minicv.data.folder import load_image
+from minicv.models import TASKS, build_model
+from minicv.train import evaluate, fit, make_task
+
+EXAMPLES = {
+    "demo": "examples:\n  minicv demo\n  minicv demo --out runs/demo --epochs 6 --device numba",
+    "train": (
+        "examples:\n  minicv train --model segnet --epochs 5\n"
+        "  minicv train --model loc --out runs/loc --resume\n"
+        "  minicv train --model learned --data my_folder --num-classes 4"
+    ),
+    "eval": "examples:\n  minicv eval --checkpoint runs/segnet/checkpoint.npz",
+    "predict": "examples:\n  minicv predict --checkpoint runs/segnet/checkpoint.npz photo.png --out predictions",
+    "check": "examples:\n  minicv check\n  minicv check --device numba --op conv2d --dtype float64",
+    "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d",
+}
+
+
+def _common(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--device", default="cpu", help="numpy, numba (alias cpu), cudasim or cuda (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, data order and generated scenes")
+    parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+
+
+def _sub(subparsers, name: str, help_text: str, out: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, out)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minicv", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"minicv {minicv.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = _sub(sub, "demo", "train the four segmentation decoders and the localizer on built-in scenes", "runs/demo")
+    demo.add_argument("--epochs", type=int, default=None, help="epochs per model (default: per-model settings)")
+    demo.add_argument("--train-size", type=int, default=2000, help="training scenes (default: 2000)")
+    demo.add_argument("--test-size", type=int, default=300, help="held-out test scenes (default: 300)")
+    demo.add_argument("--models", default=",".join(TASKS), help="comma-separated subset of " + ", ".join(TASKS))
+
+    train = _sub(sub, "train", "train one model on built-in scenes or a folder of your own", "runs/train")
+    train.add_argument("--model", required=True, choices=list(TASKS))
+    _data_args(train)
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+
+    ev = _sub(sub, "eval", "score a checkpoint on held-out scenes or a folder", "runs/eval")
+    ev.add_argument("--checkpoint", required=True)
+    _data_args(ev)
+
+    predict = _sub(sub, "predict", "predict masks (or boxes) for image files", "predictions")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+
+    check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", "runs/check")
+    check.add_argument("--op", default=None, help="only this op (e.g. conv2d)")
+    check.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    check.set_defaults(device=None)
+
+    bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results")
+    bench.add_argument("--op", default=None, help="only this op")
+    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    bench.set_defaults(device=None)
+    return parser
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", default="scenes", help="'scenes' (built-in) or a folder (images/ + masks/ or boxes.csv)"
+    )
+    parser.add_argument("--num-classes", type=int, default=None, help="classes of a segmentation folder")
+    parser.add_argument("--classes", default=None, help="comma-separated object classes of a localization folder")
+    parser.add_argument("--size", type=int, default=64, help="size of generated scenes (default: 64)")
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--test-size", type=int, default=300)
+
+
+def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tuple[str, ...]]:
+    """(train items, test items, number of classes, class names) for a task."""
+    if args.data == "scenes":
+        names = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
+        make = lambda split, n: _cached(SceneDataset(split, n, args.size, args.seed))  # noqa: E731
+        return make("train", args.train_size), make("test", args.test_size), len(names), names
+    root = Path(args.data)
+    if task == "segmentation":
+        if args.num_classes is None:
+            raise SystemExit("minicv: --num-classes is required with a segmentation folder")
+        data = _cached(SegmentationFolder(root, args.num_classes))
+        names = tuple(str(c) for c in range(args.num_classes))
+    else:
+        if args.classes is None:
+            raise SystemExit("minicv: --classes is required with a localization folder")
+        names = tuple(args.classes.split(","))
+        data = _cached(LocalizationFolder(root, names))
+    split = max(1, len(data) // 10)  # the last tenth is held out
+    return data[:-split], data[-split:], len(names), names
+
+
+def _cached(dataset) -> list:
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def _optimizer(name: str, model, lr: float):
+    return (
+        optim.Adam(model.parameters(), lr=lr) if name == "adam" else optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    )
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_train(args: argparse.Namespace) -> int:
+    task_name = TASKS[args.model]
+    train_items, test_items, num_classes, names = _datasets(args, task_name)
+    minicv.manual_seed(args.seed)
+    size = train_items[0]["image"].shape[-2:]
+    kwargs = {"image_size": tuple(size)} if task_name == "localization" else {}
+    model = build_model(args.model, num_classes, **kwargs).to(args.device)
+    config = {"model": args.model, "num_classes": num_classes, "classes": list(names), "kwargs": kwargs}
+    history = fit(
+        model,
+        make_task(task_name, num_classes),
+        DataLoader(train_items, args.batch_size, shuffle=True, seed=args.seed, flip=True),
+        DataLoader(test_items, 64),
+        _optimizer(args.optimizer, model, args.lr),
+        args.epochs,
+        args.device,
+        args.out,
+        resume=args.resume,
+        desc=args.model,
+        config=config,
+    )
+    print(json.dumps(history[-1], indent=2))
+    return 0
+
+
+def load_model(checkpoint: str, device: str):
+    """Rebuild the model a checkpoint was trained as, with its weights, and its config."""
+    from minicv.checkpoint import load_checkpoint, read_meta
+
+    config = read_meta(checkpoint).get("config")
+    if not config:
+        raise SystemExit(f"minicv: {checkpoint} has no model config (was it written by minicv train?)")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config["kwargs"].items()}
+    model = build_model(config["model"], config["num_classes"], **kwargs)
+    load_checkpoint(checkpoint, model)
+    return model.to(device), config
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model, config = load_model(args.checkpoint, args.device)
+    task_name = TASKS[config["model"]]
+    _, test_items, _, _ = _datasets(args, task_name)
+    scores = evaluate(model, make_task(task_name, config["num_classes"]), DataLoader(test_items, 64), args.device)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from minicv import viz
+
+    model, config = load_model(args.checkpoint, args.device)
+    task = make_task(TASKS[config["model"]], config["num_classes"])
+    model.eval()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with minicv.no_grad():
+        for path in args.images:
+            image = load_image(path)
+            stem = Path(path).stem
+            if task.name == "segmentation":
+                mask = task.predict(model, image[None], args.device)[0]
+                Image.fromarray(mask.astype(np.uint8)).save(out / f"{stem}_mask.png")
+                Image.fromarray(viz.overlay(image, mask)).save(out / f"{stem}_overlay.png")
+                print(f"{path}: mask {out / (stem + '_mask.png')}, overlay {out / (stem + '_overlay.png')}")
+            else:
+                label, box = task.predict(model, image[None], args.device)
+                name = config["classes"][int(label[0])]
+                viz.draw_boxes(image, [(box[0], name, (255, 40, 40))]).save(out / f"{stem}_box.png")
+                print(f"{path}: {name} at (x, y, w, h) = {np.round(box[0], 1).tolist()}, {out / (stem + '_box.png')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from minicv.demo import run_demo
+
+    run_demo(
+        out=Path(args.out),
+        device=args.device,
+        seed=args.seed,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        models=args.models.split(","),
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from minicv.check import run_check
+
+    return run_check(device=args.device, op=args.op, dtype=args.dtype)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from minicv.bench import run_bench
+
+    run_bench(out=Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed)
+    return 0
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "check": cmd_check,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    began = time.perf_counter()
+    code = COMMANDS[args.command](args)
+    print(f"minicv {args.command}: done in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

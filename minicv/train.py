@@ -1,0 +1,168 @@
+"""Training and evaluation loops for the two tasks of the lecture.
+
+A task knows how to turn a batch into a loss and how to score predictions:
+- segmentation: per-pixel cross-entropy; pixel accuracy, mean IoU, boundary F1;
+- localization: cross-entropy + weighted smooth L1 on normalised boxes; class accuracy, mean box IoU.
+
+``fit`` runs epochs with a progress bar, evaluates on the validation set after each, logs every epoch
+(``log.csv`` and ``history.json`` in the run folder) and checkpoints after each epoch; started again
+with ``resume=True`` it continues from the checkpoint and ends with the same weights as a run that
+was never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import minicv.functional as F
+from minicv import metrics
+from minicv.autograd import no_grad
+from minicv.checkpoint import load_checkpoint, save_checkpoint
+from minicv.data.loader import DataLoader
+from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
+from minicv.nn import Module
+from minicv.tensor import Tensor
+
+
+class SegmentationTask:
+    name = "segmentation"
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+
+    def loss(self, model: Module, batch: dict, device: str) -> Tensor:
+        scores = model(Tensor(batch["image"], device=device))
+        return F.cross_entropy(scores, Tensor(batch["mask"], device=device))
+
+    def predict(self, model: Module, images: np.ndarray, device: str) -> np.ndarray:
+        return model(Tensor(images, device=device)).argmax(1).numpy()
+
+    def score(self, model: Module, loader: Iterable[dict], device: str) -> dict[str, float]:
+        preds, masks = zip(*((self.predict(model, b["image"], device), b["mask"]) for b in loader))
+        pred, mask = np.concatenate(preds), np.concatenate(masks)
+        return {
+            "pixel_accuracy": metrics.pixel_accuracy(pred, mask),
+            "mean_iou": metrics.mean_iou(pred, mask, self.num_classes),
+            "boundary_f1": metrics.boundary_f1(pred, mask).f1,
+        }
+
+
+class LocalizationTask:
+    name = "localization"
+
+    def __init__(self, num_classes: int, box_weight: float = 5.0):
+        self.num_classes, self.box_weight = num_classes, box_weight
+
+    def loss(self, model: Module, batch: dict, device: str) -> Tensor:
+        height, width = batch["image"].shape[-2:]
+        scores, boxes = model(Tensor(batch["image"], device=device))
+        true_boxes = Tensor(normalise_boxes(batch["box"], height, width), device=device)
+        total, _, _ = localization_loss(
+            scores, boxes, Tensor(batch["label"], device=device), true_boxes, self.box_weight
+        )
+        return total
+
+    def predict(self, model: Module, images: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+        """(class per image, pixel box (x, y, w, h) per image)."""
+        scores, boxes = model(Tensor(images, device=device))
+        return scores.argmax(1).numpy(), to_pixels(boxes.numpy(), *images.shape[-2:])
+
+    def score(self, model: Module, loader: Iterable[dict], device: str) -> dict[str, float]:
+        labels, boxes, true_labels, true_boxes = [], [], [], []
+        for batch in loader:
+            label, box = self.predict(model, batch["image"], device)
+            labels.append(label), boxes.append(box)
+            true_labels.append(batch["label"]), true_boxes.append(batch["box"])
+        return {
+            "class_accuracy": metrics.accuracy(np.concatenate(labels), np.concatenate(true_labels)),
+            "mean_box_iou": metrics.mean_box_iou(np.concatenate(boxes), np.concatenate(true_boxes)),
+        }
+
+
+def make_task(task: str, num_classes: int) -> SegmentationTask | LocalizationTask:
+    tasks = {"segmentation": SegmentationTask, "localization": LocalizationTask}
+    if task not in tasks:
+        raise ValueError(f"task: expected one of {', '.join(tasks)}, but got {task!r}")
+    return tasks[task](num_classes)
+
+
+def evaluate(model: Module, task: Any, loader: Iterable[dict], device: str) -> dict[str, float]:
+    """The task's metrics of ``model`` (in eval mode, no graph recorded) over ``loader``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            return task.score(model, loader, device)
+    finally:
+        model.train(was_training)
+
+
+def fit(
+    model: Module,
+    task: Any,
+    train_loader: DataLoader,
+    val_loader: Iterable[dict],
+    optimizer: Any,
+    epochs: int,
+    device: str,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    desc: str = "",
+    stop_after: int | None = None,
+    config: dict | None = None,
+) -> list[dict]:
+    """Train for ``epochs`` epochs; return the per-epoch history (loss, metrics, seconds).
+
+    The run folder ``out`` gets ``checkpoint.npz`` after every epoch, ``log.csv`` and ``history.json``.
+    ``stop_after`` ends the call early after that many epochs of this call (as a crash would), leaving
+    a checkpoint to resume from. ``config`` (JSON-able: how to rebuild the model) goes into the
+    checkpoint for ``minicv eval`` and ``minicv predict``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.npz"
+    history: list[dict] = []
+    start = 0
+    if resume and checkpoint.exists():
+        meta = load_checkpoint(checkpoint, model, optimizer)
+        start, history = meta["epoch"], meta["history"]
+        train_loader.load_state_dict(meta["loader"])
+    for epoch in range(start, epochs):
+        if stop_after is not None and epoch - start >= stop_after:
+            break
+        model.train()
+        began = time.perf_counter()
+        losses = []
+        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}".strip(), disable=not progress, leave=False)
+        for batch in bar:
+            optimizer.zero_grad()
+            loss = task.loss(model, batch, device)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - began}
+        record.update(evaluate(model, task, val_loader, device))
+        history.append(record)
+        save_checkpoint(
+            checkpoint, model, optimizer, epoch + 1, history=history, loader=train_loader.state_dict(), config=config
+        )
+        _write_log(out, history)
+    return history
+
+
+def _write_log(out: Path, history: list[dict]) -> None:
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    with open(out / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
