@@ -15,10 +15,19 @@ run would (resuming happens at epoch boundaries).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import numpy as np
 
 DTYPES = {"image": np.float32, "mask": np.int64, "label": np.int64, "box": np.float32}
+
+
+class Dataset(Protocol):
+    """What DataLoader needs: a length, and a dict item for each index in range."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Mapping: ...
 
 
 def flip_item(item: Mapping) -> dict:
@@ -58,7 +67,7 @@ class DataLoader:
 
     def __init__(
         self,
-        dataset,
+        dataset: Dataset,
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,

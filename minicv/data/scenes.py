@@ -98,6 +98,9 @@ def _in_triangle(xx: np.ndarray, yy: np.ndarray, corners: np.ndarray) -> np.ndar
     return np.all(edges >= 0, axis=0) | np.all(edges <= 0, axis=0)
 
 
+# An object is drawn as parts, each a pixel mask and an RGB colour, painted in order.
+Parts = list[tuple[np.ndarray, np.ndarray]]
+
 # Each object's extent around its anchor (cx, cy), in units of its scale s, facing right:
 # (left, right, top, bottom). Used only to keep the object inside the image.
 _EXTENTS = {
@@ -107,7 +110,16 @@ _EXTENTS = {
 }
 
 
-def _duck(xx, yy, cx, cy, s, facing, rng, min_half):
+def _duck(
+    xx: np.ndarray,
+    yy: np.ndarray,
+    cx: float,
+    cy: float,
+    s: float,
+    facing: float,
+    rng: np.random.Generator,
+    min_half: float,
+) -> Parts:
     """Body ellipse, head circle on the front of the back, triangular beak, eye."""
     body_colour = _object_colour(rng)
     body = ((xx - cx) / (0.5 * s)) ** 2 + ((yy - cy) / (0.27 * s)) ** 2 <= 1.0
@@ -125,7 +137,16 @@ def _duck(xx, yy, cx, cy, s, facing, rng, min_half):
     return [(body, body_colour), (head, head_colour), (beak, _object_colour(rng)), (eye, np.full(3, 0.05))]
 
 
-def _boat(xx, yy, cx, cy, s, facing, rng, min_half):
+def _boat(
+    xx: np.ndarray,
+    yy: np.ndarray,
+    cx: float,
+    cy: float,
+    s: float,
+    facing: float,
+    rng: np.random.Generator,
+    min_half: float,
+) -> Parts:
     """Trapezoid hull (wide deck, narrow keel), thin mast, right-triangle sail on the facing side."""
     depth = 0.22 * s
     half_width = 0.5 * s - (yy - cy) / depth * 0.18 * s
@@ -135,15 +156,22 @@ def _boat(xx, yy, cx, cy, s, facing, rng, min_half):
     sail = _in_triangle(
         xx,
         yy,
-        np.array(
-            [[mast_x, cy - 0.72 * s], [mast_x, cy - 0.06 * s], [mast_x + facing * 0.44 * s, cy - 0.06 * s]]
-        ),
+        np.array([[mast_x, cy - 0.72 * s], [mast_x, cy - 0.06 * s], [mast_x + facing * 0.44 * s, cy - 0.06 * s]]),
     )
     mast_colour = np.full(3, rng.uniform(0.1, 0.4))
     return [(hull, _object_colour(rng)), (mast, mast_colour), (sail, _object_colour(rng))]
 
 
-def _ball(xx, yy, cx, cy, s, facing, rng, min_half):
+def _ball(
+    xx: np.ndarray,
+    yy: np.ndarray,
+    cx: float,
+    cy: float,
+    s: float,
+    facing: float,
+    rng: np.random.Generator,
+    min_half: float,
+) -> Parts:
     """Disc with two curved seams: arcs of circles centred outside the ball on opposite sides."""
     radius = 0.3 * s
     disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
@@ -251,9 +279,7 @@ class SceneDataset:
     num_classes = len(CLASS_NAMES)
     num_objects = len(OBJECT_NAMES)
 
-    def __init__(
-        self, split: str = "train", n: int = 1000, size: int | tuple[int, int] = 64, seed: int = 0
-    ) -> None:
+    def __init__(self, split: str = "train", n: int = 1000, size: int | tuple[int, int] = 64, seed: int = 0) -> None:
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         if int(n) != n or n < 0:

@@ -43,6 +43,8 @@ def test_box_is_the_tight_box_of_the_one_object(size):
         object_classes = set(np.unique(item["mask"][item["mask"] >= FIRST_OBJECT_CLASS]))
         assert object_classes == {FIRST_OBJECT_CLASS + item["label"]}
         assert item["box"].tolist() == tight_box(item["mask"] >= FIRST_OBJECT_CLASS)
+        x, y, w, h = item["box"]
+        assert x >= 1 and y >= 1 and x + w <= size - 1 and y + h <= size - 1, "the whole object is in view"
 
 
 def test_objects_scale_with_image_size():
