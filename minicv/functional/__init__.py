@@ -29,3 +29,4 @@ from minicv.functional.basic import (
     sum,
     transpose,
 )
+from minicv.functional.conv import conv2d, conv_transpose2d
