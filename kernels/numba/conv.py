@@ -1,0 +1,433 @@
+"""Convolution on the CPU: conv2d forward, backward-input (= conv_transpose2d forward), backward-weight.
+
+Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
+
+* ``im2col``: unfold a chunk of output rows into columns ``cols[(ci, kh, kw), pixel]`` (Numba, parallel
+  over column rows), then one BLAS GEMM per chunk and group: ``y = W @ cols``, ``gW += gy @ cols.T``,
+  ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
+  whole images when they fit in ``CHUNK_BYTES``, else bands of rows, so memory stays bounded.
+* ``direct``: no BLAS. The input is turned channels-last once, so the patch of one output pixel is
+  ``kH * kW`` contiguous runs of channels; each task (one output row) copies the patches of its row
+  into a small pixel-major buffer and multiplies it with the weight by ``_matmul_abt``, a Numba GEMM
+  on 4x4 register tiles that LLVM vectorises along the reduction. backward-input is the gather form
+  of the transposed convolution through the same code (strided taps that hit no output are zeros);
+  backward-weight multiplies row bands of gy with row bands of columns through the same tile GEMM.
+
+``auto`` (the default) takes, per kernel, the one that was faster in docs/kernels/numba.md.
+"""
+
+import contextlib
+from collections.abc import Iterator
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+Pair = tuple[int, int]
+
+CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
+BAND_PIXELS = 256  # pixels per band in the direct backward-weight: columns of a band stay in L2
+
+ALGORITHMS = ("auto", "direct", "im2col")
+_algorithm = "auto"
+
+
+def set_conv_algorithm(name: str) -> None:
+    """Choose the convolution algorithm for all three conv kernels: one of ``ALGORITHMS``."""
+    global _algorithm
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown conv algorithm {name!r}; expected one of {', '.join(ALGORITHMS)}")
+    _algorithm = name
+
+
+def get_conv_algorithm() -> str:
+    """The conv algorithm in use: ``auto``, ``direct`` or ``im2col``."""
+    return _algorithm
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str) -> Iterator[None]:
+    """Use the conv algorithm ``name`` inside a ``with`` block, then restore the previous one."""
+    previous = get_conv_algorithm()
+    set_conv_algorithm(name)
+    try:
+        yield
+    finally:
+        set_conv_algorithm(previous)
+
+
+def _resolve(kernel: str, stride: Pair) -> str:
+    """The algorithm to run ``kernel`` with; ``auto`` follows the measurements in docs/kernels/numba.md."""
+    if _algorithm != "auto":
+        return _algorithm
+    if kernel == "backward_input" and stride != (1, 1):
+        return "im2col"  # the direct gather would multiply the zeros between strided taps
+    return "direct"
+
+
+def _pair(values) -> Pair:
+    """Plain Python ints, so every call hits the same compiled specialisation."""
+    return int(values[0]), int(values[1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Index helpers shared by both algorithms.
+
+
+@njit(inline="always", cache=True)
+def _source_index(o, k, s, p, d, size, transposed):
+    """Input coordinate read by output coordinate ``o`` through tap ``k``, or -1 if it is padding.
+
+    Forward: ``i = o*s - p + k*d``. Transposed (gather form of the backward-input): ``o`` is an input
+    coordinate and ``i`` the output coordinate with ``i*s - p + k*d == o``, if there is one.
+    """
+    if transposed:
+        numerator = o + p - k * d
+        if numerator < 0 or numerator % s != 0:
+            return -1
+        i = numerator // s
+    else:
+        i = o * s - p + k * d
+    return i if 0 <= i < size else -1
+
+
+@njit(inline="always", cache=True)
+def _valid_outputs(k, s, p, d, size, out_size):
+    """The range [lo, hi) of output coordinates whose tap ``k`` reads inside ``[0, size)``."""
+    offset = k * d - p  # input coordinate = o*s + offset
+    lo = 0 if offset >= 0 else (-offset + s - 1) // s
+    hi = (size - 1 - offset) // s + 1 if size - 1 - offset >= 0 else 0
+    return min(lo, out_size), max(min(hi, out_size), min(lo, out_size))
+
+
+# ---------------------------------------------------------------------------------------------------
+# direct: a register-tiled GEMM on pixel-major patches.
+
+
+@njit(inline="always", cache=True)
+def _store(c, i, j, value, accumulate):
+    if i < c.shape[0] and j < c.shape[1]:
+        c[i, j] = c[i, j] + value if accumulate else value
+
+
+@njit(fastmath={"reassoc", "contract"}, cache=True)
+def _matmul_abt(a, b, c, accumulate):
+    """c[i, j] (+)= sum_t a[i, t] * b[j, t], for rows of a and b contiguous along t.
+
+    Each 4x4 tile of c lives in 16 scalar accumulators while t runs; with reassociation allowed LLVM
+    turns each into a vector of partial sums, so every loaded vector of a and b feeds four FMAs. Edge
+    tiles re-read the last row instead of branching inside the loop and store only what exists.
+    """
+    m, depth = a.shape
+    n = b.shape[0]
+    for i in range(0, m, 4):
+        i1, i2, i3 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1)
+        for j in range(0, n, 4):
+            j1, j2, j3 = min(j + 1, n - 1), min(j + 2, n - 1), min(j + 3, n - 1)
+            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = a.dtype.type(0)
+            c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = a.dtype.type(0)
+            for t in range(depth):
+                a0, a1, a2, a3 = a[i, t], a[i1, t], a[i2, t], a[i3, t]
+                b0, b1, b2, b3 = b[j, t], b[j1, t], b[j2, t], b[j3, t]
+                c00 += a0 * b0
+                c01 += a0 * b1
+                c02 += a0 * b2
+                c03 += a0 * b3
+                c10 += a1 * b0
+                c11 += a1 * b1
+                c12 += a1 * b2
+                c13 += a1 * b3
+                c20 += a2 * b0
+                c21 += a2 * b1
+                c22 += a2 * b2
+                c23 += a2 * b3
+                c30 += a3 * b0
+                c31 += a3 * b1
+                c32 += a3 * b2
+                c33 += a3 * b3
+            for di, row in enumerate(((c00, c01, c02, c03), (c10, c11, c12, c13),
+                                      (c20, c21, c22, c23), (c30, c31, c32, c33))):
+                _store(c, i + di, j, row[0], accumulate)
+                _store(c, i + di, j + 1, row[1], accumulate)
+                _store(c, i + di, j + 2, row[2], accumulate)
+                _store(c, i + di, j + 3, row[3], accumulate)
+
+
+@njit(parallel=True, cache=True)
+def _to_channels_last(x):
+    n, c, h, w = x.shape
+    out = np.empty((n, h, w, c), x.dtype)
+    for nh in prange(n * h):
+        b, i = divmod(np.int64(nh), h)
+        for ch in range(c):
+            for j in range(w):
+                out[b, i, j, ch] = x[b, ch, i, j]
+    return out
+
+
+@njit(cache=True)
+def _pack_patch_row(src, b, o_h, c0, kernel, stride, padding, dilation, transposed, patches):
+    """patches[o_w, (kh, kw, ci)] = src[b, i_h, i_w, c0 + ci] for the taps of output row o_h (0 off-input).
+
+    src is channels-last, so each (pixel, tap) copies one contiguous run of ``cg`` channels.
+    """
+    _, size_h, size_w, _ = src.shape
+    cg = patches.shape[1] // (kernel[0] * kernel[1])
+    for o_w in range(patches.shape[0]):
+        for kh in range(kernel[0]):
+            i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], size_h, transposed)
+            for kw in range(kernel[1]):
+                i_w = _source_index(o_w, kw, stride[1], padding[1], dilation[1], size_w, transposed)
+                base = (kh * kernel[1] + kw) * cg
+                if i_h >= 0 and i_w >= 0:
+                    for ci in range(cg):
+                        patches[o_w, base + ci] = src[b, i_h, i_w, c0 + ci]
+                else:
+                    for ci in range(cg):
+                        patches[o_w, base + ci] = 0
+
+
+@njit(parallel=True, cache=True)
+def _conv_rows_direct(src, weight, out, kernel, stride, padding, dilation, groups, transposed):
+    """out[b, co, o_h, o_w] = sum_k weight[co, k] * patch(b, o_h, o_w)[k], one output row per task.
+
+    weight is (C_out, kH*kW*cg) in (kh, kw, ci) order, matching the patches of channels-last src.
+    """
+    n, c_out, out_h, out_w = out.shape
+    cg = src.shape[3] // groups
+    c_out_g = c_out // groups
+    for task in prange(n * out_h):
+        b, o_h = divmod(np.int64(task), out_h)
+        patches = np.empty((out_w, weight.shape[1]), src.dtype)
+        for g in range(groups):
+            _pack_patch_row(src, b, o_h, g * cg, kernel, stride, padding, dilation, transposed, patches)
+            rows = slice(g * c_out_g, (g + 1) * c_out_g)
+            _matmul_abt(weight[rows], patches, out[b, rows, o_h, :], False)
+
+
+@njit(parallel=True, cache=True)
+def _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilation, groups, band_rows):
+    """partials[t] = sum over the bands of task block t of gy_band @ cols_band.T, per group.
+
+    One partial gradient per thread block, summed by the caller: no two threads add into one array.
+    """
+    n, c_out, out_h, out_w = gy.shape
+    cg = x.shape[1] // groups
+    c_out_g = c_out // groups
+    depth = partials.shape[2]
+    bands = (out_h + band_rows - 1) // band_rows
+    tasks = n * bands
+    blocks = partials.shape[0]
+    for t in prange(blocks):
+        t = np.int64(t)  # prange indices are unsigned; mixed with signed ints they become floats
+        for task in range(t * tasks // blocks, (t + 1) * tasks // blocks):
+            b, band = divmod(task, bands)
+            o_h0 = band * band_rows
+            rows = min(band_rows, out_h - o_h0)
+            cols = np.empty((depth, rows * out_w), x.dtype)
+            gy_band = np.empty((c_out_g, rows * out_w), x.dtype)
+            for g in range(groups):
+                for k in range(depth):
+                    _im2col_row(x, k, b * out_h + o_h0, rows, g * cg, kernel, stride, padding, dilation,
+                                (out_h, out_w), cols)
+                for co in range(c_out_g):
+                    for r in range(rows):
+                        gy_band[co, r * out_w:(r + 1) * out_w] = gy[b, g * c_out_g + co, o_h0 + r, :]
+                _matmul_abt(gy_band, cols, partials[t, g * c_out_g:(g + 1) * c_out_g], True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# im2col: columns of a chunk of output rows, and BLAS.
+
+
+@njit(cache=True)
+def _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols):
+    """cols[k, r*W_out + o_w] = x[b, c0 + ci, i_h, i_w] (0 in the padding), k = (ci, kh, kw), for the
+    output rows r0 + r (flat b*H_out + o_h)."""
+    _, _, h, w = x.shape
+    out_h, out_w = out_hw
+    ci, tap = divmod(k, kernel[0] * kernel[1])
+    kh, kw = divmod(tap, kernel[1])
+    lo, hi = _valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
+    offset_w = kw * dilation[1] - padding[1]
+    for r in range(rows):
+        b, o_h = divmod(r0 + r, out_h)
+        i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h, False)
+        row = cols[k, r * out_w:(r + 1) * out_w]
+        if i_h < 0:
+            row[:] = 0
+            continue
+        row[:lo] = 0
+        for o_w in range(lo, hi):
+            row[o_w] = x[b, c0 + ci, i_h, o_w * stride[1] + offset_w]
+        row[hi:] = 0
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols):
+    for k in prange(cols.shape[0]):
+        _im2col_row(x, np.int64(k), r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols)
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
+    """gx[b, c0 + ci, i_h, i_w] += cols[(ci, kh, kw), r*W_out + o_w]: the adjoint of _im2col_row.
+
+    Parallel over channels: every thread owns whole planes of gx, so the sums never race.
+    """
+    _, _, h, w = gx.shape
+    out_h, out_w = out_hw
+    taps = kernel[0] * kernel[1]
+    for ci in prange(cols.shape[0] // taps):
+        ci = np.int64(ci)
+        for kh in range(kernel[0]):
+            for kw in range(kernel[1]):
+                k = ci * taps + kh * kernel[1] + kw
+                lo, hi = _valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
+                offset_w = kw * dilation[1] - padding[1]
+                for r in range(rows):
+                    b, o_h = divmod(r0 + r, out_h)
+                    i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h, False)
+                    if i_h < 0:
+                        continue
+                    for o_w in range(lo, hi):
+                        gx[b, c0 + ci, i_h, o_w * stride[1] + offset_w] += cols[k, r * out_w + o_w]
+
+
+@njit(parallel=True, cache=True)
+def _planes_to_rows(src, r0, rows, c0, out):
+    """out[c, r*W + j] = src[b, c0 + c, o_h, j] for the flat rows r0 + r = b*H + o_h."""
+    out_h, out_w = src.shape[2], src.shape[3]
+    for c in prange(out.shape[0]):
+        c = np.int64(c)
+        for r in range(rows):
+            b, o_h = divmod(r0 + r, out_h)
+            out[c, r * out_w:(r + 1) * out_w] = src[b, c0 + c, o_h, :]
+
+
+@njit(parallel=True, cache=True)
+def _rows_to_planes(rows_array, r0, rows, c0, out):
+    """The inverse copy of _planes_to_rows."""
+    out_h, out_w = out.shape[2], out.shape[3]
+    for c in prange(rows_array.shape[0]):
+        c = np.int64(c)
+        for r in range(rows):
+            b, o_h = divmod(r0 + r, out_h)
+            out[b, c0 + c, o_h, :] = rows_array[c, r * out_w:(r + 1) * out_w]
+
+
+def _chunks(n: int, out_hw: Pair, depth: int, itemsize: int) -> Iterator[tuple[int, int]]:
+    """(first flat output row, row count) of each im2col chunk: whole images if one fits in
+    CHUNK_BYTES, else bands of one image."""
+    out_h, out_w = out_hw
+    rows = max(1, CHUNK_BYTES // max(1, depth * out_w * itemsize))
+    if rows >= out_h:
+        rows = rows // out_h * out_h
+    total = n * out_h
+    for r0 in range(0, total, rows):
+        yield r0, min(rows, total - r0)
+
+
+def _rows_view(planes: np.ndarray, r0: int, rows: int, c0: int, count: int) -> np.ndarray | None:
+    """planes[b, c0:c0+count] as a (count, H*W) matrix when the chunk is exactly image b, else None."""
+    out_h = planes.shape[2]
+    if rows != out_h or r0 % out_h:
+        return None
+    return planes[r0 // out_h, c0:c0 + count].reshape(count, -1)
+
+
+def _gather_rows(planes: np.ndarray, r0: int, rows: int, c0: int, count: int) -> np.ndarray:
+    view = _rows_view(planes, r0, rows, c0, count)
+    if view is not None:
+        return view
+    out = np.empty((count, rows * planes.shape[3]), planes.dtype)
+    _planes_to_rows(planes, r0, rows, c0, out)
+    return out
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# The kernel table.
+
+
+def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
+                   groups: int) -> np.ndarray:
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, _, h, wd = x.shape
+    c_out, cg, k_h, k_w = w.shape
+    kernel = (k_h, k_w)
+    out_hw = (_output_size(h, k_h, stride[0], padding[0], dilation[0]),
+              _output_size(wd, k_w, stride[1], padding[1], dilation[1]))
+    y = np.zeros((n, c_out, *out_hw), x.dtype)
+    if y.size == 0 or cg == 0:
+        return y
+    if _resolve("forward", stride) == "direct":
+        weight = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(c_out, -1)
+        _conv_rows_direct(_to_channels_last(x), weight, y, kernel, stride, padding, dilation, groups, False)
+        return y
+    c_out_g = c_out // groups
+    depth = cg * k_h * k_w
+    weight = w.reshape(groups, c_out_g, depth)
+    for r0, rows in _chunks(n, out_hw, depth, x.itemsize):
+        cols = np.empty((depth, rows * out_hw[1]), x.dtype)
+        for g in range(groups):
+            _im2col(x, r0, rows, g * cg, kernel, stride, padding, dilation, out_hw, cols)
+            view = _rows_view(y, r0, rows, g * c_out_g, c_out_g)
+            if view is not None:
+                np.matmul(weight[g], cols, out=view)
+            else:
+                _rows_to_planes(weight[g] @ cols, r0, rows, g * c_out_g, y)
+    return y
+
+
+def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, int, int], stride: Pair,
+                          padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, c_out, out_h, out_w = gy.shape
+    _, cg, k_h, k_w = w.shape
+    kernel = (k_h, k_w)
+    gx = np.zeros(tuple(int(s) for s in x_shape), gy.dtype)
+    if gx.size == 0 or gy.size == 0:
+        return gx
+    c_out_g = c_out // groups
+    if _resolve("backward_input", stride) == "direct":
+        # gather form: gx[b, ci, i_h, i_w] = sum over (kh, kw, co) of w[co, ci, kh, kw] * gy[b, co, o_h, o_w]
+        weight = np.ascontiguousarray(
+            w.reshape(groups, c_out_g, cg, k_h, k_w).transpose(0, 2, 3, 4, 1)).reshape(groups * cg, -1)
+        _conv_rows_direct(_to_channels_last(gy), weight, gx, kernel, stride, padding, dilation, groups, True)
+        return gx
+    depth = cg * k_h * k_w
+    weight_t = [np.ascontiguousarray(w_g.T) for w_g in w.reshape(groups, c_out_g, depth)]
+    for r0, rows in _chunks(n, (out_h, out_w), depth, gy.itemsize):
+        for g in range(groups):
+            cols = weight_t[g] @ _gather_rows(gy, r0, rows, g * c_out_g, c_out_g)
+            _col2im(cols, r0, rows, g * cg, kernel, stride, padding, dilation, (out_h, out_w), gx)
+    return gx
+
+
+def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
+                           padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, c_out, out_h, out_w = gy.shape
+    _, cg, k_h, k_w = (int(s) for s in w_shape)
+    kernel = (k_h, k_w)
+    depth = cg * k_h * k_w
+    if gy.size == 0 or depth == 0:
+        return np.zeros((c_out, cg, k_h, k_w), x.dtype)
+    c_out_g = c_out // groups
+    if _resolve("backward_weight", stride) == "direct":
+        band_rows = max(1, BAND_PIXELS // out_w)
+        blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
+        partials = np.zeros((blocks, c_out, depth), x.dtype)
+        _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilation, groups, band_rows)
+        return partials.sum(axis=0).reshape(c_out, cg, k_h, k_w)
+    gw = np.zeros((c_out, depth), x.dtype)
+    for r0, rows in _chunks(n, (out_h, out_w), depth, x.itemsize):
+        cols = np.empty((depth, rows * out_w), x.dtype)
+        for g in range(groups):
+            _im2col(x, r0, rows, g * cg, kernel, stride, padding, dilation, (out_h, out_w), cols)
+            gw[g * c_out_g:(g + 1) * c_out_g] += _gather_rows(gy, r0, rows, g * c_out_g, c_out_g) @ cols.T
+    return gw.reshape(c_out, cg, k_h, k_w)
