@@ -38,9 +38,9 @@ def pad_hw(x: np.ndarray, padding: Pair, extra_end: Pair = (0, 0), fill: float =
     return np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=fill)
 
 
-def _by_group(a: np.ndarray, groups: int) -> np.ndarray:
-    """Split axis 1 (channels) of a into (groups, channels per group): a view, no copy."""
-    return a.reshape(a.shape[0], groups, a.shape[1] // groups, *a.shape[2:])
+def _by_group(a: np.ndarray, groups: int, axis: int = 1) -> np.ndarray:
+    """Split the channel axis of a into (groups, channels per group): a view, no copy."""
+    return a.reshape(*a.shape[:axis], groups, a.shape[axis] // groups, *a.shape[axis + 1 :])
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
@@ -54,7 +54,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     )
     cols = _by_group(sliding_windows(pad_hw(x, padding), (kh, kw), stride, dilation, out_hw), groups)
     # cols: (N, G, Cin_g, H_out, W_out, kH, kW); weights: (G, Cout_g, Cin_g, kH, kW)
-    y = np.einsum("ngcyxij,gocij->ngoyx", cols, _by_group(w, groups), optimize=True)
+    y = np.einsum("ngcyxij,gocij->ngoyx", cols, _by_group(w, groups, axis=0), optimize=True)
     return np.ascontiguousarray(y.reshape(n, c_out, *out_hw))
 
 
@@ -70,8 +70,8 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     _, _, kh, kw = w.shape
     oh, ow = gy.shape[2:]
-    gcols = np.einsum("ngoyx,gocij->ngcijyx", _by_group(gy, groups), _by_group(w, groups), optimize=True)
-    gcols = gcols.reshape(n, c_in, kh, kw, oh, ow)
+    gy_g, w_g = _by_group(gy, groups), _by_group(w, groups, axis=0)
+    gcols = np.einsum("ngoyx,gocij->ngcijyx", gy_g, w_g, optimize=True).reshape(n, c_in, kh, kw, oh, ow)
     gx_padded = np.zeros((n, c_in, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
     for i in range(kh):
         for j in range(kw):

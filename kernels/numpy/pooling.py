@@ -3,9 +3,11 @@
 Max pool: window (oh, ow) reads the taps x[h, w] with h = oh*sH - pH + i*dH and w = ow*sW - pW + j*dW,
 i < kH, j < kW, scanned row-major (i outer, j inner). Taps in the padding read -inf and never win. The
 output is the maximum; its index is the flat offset h*W + w of the winning tap in the unpadded (n, c)
-plane. PyTorch's scan keeps a tap when ``value > best or isnan(value)``, hence:
-ties -> the first maximum wins; NaN propagates, and of several NaNs the last one wins; a window of only
--inf values reports its first in-input tap.
+plane. PyTorch's scan starts at the window's first tap with h >= 0 and w >= 0 (best = -inf) and keeps a
+tap when ``value > best or isnan(value)``, hence: ties -> the first maximum wins; NaN propagates, and of
+several NaNs the last one wins; a window with nothing above -inf reports that start tap. (When dilation
+makes a window miss the input entirely, e.g. kH=2, dH=2, pH=1 over H=1, the start tap lies outside the
+plane and so does its index: PyTorch does the same.)
 
 Unpooling moves values along those indices: unpool_scatter writes values[n, c, i, j] to
 out[n, c].flat[indices[n, c, i, j]], unpool_gather reads g[n, c].flat[indices[n, c, i, j]]. They are each
@@ -29,22 +31,18 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: 
     windows = sliding_windows(x_padded, kernel_size, stride, dilation, out_hw)
     taps = windows.reshape(n, c, oh, ow, kh * kw)  # tap t = i*kW + j: row-major scan order
 
-    # Input row of tap i in output row oh (rows[oh, i]), input column of tap j in output column ow.
-    rows = np.arange(oh)[:, None] * sh - ph + np.arange(kh) * dh
-    cols = np.arange(ow)[:, None] * sw - pw + np.arange(kw) * dw
-    in_input = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :]
-
     y = taps.max(axis=-1)  # NaN propagates through max
-    # First tap equal to the maximum, padding excluded (an all -inf window picks its first input tap).
-    first_max = np.argmax((taps == y[..., None]) & in_input.reshape(oh, ow, kh * kw), axis=-1)
-    # Last NaN: the first NaN when scanning the taps backwards.
-    last_nan = kh * kw - 1 - np.argmax(np.isnan(taps[..., ::-1]), axis=-1)
-    tap = np.where(np.isnan(y), last_nan, first_max)
+    first_max = np.argmax(taps == y[..., None], axis=-1)
+    last_nan = kh * kw - 1 - np.argmax(np.isnan(taps[..., ::-1]), axis=-1)  # first NaN scanning backwards
+    i, j = np.divmod(np.where(np.isnan(y), last_nan, first_max), kw)
 
-    i, j = np.divmod(tap, kw)
-    h_in = np.arange(oh)[:, None] * sh - ph + i * dh
-    w_in = np.arange(ow) * sw - pw + j * dw
-    return y, (h_in * w + w_in).astype(np.int64)
+    # Tap (i, j) of window (oh, ow) reads input row top[oh] + i*dH and column left[ow] + j*dW.
+    top, left = np.arange(oh)[:, None] * sh - ph, np.arange(ow) * sw - pw
+    # Nothing above -inf: the start tap, the first i with top + i*dH >= 0 and first j with left + j*dW >= 0.
+    nothing_above_minus_inf = y == -np.inf
+    i = np.where(nothing_above_minus_inf, np.maximum(0, -(top // dh)), i)
+    j = np.where(nothing_above_minus_inf, np.maximum(0, -(left // dw)), j)
+    return y, ((top + i * dh) * w + left + j * dw).astype(np.int64)
 
 
 def _check_indices(indices: np.ndarray, plane_hw: Pair) -> None:
