@@ -1,5 +1,5 @@
-// common.cuh: what the memory-bound kernels (pool.cu, upsample.cu, loss.cu) share.
-#pragma once
+// common.cuh: what the memory-bound kernels (pool.cu, upsample.cu, loss.cu) share. (launch.read_source
+// inlines it once per file, hence no include guard.)
 
 // Walks the elements [0, count) with every thread of the grid: element i, then i + (all threads), ...
 // With at least `count` threads this is one element per thread; with fewer, the same code still covers

@@ -73,25 +73,26 @@ class BuildError(RuntimeError):
 _build_lock = threading.Lock()
 
 
-def build(source_file: str, source: str, names: Sequence[str]) -> Path:
-    """The shared library of ``source`` (built now unless cached), exporting the kernels ``names``."""
+def build(label: str, source: str, names: Sequence[str]) -> Path:
+    """The shared library of ``source`` (built now unless cached), exporting the kernels ``names``;
+    ``label`` names the library and the error messages ("pool" for pool.cu)."""
     code = generate(source, names)
     command = (COMPILER, *FLAGS)
     key = hashlib.sha256("\0".join((*command, HEADER.read_text(encoding="utf-8"), code)).encode()).hexdigest()
-    library = cache_dir() / f"{Path(source_file).stem}-{key[:20]}.so"
+    library = cache_dir() / f"{label}-{key[:20]}.so"
     with _build_lock:
         if library.exists():
             return library
+        if shutil.which(COMPILER) is None:
+            raise BuildError(f"the cudasim device needs a C++ compiler: {COMPILER!r} is not on PATH")
         library.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="cudasim-") as work:
-            cpp, built = Path(work) / f"{Path(source_file).stem}.cpp", Path(work) / "kernels.so"
+        with tempfile.TemporaryDirectory(prefix="building-", dir=library.parent) as work:  # same filesystem
+            cpp, built = Path(work) / f"{label}.cpp", Path(work) / f"{label}.so"
             cpp.write_text(code, encoding="utf-8")
-            if shutil.which(COMPILER) is None:
-                raise BuildError(f"the cudasim device needs a C++ compiler: {COMPILER!r} is not on PATH")
             result = subprocess.run([*command, str(cpp), "-o", str(built)], capture_output=True, text=True)
             if result.returncode != 0:
-                raise BuildError(f"g++ could not compile {source_file} for cudasim:\n{result.stderr}")
-            os.replace(built, library)  # atomic: another process never loads a half-written library
+                raise BuildError(f"g++ could not compile {label} for cudasim:\n{result.stderr}")
+            os.replace(built, library)  # atomic: no process loads a half-written library
     return library
 
 
@@ -159,6 +160,13 @@ def _dims(dims: tuple, what: str):
     return (ctypes.c_uint * 3)(*dims, *(1,) * (3 - len(dims)))
 
 
+def load(source: str, names: Sequence[str], label: str = "kernels") -> dict[str, CudasimKernel]:
+    """Compile CUDA C ``source`` (any text, not only a file of kernels/cuda) and return a launcher for each
+    name expression: the way to try a kernel of one's own on the CPU."""
+    library = ctypes.CDLL(str(build(label, source, names)))
+    return {name: CudasimKernel(library, i, name) for i, name in enumerate(names)}
+
+
 class CudasimBackend(Backend):
     """The CUDA kernels on the CPU: NumPy arrays, g++-compiled kernels, blocks run one after another."""
 
@@ -168,10 +176,8 @@ class CudasimBackend(Backend):
     # least on a CPU (a GPU gets one thread per element).
     max_blocks = 8
 
-    def _compile(self, source_file: str, source: str, names: Sequence[str]) -> tuple:
-        library = ctypes.CDLL(str(build(source_file, source, names)))
-        return library, {name: i for i, name in enumerate(names)}
+    def _compile(self, source_file: str, source: str, names: Sequence[str]) -> dict[str, CudasimKernel]:
+        return load(source, names, label=Path(source_file).stem)
 
-    def _launcher(self, module: tuple, name_expression: str) -> Launcher:
-        library, index = module
-        return CudasimKernel(library, index[name_expression], name_expression)
+    def _launcher(self, module: dict[str, CudasimKernel], name_expression: str) -> Launcher:
+        return module[name_expression]
