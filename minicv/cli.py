@@ -21,6 +21,7 @@ from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolde
 from minicv.data.folder import load_image
 from minicv.models import TASKS, build_model
 from minicv.train import evaluate, fit, make_task
+from minicv.viz import to_uint8
 
 EXAMPLES = {
     "demo": "examples:\n  minicv demo\n  minicv demo --out runs/demo --epochs 6 --device numba",
@@ -144,7 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = train_items[0]["image"].shape[-2:]
     kwargs = {"image_size": tuple(size)} if task_name == "localization" else {}
     model = build_model(args.model, num_classes, **kwargs).to(args.device)
-    config = {"model": args.model, "num_classes": num_classes, "classes": list(names), "kwargs": kwargs}
+    config = {
+        "model": args.model,
+        "num_classes": num_classes,
+        "classes": list(names),
+        "kwargs": kwargs,
+        "image_size": list(size),
+    }
     history = fit(
         model,
         make_task(task_name, num_classes),
@@ -197,16 +204,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
             image = load_image(path)
             stem = Path(path).stem
             if task.name == "segmentation":
-                mask = task.predict(model, image[None], args.device)[0]
+                mask = predict_mask(task, model, image, args.device)
                 Image.fromarray(mask.astype(np.uint8)).save(out / f"{stem}_mask.png")
                 Image.fromarray(viz.overlay(image, mask)).save(out / f"{stem}_overlay.png")
                 print(f"{path}: mask {out / (stem + '_mask.png')}, overlay {out / (stem + '_overlay.png')}")
             else:
-                label, box = task.predict(model, image[None], args.device)
-                name = config["classes"][int(label[0])]
-                viz.draw_boxes(image, [(box[0], name, (255, 40, 40))]).save(out / f"{stem}_box.png")
-                print(f"{path}: {name} at (x, y, w, h) = {np.round(box[0], 1).tolist()}, {out / (stem + '_box.png')}")
+                label, box = predict_box(task, model, image, config["image_size"], args.device)
+                name = config["classes"][label]
+                viz.draw_boxes(image, [(box, name, (255, 40, 40))]).save(out / f"{stem}_box.png")
+                print(f"{path}: {name} at (x, y, w, h) = {np.round(box, 1).tolist()}, {out / (stem + '_box.png')}")
     return 0
+
+
+def predict_mask(task, model, image: np.ndarray, device: str, multiple: int = 8) -> np.ndarray:
+    """The mask of an image of any size: padded (edge values) to a multiple of the encoders' total
+    downsampling, predicted, cropped back."""
+    height, width = image.shape[-2:]
+    padded = np.pad(image, ((0, 0), (0, -height % multiple), (0, -width % multiple)), mode="edge")
+    return task.predict(model, padded[None], device)[0, :height, :width]
+
+
+def predict_box(task, model, image: np.ndarray, size: Sequence[int], device: str) -> tuple[int, np.ndarray]:
+    """Class and pixel box of an image of any size: resized to the size the model was trained at, the
+    box scaled back."""
+    height, width = image.shape[-2:]
+    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.BILINEAR)
+    resized = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1) / 255
+    labels, boxes = task.predict(model, resized[None], device)
+    return int(labels[0]), boxes[0] * np.array([width / size[1], height / size[0]] * 2)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

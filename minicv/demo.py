@@ -70,7 +70,13 @@ def run_demo(
             device,
             out / name,
             desc=name,
-            config={"model": name, "num_classes": num_classes, "kwargs": {}},
+            config={
+                "model": name,
+                "num_classes": num_classes,
+                "kwargs": {},
+                "image_size": [64, 64],
+                "classes": list(CLASS_NAMES if task_name == "segmentation" else OBJECT_NAMES),
+            },
         )
         seconds = time.perf_counter() - began
         scores = evaluate(model, task, DataLoader(test_items, 100), device)

@@ -1,0 +1,92 @@
+"""The lecture's models: shapes, parameter and FLOP counts, and that one training step lowers the loss."""
+
+import numpy as np
+import pytest
+
+import minicv as mc
+import minicv.functional as F
+from minicv import optim
+from minicv.models import MODELS, TASKS, build_model, layer_flops, profile
+from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
+
+SMALL = {"naive": {"width": 4, "depth": 2}, "loc": {"widths": (4, 8, 8, 8), "hidden": 16, "image_size": 32}}
+for _name in ("nearest", "segnet", "learned"):
+    SMALL[_name] = {"widths": (4, 8, 8)}
+
+
+def _images(n=2, size=32, seed=0):
+    return mc.tensor(np.random.default_rng(seed).random((n, 3, size, size)), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", [n for n, t in TASKS.items() if t == "segmentation"])
+def test_segmenters_score_every_pixel(name):
+    mc.manual_seed(0)
+    model = build_model(name, 6, **SMALL[name])
+    scores = model(_images())
+    assert scores.shape == (2, 6, 32, 32)
+
+
+def test_localizer_gives_scores_and_normalised_boxes():
+    mc.manual_seed(0)
+    scores, boxes = build_model("loc", 3, **SMALL["loc"])(_images())
+    assert scores.shape == (2, 3) and boxes.shape == (2, 4)
+    assert np.all((boxes.numpy() > 0) & (boxes.numpy() < 1))
+
+
+def test_box_convention_round_trips():
+    boxes = np.array([[3.0, 5.0, 10.0, 4.0]])
+    assert np.allclose(normalise_boxes(boxes, 32, 64), [[3 / 64, 5 / 32, 10 / 64, 4 / 32]])
+    assert np.allclose(to_pixels(normalise_boxes(boxes, 32, 64), 32, 64), boxes)
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="model: expected one of .*'unet'"):
+        build_model("unet", 3)
+
+
+def test_segnet_unpools_with_the_matching_pool_indices():
+    """Max-unpooling puts each value back where its maximum came from: with identity convolutions a
+    pool -> unpool round trip keeps the maxima in place and zeros elsewhere."""
+    x = mc.tensor(np.random.default_rng(0).permutation(64).reshape(1, 1, 8, 8), dtype=np.float32)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    up = F.max_unpool2d(y, idx, 2).numpy()
+    assert np.count_nonzero(up) == 16
+    assert np.all((up == 0) | (up == x.numpy()))
+
+
+def test_profile_counts_parameters_and_conv_flops():
+    mc.manual_seed(0)
+    model = build_model("naive", 6, width=4, depth=2)
+    info = profile(model, (3, 16, 16))
+    expected_params = (3 * 4 * 9 + 2 * 4) + (4 * 4 * 9 + 2 * 4) + (4 * 6 + 6)  # convs + batch norms + classifier
+    assert info["parameters"] == expected_params
+    expected_flops = 2 * 16 * 16 * (3 * 4 * 9 + 4 * 4 * 9 + 4 * 6)
+    assert info["flops"] == expected_flops
+
+
+def test_transposed_conv_flops_count_each_input_pixel_once():
+    layer = mc.nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1)
+    assert layer_flops(layer, (1, 4, 5, 5), (1, 2, 10, 10)) == 2 * 4 * 25 * 2 * 16
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_few_steps_lower_the_loss(name):
+    mc.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model(name, 3 if name == "loc" else 6, **SMALL[name])
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    images = _images(4, 32)
+    if TASKS[name] == "segmentation":
+        mask = mc.tensor(rng.integers(0, 6, (4, 32, 32)))
+        loss_fn = lambda: F.cross_entropy(model(images), mask)  # noqa: E731
+    else:
+        labels = mc.tensor(rng.integers(0, 3, 4))
+        boxes = mc.tensor(rng.uniform(0.2, 0.5, (4, 4)), dtype=np.float32)
+        loss_fn = lambda: localization_loss(*model(images), labels, boxes)[0]  # noqa: E731
+    first = loss_fn().item()
+    for _ in range(5):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    assert loss_fn().item() < first

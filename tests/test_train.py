@@ -1,0 +1,94 @@
+"""Training, evaluation, checkpoints: resume ends where an uninterrupted run ends; bad checkpoints fail clearly."""
+
+import numpy as np
+import pytest
+
+import minicv as mc
+from minicv import optim
+from minicv.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from minicv.data import DataLoader, SceneDataset
+from minicv.models import build_model
+from minicv.train import evaluate, fit, make_task
+
+
+def _setup(seed=0):
+    mc.manual_seed(seed)
+    items = [SceneDataset("train", 12, size=32, seed=seed)[i] for i in range(12)]
+    model = build_model("segnet", 6, widths=(4, 4, 4))
+    loader = DataLoader(items, 4, shuffle=True, seed=seed, flip=True)
+    return model, loader, items, optim.Adam(model.parameters(), lr=1e-2)
+
+
+def _weights(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    model, loader, items, opt = _setup()
+    task = make_task("segmentation", 6)
+    fit(model, task, loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path / "straight", progress=False)
+    straight = _weights(model)
+
+    model, loader, items, opt = _setup()
+    fit(model, task, loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path / "resumed", progress=False, stop_after=1)
+    model, loader, items, opt = _setup(seed=0)  # a fresh process: new model, optimizer and loader
+    mc.manual_seed(123)  # whatever the generator holds now, the checkpoint restores it
+    history = fit(model, task, loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path / "resumed", resume=True,
+                  progress=False)
+    resumed = _weights(model)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+    assert (tmp_path / "resumed" / "log.csv").read_text().count("\n") == 4
+
+
+def test_evaluate_reports_segmentation_metrics():
+    model, _, items, _ = _setup()
+    scores = evaluate(model, make_task("segmentation", 6), DataLoader(items, 6), "numpy")
+    assert set(scores) == {"pixel_accuracy", "mean_iou", "boundary_f1"}
+    assert all(0 <= v <= 1 for v in scores.values())
+
+
+def test_checkpoint_round_trip_and_atomic_write(tmp_path):
+    model, _, _, opt = _setup()
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, model, opt, epoch=4, note="hello")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]  # no temporary left behind
+    other, _, _, other_opt = _setup(seed=1)
+    meta = load_checkpoint(path, other, other_opt)
+    assert meta["epoch"] == 4 and meta["note"] == "hello" and read_meta(path)["note"] == "hello"
+    for key, value in _weights(model).items():
+        np.testing.assert_array_equal(value, other.state_dict()[key].numpy())
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    model, _, _, opt = _setup()
+    with pytest.raises(ValueError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.npz", model)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="garbage.npz: not a readable"):
+        load_checkpoint(garbage, model)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    with pytest.raises(ValueError, match="not a minicv checkpoint"):
+        load_checkpoint(foreign, model)
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, model, opt)
+    wider = build_model("segnet", 6, widths=(4, 4, 8))
+    with pytest.raises(ValueError, match="has shape .* but the model expects"):
+        load_checkpoint(path, wider)
+    before = _weights(wider)
+    for key, value in before.items():  # nothing was loaded
+        np.testing.assert_array_equal(value, wider.state_dict()[key].numpy())
+    with pytest.raises(ValueError, match="missing"):
+        load_checkpoint(path, build_model("naive", 6, width=4, depth=2))
+
+
+def test_checkpoint_refuses_pickles(tmp_path):
+    model, _, _, _ = _setup()
+    path = tmp_path / "pickled.npz"
+    np.savez(path, meta=np.array([{"epoch": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled.npz"):
+        load_checkpoint(path, model)
