@@ -17,6 +17,8 @@
 // blocks; each split writes its own partial C to a workspace and sum_k_splits_kernel adds the partials
 // in a fixed order.
 
+#include "common.cuh"
+
 constexpr int TILE_M = 64;                     // rows of C per block
 constexpr int TILE_N = 64;                     // columns of C per block
 constexpr int TILE_K = 16;                     // depth of one slice of A and B in shared memory
@@ -240,11 +242,10 @@ __global__ void conv2d_backward_weight_kernel(const T* x, const T* gy, T* gw_par
     block_gemm<T>(grad_out, patches, grad_w, conv.out_per_group(), conv.taps(), k_begin, k_end);
 }
 
-// out[i] = partial[0][i] + partial[1][i] + ... in this order (deterministic).
+// out[i] = partial[0][i] + partial[1][i] + ... in this order (deterministic). A grid-stride launch.
 template <typename T>
 __global__ void sum_k_splits_kernel(const T* partial, T* out, long long count, int k_splits) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
+    GRID_STRIDE_LOOP(i, count) {
         T sum = partial[i];
         for (int s = 1; s < k_splits; ++s) sum += partial[s * count + i];
         out[i] = sum;

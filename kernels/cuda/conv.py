@@ -12,9 +12,13 @@ docs/kernels/cuda_conv.md). The checks here are the ones that keep the kernels i
 """
 
 import math
+from typing import Any
 
 import numpy as np
 
+from .launch import Backend, ctype, launch_elements
+
+Array = Any  # numpy.ndarray or cupy.ndarray
 Pair = tuple[int, int]
 Shape4 = tuple[int, int, int, int]
 
@@ -27,11 +31,8 @@ TARGET_BLOCKS = 264  # two per SM of an H100
 # ... but gives each split at least this many pixels of the reduction, and stays within grid.z.
 MIN_SPLIT_DEPTH = 256
 MAX_GRID_Z = 65535
-SUM_BLOCK = 256
-SUM_MAX_BLOCKS = 1024
 
 _INT32_MAX = np.iinfo(np.int32).max
-_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -67,13 +68,11 @@ def _conv_args(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, stride: Pair, 
                                        *dilation, groups))
 
 
-def _operands(*arrays):
-    """The arrays as C-contiguous arrays of one float dtype, and that dtype's C name."""
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) != 1 or arrays[0].dtype not in _CTYPES:
-        raise TypeError(f"conv kernels: expected float32 or float64 operands of one dtype, got "
-                        f"{sorted(map(str, dtypes))}")
-    return [a if a.flags.c_contiguous else a.copy(order="C") for a in arrays], _CTYPES[arrays[0].dtype]
+def _operands(backend: Backend, a: Array, b: Array) -> tuple[Array, Array, str]:
+    """a and b C-contiguous, and the C name of their (common, float) dtype."""
+    if a.dtype != b.dtype:
+        raise TypeError(f"conv kernels: operands of one dtype expected, got {a.dtype} and {b.dtype}")
+    return backend.xp.ascontiguousarray(a), backend.xp.ascontiguousarray(b), ctype(a.dtype)
 
 
 def _gemm_grid(rows: int, columns: int, depth: int) -> tuple[int, int, int]:
@@ -84,43 +83,44 @@ def _gemm_grid(rows: int, columns: int, depth: int) -> tuple[int, int, int]:
     return grid
 
 
-def conv2d_forward(backend, x, w, stride: Pair, padding: Pair, dilation: Pair, groups: int):
+def conv2d_forward(backend: Backend, x: Array, w: Array, stride: Pair, padding: Pair, dilation: Pair,
+                   groups: int) -> Array:
     """y = conv2d(x, w): cross-correlation with zero padding, no bias."""
-    (x, w), ctype = _operands(x, w)
+    x, w, t = _operands(backend, x, w)
     n, _, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     y_shape = (n, c_out, *conv2d_output_hw((h, wd), (kh, kw), stride, padding, dilation))
     args = _conv_args(x.shape, w.shape, y_shape, stride, padding, dilation, groups)
     y = backend.xp.empty(y_shape, dtype=x.dtype)
     if y.size:
-        kernel = backend.kernel("conv.cu", f"conv2d_forward_kernel<{ctype}>")
+        kernel = backend.kernel("conv.cu", f"conv2d_forward_kernel<{t}>")
         kernel(_gemm_grid(c_out // groups, n * y.shape[2] * y.shape[3], groups), BLOCK, (x, w, y, *args))
     return y
 
 
-def conv2d_backward_input(backend, gy, w, x_shape: Shape4, stride: Pair, padding: Pair, dilation: Pair,
-                          groups: int):
+def conv2d_backward_input(backend: Backend, gy: Array, w: Array, x_shape: Shape4, stride: Pair,
+                          padding: Pair, dilation: Pair, groups: int) -> Array:
     """gx = d(sum(gy * conv2d(x, w))) / dx, of shape x_shape: for every pixel of x, a gather over the
     (co, kh, kw) that saw it. Also the forward of conv_transpose2d (x_shape carries output_padding)."""
-    (gy, w), ctype = _operands(gy, w)
+    gy, w, t = _operands(backend, gy, w)
     n, c_in, h, wd = x_shape
     args = _conv_args(x_shape, w.shape, gy.shape, stride, padding, dilation, groups)
     gx = backend.xp.empty(tuple(x_shape), dtype=gy.dtype)
     if gx.size:
-        kernel = backend.kernel("conv.cu", f"conv2d_backward_input_kernel<{ctype}>")
+        kernel = backend.kernel("conv.cu", f"conv2d_backward_input_kernel<{t}>")
         kernel(_gemm_grid(c_in // groups, n * h * wd, groups), BLOCK, (gy, w, gx, *args))
     return gx
 
 
-def conv2d_backward_weight(backend, x, gy, w_shape: Shape4, stride: Pair, padding: Pair, dilation: Pair,
-                           groups: int, k_splits: int | None = None):
+def conv2d_backward_weight(backend: Backend, x: Array, gy: Array, w_shape: Shape4, stride: Pair,
+                           padding: Pair, dilation: Pair, groups: int, k_splits: int | None = None) -> Array:
     """gw = d(sum(gy * conv2d(x, w))) / dw, of shape w_shape.
 
     The reduction over the N*H_out*W_out output pixels is split over k_splits blocks per tile of gw
     (chosen to fill the GPU when None); the partial sums go to a workspace and are added in split order,
     so the result is deterministic.
     """
-    (x, gy), ctype = _operands(x, gy)
+    x, gy, t = _operands(backend, x, gy)
     xp = backend.xp
     c_out, c_in_group, kh, kw = w_shape
     args = _conv_args(x.shape, w_shape, gy.shape, stride, padding, dilation, groups)
@@ -133,10 +133,9 @@ def conv2d_backward_weight(backend, x, gy, w_shape: Shape4, stride: Pair, paddin
         k_splits = min(_ceil_div(TARGET_BLOCKS, math.prod(grid)), _ceil_div(pixels, MIN_SPLIT_DEPTH))
     k_splits = max(1, min(k_splits, MAX_GRID_Z // groups))
     partial = gw if k_splits == 1 else xp.empty((k_splits, *gw.shape), dtype=gw.dtype)
-    kernel = backend.kernel("conv.cu", f"conv2d_backward_weight_kernel<{ctype}>")
+    kernel = backend.kernel("conv.cu", f"conv2d_backward_weight_kernel<{t}>")
     kernel(grid[:2] + (groups * k_splits,), BLOCK, (x, gy, partial, *args, np.int32(k_splits)))
     if k_splits > 1:
-        sum_splits = backend.kernel("conv.cu", f"sum_k_splits_kernel<{ctype}>")
-        blocks = min(_ceil_div(gw.size, SUM_BLOCK), SUM_MAX_BLOCKS)
-        sum_splits((blocks, 1, 1), (SUM_BLOCK, 1, 1), (partial, gw, np.int64(gw.size), np.int32(k_splits)))
+        launch_elements(backend, "conv.cu", f"sum_k_splits_kernel<{t}>", gw.size,
+                        (partial, gw, np.int64(gw.size), np.int32(k_splits)))
     return gw
