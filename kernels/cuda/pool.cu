@@ -5,29 +5,30 @@
 // the flat offset h * W + w inside its plane.
 #include "common.cuh"
 
-// Window (oh, ow) of a plane reads the taps x[h, w] with h = oh*sH - pH + i*dH, w = ow*sW - pW + j*dW
-// (i < kH, j < kW), skipping those outside the input (the -inf padding never wins). Scanning row-major,
-// a tap wins when value > best or value is NaN (PyTorch's rule): the first maximum wins a tie and the
-// last NaN wins among NaNs; a window of -inf reports its first tap inside the input.
+// Window (oh, ow) of a plane reads the taps x[h, w] with h = top + i*dH, w = left + j*dW (i < kH, j < kW),
+// top = oh*sH - pH, left = ow*sW - pW; taps in the -inf padding never win. Like PyTorch, the scan starts at
+// the first tap with h >= 0 and w >= 0 with best = -inf and keeps a tap when value > best or value is NaN:
+// the first maximum wins a tie, the last NaN wins among NaNs, and a window with nothing above -inf reports
+// its start tap (even when dilation makes the window miss the input, as PyTorch does).
 template <typename T>
 __global__ void max_pool2d_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                           long long* __restrict__ indices, long long count, int H, int W,
                                           int H_out, int W_out, int kH, int kW, int sH, int sW, int pH, int pW,
                                           int dH, int dW) {
     GRID_STRIDE_LOOP(o, count) {
-        const int ow = o % W_out;
-        const int oh = o / W_out % H_out;
+        const int top = o / W_out % H_out * sH - pH;
+        const int left = o % W_out * sW - pW;
+        const int i_start = top < 0 ? (-top + dH - 1) / dH : 0;
+        const int j_start = left < 0 ? (-left + dW - 1) / dW : 0;
         const T* plane = x + o / (static_cast<long long>(H_out) * W_out) * H * W;
         T best = -infinity<T>();
-        long long best_index = -1;
-        for (int i = 0; i < kH; ++i) {
-            const int h = oh * sH - pH + i * dH;
-            if (h < 0 || h >= H) continue;
-            for (int j = 0; j < kW; ++j) {
-                const int w = ow * sW - pW + j * dW;
-                if (w < 0 || w >= W) continue;
+        long long best_index = static_cast<long long>(top + i_start * dH) * W + left + j_start * dW;
+        for (int i = i_start; i < kH && top + i * dH < H; ++i) {
+            const int h = top + i * dH;
+            for (int j = j_start; j < kW && left + j * dW < W; ++j) {
+                const int w = left + j * dW;
                 const T value = plane[h * W + w];
-                if (best_index < 0 || value > best || isnan(value)) {
+                if (value > best || isnan(value)) {
                     best = value;
                     best_index = h * W + w;
                 }
