@@ -2,9 +2,10 @@
 
 Logits x (N, C, P), targets t (N, P). Over the classes c of each pixel, with eps = label_smoothing:
 
-    lse       = log sum_c exp(x[c])                 (stable: max + log sum exp(x - max))
-    lp[c]     = x[c] - lse                          (log-softmax; softmax[c] = exp(lp[c]))
-    loss      = (1 - eps) * -weight[t] * lp[t]  +  eps / C * -sum_c weight[c] * lp[c]
+    lse        = log sum_c exp(x[c])                (stable: max + log sum_c exp(x[c] - max))
+    lp[c]      = x[c] - lse                         (log-softmax, computed as (x[c] - max) - log sum ...)
+    softmax[c] = exp(lp[c])
+    loss       = (1 - eps) * -weight[t] * lp[t]  +  eps / C * -sum_c weight[c] * lp[c]
     d loss / d x[c] = (1 - eps) * weight[t] * (softmax[c] - [c == t])
                       + eps / C * (softmax[c] * sum_c' weight[c'] - weight[c])
 
@@ -32,9 +33,10 @@ def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.
     """(loss (N, P), lse (N, P)): the per-pixel loss, and the log-sum-exp kept for the backward."""
     num_classes, eps = x.shape[1], x.dtype.type(label_smoothing)  # eps in x's dtype: no promotion
     valid, t = _valid_targets(target, ignore_index, num_classes)
-    x_max = x.max(axis=1)
-    lse = x_max + np.log(np.exp(x - x_max[:, None]).sum(axis=1))
-    lp = x - lse[:, None]
+    shifted = x - x.max(axis=1, keepdims=True)  # <= 0: exp cannot overflow, and the largest term is 1
+    log_sum = np.log(np.exp(shifted).sum(axis=1))
+    lp = shifted - log_sum[:, None]
+    lse = x.max(axis=1) + log_sum
     nll = -weight[t] * np.take_along_axis(lp, t[:, None], axis=1)[:, 0]
     loss = (1 - eps) * nll
     if eps > 0:  # skipped at eps = 0 like PyTorch, so a -inf logit cannot give 0 * inf = NaN

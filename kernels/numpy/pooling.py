@@ -14,6 +14,8 @@ out[n, c].flat[indices[n, c, i, j]], unpool_gather reads g[n, c].flat[indices[n,
 other's adjoint, and unpool_scatter with summed duplicates is the backward of max pooling.
 """
 
+import math
+
 import numpy as np
 
 from .conv import Pair, pad_hw, sliding_windows
@@ -82,6 +84,6 @@ def unpool_scatter(values: np.ndarray, indices: np.ndarray, out_hw: Pair,
 def unpool_gather(g: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """out[n, c, i, j] = g[n, c].flat[indices[n, c, i, j]] (max_unpool2d backward)."""
     _check_indices(indices, g.shape[2:])
-    n, c = g.shape[:2]
-    planes = g.reshape(n, c, -1)
-    return np.take_along_axis(planes, indices.reshape(n, c, -1), axis=2).reshape(indices.shape)
+    n, c, h, w = g.shape
+    planes, flat_indices = g.reshape(n, c, h * w), indices.reshape(n, c, math.prod(indices.shape[2:]))
+    return np.take_along_axis(planes, flat_indices, axis=2).reshape(indices.shape)

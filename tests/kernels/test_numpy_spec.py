@@ -4,6 +4,8 @@ Configurations are drawn by hypothesis; array contents come from a drawn seed. M
 inputs (a permutation of distinct values) unless a test is about ties, NaN or -inf.
 """
 
+import math
+
 import minicv.kernels.numpy as spec
 import numpy as np
 import pytest
@@ -352,7 +354,7 @@ def cross_entropy_cases(draw):
     label_smoothing = draw(st.sampled_from([0.0, draw(st.floats(0.0, 1.0))]))
     dtype = draw(dtypes)
     rng = np.random.default_rng(draw(seeds))
-    x = (3 * rng.standard_normal((n, c, *hw))).astype(dtype)
+    x = (draw(st.sampled_from([3, 100])) * rng.standard_normal((n, c, *hw))).astype(dtype)  # 100: stability
     target = rng.integers(0, c, (n, *hw))
     target[rng.random(target.shape) < draw(st.floats(0.0, 1.0))] = ignore_index
     weight = rng.uniform(0.1, 2.0, c).astype(dtype) if draw(st.booleans()) else None
@@ -361,9 +363,10 @@ def cross_entropy_cases(draw):
 
 def spec_args(x, target, weight, ignore_index, label_smoothing):
     """The kernels' (N, C, P) layout; weight None is all ones."""
-    n, c = x.shape[:2]
+    n, c, *hw = x.shape
     weight = np.ones(c, dtype=x.dtype) if weight is None else weight
-    return x.reshape(n, c, -1), target.reshape(n, -1), weight, ignore_index, label_smoothing
+    pixels = math.prod(hw)
+    return x.reshape(n, c, pixels), target.reshape(n, pixels), weight, ignore_index, label_smoothing
 
 
 def torch_cross_entropy(x, target, weight, ignore_index, label_smoothing):
@@ -412,3 +415,33 @@ def test_softmax_cross_entropy_out_of_range_target_raises_like_torch(bad_target,
     with pytest.raises(IndexError) as error:
         spec.softmax_cross_entropy_backward(*args, np.zeros((2, 4)), np.ones((2, 4)))
     assert str(error.value) == message
+
+
+# --- empty batch ------------------------------------------------------------------------------------
+
+
+def test_empty_batch_gives_empty_results_and_a_zero_weight_gradient():
+    x, w = np.zeros((0, 2, 5, 5)), np.ones((4, 2, 3, 3))
+    x_t = torch.from_numpy(x)
+    y = spec.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)
+    assert_same(y, F.conv2d(x_t, torch.from_numpy(w), padding=1))
+    assert spec.conv2d_backward_input(y, w, x.shape, (1, 1), (1, 1), (1, 1), 1).shape == x.shape
+    gw = spec.conv2d_backward_weight(x, y, w.shape, (1, 1), (1, 1), (1, 1), 1)
+    assert_same(gw, torch.zeros(w.shape, dtype=x_t.dtype))
+
+    pooled, indices = spec.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
+    pooled_t, indices_t = F.max_pool2d(x_t, 2, return_indices=True)
+    assert_same(pooled, pooled_t)
+    assert_same(indices, indices_t)
+    assert spec.unpool_scatter(pooled, indices, (5, 5)).shape == x.shape
+    assert spec.unpool_scatter(pooled, indices, (5, 5), ((2, 2), (2, 2), (0, 0), (1, 1))).shape == x.shape
+    assert spec.unpool_gather(x, indices).shape == indices.shape
+
+    src = nearest_src(5, 10, "nearest")
+    assert_same(spec.upsample_nearest_forward(x, src, src), F.interpolate(x_t, size=(10, 10)))
+    assert spec.upsample_nearest_backward(np.zeros((0, 2, 10, 10)), src, src, (5, 5)).shape == x.shape
+
+    args = spec_args(x, np.zeros((0, 5, 5), dtype=np.int64), None, -100, 0.1)
+    loss, lse = spec.softmax_cross_entropy_forward(*args)
+    assert loss.shape == lse.shape == (0, 25)
+    assert spec.softmax_cross_entropy_backward(*args, lse, loss).shape == (0, 2, 25)
