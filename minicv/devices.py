@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from minicv.errors import ArgumentError
 from minicv.kernels import KERNEL_TABLE
 
 
@@ -84,7 +85,7 @@ def canonical_name(name: str) -> str:
     name = ALIASES.get(name, name)
     if name not in _FACTORIES:
         known = ", ".join(f"{n} ({a})" if (a := _alias_of(n)) else n for n in _FACTORIES)
-        raise ValueError(f"unknown device '{name}': expected one of {known}")
+        raise ArgumentError(f"unknown device '{name}': expected one of {known}")
     return name
 
 

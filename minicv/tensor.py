@@ -9,6 +9,7 @@ import numpy as np
 
 from minicv import autograd
 from minicv.devices import Device, default_device, get_device
+from minicv.errors import ArgumentError
 
 _FLOAT_DEFAULT = np.float32  # like torch: Python floats and float lists become float32
 
@@ -274,8 +275,8 @@ def common_device(*inputs: Any) -> Device:
     """The one device of all Tensors among ``inputs``; raises if they are on different devices."""
     devices = {t.device.name: t.device for t in inputs if isinstance(t, Tensor)}
     if len(devices) > 1:
-        raise ValueError(
-            f"expected all tensors to be on the same device, but found tensors on {', '.join(sorted(devices))}; "
+        raise ArgumentError(
+            f"Expected all tensors to be on the same device, but found tensors on {', '.join(sorted(devices))}; "
             "move them with .to(device)"
         )
     if not devices:
@@ -291,12 +292,16 @@ def tensor(data: Any, dtype: Any = None, device: str | Device | None = None, req
     return Tensor(data.copy() if _is_array(data) else data, requires_grad, device, dtype)
 
 
-def zeros(*shape: Any, dtype: Any = np.float32, device: str | Device | None = None, requires_grad: bool = False) -> Tensor:
+def zeros(
+    *shape: Any, dtype: Any = np.float32, device: str | Device | None = None, requires_grad: bool = False
+) -> Tensor:
     dev = get_device(device)
     return Tensor(dev.xp.zeros(_shape(shape), dtype=dtype), requires_grad, dev)
 
 
-def ones(*shape: Any, dtype: Any = np.float32, device: str | Device | None = None, requires_grad: bool = False) -> Tensor:
+def ones(
+    *shape: Any, dtype: Any = np.float32, device: str | Device | None = None, requires_grad: bool = False
+) -> Tensor:
     dev = get_device(device)
     return Tensor(dev.xp.ones(_shape(shape), dtype=dtype), requires_grad, dev)
 

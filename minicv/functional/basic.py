@@ -13,6 +13,7 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.devices import Device
+from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.tensor import Tensor
 
 
@@ -212,13 +213,15 @@ def pow(x: Tensor, exponent: float) -> Tensor:  # noqa: A001
 
 # --------------------------------------------------------------------------- reductions
 def _axes(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
-    if dim is None:
+    """The axes ``dim`` names, sorted and non-negative; None and () name every axis, as in PyTorch."""
+    dims = () if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
+    if not dims:
         return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
     for d in dims:
         if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise IndexError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {d})")
-    return tuple(sorted(d % max(ndim, 1) for d in dims))
+            low, high = -max(ndim, 1), max(ndim, 1) - 1
+            raise OutOfRangeError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {d})")
+    return tuple(sorted(d % ndim for d in dims)) if ndim else ()  # a scalar's dim 0 or -1 is itself
 
 
 class Sum(Function):
@@ -344,20 +347,45 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 
 
 class Pad(Function):
-    """Zero padding by ((before, after), ...) per axis; used by conv2d's asymmetric 'same' padding."""
+    """Constant padding by (before, after) per axis; negative widths crop, as in PyTorch."""
 
-    def __init__(self, widths: tuple[tuple[int, int], ...]):
-        self.widths = widths
+    def __init__(self, widths: tuple[tuple[int, int], ...], value: float):
+        self.widths, self.value = widths, value
 
     def forward(self, x):
-        return self.xp.pad(x, self.widths)
+        self.x_shape = x.shape
+        kept = x[_interior(x.shape, [(max(-lo, 0), max(-hi, 0)) for lo, hi in self.widths])]
+        return self.xp.pad(kept, [(max(lo, 0), max(hi, 0)) for lo, hi in self.widths], constant_values=self.value)
 
     def backward(self, gy):
-        return gy[tuple(slice(lo, gy.shape[i] - hi) for i, (lo, hi) in enumerate(self.widths))]
+        kept = gy[_interior(gy.shape, [(max(lo, 0), max(hi, 0)) for lo, hi in self.widths])]
+        return self.xp.pad(kept, [(max(-lo, 0), max(-hi, 0)) for lo, hi in self.widths])
 
 
-def pad(x: Tensor, widths: tuple[tuple[int, int], ...]) -> Tensor:
-    return Pad(tuple(widths)).apply(x)
+def _interior(shape: tuple[int, ...], margins: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
+    return tuple(slice(lo, n - hi) for n, (lo, hi) in zip(shape, margins, strict=True))
+
+
+def pad(input: Tensor, pad: Sequence[Any], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
+    """PyTorch's F.pad (constant mode): ``pad`` = (last-axis before, after, second-last before, after, ...);
+    negative widths crop. Also accepts per-axis pairs ((before, after), ...) covering every axis."""
+    _check_float("pad", "input", input)
+    if mode != "constant":
+        raise ArgumentError(f"pad: only mode='constant' is supported, but got mode={mode!r}")
+    if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pad) and len(pad) == input.ndim:
+        widths = tuple((int(lo), int(hi)) for lo, hi in pad)
+    else:
+        if len(pad) % 2 or len(pad) // 2 > input.ndim:
+            raise ArgumentError(
+                f"pad: Padding length must be divisible by 2 and at most twice the number of dimensions of the "
+                f"input ({input.ndim}), but got pad={tuple(pad)}"
+            )
+        pairs = [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(len(pad) // 2)]
+        widths = ((0, 0),) * (input.ndim - len(pairs)) + tuple(reversed(pairs))
+    for axis, ((lo, hi), n) in enumerate(zip(widths, input.shape, strict=True)):
+        if n + lo + hi < 0:
+            raise ArgumentError(f"pad: padding {(lo, hi)} of dimension {axis} (size {n}) gives a negative size")
+    return Pad(widths, 0.0 if value is None else value).apply(input)
 
 
 class Concat(Function):
@@ -374,7 +402,20 @@ class Concat(Function):
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    return Concat(dim % tensors[0].ndim).apply(*tensors)
+    """Join tensors along ``dim``; as in PyTorch, 1-D empty tensors are skipped (a legacy rule)."""
+    if not tensors:
+        raise ArgumentError("cat(): expected a non-empty list of Tensors")
+    for t in tensors:
+        _check_float("cat", "tensors", t)
+    kept = [t for t in tensors if t.shape != (0,)] or list(tensors[:1])
+    axis = _axes(dim, kept[0].ndim)[0]
+    for i, t in enumerate(kept):
+        if t.ndim != kept[0].ndim or any(a != b for k, (a, b) in enumerate(zip(t.shape, kept[0].shape)) if k != axis):
+            raise ArgumentError(
+                f"cat(): Sizes of tensors must match except in dimension {axis}: expected shape like "
+                f"{kept[0].shape}, but got {t.shape} for tensor number {i}"
+            )
+    return Concat(axis).apply(*kept)
 
 
 class To(Function):
@@ -383,7 +424,8 @@ class To(Function):
 
     def forward(self, x):
         self.source, self.source_dtype = self.device, x.dtype
-        return self.target.asarray(x, dtype=self.dtype)
+        y = self.target.asarray(x, dtype=self.dtype)
+        return y.copy() if y is x else y  # a copy, so the two tensors never share memory
 
     def backward(self, gy):
         return self.source.asarray(gy, dtype=self.source_dtype)
@@ -419,25 +461,30 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, with W of shape (out_features, in_features)."""
     _check_float("linear", "input", input)
     if weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(
+        raise ArgumentError(
             f"linear: expected weight of shape (out_features, {input.shape[-1]}) to match input of shape "
             f"{input.shape}, but got weight of shape {weight.shape}"
         )
     y = matmul(input, transpose(weight, 0, 1))
     if bias is not None:
         if bias.shape != (weight.shape[0],):
-            raise ValueError(f"linear: expected bias of shape ({weight.shape[0]},), but got {bias.shape}")
+            raise ArgumentError(f"linear: expected bias of shape ({weight.shape[0]},), but got {bias.shape}")
         y = y + bias
     return y
 
 
 # --------------------------------------------------------------------------- softmax
+def _shift_by_max(x: Any, axis: int) -> Any:
+    """x minus its maximum along axis, so exp cannot overflow (an empty x has no maximum to subtract)."""
+    return x - x.max(axis=axis, keepdims=True) if x.size else x
+
+
 class LogSoftmax(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
     def forward(self, x):
-        shifted = x - x.max(axis=self.axis, keepdims=True)
+        shifted = _shift_by_max(x, self.axis)
         self.y = shifted - self.xp.log(self.xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return self.y
 
@@ -450,7 +497,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        e = self.xp.exp(x - x.max(axis=self.axis, keepdims=True))
+        e = self.xp.exp(_shift_by_max(x, self.axis))
         self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
 
@@ -525,16 +572,16 @@ def batch_norm(
     in place (unbiased variance); otherwise normalise by the running statistics."""
     _check_float("batch_norm", "input", input)
     if input.ndim < 2:
-        raise ValueError(f"batch_norm: expected input with at least 2 dimensions, but got shape {input.shape}")
+        raise ArgumentError(f"batch_norm: expected input with at least 2 dimensions, but got shape {input.shape}")
     channels = input.shape[1]
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if t is not None and t.shape != (channels,):
-            raise ValueError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
+            raise ArgumentError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
     if not training and (running_mean is None or running_var is None):
-        raise ValueError("batch_norm: running_mean and running_var are required when training=False")
+        raise ArgumentError("batch_norm: running_mean and running_var are required when training=False")
     count = input.size // channels
     if training and count <= 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        raise ArgumentError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
     fn = BatchNorm(eps, use_batch_stats=training)
     y = fn.apply(input, running_mean, running_var, weight, bias)
     if training and running_mean is not None:
@@ -549,4 +596,4 @@ def _check_float(op: str, name: str, t: Any) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}(): argument '{name}' must be a Tensor, but got {type(t).__name__}")
     if t.dtype.kind != "f":
-        raise TypeError(f"{op}(): expected {name} to be a floating point tensor (float32 or float64), but got {t.dtype}")
+        raise DtypeError(f"{op}(): expected {name} to be a floating point tensor (float32 or float64), not {t.dtype}")

@@ -1,0 +1,311 @@
+"""The glue ops of minicv.functional.basic against PyTorch, forward and backward, on every device.
+
+Hand-written cases cover what the lecture's models use; PyTorch's own OpInfo samples cover the rest.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minicv as mc
+import minicv.functional as F
+from minicv.errors import ArgumentError, OutOfRangeError
+from tests.conftest import tolerances
+
+# the device and dtype fixtures are plain strings and types: sharing them across examples is safe
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def to_mc(value, device, requires_grad=None):
+    """torch tensors (also inside lists and tuples) become minicv tensors; the rest passes through."""
+    if isinstance(value, torch.Tensor):
+        grad = value.requires_grad if requires_grad is None else requires_grad
+        return mc.tensor(value.detach().numpy().copy(), device=device, requires_grad=grad)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_mc(v, device, requires_grad) for v in value)
+    return value
+
+
+def compare(mc_fn, torch_fn, arrays, device, grad=True):
+    """Run both on the same arrays; compare outputs, then input gradients for one random grad_output."""
+    dtype = arrays[0].dtype
+    inputs = [mc.tensor(a, device=device, requires_grad=grad) for a in arrays]
+    torch_inputs = [torch.tensor(a, requires_grad=grad) for a in arrays]
+    y, ty = mc_fn(*inputs), torch_fn(*torch_inputs)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype and y.device.name == device
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), **tolerances(dtype))
+    if not grad:
+        return
+    g = np.random.default_rng(99).standard_normal(y.shape).astype(dtype)
+    y.backward(g)
+    ty.backward(torch.tensor(g))
+    for t, tt in zip(inputs, torch_inputs, strict=True):
+        expected = np.zeros(t.shape, dtype) if tt.grad is None else tt.grad.numpy()
+        actual = np.zeros(t.shape, dtype) if t.grad is None else t.grad.numpy()
+        assert actual.dtype == dtype
+        np.testing.assert_allclose(actual, expected, **tolerances(dtype))
+
+
+def randn(seed, *shape, dtype=np.float64):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+seeds = st.integers(0, 2**32 - 1)
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes)
+def test_relu(device, dtype, seed, shape):
+    compare(F.relu, TF.relu, [randn(seed, *shape, dtype=dtype)], device)
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes, bias=st.booleans(), out_features=st.integers(1, 5))
+def test_linear(device, dtype, seed, shape, bias, out_features):
+    x = randn(seed, *shape, dtype=dtype)
+    w = randn(seed + 1, out_features, shape[-1], dtype=dtype)
+    arrays = [x, w] + ([randn(seed + 2, out_features, dtype=dtype)] if bias else [])
+    compare(F.linear, TF.linear, arrays, device)
+
+
+def test_linear_rejects_mismatched_weight():
+    with pytest.raises(ValueError, match="weight"):
+        F.linear(mc.ones(2, 3), mc.ones(4, 2))
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes, data=st.data())
+def test_softmax_and_log_softmax(device, dtype, seed, shape, data):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = randn(seed, *shape, dtype=dtype) * 5
+    compare(lambda t: F.softmax(t, dim=dim), lambda t: TF.softmax(t, dim=dim), [x], device)
+    compare(lambda t: F.log_softmax(t, dim=dim), lambda t: TF.log_softmax(t, dim=dim), [x], device)
+
+
+def test_softmax_is_stable_for_large_logits():
+    y = F.log_softmax(mc.tensor(np.array([[1000.0, 0.0, -1000.0]])), dim=1)
+    np.testing.assert_allclose(y.numpy(), [[0.0, -1000.0, -2000.0]])
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes, keepdim=st.booleans(), data=st.data())
+def test_sum_and_mean(device, dtype, seed, shape, keepdim, data):
+    dims = data.draw(st.one_of(st.none(), st.lists(st.integers(0, len(shape) - 1), unique=True, max_size=len(shape))))
+    x = randn(seed, *shape, dtype=dtype)
+    torch_dims = dims if dims is not None else None
+    compare(lambda t: F.sum(t, dims, keepdim), lambda t: torch.sum(t, torch_dims, keepdim), [x], device)
+    compare(lambda t: t.mean(dims, keepdim), lambda t: torch.mean(t, torch_dims, keepdim), [x], device)
+
+
+def test_reduction_dims_out_of_range_raise():
+    with pytest.raises(OutOfRangeError, match="Dimension out of range"):
+        mc.ones(2, 3).sum(2)
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes, data=st.data())
+def test_reshape_flatten_permute_transpose(device, dtype, seed, shape, data):
+    x = randn(seed, *shape, dtype=dtype)
+    order = data.draw(st.permutations(range(len(shape))))
+    compare(lambda t: t.reshape(-1, shape[-1]), lambda t: t.reshape(-1, shape[-1]), [x], device)
+    compare(lambda t: t.permute(*order) * 1.5, lambda t: t.permute(*order) * 1.5, [x], device)
+    start = min(1, len(shape) - 1)
+    compare(lambda t: t.flatten(start), lambda t: t.flatten(start), [x], device)
+    compare(lambda t: t.transpose(0, -1), lambda t: t.transpose(0, -1), [x], device)
+    compare(lambda t: t.unsqueeze(1).squeeze(1), lambda t: t.unsqueeze(1).squeeze(1), [x], device)
+
+
+GETITEMS = [
+    (1,),
+    (slice(None, None, 2),),
+    (Ellipsis, 0),
+    (slice(1, None), 0),
+    ([0, 2, 0],),  # repeated index: gradients add up
+    (np.array([True, False, True, True]),),
+]
+
+
+@pytest.mark.parametrize("index", GETITEMS, ids=str)
+def test_getitem(device, dtype, index):
+    x = randn(0, 4, 3, 2, dtype=dtype)
+    torch_index = tuple(torch.tensor(i) if isinstance(i, np.ndarray) else i for i in index)
+    compare(lambda t: t[index], lambda t: t[torch_index], [x], device)
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes, data=st.data(), value=st.sampled_from([None, 1.5]))
+def test_pad_in_pytorchs_form_with_negative_crops(device, dtype, seed, shape, data, value):
+    # crops leave at least one element per axis
+    pairs = [(data.draw(st.integers(-(n // 2), 2)), data.draw(st.integers(-(n - n // 2 - 1), 2))) for n in shape[::-1]]
+    flat = [w for pair in pairs[: data.draw(st.integers(1, len(shape)))] for w in pair]
+    x = randn(seed, *shape, dtype=dtype)
+    compare(lambda t: F.pad(t, flat, value=value), lambda t: TF.pad(t, flat, value=value), [x], device)
+
+
+def test_pad_in_per_axis_form():
+    x = mc.tensor(np.ones((1, 2)), requires_grad=True)
+    y = F.pad(x, ((0, 0), (1, 2)))
+    np.testing.assert_array_equal(y.detach().numpy(), [[0, 1, 1, 0, 0]])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1, 1]])
+
+
+def test_pad_errors():
+    with pytest.raises(ArgumentError, match="divisible by 2"):
+        F.pad(mc.ones(2, 2), [1, 2, 3])
+    with pytest.raises(ArgumentError, match="negative size"):
+        F.pad(mc.ones(2, 2), [-2, -1])
+    with pytest.raises(ArgumentError, match="constant"):
+        F.pad(mc.ones(2, 2), [1, 1], mode="reflect")
+
+
+@SETTINGS
+@given(seed=seeds, shape=shapes, data=st.data(), count=st.integers(1, 3))
+def test_cat(device, dtype, seed, shape, data, count):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    arrays = []
+    for i in range(count):
+        size = list(shape)
+        size[dim] = data.draw(st.integers(1, 3))
+        arrays.append(randn(seed + i, *size, dtype=dtype))
+    compare(lambda *ts: F.cat(ts, dim), lambda *ts: torch.cat(ts, dim), arrays, device)
+
+
+@pytest.mark.parametrize("op", ["exp", "log", "sqrt", "abs", "sigmoid"])
+def test_unary_ops(device, dtype, op):
+    x = np.random.default_rng(3).uniform(0.5, 2.0, (3, 4)).astype(dtype) * np.array([1, -1, 1, 1], dtype)
+    if op in ("log", "sqrt"):
+        x = np.abs(x)
+    compare(getattr(F, op), getattr(torch, op), [x], device)
+
+
+# --------------------------------------------------------------------------- batch norm
+@SETTINGS
+@given(seed=seeds, n=st.integers(2, 3), c=st.integers(1, 3), hw=st.sampled_from([(), (2,), (2, 3)]),
+       affine=st.booleans(), momentum=st.sampled_from([0.1, 0.5]), eps=st.sampled_from([1e-5, 0.3]))
+def test_batch_norm_training_updates_running_stats(device, dtype, seed, n, c, hw, affine, momentum, eps):
+    x = randn(seed, n, c, *hw, dtype=dtype) * 3 + 1
+    stats = [randn(seed + 1, c, dtype=dtype), np.abs(randn(seed + 2, c, dtype=dtype)) + 0.5]
+    mc_stats = [mc.tensor(s, device=device) for s in stats]
+    torch_stats = [torch.tensor(s) for s in stats]
+    affine_arrays = [randn(seed + 3, c, dtype=dtype), randn(seed + 4, c, dtype=dtype)] if affine else []
+
+    def ours(t, *wb):
+        return F.batch_norm(t, *mc_stats, *wb, training=True, momentum=momentum, eps=eps)
+
+    def theirs(t, *wb):
+        return TF.batch_norm(t, *torch_stats, *wb, training=True, momentum=momentum, eps=eps)
+
+    compare(ours, theirs, [x, *affine_arrays], device)
+    for s, ts in zip(mc_stats, torch_stats, strict=True):
+        assert s.dtype == dtype
+        np.testing.assert_allclose(s.numpy(), ts.numpy(), **tolerances(dtype))
+
+
+@SETTINGS
+@given(seed=seeds, n=st.integers(1, 3), c=st.integers(1, 3), hw=st.sampled_from([(), (2, 3)]), affine=st.booleans())
+def test_batch_norm_eval_uses_running_stats_and_leaves_them(device, dtype, seed, n, c, hw, affine):
+    x = randn(seed, n, c, *hw, dtype=dtype)
+    stats = [randn(seed + 1, c, dtype=dtype), np.abs(randn(seed + 2, c, dtype=dtype)) + 0.5]
+    affine_arrays = [randn(seed + 3, c, dtype=dtype), randn(seed + 4, c, dtype=dtype)] if affine else []
+    mc_stats = [mc.tensor(s, device=device) for s in stats]
+
+    def ours(t, *wb):
+        return F.batch_norm(t, *mc_stats, *wb, training=False)
+
+    def theirs(t, *wb):
+        return TF.batch_norm(t, *(torch.tensor(s) for s in stats), *wb, training=False)
+
+    compare(ours, theirs, [x, *affine_arrays], device)
+    for s, original in zip(mc_stats, stats, strict=True):
+        np.testing.assert_array_equal(s.numpy(), original)
+
+
+def test_batch_norm_errors():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(mc.ones(1, 3), None, None, training=True)
+    with pytest.raises(ValueError, match="running_mean"):
+        F.batch_norm(mc.ones(2, 3), mc.zeros(2), mc.ones(3), training=False)
+    with pytest.raises(ValueError, match="required"):
+        F.batch_norm(mc.ones(2, 3), None, None, training=False)
+    with pytest.raises(ArgumentError, match="at least 2 dimensions"):  # PyTorch's odd 1-D rules: not followed
+        F.batch_norm(mc.ones(3), mc.zeros(3), mc.ones(3))
+
+
+# --------------------------------------------------------------------------- PyTorch's OpInfo samples
+def _op_db():
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    return {(op.name, op.variant_test_name): op for op in op_db}
+
+
+OPINFO_OPS = {
+    ("nn.functional.relu", ""): F.relu,
+    ("nn.functional.linear", ""): F.linear,
+    ("nn.functional.batch_norm", ""): F.batch_norm,
+    ("softmax", ""): F.softmax,
+    ("log_softmax", ""): F.log_softmax,
+    ("sum", ""): F.sum,
+    ("mean", ""): F.mean,
+    ("reshape", ""): F.reshape,
+    ("nn.functional.pad", "constant"): F.pad,
+    ("cat", ""): F.cat,
+    ("__getitem__", ""): mc.Tensor.__getitem__,
+}
+
+
+def _index_to_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, tuple):
+        return tuple(_index_to_numpy(v) for v in value)
+    return value
+
+
+@pytest.mark.parametrize("key", OPINFO_OPS, ids=lambda key: "_".join(filter(None, key)))
+def test_opinfo_samples(device, key):
+    op, ours = _op_db()[key], OPINFO_OPS[key]
+    for sample in op.sample_inputs("cpu", torch.float64, requires_grad=True):
+        if key[0] == "nn.functional.batch_norm" and sample.input.ndim < 2:
+            with pytest.raises(ArgumentError):  # a documented deviation: PyTorch accepts a 1-D empty input
+                ours(to_mc(sample.input, device), *to_mc(sample.args, device), **sample.kwargs)
+            continue
+        args = _index_to_numpy(sample.args) if key[0] == "__getitem__" else sample.args
+        # batch norm updates its running stats in place: torch gets copies, so both start from the same
+        torch_args = [a.detach().clone().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                      for a in sample.args]
+        mc_input, mc_args = to_mc(sample.input, device), to_mc(args, device)
+        mc_kwargs = to_mc(sample.kwargs, device)
+        y = ours(mc_input, *mc_args, **mc_kwargs)
+        ty = op.op(sample.input, *torch_args, **sample.kwargs)
+        np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        assert y.shape == tuple(ty.shape)
+        if not ty.requires_grad or ty.numel() == 0:
+            continue
+        g = np.random.default_rng(0).standard_normal(y.shape)
+        y.backward(g)
+        wanted = [t for t in _flatten((sample.input, torch_args), torch.Tensor) if t.requires_grad]
+        mine = [t for t in _flatten((mc_input, mc_args), mc.Tensor) if t.requires_grad]
+        expected = torch.autograd.grad(ty, wanted, torch.tensor(g), allow_unused=True)
+        for t, e in zip(mine, expected, strict=True):
+            actual = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+            np.testing.assert_allclose(actual, 0 if e is None else e.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _flatten(value, kind):
+    if isinstance(value, kind):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flatten(v, kind)]
+    return []
+
+
+def test_opinfo_reshape_error_inputs_raise():
+    for error in _op_db()["reshape", ""].error_inputs("cpu"):
+        sample = error.sample_input
+        with pytest.raises((RuntimeError, ValueError)):
+            F.reshape(to_mc(sample.input, "numpy"), *sample.args)
