@@ -1,0 +1,1 @@
+"""minicv's benchmark harness: ``python -m benchmarks`` (the same as ``minicv bench``); see README.md."""

@@ -1,0 +1,30 @@
+"""``python -m benchmarks [--quick] [--device D] [--op OP] [--out DIR] [--seed S]``: the harness of minicv.bench."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from minicv.bench import OPS, run_bench
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Time every op of minicv on every device present, against PyTorch in the same run.",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a smoke run)")
+    parser.add_argument("--device", default=None, help="only this minicv device (numpy, numba/cpu, cudasim, cuda)")
+    parser.add_argument("--op", default=None, choices=OPS, help="only this op")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    args = parser.parse_args(argv)
+    run_bench(args.out, device=args.device, op=args.op, quick=args.quick, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

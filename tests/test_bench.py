@@ -1,0 +1,178 @@
+"""The benchmark harness (minicv.bench): it times the right computations, counts work right, and runs end
+to end in --quick mode on numpy and numba, writing valid JSON, markdown and a plot. Nothing here asserts
+on speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import minicv.kernels.numpy as spec
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from minicv import bench
+from minicv.bench import Conv2d, ConvTranspose2d, CrossEntropy, MaxPool2d, MaxUnpool2d, Nearest, run_bench
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_PROBLEMS = list(dict.fromkeys(c.problem for c in bench.issue_cases(quick=True)))
+
+
+@pytest.mark.parametrize("problem", QUICK_PROBLEMS, ids=lambda p: p.label)
+def test_kernel_path_computes_what_torch_computes(problem: bench.Problem) -> None:
+    """The kernel calls timed as 'kernels' are the op: forward and input/weight gradients equal PyTorch's."""
+    arrays = problem.arrays(np.random.default_rng(3), np.float64)
+    saved = problem.kernel_forward(spec, arrays)
+    grads = problem.kernel_backward(spec, arrays, saved)
+
+    t = {k: torch.from_numpy(v).requires_grad_(k in problem.differentiable) for k, v in arrays.items()}
+    out = problem.torch(t)
+    out.backward(t["gy"] if out.ndim else None)
+
+    forward = {
+        MaxPool2d: lambda: saved[0],
+        CrossEntropy: lambda: saved[0].mean(),  # per-pixel losses; the op's reduction is the mean
+    }.get(type(problem), lambda: saved)()
+    np.testing.assert_allclose(forward, out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    if isinstance(problem, MaxPool2d):
+        torch_indices = torch.nn.functional.max_pool2d(t["x"], problem.k, return_indices=True)[1]
+        np.testing.assert_array_equal(saved[1], torch_indices.numpy())
+    assert len(grads) == len(problem.differentiable)
+    for name, grad in zip(problem.differentiable, grads, strict=True):
+        np.testing.assert_allclose(grad, t[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_work_counts() -> None:
+    """FLOPs are 2 * MACs (x3 with the backward); bytes count each input read and each output written once."""
+    conv = Conv2d(n=2, c_in=3, c_out=5, hw=6, stride=2)  # 3x3 s2 p1: 6x6 -> 3x3
+    assert conv.work(False, 4) == 2 * (2 * 5 * 3 * 3) * (3 * 3 * 3)
+    assert conv.work(True, 4) == 3 * conv.work(False, 4)
+    transposed = ConvTranspose2d(n=1, c_in=2, c_out=3, hw=4)  # every input pixel meets 4x4 taps per output channel
+    assert transposed.out_hw == 8
+    assert transposed.work(False, 4) == 2 * (1 * 2 * 16) * 3 * 16
+
+    # x (1, 1, 4, 4) read; y (1, 1, 2, 2) and int64 indices written; backward: gy read, gx written.
+    assert MaxPool2d(1, 1, 4).work(False, 4) == 16 * 4 + 4 * 4 + 4 * 8
+    assert MaxPool2d(1, 1, 4).work(True, 4) == 16 * 4 + 4 * 4 + 4 * 8 + 4 * 4 + 16 * 4
+    # values and int64 indices (1, 1, 2, 2) read, out (1, 1, 4, 4) written
+    assert MaxUnpool2d(1, 1, 4).work(False, 4) == 4 * 4 + 4 * 8 + 16 * 4
+    assert Nearest(1, 2, 3).work(False, 8) == (2 * 9 + 2 * 36) * 8
+    assert Nearest(1, 2, 3).work(True, 8) == 2 * (2 * 9 + 2 * 36) * 8
+    # logits (2, 4, 3, 3) and int64 targets (2, 3, 3) read; backward writes the logits' gradient
+    assert CrossEntropy(2, 4, 3).work(False, 4) == 72 * 4 + 18 * 8
+    assert CrossEntropy(2, 4, 3).work(True, 4) == 72 * 4 + 18 * 8 + 72 * 4
+
+
+def test_unpool_indices_are_one_per_pooling_window() -> None:
+    problem = MaxUnpool2d(2, 3, 8)
+    indices = problem.arrays(np.random.default_rng(0), np.float32)["indices"]
+    rows, cols = np.divmod(indices, 8)
+    assert indices.shape == (2, 3, 4, 4)
+    np.testing.assert_array_equal(rows // 2, np.broadcast_to(np.arange(4)[:, None], indices.shape))
+    np.testing.assert_array_equal(cols // 2, np.broadcast_to(np.arange(4), indices.shape))
+
+
+@pytest.fixture(scope="module", params=["numpy", "numba"])
+def quick_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, Path]:
+    out = tmp_path_factory.mktemp(f"bench-{request.param}")
+    return request.param, run_bench(out, device=request.param, quick=True), out
+
+
+def test_quick_run_times_every_op_on_every_path(quick_run: tuple[str, dict, Path]) -> None:
+    device, results, _ = quick_run
+    rows = results["results"]
+    assert [r for r in rows if "error" in r] == []
+    mine = [r for r in rows if r["device"] == device]
+    issue = [r for r in mine if r["group"] == "issue"]
+    assert {r["op"] for r in issue} == set(bench.OPS)
+    assert {(r["op"], r["pass"]) for r in issue if r["path"] == "op"} == {(o, p) for o in bench.OPS
+                                                                          for p in ("fwd", "fwd+bwd")}
+    assert {r["op"] for r in issue if r["path"] == "kernels"} == set(bench.OPS)
+    algorithms = bench.minicv_backend(device).algorithms
+    for r in (r for r in issue if r["op"] == "conv2d" and r["path"] == "kernels"):
+        assert r["algorithm"] in (algorithms or (None,))
+    if algorithms:  # every algorithm of the device is timed and named
+        assert {r["algorithm"] for r in issue if r["path"] == "kernels" and r["bound"] == "compute"} == set(algorithms)
+    assert any(r["group"].startswith("sweep") for r in mine)
+    assert {r["device"] for r in rows} == {device, "torch-cpu"}
+
+
+def test_quick_run_statistics_and_ratios(quick_run: tuple[str, dict, Path]) -> None:
+    _, results, _ = quick_run
+    rows = results["results"]
+    torch_time = {(r["group"], r["case"], r["pass"]): r["median_s"] for r in rows if r["device"] == "torch-cpu"}
+    copy = results["copy_bandwidth_gbps"]["cpu"]
+    assert copy > 0
+    for r in rows:
+        assert r["repeats"] == bench.QUICK_PLAN.min_repeats
+        assert 0 < r["min_s"] <= r["q1_s"] <= r["median_s"] <= r["q3_s"] <= r["max_s"]
+        rate = r["work"] / r["median_s"] / 1e9
+        if r["bound"] == "compute":
+            assert r["gflops"] == pytest.approx(rate) and "gbps" not in r
+        else:
+            assert r["gbps"] == pytest.approx(rate) and r["pct_copy"] == pytest.approx(100 * rate / copy)
+        if r["device"] != "torch-cpu":
+            assert r["vs_torch"] == pytest.approx(torch_time[r["group"], r["case"], r["pass"]] / r["median_s"])
+
+
+def test_quick_run_marks_targets_on_numbas_ops(quick_run: tuple[str, dict, Path]) -> None:
+    device, results, _ = quick_run
+    judged = [r for r in results["results"] if "target" in r]
+    if device != "numba":
+        assert judged == []
+        return
+    assert {(r["device"], r["path"], r["group"]) for r in judged} == {("numba", "op", "issue")}
+    targets = [c for c in bench.issue_cases(quick=True) if c.target]
+    assert len(judged) == len(targets)
+    for r in judged:
+        value = r["vs_torch"] if r["target"].startswith("vs torch") else r["gbps"]
+        assert r["met"] == (value >= float(r["target"].split(">=")[1]))
+
+
+def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Path]) -> None:
+    _, results, out = quick_run
+    json_path, md_path, png_path = map(Path, results["files"])
+    assert json_path.parent == out and json_path.name.endswith("-quick.json")
+    written = json.loads(json_path.read_text())
+    assert written == {k: v for k, v in results.items() if k != "files"}
+    for key in ("cpu", "cores", "numpy", "numba", "torch", "date"):
+        assert written["machine"][key]
+    table = md_path.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    assert len(rows) == len(results["results"])
+    assert all(r["case"] in table for r in results["results"])
+    with Image.open(png_path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+
+
+def test_unknown_op_and_cudasim_without_quick_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown op 'conv3d'"):
+        run_bench(tmp_path, op="conv3d", quick=True)
+    with pytest.raises(SystemExit, match="cudasim"):
+        run_bench(tmp_path, device="cudasim")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _written_rows(out: Path) -> list[dict]:
+    (written,) = out.glob("*-quick.json")
+    assert {p.suffix for p in out.iterdir()} == {".json", ".md", ".png"}
+    return json.loads(written.read_text())["results"]
+
+
+def test_python_m_benchmarks(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "numpy", "--op", "interpolate",
+                    "--out", str(tmp_path)], cwd=REPO, check=True, capture_output=True)
+    rows = _written_rows(tmp_path)
+    assert rows and {r["op"] for r in rows} == {"interpolate"}
+
+
+def test_minicv_bench_command(tmp_path: Path) -> None:
+    from minicv.cli import main  # the cli imports the models, hence all of minicv.nn
+
+    assert main(["bench", "--quick", "--device", "numpy", "--op", "max_pool2d", "--out", str(tmp_path)]) == 0
+    rows = _written_rows(tmp_path)
+    assert rows and {r["op"] for r in rows} == {"max_pool2d"}
