@@ -1,0 +1,35 @@
+"""Numba CPU kernels (the ``numba`` device, alias ``cpu``): the kernel table of minicv.kernels.
+
+Every kernel is ``@njit(cache=True)``, parallel over independent work (planes, output rows, pixel
+blocks) with ``prange``; the Python functions here allocate the outputs and call the compiled cores.
+The convolution algorithm is a module setting: ``set_conv_algorithm("im2col" | "direct" | "auto")``,
+``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``.
+"""
+
+from .conv import (
+    conv2d_backward_input,
+    conv2d_backward_weight,
+    conv2d_forward,
+    conv_algorithm,
+    get_conv_algorithm,
+    set_conv_algorithm,
+)
+from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
+from .upsample import upsample_nearest_backward, upsample_nearest_forward
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+    "max_pool2d_forward",
+    "unpool_scatter",
+    "unpool_gather",
+    "upsample_nearest_forward",
+    "upsample_nearest_backward",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
+    "set_conv_algorithm",
+    "get_conv_algorithm",
+    "conv_algorithm",
+]

@@ -23,6 +23,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._common import valid_outputs
+
 Pair = tuple[int, int]
 
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
@@ -89,15 +91,6 @@ def _source_index(o, k, s, p, d, size, transposed):
     else:
         i = o * s - p + k * d
     return i if 0 <= i < size else -1
-
-
-@njit(inline="always", cache=True)
-def _valid_outputs(k, s, p, d, size, out_size):
-    """The range [lo, hi) of output coordinates whose tap ``k`` reads inside ``[0, size)``."""
-    offset = k * d - p  # input coordinate = o*s + offset
-    lo = 0 if offset >= 0 else (-offset + s - 1) // s
-    hi = (size - 1 - offset) // s + 1 if size - 1 - offset >= 0 else 0
-    return min(lo, out_size), max(min(hi, out_size), min(lo, out_size))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -248,7 +241,7 @@ def _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, c
     out_h, out_w = out_hw
     ci, tap = divmod(k, kernel[0] * kernel[1])
     kh, kw = divmod(tap, kernel[1])
-    lo, hi = _valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
+    lo, hi = valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
     offset_w = kw * dilation[1] - padding[1]
     for r in range(rows):
         b, o_h = divmod(r0 + r, out_h)
@@ -283,7 +276,7 @@ def _col2im(cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
         for kh in range(kernel[0]):
             for kw in range(kernel[1]):
                 k = ci * taps + kh * kernel[1] + kw
-                lo, hi = _valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
+                lo, hi = valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
                 offset_w = kw * dilation[1] - padding[1]
                 for r in range(rows):
                     b, o_h = divmod(r0 + r, out_h)

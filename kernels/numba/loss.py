@@ -1,0 +1,187 @@
+"""Per-pixel softmax cross-entropy on the CPU, forward and backward.
+
+Logits are (N, C, P): for a fixed class the pixels are contiguous, so every loop runs over a block of
+pixels (vectorised by LLVM) with the class loop outside: max, sum of exp, log-sum-exp, loss, all per
+pixel and numerically stable. Tasks are (n, pixel block) pairs, parallel. ``exp`` is written out
+(Cephes' range reduction and polynomial, bit-built powers of two) because Numba's ``math.exp`` is a
+scalar libm call that LLVM cannot vectorise without SVML; it is accurate to a few ulp in both dtypes.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+BLOCK = 512  # pixels per task: a block's logits (C x BLOCK) stay in L1/L2 across the passes
+
+
+@intrinsic
+def _bits_to_float(typingctx, bits):
+    """Reinterpret int32 bits as float32, int64 as float64 (an LLVM bitcast, so it vectorises). Numba
+    widens int32 arithmetic to int64, so callers cast the finished bits to int32."""
+    result = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType() if result == types.float32 else ir.DoubleType())
+
+    return result(bits), codegen
+
+
+@njit(inline="always", cache=True)
+def _exp_f32(x):
+    """exp for x <= 0 (all softmax needs); NaN stays NaN and -inf gives 0."""
+    clamped = max(x, np.float32(-87.0))
+    n = np.floor(clamped * np.float32(1.44269504) + np.float32(0.5))
+    r = clamped - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    e = (p * r * r + r + np.float32(1.0)) * _bits_to_float(np.int32((np.int64(n) + 127) << 23))
+    if x != x:
+        return x
+    return e if x > np.float32(-87.0) else np.float32(0.0)
+
+
+@njit(inline="always", cache=True)
+def _exp_f64(x):
+    """exp for x <= 0 (all softmax needs); NaN stays NaN and -inf gives 0."""
+    clamped = max(x, -708.0)
+    n = np.floor(clamped * 1.4426950408889634 + 0.5)
+    r = clamped - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6
+    rr = r * r
+    px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
+    qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+          + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    e = (1.0 + 2.0 * px / (qx - px)) * _bits_to_float((np.int64(n) + 1023) << 52)
+    if x != x:
+        return x
+    return e if x > -708.0 else 0.0
+
+
+def _exp(x):
+    """exp in x's own precision (float32 stays float32), vectorisable."""
+
+
+@overload(_exp, inline="always")
+def _exp_overload(x):
+    return (lambda x: _exp_f32(x)) if x == types.float32 else (lambda x: _exp_f64(x))
+
+
+@njit(cache=True)
+def _first_bad_target(target, classes, ignore_index):
+    """Flat position of the first target outside [0, C) that is not ignore_index, or -1."""
+    flat = target.ravel()
+    for i in range(flat.size):
+        t = flat[i]
+        if t != ignore_index and (t < 0 or t >= classes):
+            return i
+    return -1
+
+
+@njit(inline="always", cache=True)
+def _block_lse(x, b, p0, p1, lse):
+    """lse[b, p] = logsumexp over classes of x[b, :, p], for p in [p0, p1): max first, so exp never
+    overflows; a NaN logit makes the maximum (and so the result) NaN."""
+    classes = x.shape[1]
+    width = p1 - p0
+    peak = np.empty(width, x.dtype)
+    total = np.zeros(width, x.dtype)
+    peak[:] = x[b, 0, p0:p1]
+    for c in range(1, classes):
+        for q in range(width):
+            v = x[b, c, p0 + q]
+            peak[q] = v if (v > peak[q] or v != v) else peak[q]
+    for c in range(classes):
+        for q in range(width):
+            total[q] += _exp(x[b, c, p0 + q] - peak[q])
+    for q in range(width):
+        lse[b, p0 + q] = peak[q] + np.log(total[q])
+
+
+@njit(parallel=True, cache=True)
+def _forward(x, target, weight, ignore_index, label_smoothing, loss, lse):
+    n, classes, pixels = x.shape
+    blocks = (pixels + BLOCK - 1) // BLOCK
+    smooth = label_smoothing / classes
+    for task in prange(n * blocks):
+        b, block = divmod(np.int64(task), blocks)
+        p0 = block * BLOCK
+        p1 = min(p0 + BLOCK, pixels)
+        _block_lse(x, b, p0, p1, lse)
+        for p in range(p0, p1):
+            loss[b, p] = 0
+        if label_smoothing != 0:
+            # smooth[p] = -sum_c weight[c] * log_softmax[c] = sum_c weight[c] * (lse - x[c])
+            for c in range(classes):
+                for p in range(p0, p1):
+                    loss[b, p] += weight[c] * (lse[b, p] - x[b, c, p])
+            for p in range(p0, p1):
+                loss[b, p] *= smooth
+        for p in range(p0, p1):
+            t = target[b, p]
+            if t == ignore_index or t < 0 or t >= classes:  # bad targets were refused by the caller
+                loss[b, p] = 0
+            else:
+                loss[b, p] += (1 - label_smoothing) * weight[t] * (lse[b, p] - x[b, t, p])
+
+
+@njit(parallel=True, cache=True)
+def _backward(x, target, weight, ignore_index, label_smoothing, lse, g, gx):
+    """gx[c] = scale * softmax[c] - g * eps/C * weight[c], then -g*(1-eps)*weight[t] at the target, with
+    scale = g * ((1-eps) * weight[t] + eps/C * sum(weight)); ignored pixels get 0."""
+    n, classes, pixels = x.shape
+    blocks = (pixels + BLOCK - 1) // BLOCK
+    smooth = label_smoothing / classes
+    weight_sum = weight.sum()
+    for task in prange(n * blocks):
+        b, block = divmod(np.int64(task), blocks)
+        p0 = block * BLOCK
+        p1 = min(p0 + BLOCK, pixels)
+        width = p1 - p0
+        gain = np.empty(width, x.dtype)  # g on valid pixels, 0 on ignored ones
+        scale = np.empty(width, x.dtype)
+        for q in range(width):
+            t = target[b, p0 + q]
+            valid = t != ignore_index and 0 <= t < classes
+            gain[q] = g[b, p0 + q] if valid else 0
+            target_weight = weight[t] if valid else 0
+            scale[q] = gain[q] * ((1 - label_smoothing) * target_weight + smooth * weight_sum)
+        for c in range(classes):
+            for q in range(width):
+                p = p0 + q
+                gx[b, c, p] = scale[q] * _exp(x[b, c, p] - lse[b, p]) - gain[q] * smooth * weight[c]
+        for q in range(width):
+            t = target[b, p0 + q]
+            if gain[q] != 0:
+                gx[b, t, p0 + q] -= gain[q] * (1 - label_smoothing) * weight[t]
+
+
+def _check_targets(target: np.ndarray, classes: int, ignore_index: int) -> None:
+    bad = _first_bad_target(target, classes, ignore_index) if target.size else -1
+    if bad >= 0:
+        raise IndexError(f"Target {int(target.ravel()[bad])} is out of bounds.")
+
+
+def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
+                                  label_smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    n, classes = x.shape[:2]
+    _check_targets(target, classes, ignore_index)
+    loss = np.empty(target.shape, x.dtype)
+    lse = np.empty(target.shape, x.dtype)
+    if loss.size:
+        _forward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), loss, lse)
+    return loss, lse
+
+
+def softmax_cross_entropy_backward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
+                                   label_smoothing: float, lse: np.ndarray, g: np.ndarray) -> np.ndarray:
+    _check_targets(target, x.shape[1], ignore_index)
+    gx = np.empty_like(x)
+    if gx.size:
+        _backward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), lse, g, gx)
+    return gx
