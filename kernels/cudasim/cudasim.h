@@ -1,7 +1,7 @@
 // cudasim.h: the CUDA built-ins for the CPU, so that kernels/cuda/*.cu compile with g++ and run as on a GPU.
 //
-// A launch runs the blocks of the grid one after another. The threads of a block are cooperative fibers
-// (ucontext), each on its own small stack: a thread runs until it calls __syncthreads() or returns, then
+// A launch runs the blocks of the grid one after another. The threads of a block are cooperative fibers,
+// each on its own small stack: a thread runs until it calls __syncthreads() or returns, then
 // the next one runs. When every thread that has not returned waits at the barrier, they all continue, so
 // barriers and __shared__ memory (one copy, reused by each block in turn) behave as on a GPU. Nothing is
 // preempted, so data races that a GPU would expose can stay hidden here; the atomics are real atomics all
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <math.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -53,6 +55,10 @@ static thread_local dim3 gridDim;
 static constexpr int warpSize = 32;
 
 // ---- the fiber scheduler ----------------------------------------------------------------------------
+// Fiber t runs thread t of every block. It is entered once through ucontext (makecontext/setcontext gives
+// it its own stack); after that the scheduler and the fibers switch with _setjmp/_longjmp, which saves no
+// signal mask and so makes no system call. A fiber that finishes its thread parks, ready to run thread t
+// of the next block.
 namespace cudasim {
 
 constexpr size_t kStackBytes = 256 * 1024;  // reserved per thread; pages are committed only when touched
@@ -62,23 +68,22 @@ constexpr size_t kMaxDynamicSharedBytes = 48 * 1024;  // the default limit of a 
 enum class FiberState { running, at_barrier, done };
 
 struct Fiber {
-    ucontext_t context;
     char* stack = nullptr;  // the lowest address of the mapping (the guard page)
+    bool started = false;
+    jmp_buf resume;  // where the fiber parked
     FiberState state = FiberState::running;
     uint3 index{};
+
+    ~Fiber() { munmap(stack, kStackBytes + kGuardBytes); }
 };
 
 struct Block {
-    std::vector<Fiber> fibers;
-    ucontext_t scheduler;
+    std::vector<std::unique_ptr<Fiber>> fibers;  // stable addresses: parked fibers point into them
+    jmp_buf scheduler;
     size_t current = 0;
     void (*body)(void*, void**) = nullptr;  // calls the kernel with the launch's arguments
     void* kernel = nullptr;
     void** args = nullptr;
-
-    ~Block() {
-        for (Fiber& fiber : fibers) munmap(fiber.stack, kStackBytes + kGuardBytes);
-    }
 };
 
 // One block state per OS thread, so that launches from several Python threads do not share fibers.
@@ -87,11 +92,32 @@ inline Block& this_block() {
     return block;
 }
 
-inline void fiber_main() {
+inline void yield_to_scheduler(Fiber& fiber) {
+    if (_setjmp(fiber.resume) == 0) _longjmp(this_block().scheduler, 1);
+}
+
+[[noreturn]] inline void fiber_main() {
     Block& block = this_block();
-    block.body(block.kernel, block.args);
-    block.fibers[block.current].state = FiberState::done;
-    // returning resumes uc_link: the scheduler
+    for (;;) {
+        block.body(block.kernel, block.args);
+        Fiber& fiber = *block.fibers[block.current];
+        fiber.state = FiberState::done;
+        yield_to_scheduler(fiber);  // resumed for the same thread of the next block
+    }
+}
+
+// Runs the fiber until it reaches a barrier or finishes its thread.
+inline void resume(Block& block, Fiber& fiber) {
+    if (_setjmp(block.scheduler) != 0) return;  // the fiber yielded
+    if (fiber.started) _longjmp(fiber.resume, 1);
+    fiber.started = true;
+    ucontext_t context;
+    getcontext(&context);
+    context.uc_stack.ss_sp = fiber.stack + kGuardBytes;
+    context.uc_stack.ss_size = kStackBytes;
+    context.uc_link = nullptr;
+    makecontext(&context, fiber_main, 0);
+    setcontext(&context);
 }
 
 inline const char* grow_fibers(Block& block, size_t count) {
@@ -100,22 +126,15 @@ inline const char* grow_fibers(Block& block, size_t count) {
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
         if (mapping == MAP_FAILED) return "cudasim: could not map a fiber stack";
         mprotect(mapping, kGuardBytes, PROT_NONE);
-        block.fibers.emplace_back();
-        block.fibers.back().stack = static_cast<char*>(mapping);
+        block.fibers.push_back(std::make_unique<Fiber>());
+        block.fibers.back()->stack = static_cast<char*>(mapping);
     }
     return nullptr;
 }
 
 inline void run_block(Block& block, size_t thread_count) {
-    ucontext_t fresh;
-    getcontext(&fresh);
     for (size_t t = 0; t < thread_count; ++t) {
-        Fiber& fiber = block.fibers[t];
-        fiber.context = fresh;
-        fiber.context.uc_stack.ss_sp = fiber.stack + kGuardBytes;
-        fiber.context.uc_stack.ss_size = kStackBytes;
-        fiber.context.uc_link = &block.scheduler;
-        makecontext(&fiber.context, fiber_main, 0);
+        Fiber& fiber = *block.fibers[t];
         fiber.state = FiberState::running;
         fiber.index = uint3{static_cast<unsigned>(t % blockDim.x), static_cast<unsigned>(t / blockDim.x % blockDim.y),
                             static_cast<unsigned>(t / (blockDim.x * blockDim.y))};
@@ -124,12 +143,12 @@ inline void run_block(Block& block, size_t thread_count) {
     size_t live = thread_count;
     while (live > 0) {
         for (size_t t = 0; t < thread_count; ++t) {
-            Fiber& fiber = block.fibers[t];
+            Fiber& fiber = *block.fibers[t];
             if (fiber.state == FiberState::done) continue;
             fiber.state = FiberState::running;
             block.current = t;
             threadIdx = fiber.index;
-            swapcontext(&block.scheduler, &fiber.context);
+            resume(block, fiber);
             if (fiber.state == FiberState::done) --live;
         }
     }
@@ -224,9 +243,9 @@ const char* signature_of(void (*)(Params...)) {
 // ---- __syncthreads and the atomics --------------------------------------------------------------------
 inline void syncthreads() {
     Block& block = this_block();
-    Fiber& fiber = block.fibers[block.current];
+    Fiber& fiber = *block.fibers[block.current];
     fiber.state = FiberState::at_barrier;
-    swapcontext(&fiber.context, &block.scheduler);
+    yield_to_scheduler(fiber);
 }
 
 template <typename T, typename Update>

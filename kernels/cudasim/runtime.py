@@ -31,7 +31,9 @@ from ..cuda.launch import Backend, Launcher
 
 HEADER = Path(__file__).resolve().parent / "cudasim.h"
 COMPILER = os.environ.get("CXX", "g++")
-FLAGS = ("-std=c++17", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-w")
+# -U_FORTIFY_SOURCE: fortified longjmp refuses the jumps between fiber stacks that cudasim.h makes.
+FLAGS = ("-std=c++17", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-U_FORTIFY_SOURCE",
+         "-w")
 
 # `extern __shared__ float name[];` inside a kernel refers to an array defined at file scope.
 _DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+([^;\[]*?)\s*\b(\w+)\s*\[\s*\]\s*;")
