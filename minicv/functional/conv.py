@@ -82,12 +82,8 @@ class Conv2d(_ConvBase):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
-        (n, _, h, wd), (c_out, _, kh, kw) = x.shape, w.shape
-        out_hw = tuple(
-            conv_output_size(size, k, s, p, d)
-            for size, k, s, p, d in zip((h, wd), (kh, kw), self.stride, self.padding, self.dilation, strict=True)
-        )
-        return _add_bias(self._run(self.kernels.conv2d_forward, (n, c_out, *out_hw), x, w), b)
+        out_hw = conv_output_hw(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation)
+        return _add_bias(self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *out_hw), x, w), b)
 
     def backward(self, gy):
         (needs_x, needs_w, *needs_b), kernels, x, w = self.needs_input_grad, self.kernels, self.x, self.w
@@ -115,12 +111,8 @@ class ConvTranspose2d(_ConvBase):
         if needs_x:
             # The conv2d of gy may have more rows/cols than x when output_padding >= stride (allowed while
             # it is below dilation): x only ever fed the first ones.
-            (n, c_in, h, wd), (kh, kw) = self.x.shape, self.w.shape[2:]
-            full_hw = tuple(
-                conv_output_size(size, k, s, p, d)
-                for size, k, s, p, d in zip(gy.shape[2:], (kh, kw), self.stride, self.padding, self.dilation,
-                                            strict=True)
-            )
+            n, c_in, h, wd = self.x.shape
+            full_hw = conv_output_hw(gy.shape[2:], self.w.shape[2:], self.stride, self.padding, self.dilation)
             gx = self._run(self.kernels.conv2d_forward, (n, c_in, *full_hw), gy, self.w)
             if full_hw != (h, wd):
                 gx = self.xp.ascontiguousarray(gx[:, :, :h, :wd])
@@ -132,15 +124,24 @@ class ConvTranspose2d(_ConvBase):
 
 
 # --------------------------------------------------------------------------- shape arithmetic
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """conv2d's output length along one axis: (size + 2p - d(k-1) - 1) // s + 1."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def conv_output_hw(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, padding: Pair,
+                   dilation: Pair) -> Pair:
+    """conv2d's output (H_out, W_out): per axis (size + 2p - d(k-1) - 1) // s + 1."""
+    h, w = (
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation, strict=True)
+    )
+    return h, w
 
 
-def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
-                               output_padding: int) -> int:
-    """conv_transpose2d's output length along one axis: (size-1)s - 2p + d(k-1) + op + 1."""
-    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+def conv_transpose_output_hw(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, padding: Pair,
+                             dilation: Pair, output_padding: Pair) -> Pair:
+    """conv_transpose2d's output (H_out, W_out): per axis (size-1)s - 2p + d(k-1) + op + 1."""
+    h, w = (
+        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for size, k, s, p, d, op in zip(in_hw, kernel_hw, stride, padding, dilation, output_padding, strict=True)
+    )
+    return h, w
 
 
 def conv_transpose2d_output_padding(
@@ -169,10 +170,7 @@ def conv_transpose2d_output_padding(
             f"elements (got {len(output_size)})"
         )
     in_hw = tuple(input_shape[-2:])
-    min_sizes = [
-        conv_transpose_output_size(size, k, s, p, d, 0)
-        for size, k, s, p, d in zip(in_hw, kernel_size, stride, padding, dilation, strict=True)
-    ]
+    min_sizes = list(conv_transpose_output_hw(in_hw, kernel_size, stride, padding, dilation, (0, 0)))
     max_sizes = [low + s - 1 for low, s in zip(min_sizes, stride, strict=True)]
     if any(not low <= size <= high for size, low, high in zip(output_size, min_sizes, max_sizes, strict=True)):
         raise ArgumentError(
@@ -200,7 +198,8 @@ def _pair(op: str, name: str, value: Any) -> Pair:
     return values[0], values[1]
 
 
-def _check_tensors(op: str, input: Any, weight: Any, bias: Any) -> None:  # noqa: A002
+def _check_operands(op: str, input: Any, weight: Any, bias: Any) -> None:  # noqa: A002
+    """Tensors (bias optional), on one device, the input 3-D or 4-D: PyTorch's first checks."""
     for position, (name, t) in enumerate((("input", input), ("weight", weight), ("bias", bias)), start=1):
         if not isinstance(t, Tensor) and not (name == "bias" and t is None):
             raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not {type(t).__name__}")
@@ -330,7 +329,7 @@ def conv2d(
     d(k-1) puts its extra row/column at the bottom/right, as PyTorch does).
     """
     op = "conv2d"
-    _check_tensors(op, input, weight, bias)
+    _check_operands(op, input, weight, bias)
     x_shape = (1, *input.shape) if input.ndim == 3 else tuple(input.shape)
     stride, dilation = _pair(op, "stride", stride), _pair(op, "dilation", dilation)
     string_padding = isinstance(padding, str)
@@ -341,7 +340,8 @@ def conv2d(
             raise ArgumentError(f"padding='same' is not supported for strided convolutions: stride={list(stride)}")
     _check_bias_dtype(op, input, bias)
     groups = _check_groups(op, groups)
-    padding_mode, padding = padding, (0, 0) if string_padding else _pair(op, "padding", padding)
+    padding_mode = padding
+    padding = (0, 0) if string_padding else _pair(op, "padding", padding)
     _check_signs(op, stride, padding, dilation)
     _check_weight(op, x_shape, weight, groups, string_padding)
     c_out, c_in_group, kh, kw = weight.shape
@@ -388,7 +388,7 @@ def conv_transpose2d(
     Note PyTorch's positional order: ``groups`` comes before ``dilation``.
     """
     op = "conv_transpose2d"
-    _check_tensors(op, input, weight, bias)
+    _check_operands(op, input, weight, bias)
     x_shape = (1, *input.shape) if input.ndim == 3 else tuple(input.shape)
     if isinstance(padding, str):
         raise TypeError(f"conv_transpose2d(): argument 'padding' must be tuple of ints, not str ({padding!r})")
@@ -414,10 +414,7 @@ def conv_transpose2d(
             f"stride_height: {stride[0]} stride_width: {stride[1]} "
             f"dilation_height: {dilation[0]} dilation_width: {dilation[1]}"
         )
-    out_hw = tuple(
-        conv_transpose_output_size(size, k, s, p, d, o)
-        for size, k, s, p, d, o in zip(x_shape[2:], (kh, kw), stride, padding, dilation, output_padding, strict=True)
-    )
+    out_hw = conv_transpose_output_hw(x_shape[2:], (kh, kw), stride, padding, dilation, output_padding)
     if min(out_hw) < 1:
         raise ArgumentError(
             f"Given input size per channel: ({x_shape[2]} x {x_shape[3]}). Calculated output size per channel: "
