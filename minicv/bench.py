@@ -403,7 +403,7 @@ def issue_cases(quick: bool) -> list[Case]:
     """The issue's problems; --quick shrinks every one to a few kilobytes, keeping its kind."""
     if quick:
         conv, pool, classes = dict(n=2, c_in=8, c_out=8, hw=8), dict(n=2, c=4, hw=8), dict(n=2, classes=5, hw=8)
-        small = dict(conv)
+        small = dict(n=1, c_in=16, c_out=16, hw=4)
     else:
         conv, pool, classes = dict(n=16, c_in=64, c_out=64, hw=64), dict(n=16, c=64, hw=128), \
             dict(n=16, classes=21, hw=128)
@@ -631,7 +631,7 @@ class Plan:
         return [timer(step) for _ in range(repeats)]
 
 
-FULL_PLAN = Plan()
+FULL_PLAN = Plan(budget_s=0.6)
 QUICK_PLAN = Plan(warmup=2, min_repeats=3, max_repeats=3, budget_s=0.0)
 
 
@@ -712,6 +712,7 @@ def machine_info(backends: list[Backend]) -> dict:
         "numpy": np.__version__,
         "minicv": minicv.__version__,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load_average": os.getloadavg()[0],  # a shared machine's other work slows every timing
     }
     for module in ("numba", "torch", "cupy"):
         with contextlib.suppress(ImportError):
@@ -791,7 +792,8 @@ def markdown(results: dict) -> str:
         f"# minicv benchmark: {info['cpu']}, {info['cores']} cores" + (f", {info['gpu']}" if info["gpu"] else ""),
         "",
         f"{info['date']}; numpy {info['numpy']}, numba {info.get('numba', '-')}, torch {info.get('torch', '-')}"
-        f" ({info.get('torch_threads', '-')} threads), numba threads {info.get('numba_threads', '-')}"
+        f" ({info.get('torch_threads', '-')} threads), numba threads {info.get('numba_threads', '-')}, "
+        f"load average {info['load_average']:.1f} at the end"
         + ("; **quick run: tiny sizes, targets not meaningful**" if results["quick"] else ""),
         "",
         "Copy bandwidth (one large copy, read + write): "
@@ -815,7 +817,7 @@ def _markdown_row(r: dict) -> str:
     cells = [r["case"], r["pass"], r["device"], r["path"], r["algorithm"] or ""]
     if "error" in r:
         return "| " + " | ".join(cells + [f"error: {r['error']}".replace("|", "/")] + [""] * 5) + " |"
-    rate = f"{r['gflops']:.1f} GFLOP/s" if "gflops" in r else f"{r['gbps']:.1f} GB/s"
+    rate = f"{r['gflops']:.3g} GFLOP/s" if "gflops" in r else f"{r['gbps']:.3g} GB/s"
     target = ""
     if "target" in r:
         target = f"{r['target']}: " + {True: "met", False: "**missed**", None: "no torch"}[r["met"]]
@@ -911,7 +913,8 @@ def run_bench(out: Path, device: str | None = None, op: str | None = None, quick
     rows = []
     with tqdm(jobs, desc="minicv bench", unit="case") as progress:
         for job in progress:
-            progress.set_postfix_str(f"{job.case.problem.label} {job.case.passes} {job.backend.name} {job.path}")
+            progress.set_postfix_str(f"{job.case.problem.label} {job.case.passes} {job.backend.name} {job.path}",
+                                     refresh=False)
             rows.append(job.run(plan, seed))
     add_ratios(rows, copy_gbps)
     judge_targets(rows, cases)

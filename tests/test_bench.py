@@ -46,6 +46,14 @@ def test_kernel_path_computes_what_torch_computes(problem: bench.Problem) -> Non
         np.testing.assert_allclose(grad, t[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+def test_case_names_are_unique(quick: bool) -> None:
+    """Ratios and targets are looked up by (group, case, pass): two cases never share a name."""
+    cases = bench.issue_cases(quick) + bench.gpu_cases() + bench.sweep_cases(quick, gpu=True)
+    keys = [(c.group, c.problem.label, c.passes) for c in cases]
+    assert len(keys) == len(set(keys))
+
+
 def test_work_counts() -> None:
     """FLOPs are 2 * MACs (x3 with the backward); bytes count each input read and each output written once."""
     conv = Conv2d(n=2, c_in=3, c_out=5, hw=6, stride=2)  # 3x3 s2 p1: 6x6 -> 3x3
