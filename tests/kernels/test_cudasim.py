@@ -3,6 +3,8 @@ atomics, thread coordinates, argument checking, build errors and the build cache
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from minicv.kernels.cudasim import runtime
@@ -132,6 +134,25 @@ def test_tiled_matmul_with_shared_memory_and_barriers() -> None:
         exact = a.astype(np.float64) @ b.astype(np.float64)
         np.testing.assert_allclose(c, exact, **({"rtol": 1e-4, "atol": 1e-5} if dtype == np.float32 else
                                                {"rtol": 1e-12, "atol": 1e-12}))
+
+
+def test_launches_from_several_python_threads_keep_their_own_shared_memory() -> None:
+    kernel = _load(TILED_MATMUL, "matmul_kernel<double>")["matmul_kernel<double>"]
+    failures = []
+
+    def multiply(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(10):
+            a, b, c = rng.standard_normal((40, 33)), rng.standard_normal((33, 50)), np.zeros((40, 50))
+            kernel((4, 3), (16, 16), (a, b, c, np.int32(40), np.int32(33), np.int32(50)))
+            failures.extend([] if np.allclose(c, a @ b, rtol=1e-12) else [seed])
+
+    threads = [threading.Thread(target=multiply, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 def test_block_tree_reduction_with_1024_threads() -> None:
