@@ -24,7 +24,7 @@ import os
 import platform
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -641,34 +641,32 @@ def summarize(times: list[float]) -> dict[str, float | int]:
             "max_s": float(max(times)), "repeats": len(times)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
     """One row of the results: a case on a backend through one path (op, kernels, or torch)."""
 
     case: Case
     backend: Backend
     path: str  # "op", "kernels" or "torch"
-    algorithm: str = ""  # the conv algorithm of a kernels row ("" where the device has one)
-    row: dict = field(default_factory=dict)
+    algorithm: str = ""  # the conv algorithm ("" where the device has one, or for memory-bound ops)
 
-    def run(self, plan: Plan, seed: int) -> dict:
+    def run(self, plan: Plan, arrays: dict[str, np.ndarray]) -> dict:
+        """Time the job on the problem's host ``arrays``; the row, with an error in place of times if it fails."""
         problem = self.case.problem
-        self.row = {
+        row = {
             "group": self.case.group, "op": problem.op, "case": problem.label, "pass": self.case.passes,
             "device": self.backend.name, "path": self.path, "algorithm": self.algorithm or None,
             "bound": problem.bound, "work": problem.work(self.case.backward, 4),
         }
         try:
-            arrays = problem.arrays(np.random.default_rng(seed), np.float32)
             make = {"op": _step_minicv, "kernels": _step_kernels, "torch": _step_torch}[self.path]
             step = make(self.case, self.backend, arrays)
             with self.backend.algorithm(self.algorithm):
-                self.row.update(summarize(plan.measure(step, self.backend.timer())))
-            rate = self.row["work"] / self.row["median_s"] / 1e9
-            self.row["gflops" if problem.bound == "compute" else "gbps"] = rate
+                row.update(summarize(plan.measure(step, self.backend.timer())))
+            row["gflops" if problem.bound == "compute" else "gbps"] = row["work"] / row["median_s"] / 1e9
         except Exception as err:  # a kernel still being written may fail in any way: report it, go on
-            self.row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        return self.row
+            row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        return row
 
 
 def plan_jobs(cases: list[Case], backends: list[Backend]) -> list[Job]:
@@ -910,12 +908,16 @@ def run_bench(out: Path, device: str | None = None, op: str | None = None, quick
     for b in backends:
         copy_gbps.setdefault("gpu" if b.on_gpu else "cpu", copy_bandwidth(b, plan, 2**24 if quick else 2**28))
     jobs = plan_jobs(cases, backends + torches)
-    rows = []
+    rows, arrays, arrays_of = [], {}, None
     with tqdm(jobs, desc="minicv bench", unit="case") as progress:
         for job in progress:
-            progress.set_postfix_str(f"{job.case.problem.label} {job.case.passes} {job.backend.name} {job.path}",
+            problem = job.case.problem
+            progress.set_postfix_str(f"{problem.label} {job.case.passes} {job.backend.name} {job.path}",
                                      refresh=False)
-            rows.append(job.run(plan, seed))
+            if problem != arrays_of:  # jobs come case by case: one problem's inputs are held at a time
+                arrays, arrays_of = {}, problem  # (the previous ones freed before the next are made)
+                arrays = problem.arrays(np.random.default_rng(seed), np.float32)
+            rows.append(job.run(plan, arrays))
     add_ratios(rows, copy_gbps)
     judge_targets(rows, cases)
 
