@@ -17,7 +17,9 @@ conv2d_forward(x, w, stride, padding, dilation, groups) -> y
     Cross-correlation with symmetric zero padding.
 conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups) -> gx
     The gradient of conv2d_forward with respect to x, of shape x_shape. With the same arguments this
-    is also the forward of conv_transpose2d (x_shape carries output_padding).
+    is also the forward of conv_transpose2d (x_shape carries output_padding). In both backward
+    kernels gy's spatial size is authoritative (it need not follow from x_shape when
+    output_padding >= stride, which dilation allows).
 conv2d_backward_weight(x, gy, w_shape, stride, padding, dilation, groups) -> gw
     The gradient of conv2d_forward with respect to w, of shape w_shape.
 
@@ -29,8 +31,10 @@ unpool_scatter(values, indices, out_hw, pool=None) -> out
     pool=None: max_unpool2d forward; duplicate indices overwrite (PyTorch's semantics).
     pool=(kernel_size, stride, padding, dilation) of the max-pool that made the indices: max_pool2d
     backward; values at duplicate indices are summed, and a kernel may instead gather, for each output
-    element, from the pooling windows that cover it.
-    Raises IndexError naming the first out-of-range index; never writes out of bounds.
+    element, from the pooling windows that cover it. An index outside the plane then adds nothing:
+    max-pool makes one only for a window lying wholly in the padding (dilation lets that happen),
+    whose -inf output depends on no input.
+    pool=None raises IndexError naming the first out-of-range index; never writes out of bounds.
 unpool_gather(g, indices) -> out
     out[n, c, i, j] = g[n, c].flat[indices[n, c, i, j]]: max_unpool2d backward. Raises IndexError on
     an out-of-range index; never reads out of bounds.

@@ -83,14 +83,6 @@ __global__ void max_pool2d_backward_kernel(const T* __restrict__ gy, const long 
     }
 }
 
-// The range check of max_pool2d_backward_kernel, which skips indices it never meets.
-__global__ void find_bad_index_kernel(const long long* __restrict__ indices, long long count,
-                                      long long plane_size, long long* first_bad) {
-    GRID_STRIDE_LOOP(e, count) {
-        if (indices[e] < 0 || indices[e] >= plane_size) report_bad_position(first_bad, e);
-    }
-}
-
 // max_unpool2d backward: out[e] = g[plane, indices[e]] (0 where the index is out of range).
 template <typename T>
 __global__ void unpool_gather_kernel(const T* __restrict__ g, const long long* __restrict__ indices,

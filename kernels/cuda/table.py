@@ -94,20 +94,20 @@ def unpool_scatter(backend: Backend, values: Array, indices: Array, out_hw: Pair
     h, w = out_hw
     t = ctype(values.dtype)
     out = backend.xp.zeros((n, c, h, w), dtype=values.dtype)
-    flag = _first_bad_flag(backend, indices.size)
     if pool is None:
+        flag = _first_bad_flag(backend, indices.size)
         launch_elements(backend, "pool.cu", f"unpool_scatter_kernel<{t}>", values.size,
                         (values, indices, out, np.int64(values.size), np.int64(h_in * w_in), np.int64(h * w),
                          flag))
+        _check_pool_indices(flag, indices, out_hw)
     else:
+        # A gather: each output element reads only the windows covering it, so an index outside the
+        # plane (from a window wholly in the padding) is never met and adds nothing.
         kernel_size, stride, padding, dilation = pool
-        launch_elements(backend, "pool.cu", "find_bad_index_kernel", indices.size,
-                        (indices, np.int64(indices.size), np.int64(h * w), flag))
         launch_elements(backend, "pool.cu", f"max_pool2d_backward_kernel<{t}>", out.size,
                         (values, indices, out, np.int64(out.size),
                          *_int32(h, w, h_in, w_in, *kernel_size, *stride, *padding, *dilation,
                                  largest=h * w)))
-    _check_pool_indices(flag, indices, out_hw)
     return out
 
 
