@@ -56,7 +56,7 @@ def _join_arrays(tree: Any, arrays: Any) -> Any:
 def save_checkpoint(path: str | Path, model: Module, optimizer: Any = None, epoch: int = 0, **extra: Any) -> None:
     """Atomically write ``model``'s weights, ``optimizer``'s state, the epoch and JSON-able ``extra``."""
     path = Path(path)
-    arrays = {f"model/{name}": value.detach().numpy() for name, value in model.state_dict().items()}
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     optim_tree = _split_arrays(optimizer.state_dict(), "optim", arrays) if optimizer is not None else None
     meta = {"epoch": int(epoch), "rng": mc_random.get_state(), "optim": optim_tree, "extra": extra}
     path.parent.mkdir(parents=True, exist_ok=True)

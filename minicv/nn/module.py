@@ -37,6 +37,17 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+class HookHandle:
+    """Removes the hook it was returned for."""
+
+    def __init__(self, hooks: list, hook: Callable) -> None:
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self) -> None:
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
 class Module:
     """The base of every layer and model: subclasses set attributes in __init__ and define forward."""
 
@@ -48,12 +59,22 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", [])
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        for hook in self._forward_hooks:
+            hook(self, args, output)
+        return output
+
+    def register_forward_hook(self, hook: Callable[[Module, tuple, Any], None]) -> HookHandle:
+        """Call ``hook(module, inputs, output)`` after every forward (to count FLOPs, say); the
+        returned handle's ``remove()`` takes it off again."""
+        self._forward_hooks.append(hook)
+        return HookHandle(self._forward_hooks, hook)
 
     # ----------------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:

@@ -30,7 +30,7 @@ def test_localizer_gives_scores_and_normalised_boxes():
     mc.manual_seed(0)
     scores, boxes = build_model("loc", 3, **SMALL["loc"])(_images())
     assert scores.shape == (2, 3) and boxes.shape == (2, 4)
-    assert np.all((boxes.numpy() > 0) & (boxes.numpy() < 1))
+    assert np.all((boxes.detach().numpy() > 0) & (boxes.detach().numpy() < 1))
 
 
 def test_box_convention_round_trips():
