@@ -108,7 +108,8 @@ def load_checkpoint(path: str | Path, model: Module, optimizer: Any = None) -> d
     for name, value in expected.items():
         if tuple(value.shape) != weights[name].shape:
             raise ValueError(
-                f"checkpoint {path}: '{name}' has shape {weights[name].shape}, but the model expects {tuple(value.shape)}"
+                f"checkpoint {path}: '{name}' has shape {weights[name].shape}, "
+                f"but the model expects {tuple(value.shape)}"
             )
     model.load_state_dict(weights)
     if optimizer is not None:
