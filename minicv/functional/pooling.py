@@ -112,8 +112,28 @@ def _contiguous(array: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- max_pool2d
+def _padding_only_windows(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair,
+                          out_hw: Pair) -> np.ndarray | None:
+    """The (H_out, W_out) mask of windows whose taps all fall in the padding, or None if there are none.
+
+    Dilation makes them possible (taps jump over the input). Their output is the constant -inf and
+    their index, as PyTorch reports it, may lie outside the plane or on an unrelated element.
+    """
+    def covers_input(size: int, k: int, s: int, p: int, d: int, out: int) -> np.ndarray:
+        taps = np.arange(out)[:, None] * s - p + np.arange(k) * d
+        return ((taps >= 0) & (taps < size)).any(axis=1)
+
+    rows, cols = (covers_input(*args) for args in zip(in_hw, kernel, stride, padding, dilation, out_hw, strict=True))
+    empty = ~(rows[:, None] & cols[None, :])
+    return empty if empty.any() else None
+
+
 class MaxPool2d(Function):
-    """y, indices = max over each window; backward scatters gy to the winners (summing overlaps)."""
+    """y, indices = max over each window; backward scatters gy to the winners (summing overlaps).
+
+    A window of padding only is a constant (-inf): it sends no gradient anywhere (PyTorch sends it to
+    the element its index happens to name).
+    """
 
     def __init__(self, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, out_hw: Pair):
         self.pool = (kernel_size, stride, padding, dilation)
@@ -129,16 +149,22 @@ class MaxPool2d(Function):
             self.indices = self.xp.zeros(y.shape, dtype=np.int64)
         else:
             y, self.indices = self.kernels.max_pool2d_forward(x, *self.pool, self.out_hw)
+        empty = _padding_only_windows(self.in_hw, *self.pool, self.out_hw)
+        self.padding_only = None if empty is None else self.xp.asarray(empty)
         if self.unbatched:
             return y[0], self.indices[0]
         return y, self.indices
 
     def backward(self, gy, g_indices):
         gy = _contiguous(gy[None] if self.unbatched else gy)
+        indices = self.indices
+        if self.padding_only is not None:
+            gy = self.xp.where(self.padding_only, 0, gy)
+            indices = self.xp.where(self.padding_only, 0, indices)  # any in-plane index: it carries 0
         if gy.size == 0:
             gx = self.xp.zeros((*gy.shape[:2], *self.in_hw), dtype=gy.dtype)
         else:
-            gx = self.kernels.unpool_scatter(gy, self.indices, self.in_hw, pool=self.pool)
+            gx = self.kernels.unpool_scatter(gy, indices, self.in_hw, pool=self.pool)
         return gx[0] if self.unbatched else gx
 
 
