@@ -16,33 +16,55 @@ Pair = tuple[int, int]
 
 @njit(parallel=True, cache=True)
 def _max_pool(x, kernel, stride, padding, dilation, y, indices):
-    """Row by row: every tap of the window updates a whole output row, so the inner loop runs along o_w
-    (vectorisable) while each output still sees its taps in row-major order."""
-    n, c, h, w = x.shape
-    out_h, out_w = y.shape[2], y.shape[3]
+    n, c = x.shape[:2]
+    first_w = np.empty(y.shape[3], np.int64)  # first in-bounds column of each window: the same on every row
+    for o_w in range(first_w.size):
+        first_w[o_w] = _first_inside(o_w, stride[1], padding[1], dilation[1])
     for plane in prange(n * c):
         b, ch = divmod(np.int64(plane), c)
-        best = np.empty(out_w, x.dtype)
-        where = np.empty(out_w, np.int64)
-        for o_h in range(out_h):
-            best[:] = -np.inf
-            where[:] = -1  # "no tap yet": the first in-bounds tap is always taken
-            for kh in range(kernel[0]):
-                i_h = o_h * stride[0] - padding[0] + kh * dilation[0]
-                if i_h < 0 or i_h >= h:
-                    continue
-                for kw in range(kernel[1]):
-                    lo, hi = valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
-                    offset_w = kw * dilation[1] - padding[1]
-                    for o_w in range(lo, hi):
-                        i_w = o_w * stride[1] + offset_w
-                        value = x[b, ch, i_h, i_w]
-                        # PyTorch's rule: strictly greater (first max wins) or NaN (last NaN wins)
-                        take = value > best[o_w] or value != value or where[o_w] < 0
-                        best[o_w] = value if take else best[o_w]
-                        where[o_w] = i_h * w + i_w if take else where[o_w]
-            y[b, ch, o_h, :] = best
-            indices[b, ch, o_h, :] = where
+        _max_pool_plane(x[b, ch], kernel, stride, padding, dilation, first_w, y[b, ch], indices[b, ch])
+
+
+@njit(cache=True)
+def _max_pool_plane(x, kernel, stride, padding, dilation, first_w, y, indices):
+    """Row by row: each tap of the window updates a whole output row, so the inner loop runs along o_w
+    (vectorised) while every output still sees its taps in row-major order."""
+    h, w = x.shape
+    out_h, out_w = y.shape
+    for o_h in range(out_h):
+        best = y[o_h]
+        where = indices[o_h]
+        first_h = _first_inside(o_h, stride[0], padding[0], dilation[0])
+        for o_w in range(out_w):
+            best[o_w] = -np.inf  # the first in-bounds tap is the maximum until one is greater
+            where[o_w] = first_h * w + first_w[o_w]
+        for kh in range(kernel[0]):
+            i_h = o_h * stride[0] - padding[0] + kh * dilation[0]
+            if i_h < 0 or i_h >= h:
+                continue
+            for kw in range(kernel[1]):
+                lo, hi = valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
+                first = lo * stride[1] + kw * dilation[1] - padding[1]  # input column of output lo
+                _update_row(x[i_h, first:], best[lo:hi], where[lo:hi], stride[1], i_h * w + first)
+
+
+@njit(cache=True)
+def _update_row(taps, best, where, step, first_index):
+    """One tap over a run of outputs: output q reads taps[q * step]. Views starting at the run and an
+    index from 0 let LLVM vectorise (it does not with offsets inside the subscripts)."""
+    for q in range(best.size):
+        value = taps[q * step]
+        # PyTorch's rule: strictly greater (first max wins) or NaN (last NaN wins)
+        take = (value > best[q]) | (value != value)
+        best[q] = value if take else best[q]
+        where[q] = first_index + q * step if take else where[q]
+
+
+@njit(inline="always", cache=True)
+def _first_inside(o, s, p, d):
+    """The first input coordinate >= 0 among the taps o*s - p + k*d of window o."""
+    start = o * s - p
+    return start if start >= 0 else start + (-start + d - 1) // d * d
 
 
 @njit(parallel=True, cache=True)
