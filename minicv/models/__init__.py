@@ -71,7 +71,8 @@ def profile(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
         nonlocal total
         total += layer_flops(layer, inputs[0].shape, output.shape)
 
-    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    counted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     was_training = model.training
     model.eval()
     try:
