@@ -10,7 +10,8 @@ the modes, and it is done here, in NumPy, exactly as PyTorch 2.13 does it on the
     'nearest-exact': src = min(floor((dst + 0.5) * scale), in - 1)
 
 in float32 (float64 on the generic path for float64 input), and with the short-cuts out == in
-(identity) and out == 2 * in (dst // 2) of 'nearest' on the small-output 2-D path. Rounding at exact
+(identity) and out == 2 * in (dst // 2) of 'nearest' on the small-output 2-D path. 3-D (volumetric)
+input runs the 2-D kernels twice, as nearest resizing is separable. Rounding at exact
 integer boundaries differs between those choices, so each is reproduced.
 
 The backward is the exact adjoint of this forward (PyTorch's CPU backward always uses the short-cut
@@ -27,6 +28,7 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.errors import ArgumentError
+from minicv.functional import basic
 from minicv.functional.pooling import check_float_tensor
 from minicv.tensor import Tensor
 
@@ -156,7 +158,7 @@ def _output_size_and_scales(input_shape: tuple[int, ...], size: Any, scale_facto
 
 def _check_sizes(input_shape: tuple[int, ...], out_sizes: list[int]) -> None:
     """upsample_{1,2}d_common_check: positive input and output sizes, then a non-empty C/H/W."""
-    names = ("H", "W")[-len(out_sizes):]
+    names = ("D", "H", "W")[-len(out_sizes):]
     in_sizes = input_shape[2:]
     if min(*in_sizes, *out_sizes) <= 0:
         shown_in = ", ".join(f"{k}: {v}" for k, v in zip(names, in_sizes, strict=True))
@@ -182,7 +184,7 @@ def interpolate(
     recompute_scale_factor: bool | None = None,
     antialias: bool = False,
 ) -> Tensor:
-    """Resize (N, C, H, W) or (N, C, L) input to ``size`` or by ``scale_factor``, as
+    """Resize (N, C, L), (N, C, H, W) or (N, C, D, H, W) input to ``size`` or by ``scale_factor``, as
     ``torch.nn.functional.interpolate``, for the modes 'nearest' and 'nearest-exact'.
 
     'nearest' copies from floor(dst * in / out) (OpenCV's INTER_NEAREST, PyTorch's default);
@@ -206,20 +208,31 @@ def interpolate(
             "interpolate: Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and requires "
             "a 4-D tensor as input"
         )
-    if input.ndim not in (3, 4):
-        what = "5-D (volumetric) input is not supported by minicv" if input.ndim == 5 else "Input Error"
+    if input.ndim not in (3, 4, 5):
         raise UnsupportedError(
-            f"interpolate: {what}: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) for the modes: "
-            f"{_PYTORCH_MODES} (got {mode}); minicv supports 3D and 4D"
+            f"interpolate: Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) for the modes: "
+            f"{_PYTORCH_MODES} (got {mode})"
         )
     _check_sizes(input.shape, out_sizes)
     exact, float64 = mode == "nearest-exact", input.dtype == np.float64
     scales = scales if scales is not None else [None] * len(out_sizes)
-    if input.ndim == 3:  # PyTorch's 1-D kernel is always the generic one
-        src_h = np.zeros(1, dtype=np.int64)
-        src_w = source_indices(input.shape[2], out_sizes[0], scales[0], exact, float64, shortcut_path=False)
-    else:
-        shortcut = sum(out_sizes) <= _SMALL_OUTPUT
-        src_h, src_w = (source_indices(n, out, s, exact, float64, shortcut)
-                        for n, out, s in zip(input.shape[2:], out_sizes, scales, strict=True))
-    return UpsampleNearest(src_h, src_w).apply(input)
+    # PyTorch's 1-D and 3-D kernels are always the generic ones; 2-D takes short-cuts for small outputs.
+    shortcut = input.ndim == 4 and sum(out_sizes) <= _SMALL_OUTPUT
+    src = [source_indices(n, out, s, exact, float64, shortcut)
+           for n, out, s in zip(input.shape[2:], out_sizes, scales, strict=True)]
+    if input.ndim == 3:
+        return UpsampleNearest(np.zeros(1, dtype=np.int64), src[0]).apply(input)
+    if input.ndim == 4:
+        return UpsampleNearest(*src).apply(input)
+    return _upsample_volume(input, *src)
+
+
+def _upsample_volume(x: Tensor, src_d: np.ndarray, src_h: np.ndarray, src_w: np.ndarray) -> Tensor:
+    """(N, C, D, H, W) by the 2-D kernel twice (nearest is separable): every depth slice in (H, W), then
+    the depth axis, with each resized (H, W) plane flattened into one row."""
+    n, c, d, h, w = x.shape
+    planes = UpsampleNearest(src_h, src_w).apply(basic.reshape(x, n, c * d, h, w))
+    plane_size = src_h.size * src_w.size
+    rows = basic.reshape(planes, n, c, d, plane_size)
+    volume = UpsampleNearest(src_d, np.arange(plane_size, dtype=np.int64)).apply(rows)
+    return basic.reshape(volume, n, c, src_d.size, src_h.size, src_w.size)
