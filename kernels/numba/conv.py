@@ -172,12 +172,11 @@ def _pack_patch_row(src, b, o_h, c0, kernel, stride, padding, dilation, transpos
             for kw in range(kernel[1]):
                 i_w = _source_index(o_w, kw, stride[1], padding[1], dilation[1], size_w, transposed)
                 base = (kh * kernel[1] + kw) * cg
+                run = patches[o_w, base:base + cg]  # 1-D contiguous slices: a vectorised copy
                 if i_h >= 0 and i_w >= 0:
-                    for ci in range(cg):
-                        patches[o_w, base + ci] = src[b, i_h, i_w, c0 + ci]
+                    run[:] = src[b, i_h, i_w, c0:c0 + cg]
                 else:
-                    for ci in range(cg):
-                        patches[o_w, base + ci] = 0
+                    run[:] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -251,8 +250,9 @@ def _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, c
             row[:] = 0
             continue
         row[:lo] = 0
-        for o_w in range(lo, hi):
-            row[o_w] = x[b, c0 + ci, i_h, o_w * stride[1] + offset_w]
+        inside, source = row[lo:hi], x[b, c0 + ci, i_h, lo * stride[1] + offset_w:]
+        for q in range(inside.size):  # views from 0: no index wrap-around, so LLVM vectorises
+            inside[q] = source[q * stride[1]]
         row[hi:] = 0
 
 
@@ -283,8 +283,10 @@ def _col2im(cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
                     i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h, False)
                     if i_h < 0:
                         continue
-                    for o_w in range(lo, hi):
-                        gx[b, c0 + ci, i_h, o_w * stride[1] + offset_w] += cols[k, r * out_w + o_w]
+                    target = gx[b, c0 + ci, i_h, lo * stride[1] + offset_w:]
+                    source = cols[k, r * out_w + lo:r * out_w + hi]
+                    for q in range(source.size):
+                        target[q * stride[1]] += source[q]
 
 
 @njit(parallel=True, cache=True)

@@ -83,82 +83,90 @@ def _first_bad_target(target, classes, ignore_index):
     return -1
 
 
-@njit(inline="always", cache=True)
-def _block_lse(x, b, p0, p1, lse):
-    """lse[b, p] = logsumexp over classes of x[b, :, p], for p in [p0, p1): max first, so exp never
-    overflows; a NaN logit makes the maximum (and so the result) NaN."""
+@njit(cache=True)
+def _block_lse(x, b, p, lse):
+    """lse[q] = logsumexp over classes of x[b, :, p][:, q] for one block of pixels p (a slice): max
+    first, so exp never overflows; a NaN logit makes the maximum (and so the result) NaN. Rows are
+    taken as 1-D slices x[b, c, p]: Numba knows those are contiguous, so LLVM vectorises."""
+    peak = x[b, 0, p].copy()
+    for c in range(1, x.shape[1]):
+        row = x[b, c, p]
+        for q in range(peak.size):
+            v = row[q]
+            peak[q] = v if (v > peak[q]) | (v != v) else peak[q]
+    total = np.zeros_like(peak)
+    for c in range(x.shape[1]):
+        row = x[b, c, p]
+        for q in range(peak.size):
+            total[q] += _exp(row[q] - peak[q])
+    for q in range(peak.size):
+        lse[q] = peak[q] + np.log(total[q])
+
+
+@njit(cache=True)
+def _block_loss(x, b, p, target, weight, ignore_index, label_smoothing, lse, loss):
+    """loss of one block of pixels; target, lse and loss are the block's (width,) slices."""
     classes = x.shape[1]
-    width = p1 - p0
-    peak = np.empty(width, x.dtype)
-    total = np.zeros(width, x.dtype)
-    peak[:] = x[b, 0, p0:p1]
-    for c in range(1, classes):
-        for q in range(width):
-            v = x[b, c, p0 + q]
-            peak[q] = v if (v > peak[q] or v != v) else peak[q]
+    loss[:] = 0
+    if label_smoothing != 0:
+        # the smoothing term -sum_c weight[c] * log_softmax[c] = sum_c weight[c] * (lse - x[c])
+        for c in range(classes):
+            row = x[b, c, p]
+            for q in range(loss.size):
+                loss[q] += weight[c] * (lse[q] - row[q])
+        for q in range(loss.size):
+            loss[q] *= label_smoothing / classes
+    for q in range(loss.size):
+        t = target[q]
+        if t == ignore_index or t < 0 or t >= classes:  # bad targets were refused by the caller
+            loss[q] = 0
+        else:
+            loss[q] += (1 - label_smoothing) * weight[t] * (lse[q] - x[b, t, p.start + q])
+
+
+@njit(cache=True)
+def _block_grad(x, b, p, target, weight, ignore_index, label_smoothing, lse, g, gx):
+    """gx[c] = scale * softmax[c] - g * eps/C * weight[c], then -g*(1-eps)*weight[t] at the target, with
+    scale = g * ((1-eps) * weight[t] + eps/C * sum(weight)); ignored pixels get 0. Block as above."""
+    classes = x.shape[1]
+    smooth = label_smoothing / classes
+    weight_sum = weight.sum()
+    gain = np.empty_like(lse)  # g on valid pixels, 0 on ignored ones
+    scale = np.empty_like(lse)
+    for q in range(lse.size):
+        t = target[q]
+        valid = t != ignore_index and 0 <= t < classes
+        gain[q] = g[q] if valid else 0
+        scale[q] = gain[q] * ((1 - label_smoothing) * (weight[t] if valid else 0) + smooth * weight_sum)
     for c in range(classes):
-        for q in range(width):
-            total[q] += _exp(x[b, c, p0 + q] - peak[q])
-    for q in range(width):
-        lse[b, p0 + q] = peak[q] + np.log(total[q])
+        row, out = x[b, c, p], gx[b, c, p]
+        for q in range(lse.size):
+            out[q] = scale[q] * _exp(row[q] - lse[q]) - gain[q] * smooth * weight[c]
+    for q in range(lse.size):
+        t = target[q]
+        if gain[q] != 0:
+            gx[b, t, p.start + q] -= gain[q] * (1 - label_smoothing) * weight[t]
 
 
 @njit(parallel=True, cache=True)
 def _forward(x, target, weight, ignore_index, label_smoothing, loss, lse):
-    n, classes, pixels = x.shape
+    n, _, pixels = x.shape
     blocks = (pixels + BLOCK - 1) // BLOCK
-    smooth = label_smoothing / classes
     for task in prange(n * blocks):
         b, block = divmod(np.int64(task), blocks)
-        p0 = block * BLOCK
-        p1 = min(p0 + BLOCK, pixels)
-        _block_lse(x, b, p0, p1, lse)
-        for p in range(p0, p1):
-            loss[b, p] = 0
-        if label_smoothing != 0:
-            # smooth[p] = -sum_c weight[c] * log_softmax[c] = sum_c weight[c] * (lse - x[c])
-            for c in range(classes):
-                for p in range(p0, p1):
-                    loss[b, p] += weight[c] * (lse[b, p] - x[b, c, p])
-            for p in range(p0, p1):
-                loss[b, p] *= smooth
-        for p in range(p0, p1):
-            t = target[b, p]
-            if t == ignore_index or t < 0 or t >= classes:  # bad targets were refused by the caller
-                loss[b, p] = 0
-            else:
-                loss[b, p] += (1 - label_smoothing) * weight[t] * (lse[b, p] - x[b, t, p])
+        p = slice(block * BLOCK, min(block * BLOCK + BLOCK, pixels))
+        _block_lse(x, b, p, lse[b, p])
+        _block_loss(x, b, p, target[b, p], weight, ignore_index, label_smoothing, lse[b, p], loss[b, p])
 
 
 @njit(parallel=True, cache=True)
 def _backward(x, target, weight, ignore_index, label_smoothing, lse, g, gx):
-    """gx[c] = scale * softmax[c] - g * eps/C * weight[c], then -g*(1-eps)*weight[t] at the target, with
-    scale = g * ((1-eps) * weight[t] + eps/C * sum(weight)); ignored pixels get 0."""
-    n, classes, pixels = x.shape
+    n, _, pixels = x.shape
     blocks = (pixels + BLOCK - 1) // BLOCK
-    smooth = label_smoothing / classes
-    weight_sum = weight.sum()
     for task in prange(n * blocks):
         b, block = divmod(np.int64(task), blocks)
-        p0 = block * BLOCK
-        p1 = min(p0 + BLOCK, pixels)
-        width = p1 - p0
-        gain = np.empty(width, x.dtype)  # g on valid pixels, 0 on ignored ones
-        scale = np.empty(width, x.dtype)
-        for q in range(width):
-            t = target[b, p0 + q]
-            valid = t != ignore_index and 0 <= t < classes
-            gain[q] = g[b, p0 + q] if valid else 0
-            target_weight = weight[t] if valid else 0
-            scale[q] = gain[q] * ((1 - label_smoothing) * target_weight + smooth * weight_sum)
-        for c in range(classes):
-            for q in range(width):
-                p = p0 + q
-                gx[b, c, p] = scale[q] * _exp(x[b, c, p] - lse[b, p]) - gain[q] * smooth * weight[c]
-        for q in range(width):
-            t = target[b, p0 + q]
-            if gain[q] != 0:
-                gx[b, t, p0 + q] -= gain[q] * (1 - label_smoothing) * weight[t]
+        p = slice(block * BLOCK, min(block * BLOCK + BLOCK, pixels))
+        _block_grad(x, b, p, target[b, p], weight, ignore_index, label_smoothing, lse[b, p], g[b, p], gx)
 
 
 def _check_targets(target: np.ndarray, classes: int, ignore_index: int) -> None:

@@ -15,9 +15,9 @@ def _upsample_nearest_forward(x, src_h, src_w, y):
             if i > 0 and src_h[i] == src_h[i - 1]:
                 y[plane, i, :] = y[plane, i - 1, :]
             else:
-                row = x[plane, src_h[i]]
-                for j in range(y.shape[2]):
-                    y[plane, i, j] = row[src_w[j]]
+                row, out = x[plane, src_h[i]], y[plane, i]
+                for j in range(out.size):
+                    out[j] = row[src_w[j]]
 
 
 @njit(parallel=True, cache=True)
@@ -27,9 +27,9 @@ def _upsample_nearest_backward(gy, src_h, src_w, gx):
     for plane in prange(gx.shape[0]):
         gx[plane] = 0
         for i in range(gy.shape[1]):
-            row = gx[plane, src_h[i]]
-            for j in range(gy.shape[2]):
-                row[src_w[j]] += gy[plane, i, j]
+            row, source = gx[plane, src_h[i]], gy[plane, i]
+            for j in range(source.size):
+                row[src_w[j]] += source[j]
 
 
 def _check_sources(src_h: np.ndarray, src_w: np.ndarray, in_hw: tuple[int, int]) -> None:
