@@ -2,15 +2,15 @@
 
 import types
 
+import minicv.kernels.numpy as spec
 import numpy as np
 import pytest
+from minicv.kernels import KERNEL_TABLE
 
 import minicv
-import minicv.kernels.numpy as spec
 from minicv import devices
 from minicv.check import CASES, run_check
 from minicv.cli import main
-from minicv.kernels import KERNEL_TABLE
 
 
 @pytest.mark.parametrize("device", ["numpy", "numba", "cudasim"])
