@@ -80,7 +80,7 @@ class SoftmaxCrossEntropy(Function):
         xp, t = self.xp, self.target
         self.x_shape = x.shape
         n, c = x.shape[0], x.shape[1]
-        self.x = x.reshape(n, c, -1)
+        self.x = x.reshape(n, c, t.shape[1])
         self.x = self.x if self.x.flags.c_contiguous else self.x.copy()
         self.valid = t != self.ignore_index
         # Nothing to launch for an empty batch or image, or no classes (every target then is ignored).
@@ -199,7 +199,7 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
         x, t, out_shape = basic.reshape(input, 1, classes, 1), t.reshape(1, 1), ()
     else:
         x, out_shape = input, (input.shape[0], *input.shape[2:])
-        t = t.reshape(input.shape[0], -1)
+        t = t.reshape(input.shape[0], int(np.prod(input.shape[2:])))
     w = xp.ones(classes, dtype=input.dtype) if weight is None else weight.data.reshape(classes)
     eps = max(float(label_smoothing), 0.0)  # PyTorch ignores a negative label_smoothing
     return SoftmaxCrossEntropy(t, w, int(ignore_index), eps, reduction, out_shape).apply(x)
