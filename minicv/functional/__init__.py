@@ -30,6 +30,6 @@ from minicv.functional.basic import (
     transpose,
 )
 from minicv.functional.conv import conv2d, conv_transpose2d
+from minicv.functional.loss import cross_entropy, l1_loss, mse_loss, smooth_l1_loss
 from minicv.functional.pooling import max_pool2d, max_unpool2d
 from minicv.functional.upsample import interpolate
-from minicv.functional.loss import cross_entropy, l1_loss, mse_loss, smooth_l1_loss
