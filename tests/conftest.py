@@ -6,12 +6,20 @@ reported as skipped, never as passed, elsewhere.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import minicv as mc
 
 CPU_DEVICES = ("numpy", "numba", "cudasim")
+
+# CI draws the same examples on every run (a red build is reproducible); elsewhere hypothesis explores.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def gpu_present() -> bool:
