@@ -2,7 +2,7 @@
 
 Every kernel is ``@njit(cache=True)``, parallel over independent work (planes, output rows, pixel
 blocks) with ``prange``; the Python functions here allocate the outputs and call the compiled cores.
-The convolution algorithm is a module setting: ``set_conv_algorithm("im2col" | "direct" | "auto")``,
+The convolution algorithm is a module setting: ``set_conv_algorithm("direct" | "im2col")``,
 ``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``.
 """
 

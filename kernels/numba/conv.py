@@ -10,10 +10,11 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   ``kH * kW`` contiguous runs of channels; each task (one output row) copies the patches of its row
   into a small pixel-major buffer and multiplies it with the weight by ``_matmul_abt``, a Numba GEMM
   on 4x4 register tiles that LLVM vectorises along the reduction. backward-input is the gather form
-  of the transposed convolution through the same code (strided taps that hit no output are zeros);
-  backward-weight multiplies row bands of gy with row bands of columns through the same tile GEMM.
+  of the transposed convolution through the same code, split by stride phase so each output meets only
+  the taps that reach it; backward-weight multiplies row bands of gy with row bands of columns (the
+  im2col layout) through the same tile GEMM, one partial gradient per thread.
 
-``auto`` (the default) takes, per kernel, the one that was faster in docs/kernels/numba.md.
+``direct`` is the default: it was the faster on every layer measured (docs/kernels/numba.md).
 """
 
 import contextlib
@@ -30,8 +31,8 @@ Pair = tuple[int, int]
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
 BAND_PIXELS = 256  # pixels per band in the direct backward-weight: columns of a band stay in L2
 
-ALGORITHMS = ("auto", "direct", "im2col")
-_algorithm = "auto"
+ALGORITHMS = ("direct", "im2col")
+_algorithm = "direct"  # the faster on every layer measured (docs/kernels/numba.md)
 
 
 def set_conv_algorithm(name: str) -> None:
@@ -43,7 +44,7 @@ def set_conv_algorithm(name: str) -> None:
 
 
 def get_conv_algorithm() -> str:
-    """The conv algorithm in use: ``auto``, ``direct`` or ``im2col``."""
+    """The conv algorithm in use: ``direct`` (the default) or ``im2col``."""
     return _algorithm
 
 
@@ -56,15 +57,6 @@ def conv_algorithm(name: str) -> Iterator[None]:
         yield
     finally:
         set_conv_algorithm(previous)
-
-
-def _resolve(kernel: str, stride: Pair) -> str:
-    """The algorithm to run ``kernel`` with; ``auto`` follows the measurements in docs/kernels/numba.md."""
-    if _algorithm != "auto":
-        return _algorithm
-    if kernel == "backward_input" and stride != (1, 1):
-        return "im2col"  # the direct gather would multiply the zeros between strided taps
-    return "direct"
 
 
 def _pair(values) -> Pair:
@@ -104,14 +96,14 @@ def _store(c, i, j, value, accumulate):
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
-def _matmul_abt(a, b, c, accumulate):
-    """c[i, j] (+)= sum_t a[i, t] * b[j, t], for rows of a and b contiguous along t.
+def _matmul_abt(a, b, c, depth, accumulate):
+    """c[i, j] (+)= sum_{t < depth} a[i, t] * b[j, t], for rows of a and b contiguous along t.
 
     Each 4x4 tile of c lives in 16 scalar accumulators while t runs; with reassociation allowed LLVM
     turns each into a vector of partial sums, so every loaded vector of a and b feeds four FMAs. Edge
     tiles re-read the last row instead of branching inside the loop and store only what exists.
     """
-    m, depth = a.shape
+    m = a.shape[0]
     n = b.shape[0]
     for i in range(0, m, 4):
         i1, i2, i3 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1)
@@ -159,20 +151,24 @@ def _to_channels_last(x):
 
 
 @njit(cache=True)
-def _pack_patch_row(src, b, o_h, c0, kernel, stride, padding, dilation, transposed, patches):
-    """patches[o_w, (kh, kw, ci)] = src[b, i_h, i_w, c0 + ci] for the taps of output row o_h (0 off-input).
+def _pack_patch_row(src, b, o_h, c0, phase_w, taps_h, taps_w, stride, padding, dilation, transposed,
+                    patches):
+    """patches[j, (a, e, ci)] = src[b, i_h, i_w, c0 + ci] (0 off-input) for the outputs
+    o_w = phase_w + j * len(phases) of row o_h and the taps kh = taps_h[a], kw = taps_w[e].
 
     src is channels-last, so each (pixel, tap) copies one contiguous run of ``cg`` channels.
     """
     _, size_h, size_w, _ = src.shape
-    cg = patches.shape[1] // (kernel[0] * kernel[1])
-    for o_w in range(patches.shape[0]):
-        for kh in range(kernel[0]):
-            i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], size_h, transposed)
-            for kw in range(kernel[1]):
-                i_w = _source_index(o_w, kw, stride[1], padding[1], dilation[1], size_w, transposed)
-                base = (kh * kernel[1] + kw) * cg
-                run = patches[o_w, base:base + cg]  # 1-D contiguous slices: a vectorised copy
+    cg = patches.shape[1] // (taps_h.size * taps_w.size) if taps_h.size * taps_w.size else 0
+    step = stride[1] if transposed else 1
+    for j in range(patches.shape[0]):
+        o_w = phase_w + j * step
+        for a in range(taps_h.size):
+            i_h = _source_index(o_h, taps_h[a], stride[0], padding[0], dilation[0], size_h, transposed)
+            for e in range(taps_w.size):
+                i_w = _source_index(o_w, taps_w[e], stride[1], padding[1], dilation[1], size_w, transposed)
+                base = (a * taps_w.size + e) * cg
+                run = patches[j, base:base + cg]  # 1-D contiguous slices: a vectorised copy
                 if i_h >= 0 and i_w >= 0:
                     run[:] = src[b, i_h, i_w, c0:c0 + cg]
                 else:
@@ -180,21 +176,59 @@ def _pack_patch_row(src, b, o_h, c0, kernel, stride, padding, dilation, transpos
 
 
 @njit(parallel=True, cache=True)
-def _conv_rows_direct(src, weight, out, kernel, stride, padding, dilation, groups, transposed):
-    """out[b, co, o_h, o_w] = sum_k weight[co, k] * patch(b, o_h, o_w)[k], one output row per task.
+def _conv_rows_direct(src, weights, taps_h, counts_h, taps_w, counts_w, out, stride, padding, dilation,
+                      groups, transposed):
+    """out[b, co, o_h, o_w] = sum_k weights[phase][co, k] * patch(b, o_h, o_w)[k], one output row per task.
 
-    weight is (C_out, kH*kW*cg) in (kh, kw, ci) order, matching the patches of channels-last src.
+    Forward: one phase, every tap. Transposed (gather form): output (o_h, o_w) only meets the taps whose
+    phase matches, (o + p - k*d) % s == 0; outputs are grouped by phase (o_h % s_h, o_w % s_w) and each
+    phase multiplies only its own taps, so no work goes into the zeros between strided taps.
+    weights[ph, pw] is (C_out, depth) in (kh, kw, ci) order over the phase's taps, zero-padded.
     """
     n, c_out, out_h, out_w = out.shape
     cg = src.shape[3] // groups
     c_out_g = c_out // groups
+    phases_h, phases_w = weights.shape[0], weights.shape[1]
     for task in prange(n * out_h):
         b, o_h = divmod(np.int64(task), out_h)
-        patches = np.empty((out_w, weight.shape[1]), src.dtype)
-        for g in range(groups):
-            _pack_patch_row(src, b, o_h, g * cg, kernel, stride, padding, dilation, transposed, patches)
-            rows = slice(g * c_out_g, (g + 1) * c_out_g)
-            _matmul_abt(weight[rows], patches, out[b, rows, o_h, :], False)
+        phase_h = o_h % phases_h
+        patches = np.empty((out_w, weights.shape[3]), src.dtype)
+        for phase_w in range(min(phases_w, out_w)):
+            columns = (out_w - phase_w + phases_w - 1) // phases_w
+            th, tw = taps_h[phase_h, :counts_h[phase_h]], taps_w[phase_w, :counts_w[phase_w]]
+            depth = th.size * tw.size * cg
+            for g in range(groups):
+                _pack_patch_row(src, b, o_h, g * cg, phase_w, th, tw, stride, padding, dilation, transposed,
+                                patches[:columns, :depth])
+                rows = slice(g * c_out_g, (g + 1) * c_out_g)
+                _matmul_abt(weights[phase_h, phase_w, rows], patches[:columns], out[b, rows, o_h, phase_w::phases_w],
+                            depth, False)
+
+
+def _phase_taps(kernel: int, stride: int, padding: int, dilation: int, transposed: bool):
+    """(taps, counts): taps[r, :counts[r]] are the kernel taps met by outputs of phase r."""
+    if not transposed:
+        return np.arange(kernel, dtype=np.int64)[None], np.array([kernel], np.int64)
+    lists = [[k for k in range(kernel) if (r + padding - k * dilation) % stride == 0] for r in range(stride)]
+    taps = np.zeros((stride, kernel), np.int64)
+    for r, taps_r in enumerate(lists):
+        taps[r, :len(taps_r)] = taps_r
+    return taps, np.array([len(t) for t in lists], np.int64)
+
+
+def _direct(src: np.ndarray, weight: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
+            groups: int, transposed: bool) -> None:
+    """Run _conv_rows_direct; weight is (C_out of out, kH, kW, cg) in the order patches are packed."""
+    c_out, k_h, k_w, cg = weight.shape
+    taps_h, counts_h = _phase_taps(k_h, stride[0], padding[0], dilation[0], transposed)
+    taps_w, counts_w = _phase_taps(k_w, stride[1], padding[1], dilation[1], transposed)
+    weights = np.zeros((len(counts_h), len(counts_w), c_out, k_h * k_w * cg), weight.dtype)
+    for ph, count_h in enumerate(counts_h):
+        for pw, count_w in enumerate(counts_w):
+            taps = weight[:, taps_h[ph, :count_h]][:, :, taps_w[pw, :count_w]]
+            weights[ph, pw, :, :taps[0].size] = taps.reshape(c_out, -1)
+    _conv_rows_direct(_to_channels_last(src), weights, taps_h, counts_h, taps_w, counts_w, out, stride, padding,
+                      dilation, groups, transposed)
 
 
 @njit(parallel=True, cache=True)
@@ -225,7 +259,7 @@ def _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilat
                 for co in range(c_out_g):
                     for r in range(rows):
                         gy_band[co, r * out_w:(r + 1) * out_w] = gy[b, g * c_out_g + co, o_h0 + r, :]
-                _matmul_abt(gy_band, cols, partials[t, g * c_out_g:(g + 1) * c_out_g], True)
+                _matmul_abt(gy_band, cols, partials[t, g * c_out_g:(g + 1) * c_out_g], cols.shape[1], True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,9 +393,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     y = np.zeros((n, c_out, *out_hw), x.dtype)
     if y.size == 0 or cg == 0:
         return y
-    if _resolve("forward", stride) == "direct":
-        weight = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(c_out, -1)
-        _conv_rows_direct(_to_channels_last(x), weight, y, kernel, stride, padding, dilation, groups, False)
+    if _algorithm == "direct":
+        _direct(x, w.transpose(0, 2, 3, 1), y, stride, padding, dilation, groups, False)
         return y
     c_out_g = c_out // groups
     depth = cg * k_h * k_w
@@ -388,11 +421,10 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     if gx.size == 0 or gy.size == 0:
         return gx
     c_out_g = c_out // groups
-    if _resolve("backward_input", stride) == "direct":
+    if _algorithm == "direct":
         # gather form: gx[b, ci, i_h, i_w] = sum over (kh, kw, co) of w[co, ci, kh, kw] * gy[b, co, o_h, o_w]
-        weight = np.ascontiguousarray(
-            w.reshape(groups, c_out_g, cg, k_h, k_w).transpose(0, 2, 3, 4, 1)).reshape(groups * cg, -1)
-        _conv_rows_direct(_to_channels_last(gy), weight, gx, kernel, stride, padding, dilation, groups, True)
+        weight = w.reshape(groups, c_out_g, cg, k_h, k_w).transpose(0, 2, 3, 4, 1)
+        _direct(gy, weight.reshape(groups * cg, k_h, k_w, c_out_g), gx, stride, padding, dilation, groups, True)
         return gx
     depth = cg * k_h * k_w
     weight_t = [np.ascontiguousarray(w_g.T) for w_g in w.reshape(groups, c_out_g, depth)]
@@ -413,7 +445,7 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
     if gy.size == 0 or depth == 0:
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
     c_out_g = c_out // groups
-    if _resolve("backward_weight", stride) == "direct":
+    if _algorithm == "direct":
         band_rows = max(1, BAND_PIXELS // out_w)
         blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
         partials = np.zeros((blocks, c_out, depth), x.dtype)

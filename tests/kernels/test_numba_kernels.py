@@ -58,18 +58,18 @@ def test_exports_exactly_the_kernel_table_and_the_algorithm_setting():
 
 
 def test_conv_algorithm_setting():
-    assert nb.get_conv_algorithm() == "auto"
+    assert nb.get_conv_algorithm() == "direct"
     with nb.conv_algorithm("im2col"):
         assert nb.get_conv_algorithm() == "im2col"
         with nb.conv_algorithm("direct"):
             assert nb.get_conv_algorithm() == "direct"
         assert nb.get_conv_algorithm() == "im2col"
-    assert nb.get_conv_algorithm() == "auto"
-    with pytest.raises(ValueError, match="'winograd'; expected one of auto, direct, im2col"):
+    assert nb.get_conv_algorithm() == "direct"
+    with pytest.raises(ValueError, match="'winograd'; expected one of direct, im2col"):
         nb.set_conv_algorithm("winograd")
     with pytest.raises(ValueError), nb.conv_algorithm("fft"):
         pass
-    assert nb.get_conv_algorithm() == "auto"
+    assert nb.get_conv_algorithm() == "direct"
 
 
 # --- convolution ------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case):
     spec_y = spec.conv2d_forward(x, w, *hyper)
     spec_gx = spec.conv2d_backward_input(gy, w, x.shape, *hyper)
     spec_gw = spec.conv2d_backward_weight(x, gy, w.shape, *hyper)
-    for algorithm in ("direct", "im2col", "auto"):
+    for algorithm in ("direct", "im2col"):
         with nb.conv_algorithm(algorithm), chunking(*chunks):
             assert_close(nb.conv2d_forward(x, w, *hyper), y, spec_y)
             assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, spec_gx)
