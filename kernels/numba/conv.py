@@ -96,24 +96,26 @@ def _store(c, i, j, value, accumulate):
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
-def _matmul_abt(a, b, c, depth, accumulate):
-    """c[i, j] (+)= sum_{t < depth} a[i, t] * b[j, t], for rows of a and b contiguous along t.
+def _matmul_abt(a, b, b_stride, n, c, depth, accumulate):
+    """c[i, j] (+)= sum_{t < depth} a[i, t] * b[j * b_stride + t] for j < n: rows of a and b contiguous
+    along t (b is flat, so its rows may overlap, as neighbouring patches of one image row do).
 
     Each 4x4 tile of c lives in 16 scalar accumulators while t runs; with reassociation allowed LLVM
     turns each into a vector of partial sums, so every loaded vector of a and b feeds four FMAs. Edge
     tiles re-read the last row instead of branching inside the loop and store only what exists.
     """
     m = a.shape[0]
-    n = b.shape[0]
     for i in range(0, m, 4):
-        i1, i2, i3 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1)
+        a0_row, a1_row, a2_row, a3_row = a[i], a[min(i + 1, m - 1)], a[min(i + 2, m - 1)], a[min(i + 3, m - 1)]
         for j in range(0, n, 4):
-            j1, j2, j3 = min(j + 1, n - 1), min(j + 2, n - 1), min(j + 3, n - 1)
+            # rows as views starting at 0: indexed by t alone, LLVM vectorises (see pooling._update_row)
+            b0_row, b1_row = b[j * b_stride:], b[min(j + 1, n - 1) * b_stride:]
+            b2_row, b3_row = b[min(j + 2, n - 1) * b_stride:], b[min(j + 3, n - 1) * b_stride:]
             c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = a.dtype.type(0)
             c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = a.dtype.type(0)
             for t in range(depth):
-                a0, a1, a2, a3 = a[i, t], a[i1, t], a[i2, t], a[i3, t]
-                b0, b1, b2, b3 = b[j, t], b[j1, t], b[j2, t], b[j3, t]
+                a0, a1, a2, a3 = a0_row[t], a1_row[t], a2_row[t], a3_row[t]
+                b0, b1, b2, b3 = b0_row[t], b1_row[t], b2_row[t], b3_row[t]
                 c00 += a0 * b0
                 c01 += a0 * b1
                 c02 += a0 * b2
@@ -139,15 +141,47 @@ def _matmul_abt(a, b, c, depth, accumulate):
 
 
 @njit(parallel=True, cache=True)
-def _to_channels_last(x):
+def _pad_channels_last(x, top, left, size_h, size_w):
+    """(N, size_h, size_w, C) zeros holding x[b, c, i, j] at [b, top + i, left + j, c] (what falls outside
+    is dropped)."""
     n, c, h, w = x.shape
-    out = np.empty((n, h, w, c), x.dtype)
+    out = np.zeros((n, size_h, size_w, c), x.dtype)
     for nh in prange(n * h):
         b, i = divmod(np.int64(nh), h)
-        for ch in range(c):
-            for j in range(w):
-                out[b, i, j, ch] = x[b, ch, i, j]
+        if 0 <= top + i < size_h:
+            row = out[b, top + i]
+            for ch in range(c):  # read along contiguous rows of x, write with stride C
+                source = x[b, ch, i]
+                for j in range(max(0, -left), min(w, size_w - left)):
+                    row[left + j, ch] = source[j]
     return out
+
+
+@njit(parallel=True, cache=True)
+def _conv_rows_implicit(src, weight_rows, out, stride, dilation_h):
+    """out[b, :, o_h, :] = sum over kh of weight_rows[kh] @ (window row kh of every output pixel).
+
+    src is padded and channels-last, so with unit dilation along w the kW taps of a window row are
+    kW * C contiguous values of one src row: the GEMM reads the patches in place (rows overlapping,
+    stride_w * C apart) and nothing is packed. Used for groups 1 and dilation_w 1.
+    """
+    n, _, out_h, out_w = out.shape
+    k_h, _, depth = weight_rows.shape
+    for task in prange(n * out_h):
+        b, o_h = divmod(np.int64(task), out_h)
+        for kh in range(k_h):
+            row = src[b, o_h * stride[0] + kh * dilation_h].reshape(-1)
+            _matmul_abt(weight_rows[kh], row, stride[1] * src.shape[3], out_w, out[b, :, o_h, :], depth, kh > 0)
+
+
+def _implicit(src: np.ndarray, w: np.ndarray, out: np.ndarray, top_left: Pair, stride: Pair,
+              dilation_h: int) -> None:
+    """Forward cross-correlation of src (NCHW) by w (C_out, C, kH, kW), unit dilation along w, src
+    placed at top_left inside its zero padding; out (N, C_out, H_out, W_out) is overwritten."""
+    k_h, k_w = w.shape[2:]
+    size = (stride[0] * (out.shape[2] - 1) + dilation_h * (k_h - 1) + 1, stride[1] * (out.shape[3] - 1) + k_w)
+    weight_rows = np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(k_h, w.shape[0], -1)
+    _conv_rows_implicit(_pad_channels_last(src, *top_left, *size), weight_rows, out, stride, dilation_h)
 
 
 @njit(cache=True)
@@ -158,13 +192,22 @@ def _pack_patch_row(src, b, o_h, c0, phase_w, taps_h, taps_w, stride, padding, d
 
     src is channels-last, so each (pixel, tap) copies one contiguous run of ``cg`` channels.
     """
-    _, size_h, size_w, _ = src.shape
+    _, size_h, size_w, channels = src.shape
     cg = patches.shape[1] // (taps_h.size * taps_w.size) if taps_h.size * taps_w.size else 0
     step = stride[1] if transposed else 1
+    # Forward with all channels and unit dilation: the kW taps of a window row are one contiguous run
+    # of kW * C values, copied at once (one slice instead of kW: slicing costs more than copying here)
+    whole_rows = not transposed and cg == channels and dilation[1] == 1
+    run_length = taps_w.size * cg
     for j in range(patches.shape[0]):
         o_w = phase_w + j * step
+        first_w = o_w * stride[1] - padding[1]
         for a in range(taps_h.size):
             i_h = _source_index(o_h, taps_h[a], stride[0], padding[0], dilation[0], size_h, transposed)
+            if whole_rows and i_h >= 0 and first_w >= 0 and first_w + taps_w.size <= size_w:
+                patches[j, a * run_length:(a + 1) * run_length] = \
+                    src[b, i_h].reshape(-1)[first_w * channels:first_w * channels + run_length]
+                continue
             for e in range(taps_w.size):
                 i_w = _source_index(o_w, taps_w[e], stride[1], padding[1], dilation[1], size_w, transposed)
                 base = (a * taps_w.size + e) * cg
@@ -201,8 +244,8 @@ def _conv_rows_direct(src, weights, taps_h, counts_h, taps_w, counts_w, out, str
                 _pack_patch_row(src, b, o_h, g * cg, phase_w, th, tw, stride, padding, dilation, transposed,
                                 patches[:columns, :depth])
                 rows = slice(g * c_out_g, (g + 1) * c_out_g)
-                _matmul_abt(weights[phase_h, phase_w, rows], patches[:columns], out[b, rows, o_h, phase_w::phases_w],
-                            depth, False)
+                _matmul_abt(weights[phase_h, phase_w, rows], patches.reshape(-1), patches.shape[1], columns,
+                            out[b, rows, o_h, phase_w::phases_w], depth, False)
 
 
 def _phase_taps(kernel: int, stride: int, padding: int, dilation: int, transposed: bool):
@@ -227,7 +270,8 @@ def _direct(src: np.ndarray, weight: np.ndarray, out: np.ndarray, stride: Pair, 
         for pw, count_w in enumerate(counts_w):
             taps = weight[:, taps_h[ph, :count_h]][:, :, taps_w[pw, :count_w]]
             weights[ph, pw, :, :taps[0].size] = taps.reshape(c_out, -1)
-    _conv_rows_direct(_to_channels_last(src), weights, taps_h, counts_h, taps_w, counts_w, out, stride, padding,
+    channels_last = _pad_channels_last(src, 0, 0, *src.shape[2:])
+    _conv_rows_direct(channels_last, weights, taps_h, counts_h, taps_w, counts_w, out, stride, padding,
                       dilation, groups, transposed)
 
 
@@ -259,7 +303,8 @@ def _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilat
                 for co in range(c_out_g):
                     for r in range(rows):
                         gy_band[co, r * out_w:(r + 1) * out_w] = gy[b, g * c_out_g + co, o_h0 + r, :]
-                _matmul_abt(gy_band, cols, partials[t, g * c_out_g:(g + 1) * c_out_g], cols.shape[1], True)
+                _matmul_abt(gy_band, cols.reshape(-1), cols.shape[1], depth,
+                            partials[t, g * c_out_g:(g + 1) * c_out_g], cols.shape[1], True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -394,7 +439,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     if y.size == 0 or cg == 0:
         return y
     if _algorithm == "direct":
-        _direct(x, w.transpose(0, 2, 3, 1), y, stride, padding, dilation, groups, False)
+        if groups == 1 and dilation[1] == 1:
+            _implicit(x, w, y, padding, stride, dilation[0])
+        else:
+            _direct(x, w.transpose(0, 2, 3, 1), y, stride, padding, dilation, groups, False)
         return y
     c_out_g = c_out // groups
     depth = cg * k_h * k_w
@@ -421,6 +469,11 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     if gx.size == 0 or gy.size == 0:
         return gx
     c_out_g = c_out // groups
+    top_left = (dilation[0] * (k_h - 1) - padding[0], k_w - 1 - padding[1])
+    if _algorithm == "direct" and groups == 1 and stride == (1, 1) and dilation[1] == 1 and min(top_left) >= 0:
+        # stride 1: the transposed convolution is a forward one with the kernel flipped, over gy padded
+        _implicit(gy, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), gx, top_left, stride, dilation[0])
+        return gx
     if _algorithm == "direct":
         # gather form: gx[b, ci, i_h, i_w] = sum over (kh, kw, co) of w[co, ci, kh, kw] * gy[b, co, o_h, o_w]
         weight = w.reshape(groups, c_out_g, cg, k_h, k_w).transpose(0, 2, 3, 4, 1)
