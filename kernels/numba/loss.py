@@ -16,17 +16,20 @@ BLOCK = 512  # pixels per task: a block's logits (C x BLOCK) stay in L1/L2 acros
 
 
 @intrinsic
-def _bits_to_float(typingctx, bits):
-    """Reinterpret int32 bits as float32, int64 as float64 (an LLVM bitcast, so it vectorises). Numba
-    widens int32 arithmetic to int64, so callers cast the finished bits to int32."""
-    result = {types.int32: types.float32, types.int64: types.float64}.get(bits)
-    if result is None:
+def _pow2(typingctx, n):
+    """2.0 ** n for an integral float n in the normal range, built from its bits (exponent field n + bias)
+    in LLVM IR: integer ops at the float's own width, so the loops around it vectorise at full width."""
+    if n not in (types.float32, types.float64):
         return None
+    width, mantissa, bias = (32, 23, 127) if n == types.float32 else (64, 52, 1023)
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType() if result == types.float32 else ir.DoubleType())
+        integer = ir.IntType(width)
+        exponent = builder.add(builder.fptosi(args[0], integer), ir.Constant(integer, bias))
+        bits = builder.shl(exponent, ir.Constant(integer, mantissa))
+        return builder.bitcast(bits, ir.FloatType() if width == 32 else ir.DoubleType())
 
-    return result(bits), codegen
+    return n(n), codegen
 
 
 @njit(inline="always", cache=True)
@@ -41,7 +44,7 @@ def _exp_f32(x):
     p = p * r + np.float32(4.1665795894e-2)
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
-    e = (p * r * r + r + np.float32(1.0)) * _bits_to_float(np.int32((np.int64(n) + 127) << 23))
+    e = (p * r * r + r + np.float32(1.0)) * _pow2(n)
     if x != x:
         return x
     return e if x > np.float32(-87.0) else np.float32(0.0)
@@ -57,7 +60,7 @@ def _exp_f64(x):
     px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
     qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
           + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
-    e = (1.0 + 2.0 * px / (qx - px)) * _bits_to_float((np.int64(n) + 1023) << 52)
+    e = (1.0 + 2.0 * px / (qx - px)) * _pow2(n)
     if x != x:
         return x
     return e if x > -708.0 else 0.0
@@ -107,6 +110,8 @@ def _block_lse(x, b, p, lse):
 def _block_loss(x, b, p, target, weight, ignore_index, label_smoothing, lse, loss):
     """loss of one block of pixels; target, lse and loss are the block's (width,) slices."""
     classes = x.shape[1]
+    # coefficients in x's dtype: a float64 factor would widen the float32 loops to half their width
+    smooth, keep = x.dtype.type(label_smoothing / classes), x.dtype.type(1 - label_smoothing)
     loss[:] = 0
     if label_smoothing != 0:
         # the smoothing term -sum_c weight[c] * log_softmax[c] = sum_c weight[c] * (lse - x[c])
@@ -115,13 +120,13 @@ def _block_loss(x, b, p, target, weight, ignore_index, label_smoothing, lse, los
             for q in range(loss.size):
                 loss[q] += weight[c] * (lse[q] - row[q])
         for q in range(loss.size):
-            loss[q] *= label_smoothing / classes
+            loss[q] *= smooth
     for q in range(loss.size):
         t = target[q]
         if t == ignore_index or t < 0 or t >= classes:  # bad targets were refused by the caller
             loss[q] = 0
         else:
-            loss[q] += (1 - label_smoothing) * weight[t] * (lse[q] - x[b, t, p.start + q])
+            loss[q] += keep * weight[t] * (lse[q] - x[b, t, p.start + q])
 
 
 @njit(cache=True)
@@ -129,7 +134,7 @@ def _block_grad(x, b, p, target, weight, ignore_index, label_smoothing, lse, g, 
     """gx[c] = scale * softmax[c] - g * eps/C * weight[c], then -g*(1-eps)*weight[t] at the target, with
     scale = g * ((1-eps) * weight[t] + eps/C * sum(weight)); ignored pixels get 0. Block as above."""
     classes = x.shape[1]
-    smooth = label_smoothing / classes
+    smooth, keep = x.dtype.type(label_smoothing / classes), x.dtype.type(1 - label_smoothing)
     weight_sum = weight.sum()
     gain = np.empty_like(lse)  # g on valid pixels, 0 on ignored ones
     scale = np.empty_like(lse)
@@ -137,15 +142,15 @@ def _block_grad(x, b, p, target, weight, ignore_index, label_smoothing, lse, g, 
         t = target[q]
         valid = t != ignore_index and 0 <= t < classes
         gain[q] = g[q] if valid else 0
-        scale[q] = gain[q] * ((1 - label_smoothing) * (weight[t] if valid else 0) + smooth * weight_sum)
+        scale[q] = gain[q] * (keep * (weight[t] if valid else 0) + smooth * weight_sum)
     for c in range(classes):
-        row, out = x[b, c, p], gx[b, c, p]
+        row, out, class_term = x[b, c, p], gx[b, c, p], smooth * weight[c]
         for q in range(lse.size):
-            out[q] = scale[q] * _exp(row[q] - lse[q]) - gain[q] * smooth * weight[c]
+            out[q] = scale[q] * _exp(row[q] - lse[q]) - gain[q] * class_term
     for q in range(lse.size):
         t = target[q]
         if gain[q] != 0:
-            gx[b, t, p.start + q] -= gain[q] * (1 - label_smoothing) * weight[t]
+            gx[b, t, p.start + q] -= gain[q] * keep * weight[t]
 
 
 @njit(parallel=True, cache=True)

@@ -45,10 +45,17 @@ def _max_pool_plane(x, kernel, stride, padding, dilation, first_w, y, indices):
             for kw in range(kernel[1]):
                 lo, hi = valid_outputs(kw, stride[1], padding[1], dilation[1], w, out_w)
                 first = lo * stride[1] + kw * dilation[1] - padding[1]  # input column of output lo
-                _update_row(x[i_h, first:], best[lo:hi], where[lo:hi], stride[1], i_h * w + first)
+                taps, run, run_where = x[i_h, first:], best[lo:hi], where[lo:hi]
+                # literal steps for the common strides: LLVM then loads with shuffles, not gathers (2x)
+                if stride[1] == 1:
+                    _update_row(taps, run, run_where, 1, i_h * w + first)
+                elif stride[1] == 2:
+                    _update_row(taps, run, run_where, 2, i_h * w + first)
+                else:
+                    _update_row(taps, run, run_where, stride[1], i_h * w + first)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _update_row(taps, best, where, step, first_index):
     """One tap over a run of outputs: output q reads taps[q * step]. Views starting at the run and an
     index from 0 let LLVM vectorise (it does not with offsets inside the subscripts)."""

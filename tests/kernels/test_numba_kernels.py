@@ -132,13 +132,16 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case):
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype):
-    """Enough channels and pixels for many full 4x4 tiles, edge tiles and several row tasks."""
+@pytest.mark.parametrize("hyper", [((1, 2), (1, 1), (1, 1), 1), ((1, 1), (2, 1), (2, 1), 1),
+                                   ((2, 1), (0, 2), (1, 2), 2)], ids=["s12", "s1-dilated", "grouped"])
+def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
+    """Enough channels and pixels for many full 4x4 tiles, edge tiles and several row tasks, through
+    each direct path: implicit GEMM (groups 1, unit w-dilation; stride 1 backward-input as a flipped
+    forward) and packed patches (groups, w-dilation, strided backward-input by phase)."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 18, 13, 21)).astype(dtype)
-    w = (rng.standard_normal((22, 18, 3, 3)) / 13).astype(dtype)
-    y, gy, gx, gw = torch_conv(x, w, (1, 2), (1, 1), (1, 1), 1, rng)
-    hyper = ((1, 2), (1, 1), (1, 1), 1)
+    w = (rng.standard_normal((22, 18 // hyper[3], 3, 3)) / 13).astype(dtype)
+    y, gy, gx, gw = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm(algorithm):
         assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
