@@ -31,10 +31,11 @@ unpool_scatter(values, indices, out_hw, pool=None) -> out
     pool=None: max_unpool2d forward; duplicate indices overwrite (PyTorch's semantics).
     pool=(kernel_size, stride, padding, dilation) of the max-pool that made the indices: max_pool2d
     backward; values at duplicate indices are summed, and a kernel may instead gather, for each output
-    element, from the pooling windows that cover it. An index outside the plane then adds nothing:
-    max-pool makes one only for a window lying wholly in the padding (dilation lets that happen),
-    whose -inf output depends on no input.
-    pool=None raises IndexError naming the first out-of-range index; never writes out of bounds.
+    element, from the pooling windows that cover it. The indices are then max_pool2d_forward's own:
+    a window lying wholly in the padding (dilation allows one) depends on no input, so the engine
+    zeroes its value and index first.
+    Raises IndexError naming the first out-of-range index (a device that gathers with pool given reads
+    no index out of bounds and may skip that check); never writes out of bounds.
 unpool_gather(g, indices) -> out
     out[n, c, i, j] = g[n, c].flat[indices[n, c, i, j]]: max_unpool2d backward. Raises IndexError on
     an out-of-range index; never reads out of bounds.

@@ -101,8 +101,8 @@ def unpool_scatter(backend: Backend, values: Array, indices: Array, out_hw: Pair
                          flag))
         _check_pool_indices(flag, indices, out_hw)
     else:
-        # A gather: each output element reads only the windows covering it, so an index outside the
-        # plane (from a window wholly in the padding) is never met and adds nothing.
+        # A gather: each output element reads the indices of the windows covering it and compares
+        # them with its own position, so no index is ever used to address memory.
         kernel_size, stride, padding, dilation = pool
         launch_elements(backend, "pool.cu", f"max_pool2d_backward_kernel<{t}>", out.size,
                         (values, indices, out, np.int64(out.size),

@@ -62,18 +62,12 @@ def unpool_scatter(values: np.ndarray, indices: np.ndarray, out_hw: Pair,
     """out (N, C, *out_hw), zero but for out[n, c].flat[indices[n, c, i, j]] = values[n, c, i, j].
 
     pool=None (max_unpool2d forward): a duplicate index keeps its last value in row-major order.
-    pool given (max_pool2d backward): values at a duplicate index are summed, and an index outside the
-    plane (made by a window lying wholly in the padding, whose -inf output depends on no input) adds
-    nothing. The spec needs nothing else from the pool's (kernel_size, stride, padding, dilation):
-    they let other devices gather instead.
+    pool given (max_pool2d backward): values at a duplicate index are summed. The spec needs nothing
+    from the pool's (kernel_size, stride, padding, dilation): they let other devices gather instead.
     """
-    plane_size = out_hw[0] * out_hw[1]
-    if pool is None:
-        _check_indices(indices, out_hw)
-    else:
-        inside = (indices >= 0) & (indices < plane_size)
-        values, indices = np.where(inside, values, 0), np.where(inside, indices, 0)
+    _check_indices(indices, out_hw)
     n, c = values.shape[:2]
+    plane_size = out_hw[0] * out_hw[1]
     # Flat offsets into the whole output: plane (n, c) starts at (n*C + c) * H*W.
     offsets = (np.arange(n * c).reshape(n, c, 1, 1) * plane_size + indices).ravel()
     flat_values = values.ravel()
