@@ -20,9 +20,39 @@ def _max_pool(x, kernel, stride, padding, dilation, y, indices):
     first_w = np.empty(y.shape[3], np.int64)  # first in-bounds column of each window: the same on every row
     for o_w in range(first_w.size):
         first_w[o_w] = _first_inside(o_w, stride[1], padding[1], dilation[1])
+    out_h, out_w = y.shape[2:]
+    # windows tiling the plane side by side (stride = kernel, no padding or dilation, all inside): the
+    # common 2x2 pool gets a path that reads each window whole, with the kernel size a literal
+    tiled = (kernel == stride and padding == (0, 0) and dilation == (1, 1)
+             and out_h * kernel[0] <= x.shape[2] and out_w * kernel[1] <= x.shape[3])
     for plane in prange(n * c):
         b, ch = divmod(np.int64(plane), c)
-        _max_pool_plane(x[b, ch], kernel, stride, padding, dilation, first_w, y[b, ch], indices[b, ch])
+        if tiled and kernel == (2, 2):
+            _max_pool_plane_tiled(x[b, ch], 2, 2, y[b, ch], indices[b, ch])
+        else:
+            _max_pool_plane(x[b, ch], kernel, stride, padding, dilation, first_w, y[b, ch], indices[b, ch])
+
+
+@njit(inline="always", cache=True)
+def _max_pool_plane_tiled(x, k_h, k_w, y, indices):
+    """Windows side by side: output (o_h, q) reads x[o_h*k_h + kh, q*k_w + kw]. Each output runs through
+    its whole window in row-major order (a vector of outputs at a time: the window loops are unrolled
+    when k_h, k_w are literals), with the same rule as the general path."""
+    w = x.shape[1]
+    for o_h in range(y.shape[0]):
+        rows, best, where = x[o_h * k_h:], y[o_h], indices[o_h]
+        top = o_h * k_h * w
+        for q in range(best.size):
+            # the first tap is the maximum until another is greater (or NaN): PyTorch's rule
+            value_max, at = rows[0, q * k_w], top + q * k_w
+            for tap in range(1, k_h * k_w):
+                kh, kw = divmod(tap, k_w)
+                value = rows[kh, q * k_w + kw]
+                take = (value > value_max) | (value != value)
+                value_max = value if take else value_max
+                at = top + kh * w + q * k_w + kw if take else at
+            best[q] = value_max
+            where[q] = at
 
 
 @njit(cache=True)

@@ -210,16 +210,34 @@ def test_max_pool2d_forward_matches_torch_and_spec(case):
     check_max_pool(distinct_values(np.random.default_rng(seed), shape, dtype), *pool)
 
 
-@SETTINGS
-@given(pool_cases(), st.floats(0.0, 0.5), st.floats(0.0, 0.5))
-def test_max_pool2d_ties_nan_and_minus_inf_match_torch(case, nan_share, minus_inf_share):
-    shape, *pool, dtype, seed = case
-    rng = np.random.default_rng(seed)
+def ties_nan_and_minus_inf(rng: np.random.Generator, shape, dtype, nan_share: float,
+                           minus_inf_share: float) -> np.ndarray:
     x = rng.integers(0, 3, shape).astype(dtype)  # few levels: ties everywhere, the first maximum wins
     special = rng.random(shape)
     x[special < minus_inf_share] = -np.inf
     x[special > 1 - nan_share] = np.nan  # several NaNs in a window: the last one wins
-    check_max_pool(x, *pool)
+    return x
+
+
+@SETTINGS
+@given(pool_cases(), st.floats(0.0, 0.5), st.floats(0.0, 0.5))
+def test_max_pool2d_ties_nan_and_minus_inf_match_torch(case, nan_share, minus_inf_share):
+    shape, *pool, dtype, seed = case
+    check_max_pool(ties_nan_and_minus_inf(np.random.default_rng(seed), shape, dtype, nan_share, minus_inf_share),
+                   *pool)
+
+
+@SETTINGS
+@given(st.integers(1, 2), st.integers(1, 3), pairs(2, 11), st.booleans(), dtypes, seeds, st.floats(0.0, 0.5),
+       st.floats(0.0, 0.5))
+def test_max_pool2d_2x2_fast_path_matches_torch(n, c, hw, ceil_mode, dtype, seed, nan_share, minus_inf_share):
+    """The 2x2 stride-2 pool has its own path (odd sizes leave a remainder, ceil mode a partial window
+    that sends the plane to the general path): distinct values, then ties, NaN and -inf."""
+    out_hw = tuple(pool_out_size(size, 2, 2, 0, 1, ceil_mode) for size in hw)
+    pool = ((2, 2), (2, 2), (0, 0), (1, 1), ceil_mode, out_hw)
+    rng = np.random.default_rng(seed)
+    check_max_pool(distinct_values(rng, (n, c, *hw), dtype), *pool)
+    check_max_pool(ties_nan_and_minus_inf(rng, (n, c, *hw), dtype, nan_share, minus_inf_share), *pool)
 
 
 @st.composite
