@@ -16,22 +16,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import assert_close, conv_cases, to_host, torch_conv
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from minicv.kernels.cuda import conv
 
-TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float64: {"rtol": 1e-10, "atol": 1e-12}}
 SETTINGS = settings(max_examples=40, deadline=None)
 DEVICES = ["cudasim", pytest.param("cuda", marks=pytest.mark.gpu)]
 CONV_CU = Path(conv.__file__).with_name("conv.cu")
-
-seeds = st.integers(0, 2**32 - 1)
-dtypes = st.sampled_from([np.float32, np.float64])
-
-
-def pairs(low: int, high: int) -> st.SearchStrategy:
-    return st.tuples(st.integers(low, high), st.integers(low, high))
-
 
 class NanEmpty:
     """An array module whose ``empty`` is filled with NaN, so that unwritten outputs cannot pass."""
@@ -60,43 +52,6 @@ def on_device(backend, a: np.ndarray):
     buffer = backend.xp.full(a.size + 2 * margin, np.nan, dtype=a.dtype)
     buffer[margin : margin + a.size] = backend.xp.asarray(a.ravel())
     return buffer[margin : margin + a.size].reshape(a.shape)
-
-
-def to_host(a) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.get()
-
-
-def assert_close(actual, expected: torch.Tensor) -> None:
-    actual, expected = to_host(actual), expected.detach().numpy()
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    np.testing.assert_allclose(actual, expected, **TOLERANCE[actual.dtype.type])
-
-
-@st.composite
-def conv_cases(draw):
-    """(x, w, stride, padding, dilation, groups, rng): small configurations, cudasim runs them on the CPU."""
-    groups = draw(st.integers(1, 3))
-    kernel, stride, dilation = draw(pairs(1, 3)), draw(pairs(1, 3)), draw(pairs(1, 2))
-    padding = draw(pairs(0, 2))
-    # The smallest input holding one window is d*(k-1) + 1 - 2p; extra rows may be left uncovered.
-    hw = tuple(
-        max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 5))
-        for k, p, d in zip(kernel, padding, dilation, strict=True)
-    )
-    rng = np.random.default_rng(draw(seeds))
-    dtype = draw(dtypes)
-    x = rng.standard_normal((draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), *hw)).astype(dtype)
-    w = rng.standard_normal((groups * draw(st.integers(1, 3)), x.shape[1] // groups, *kernel)).astype(dtype)
-    return x, w, stride, padding, dilation, groups, rng
-
-
-def torch_conv(x, w, stride, padding, dilation, groups, rng):
-    """(y, gy, gx, gw) from PyTorch: conv2d forward, and autograd's gradients for a random gy."""
-    x_t, w_t = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    y = F.conv2d(x_t, w_t, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    gy = rng.standard_normal(y.shape).astype(x.dtype)
-    y.backward(torch.from_numpy(gy))
-    return y, gy, x_t.grad, w_t.grad
 
 
 @pytest.mark.parametrize("device", DEVICES)
