@@ -5,8 +5,10 @@ device needs CuPy and an NVIDIA GPU: pip install minicv[cuda]") where there is n
 runs the same sources and the same table (table.py) on the CPU.
 """
 
+from .. import KERNEL_TABLE
 from .launch import CudaBackend
 from .table import bind
 
 backend = CudaBackend()
 globals().update(bind(backend))  # the ten functions of minicv.kernels.KERNEL_TABLE
+__all__ = list(KERNEL_TABLE)

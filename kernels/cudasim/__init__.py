@@ -5,8 +5,10 @@ threads of a block run as fibers, so __syncthreads(), __shared__ memory and atom
 (see cudasim.h). Needs only g++.
 """
 
+from .. import KERNEL_TABLE
 from ..cuda.table import bind
 from .runtime import CudasimBackend
 
 backend = CudasimBackend()
 globals().update(bind(backend))  # the ten functions of minicv.kernels.KERNEL_TABLE
+__all__ = list(KERNEL_TABLE)

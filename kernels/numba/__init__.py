@@ -6,6 +6,8 @@ The convolution algorithm is a module setting: ``set_conv_algorithm("direct" | "
 ``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``.
 """
 
+# ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
+from .. import KERNEL_TABLE
 from .conv import (
     conv2d_backward_input,
     conv2d_backward_weight,
@@ -18,18 +20,4 @@ from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
 from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
-__all__ = [
-    "conv2d_forward",
-    "conv2d_backward_input",
-    "conv2d_backward_weight",
-    "max_pool2d_forward",
-    "unpool_scatter",
-    "unpool_gather",
-    "upsample_nearest_forward",
-    "upsample_nearest_backward",
-    "softmax_cross_entropy_forward",
-    "softmax_cross_entropy_backward",
-    "set_conv_algorithm",
-    "get_conv_algorithm",
-    "conv_algorithm",
-]
+__all__ = [*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm"]

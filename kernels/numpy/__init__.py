@@ -3,20 +3,11 @@
 Every other device (numba, cuda, cudasim) is tested against these. See minicv.kernels for the contract.
 """
 
+# ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
+from .. import KERNEL_TABLE
 from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
 from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
-__all__ = [
-    "conv2d_forward",
-    "conv2d_backward_input",
-    "conv2d_backward_weight",
-    "max_pool2d_forward",
-    "unpool_scatter",
-    "unpool_gather",
-    "upsample_nearest_forward",
-    "upsample_nearest_backward",
-    "softmax_cross_entropy_forward",
-    "softmax_cross_entropy_backward",
-]
+__all__ = list(KERNEL_TABLE)
