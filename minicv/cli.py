@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(train)
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--lr", type=float, default=3e-3, help="initial learning rate (cosine-annealed to 0)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
 
@@ -152,18 +152,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         "kwargs": kwargs,
         "image_size": list(size),
     }
+    optimizer = _optimizer(args.optimizer, model, args.lr)
     history = fit(
         model,
         make_task(task_name, num_classes),
         DataLoader(train_items, args.batch_size, shuffle=True, seed=args.seed, flip=True),
         DataLoader(test_items, 64),
-        _optimizer(args.optimizer, model, args.lr),
+        optimizer,
         args.epochs,
         args.device,
         args.out,
         resume=args.resume,
         desc=args.model,
         config=config,
+        scheduler=optim.CosineAnnealingLR(optimizer, args.epochs),
     )
     print(json.dumps(history[-1], indent=2))
     return 0

@@ -60,16 +60,19 @@ def run_demo(
         task = make_task(task_name, num_classes)
         settings = SETTINGS[name]
         began = time.perf_counter()
+        optimizer = optim.Adam(model.parameters(), lr=settings["lr"])
+        epochs_here = epochs or settings["epochs"]
         history = fit(
             model,
             task,
             DataLoader(train_items, BATCH_SIZE, shuffle=True, seed=seed, flip=True),
             DataLoader(test_items, 100),
-            optim.Adam(model.parameters(), lr=settings["lr"]),
-            epochs or settings["epochs"],
+            optimizer,
+            epochs_here,
             device,
             out / name,
             desc=name,
+            scheduler=optim.CosineAnnealingLR(optimizer, epochs_here),
             config={
                 "model": name,
                 "num_classes": num_classes,

@@ -119,13 +119,15 @@ def fit(
     desc: str = "",
     stop_after: int | None = None,
     config: dict | None = None,
+    scheduler: Any = None,
 ) -> list[dict]:
     """Train for ``epochs`` epochs; return the per-epoch history (loss, metrics, seconds).
 
     The run folder ``out`` gets ``checkpoint.npz`` after every epoch, ``log.csv`` and ``history.json``.
     ``stop_after`` ends the call early after that many epochs of this call (as a crash would), leaving
     a checkpoint to resume from. ``config`` (JSON-able: how to rebuild the model) goes into the
-    checkpoint for ``minicv eval`` and ``minicv predict``.
+    checkpoint for ``minicv eval`` and ``minicv predict``. ``scheduler`` (e.g. CosineAnnealingLR) is
+    stepped after every epoch and checkpointed with the rest.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,8 @@ def fit(
         meta = load_checkpoint(checkpoint, model, optimizer)
         start, history = meta["epoch"], meta["history"]
         train_loader.load_state_dict(meta["loader"])
+        if scheduler is not None:
+            scheduler.load_state_dict(meta["scheduler"])
     for epoch in range(start, epochs):
         if stop_after is not None and epoch - start >= stop_after:
             break
@@ -150,11 +154,20 @@ def fit(
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if scheduler is not None:
+            scheduler.step()
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - began}
         record.update(evaluate(model, task, val_loader, device))
         history.append(record)
         save_checkpoint(
-            checkpoint, model, optimizer, epoch + 1, history=history, loader=train_loader.state_dict(), config=config
+            checkpoint,
+            model,
+            optimizer,
+            epoch + 1,
+            history=history,
+            loader=train_loader.state_dict(),
+            config=config,
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
         )
         _write_log(out, history)
     return history

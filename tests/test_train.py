@@ -19,22 +19,28 @@ def _setup(seed=0):
     return model, loader, items, optim.Adam(model.parameters(), lr=1e-2)
 
 
+def _fit(model, loader, items, opt, out, **kwargs):
+    """Three epochs with a cosine schedule: everything a resume must restore is in play."""
+    schedule = optim.CosineAnnealingLR(opt, 3)
+    task = make_task("segmentation", 6)
+    return fit(
+        model, task, loader, DataLoader(items, 6), opt, 3, "numpy", out, progress=False, scheduler=schedule, **kwargs
+    )
+
+
 def _weights(model):
     return model.state_dict()
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
-    model, loader, items, opt = _setup()
-    task = make_task("segmentation", 6)
-    fit(model, task, loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path / "straight", progress=False)
-    straight = _weights(model)
+    straight_model, loader, items, opt = _setup()
+    _fit(straight_model, loader, items, opt, tmp_path / "straight")
+    straight = _weights(straight_model)
 
-    model, loader, items, opt = _setup()
-    fit(model, task, loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path / "resumed", progress=False, stop_after=1)
+    _fit(*_setup(), tmp_path / "resumed", stop_after=1)
     model, loader, items, opt = _setup(seed=0)  # a fresh process: new model, optimizer and loader
     mc.manual_seed(123)  # whatever the generator holds now, the checkpoint restores it
-    history = fit(model, task, loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path / "resumed", resume=True,
-                  progress=False)
+    history = _fit(model, loader, items, opt, tmp_path / "resumed", resume=True)
     resumed = _weights(model)
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert straight.keys() == resumed.keys()
