@@ -17,3 +17,7 @@ class DtypeError(TypeError, NotImplementedError):
 
 class OutOfRangeError(IndexError, RuntimeError):
     """An index or a class label outside the range it indexes."""
+
+
+class UnsupportedError(ArgumentError, NotImplementedError):
+    """A mode or rank PyTorch has and minicv does not (PyTorch raises NotImplementedError for some)."""

@@ -13,7 +13,8 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.devices import Device
-from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
+from minicv.errors import ArgumentError, OutOfRangeError
+from minicv.functional._checks import check_float_tensor
 from minicv.tensor import Tensor
 
 
@@ -197,7 +198,7 @@ def sqrt(x: Tensor) -> Tensor:
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
-    _check_float("relu", "input", input)
+    check_float_tensor("relu", "input", input)
     return ReLU().apply(input)
 
 
@@ -369,7 +370,7 @@ def _interior(shape: tuple[int, ...], margins: Sequence[tuple[int, int]]) -> tup
 def pad(input: Tensor, pad: Sequence[Any], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
     """PyTorch's F.pad (constant mode): ``pad`` = (last-axis before, after, second-last before, after, ...);
     negative widths crop. Also accepts per-axis pairs ((before, after), ...) covering every axis."""
-    _check_float("pad", "input", input)
+    check_float_tensor("pad", "input", input)
     if mode != "constant":
         raise ArgumentError(f"pad: only mode='constant' is supported, but got mode={mode!r}")
     if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pad) and len(pad) == input.ndim:
@@ -406,7 +407,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not tensors:
         raise ArgumentError("cat(): expected a non-empty list of Tensors")
     for t in tensors:
-        _check_float("cat", "tensors", t)
+        check_float_tensor("cat", "tensors", t)
     kept = [t for t in tensors if t.shape != (0,)] or list(tensors[:1])
     axis = _axes(dim, kept[0].ndim)[0]
     for i, t in enumerate(kept):
@@ -459,7 +460,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
     """y = x W^T + b, with W of shape (out_features, in_features)."""
-    _check_float("linear", "input", input)
+    check_float_tensor("linear", "input", input)
     if weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
         raise ArgumentError(
             f"linear: expected weight of shape (out_features, {input.shape[-1]}) to match input of shape "
@@ -512,12 +513,12 @@ def _softmax_dim(name: str, x: Tensor, dim: int | None) -> int:
 
 
 def softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
-    _check_float("softmax", "input", input)
+    check_float_tensor("softmax", "input", input)
     return Softmax(_softmax_dim("softmax", input, dim)).apply(input)
 
 
 def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
-    _check_float("log_softmax", "input", input)
+    check_float_tensor("log_softmax", "input", input)
     return LogSoftmax(_softmax_dim("log_softmax", input, dim)).apply(input)
 
 
@@ -570,7 +571,7 @@ def batch_norm(
 ) -> Tensor:
     """PyTorch's batch_norm: in training, normalise by the batch statistics and update the running ones
     in place (unbiased variance); otherwise normalise by the running statistics."""
-    _check_float("batch_norm", "input", input)
+    check_float_tensor("batch_norm", "input", input)
     if input.ndim < 2:
         raise ArgumentError(f"batch_norm: expected input with at least 2 dimensions, but got shape {input.shape}")
     channels = input.shape[1]
@@ -589,11 +590,3 @@ def batch_norm(
         running_mean.data = (1 - momentum) * running_mean.data + momentum * fn.batch_mean
         running_var.data = (1 - momentum) * running_var.data + momentum * unbiased
     return y
-
-
-# --------------------------------------------------------------------------- checks shared by functional
-def _check_float(op: str, name: str, t: Any) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{op}(): argument '{name}' must be a Tensor, but got {type(t).__name__}")
-    if t.dtype.kind != "f":
-        raise DtypeError(f"{op}(): expected {name} to be a floating point tensor (float32 or float64), not {t.dtype}")

@@ -19,31 +19,14 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from minicv.autograd import Function
 from minicv.errors import ArgumentError, DtypeError
+from minicv.functional._checks import FLOAT_DTYPES, int_list, is_int, torch_dtype_name
 from minicv.functional.basic import pad, squeeze, unsqueeze
 from minicv.tensor import Tensor, common_device
 
 Pair = tuple[int, int]
 Shape4 = tuple[int, int, int, int]
-
-# PyTorch's names for dtypes, as its messages print them: (C++ type name, ScalarType name).
-_TORCH_DTYPE_NAMES = {
-    "float64": ("double", "Double"),
-    "float32": ("float", "Float"),
-    "float16": ("c10::Half", "Half"),
-    "int64": ("long", "Long"),
-    "int32": ("int", "Int"),
-    "int16": ("short", "Short"),
-    "int8": ("signed char", "Char"),
-    "uint8": ("unsigned char", "Byte"),
-    "bool": ("bool", "Bool"),
-    "complex64": ("c10::complex<float>", "ComplexFloat"),
-    "complex128": ("c10::complex<double>", "ComplexDouble"),
-}
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # --------------------------------------------------------------------------- the Functions
@@ -183,11 +166,7 @@ def conv_transpose2d_output_padding(
 # --------------------------------------------------------------------------- argument parsing and checks
 def _pair(op: str, name: str, value: Any) -> Pair:
     """An int, or a list/tuple of 1 (broadcast) or 2 ints, as an (h, w) pair."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        if isinstance(v, (bool, np.bool_)) or not hasattr(v, "__index__"):
-            raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, but got {value!r}")
-    values = [operator.index(v) for v in values]
+    values = int_list(op, name, value)
     if len(values) == 1:
         values *= 2
     if len(values) != 2:
@@ -213,13 +192,14 @@ def _check_operands(op: str, input: Any, weight: Any, bias: Any) -> None:  # noq
 def _check_bias_dtype(op: str, input: Tensor, bias: Tensor | None) -> None:  # noqa: A002
     if bias is not None and bias.dtype != input.dtype:
         raise DtypeError(
-            f"{op}: Input type ({_torch_name(input.dtype, 0)}) and bias type ({_torch_name(bias.dtype, 0)}) "
-            f"should be the same: bias is {bias.dtype}, input is {input.dtype}"
+            f"{op}: Input type ({torch_dtype_name(input.dtype, cpp=True)}) and bias type "
+            f"({torch_dtype_name(bias.dtype, cpp=True)}) should be the same: bias is {bias.dtype}, "
+            f"input is {input.dtype}"
         )
 
 
 def _check_groups(op: str, groups: Any) -> int:
-    if isinstance(groups, (bool, np.bool_)) or not hasattr(groups, "__index__"):
+    if not is_int(groups):
         raise TypeError(f"{op}(): argument 'groups' must be int, but got {groups!r}")
     if operator.index(groups) <= 0:
         raise ArgumentError(f"non-positive groups is not supported: groups={groups}")
@@ -290,15 +270,11 @@ def _check_float(op: str, input: Tensor, weight: Tensor) -> None:  # noqa: A002
     """After the shape checks, as in PyTorch: the weight's dtype, then minicv's float-only rule."""
     if weight.dtype != input.dtype:
         raise DtypeError(
-            f"{op}: expected scalar type {_torch_name(input.dtype, 1)} but found {_torch_name(weight.dtype, 1)}: "
+            f"{op}: expected scalar type {torch_dtype_name(input.dtype)} but found {torch_dtype_name(weight.dtype)}: "
             f"weight is {weight.dtype}, input is {input.dtype}"
         )
-    if input.dtype not in _FLOAT_DTYPES:
+    if input.dtype not in FLOAT_DTYPES:
         raise DtypeError(f"{op}: minicv computes in float32 and float64 only, but input and weight are {input.dtype}")
-
-
-def _torch_name(dtype: np.dtype, style: int) -> str:
-    return _TORCH_DTYPE_NAMES.get(np.dtype(dtype).name, (str(dtype),) * 2)[style]
 
 
 def _batched(input: Tensor) -> tuple[Tensor, bool]:  # noqa: A002

@@ -20,17 +20,11 @@ import numpy as np
 from minicv.autograd import Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional import basic
+from minicv.functional._checks import check_float_tensor, contiguous, torch_dtype_name
 from minicv.functional.basic import _unbroadcast
-from minicv.functional.pooling import check_float_tensor
 from minicv.tensor import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
-_TORCH_DTYPE_NAMES = {"float16": "Half", "float32": "Float", "float64": "Double", "int8": "Char", "int16": "Short",
-                      "int32": "Int", "int64": "Long", "uint8": "Byte", "bool": "Bool"}
-
-
-def _torch_name(dtype: Any) -> str:
-    return _TORCH_DTYPE_NAMES.get(np.dtype(dtype).name, str(dtype))
 
 
 def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
@@ -81,7 +75,7 @@ class SoftmaxCrossEntropy(Function):
         self.x_shape = x.shape
         n, c = x.shape[0], x.shape[1]
         self.x = x.reshape(n, c, t.shape[1])
-        self.x = self.x if self.x.flags.c_contiguous else self.x.copy()
+        self.x = contiguous(self.x)
         self.valid = t != self.ignore_index
         # Nothing to launch for an empty batch or image, or no classes (every target then is ignored).
         self.empty = self.x.size == 0
@@ -130,7 +124,7 @@ def _check_weight_dtype(weight: Tensor | None, input: Tensor) -> None:  # noqa: 
     if weight is not None and weight.dtype != input.dtype:
         raise DtypeError(
             f"cross_entropy: expected weight of dtype {input.dtype} like input, but got {weight.dtype} "
-            f"(expected scalar type {_torch_name(input.dtype)} but found {_torch_name(weight.dtype)})"
+            f"(expected scalar type {torch_dtype_name(input.dtype)} but found {torch_dtype_name(weight.dtype)})"
         )
 
 
@@ -171,14 +165,14 @@ def _check_class_target(input: Tensor, target: Tensor, weight: Tensor | None) ->
             raise ArgumentError(f"cross_entropy: size mismatch (got input: {list(input.shape)} , target: "
                                 f"{list(target.shape)}")
         if target.dtype != np.int64:  # the spatial kernel takes int64 only
-            raise DtypeError(f"cross_entropy: expected scalar type Long but found {_torch_name(target.dtype)}")
+            raise DtypeError(f"cross_entropy: expected scalar type Long but found {torch_dtype_name(target.dtype)}")
     _check_weight_dtype(weight, input)
 
 
 def _check_target_dtype(target: Tensor, ok: bool) -> None:
     if not ok:
         raise DtypeError(
-            f"cross_entropy: expected target dtype to be Long or Byte, but got {_torch_name(target.dtype)}"
+            f"cross_entropy: expected target dtype to be Long or Byte, but got {torch_dtype_name(target.dtype)}"
         )
 
 
@@ -268,7 +262,7 @@ def cross_entropy(
         if target.dtype.kind != "f":
             raise DtypeError(
                 "cross_entropy: Expected floating point type for target with class probabilities, got "
-                f"{_torch_name(target.dtype)}"
+                f"{torch_dtype_name(target.dtype)}"
             )
         if ignore_index >= 0:
             raise ArgumentError("cross_entropy: ignore_index is not supported for floating point target")

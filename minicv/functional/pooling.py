@@ -17,29 +17,14 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
+from minicv.functional._checks import check_float_tensor, contiguous, int_list
 from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
 IntOrPair = int | Sequence[int]
 
 
-# --------------------------------------------------------------------------- shared argument checks
-def check_float_tensor(op: str, name: str, t: Any) -> None:
-    """``t`` must be a float32/float64 Tensor (minicv supports no other dtype)."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{op}(): argument '{name}' must be a Tensor, but got {type(t).__name__}")
-    if t.dtype not in (np.float32, np.float64):
-        raise DtypeError(f'"{op}" not implemented for {name} of dtype {t.dtype}: expected float32 or float64')
-
-
-def int_list(op: str, name: str, value: Any) -> list[int]:
-    """An int or a sequence of ints as a list; the caller checks the length, as PyTorch does."""
-    items = list(value) if isinstance(value, (tuple, list)) else [value]
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, but got {value!r}")
-    return [int(v) for v in items]
-
-
+# --------------------------------------------------------------------------- argument checks
 def _pool_pair(name: str, value: Any, expected: str, allow_empty: bool = False) -> Pair | None:
     """(h, w) from one int or two; None for an empty sequence where that is allowed (stride)."""
     items = int_list("max_pool2d", name, value)
@@ -106,11 +91,6 @@ def _check_pool2d_shape(shape: tuple[int, ...], kernel: Pair, stride: Pair, pad:
         )
 
 
-def _contiguous(array: Any) -> Any:
-    """The kernels take C-contiguous arrays; gradients arriving from views may not be."""
-    return array if array.flags.c_contiguous else array.copy()
-
-
 # --------------------------------------------------------------------------- max_pool2d
 def _padding_only_windows(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair,
                           out_hw: Pair) -> np.ndarray | None:
@@ -141,7 +121,7 @@ class MaxPool2d(Function):
 
     def forward(self, x):
         self.unbatched = x.ndim == 3
-        x = _contiguous(x[None] if self.unbatched else x)
+        x = contiguous(x[None] if self.unbatched else x)
         n, c, h, w = x.shape
         self.in_hw = (h, w)
         if x.size == 0:  # empty batch: nothing to launch
@@ -156,7 +136,7 @@ class MaxPool2d(Function):
         return y, self.indices
 
     def backward(self, gy, g_indices):
-        gy = _contiguous(gy[None] if self.unbatched else gy)
+        gy = contiguous(gy[None] if self.unbatched else gy)
         indices = self.indices
         if self.padding_only is not None:
             gy = self.xp.where(self.padding_only, 0, gy)
@@ -212,8 +192,8 @@ class MaxUnpool2d(Function):
 
     def forward(self, x):
         self.unbatched = x.ndim == 3
-        x = _contiguous(x[None] if self.unbatched else x)
-        indices = _contiguous(self.indices[None] if self.unbatched else self.indices)
+        x = contiguous(x[None] if self.unbatched else x)
+        indices = contiguous(self.indices[None] if self.unbatched else self.indices)
         self.batched_indices = indices
         n, c = x.shape[:2]
         if x.size == 0 or self.out_hw[0] * self.out_hw[1] == 0:
@@ -223,7 +203,7 @@ class MaxUnpool2d(Function):
         return out[0] if self.unbatched else out
 
     def backward(self, g):
-        g = _contiguous(g[None] if self.unbatched else g)
+        g = contiguous(g[None] if self.unbatched else g)
         if self.batched_indices.size == 0 or g.size == 0:  # nothing to read, or nothing to read from
             gx = self.xp.zeros(self.batched_indices.shape, dtype=g.dtype)
         else:

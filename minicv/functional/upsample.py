@@ -27,19 +27,15 @@ from typing import Any
 import numpy as np
 
 from minicv.autograd import Function
-from minicv.errors import ArgumentError
+from minicv.errors import ArgumentError, UnsupportedError
 from minicv.functional import basic
-from minicv.functional.pooling import check_float_tensor
+from minicv.functional._checks import check_float_tensor, contiguous
 from minicv.tensor import Tensor
 
 SUPPORTED_MODES = ("nearest", "nearest-exact")
 _PYTORCH_MODES = "nearest | linear | bilinear | bicubic | trilinear | lanczos | area | nearest-exact"
 # PyTorch's CPU kernel takes its short-cut path for 2-D outputs with H_out + W_out at most this.
 _SMALL_OUTPUT = 128
-
-
-class UnsupportedError(ArgumentError, NotImplementedError):
-    """A mode or rank PyTorch has and minicv does not (PyTorch raises NotImplementedError for some)."""
 
 
 def source_indices(in_size: int, out_size: int, scale_factor: float | None, exact: bool,
@@ -89,7 +85,7 @@ class UpsampleNearest(Function):
         if x.size == 0:  # empty batch: nothing to launch
             y = self.xp.zeros((*x.shape[:2], src_h.size, src_w.size), dtype=x.dtype)
         else:
-            y = self.kernels.upsample_nearest_forward(_contiguous(x), src_h, src_w)
+            y = self.kernels.upsample_nearest_forward(contiguous(x), src_h, src_w)
         return y[:, :, 0] if self.one_d else y
 
     def backward(self, gy):
@@ -97,12 +93,8 @@ class UpsampleNearest(Function):
         if gy.size == 0:
             gx = self.xp.zeros((*gy.shape[:2], *self.in_hw), dtype=gy.dtype)
         else:
-            gx = self.kernels.upsample_nearest_backward(_contiguous(gy), *self.device_src, self.in_hw)
+            gx = self.kernels.upsample_nearest_backward(contiguous(gy), *self.device_src, self.in_hw)
         return gx[:, :, 0] if self.one_d else gx
-
-
-def _contiguous(array: Any) -> Any:
-    return array if array.flags.c_contiguous else array.copy()
 
 
 def _is_integer(value: Any) -> bool:

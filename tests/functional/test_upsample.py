@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 import minicv as mc
 import minicv.functional as F
-from minicv.errors import ArgumentError, DtypeError
-from minicv.functional.upsample import UnsupportedError
+from minicv.errors import ArgumentError, DtypeError, UnsupportedError
 from minicv.gradcheck import gradcheck
 from tests.functional.test_pooling import (
     SETTINGS,
