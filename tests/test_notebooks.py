@@ -18,7 +18,8 @@ def test_there_is_a_notebook_per_idea_of_the_lecture():
 def test_notebook_runs(path):
     book = nbformat.read(path, as_version=4)
     began = time.perf_counter()
-    NotebookClient(book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    resources = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(book, timeout=120, kernel_name="python3", resources=resources).execute()
     assert time.perf_counter() - began < 120
     errors = [o for cell in book.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
     assert not errors

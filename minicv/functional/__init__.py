@@ -33,3 +33,38 @@ from minicv.functional.conv import conv2d, conv_transpose2d
 from minicv.functional.loss import cross_entropy, l1_loss, mse_loss, smooth_l1_loss
 from minicv.functional.pooling import max_pool2d, max_unpool2d
 from minicv.functional.upsample import interpolate
+
+__all__ = [
+    "abs",
+    "add",
+    "batch_norm",
+    "cat",
+    "conv2d",
+    "conv_transpose2d",
+    "cross_entropy",
+    "div",
+    "exp",
+    "flatten",
+    "interpolate",
+    "l1_loss",
+    "linear",
+    "log",
+    "log_softmax",
+    "matmul",
+    "max_pool2d",
+    "max_unpool2d",
+    "mean",
+    "mse_loss",
+    "mul",
+    "pad",
+    "permute",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "smooth_l1_loss",
+    "softmax",
+    "sqrt",
+    "sub",
+    "sum",
+    "transpose",
+]
