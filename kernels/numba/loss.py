@@ -70,7 +70,7 @@ def _exp(x):
     """exp in x's own precision (float32 stays float32), vectorisable."""
 
 
-@overload(_exp, inline="always")
+@overload(_exp)
 def _exp_overload(x):
     return (lambda x: _exp_f32(x)) if x == types.float32 else (lambda x: _exp_f64(x))
 
@@ -86,28 +86,28 @@ def _first_bad_target(target, classes, ignore_index):
     return -1
 
 
-@njit(cache=True)
-def _block_lse(x, b, p, lse):
-    """lse[q] = logsumexp over classes of x[b, :, p][:, q] for one block of pixels p (a slice): max
-    first, so exp never overflows; a NaN logit makes the maximum (and so the result) NaN. Rows are
-    taken as 1-D slices x[b, c, p]: Numba knows those are contiguous, so LLVM vectorises."""
+@njit(inline="always", cache=True)
+def _block_lse(x, b, p, width, lse):
+    """lse[q] = logsumexp over classes of x[b, :, p][:, q] for one block of pixels p (a slice of
+    ``width`` pixels): max first, so exp never overflows; a NaN logit makes the maximum (and so the
+    result) NaN. Rows are taken as 1-D slices x[b, c, p], indexed from 0, so LLVM vectorises."""
     peak = x[b, 0, p].copy()
     for c in range(1, x.shape[1]):
         row = x[b, c, p]
-        for q in range(peak.size):
+        for q in range(width):
             v = row[q]
             peak[q] = v if (v > peak[q]) | (v != v) else peak[q]
     total = np.zeros_like(peak)
     for c in range(x.shape[1]):
         row = x[b, c, p]
-        for q in range(peak.size):
+        for q in range(width):
             total[q] += _exp(row[q] - peak[q])
-    for q in range(peak.size):
+    for q in range(width):
         lse[q] = peak[q] + np.log(total[q])
 
 
-@njit(cache=True)
-def _block_loss(x, b, p, target, weight, ignore_index, label_smoothing, lse, loss):
+@njit(inline="always", cache=True)
+def _block_loss(x, b, p, width, target, weight, ignore_index, label_smoothing, lse, loss):
     """loss of one block of pixels; target, lse and loss are the block's (width,) slices."""
     classes = x.shape[1]
     # coefficients in x's dtype: a float64 factor would widen the float32 loops to half their width
@@ -117,11 +117,11 @@ def _block_loss(x, b, p, target, weight, ignore_index, label_smoothing, lse, los
         # the smoothing term -sum_c weight[c] * log_softmax[c] = sum_c weight[c] * (lse - x[c])
         for c in range(classes):
             row = x[b, c, p]
-            for q in range(loss.size):
+            for q in range(width):
                 loss[q] += weight[c] * (lse[q] - row[q])
-        for q in range(loss.size):
+        for q in range(width):
             loss[q] *= smooth
-    for q in range(loss.size):
+    for q in range(width):
         t = target[q]
         if t == ignore_index or t < 0 or t >= classes:  # bad targets were refused by the caller
             loss[q] = 0
@@ -129,8 +129,8 @@ def _block_loss(x, b, p, target, weight, ignore_index, label_smoothing, lse, los
             loss[q] += keep * weight[t] * (lse[q] - x[b, t, p.start + q])
 
 
-@njit(cache=True)
-def _block_grad(x, b, p, target, weight, ignore_index, label_smoothing, lse, g, gx):
+@njit(inline="always", cache=True)
+def _block_grad(x, b, p, width, target, weight, ignore_index, label_smoothing, lse, g, gx):
     """gx[c] = scale * softmax[c] - g * eps/C * weight[c], then -g*(1-eps)*weight[t] at the target, with
     scale = g * ((1-eps) * weight[t] + eps/C * sum(weight)); ignored pixels get 0. Block as above."""
     classes = x.shape[1]
@@ -138,16 +138,16 @@ def _block_grad(x, b, p, target, weight, ignore_index, label_smoothing, lse, g, 
     weight_sum = weight.sum()
     gain = np.empty_like(lse)  # g on valid pixels, 0 on ignored ones
     scale = np.empty_like(lse)
-    for q in range(lse.size):
+    for q in range(width):
         t = target[q]
         valid = t != ignore_index and 0 <= t < classes
         gain[q] = g[q] if valid else 0
         scale[q] = gain[q] * (keep * (weight[t] if valid else 0) + smooth * weight_sum)
     for c in range(classes):
         row, out, class_term = x[b, c, p], gx[b, c, p], smooth * weight[c]
-        for q in range(lse.size):
+        for q in range(width):
             out[q] = scale[q] * _exp(row[q] - lse[q]) - gain[q] * class_term
-    for q in range(lse.size):
+    for q in range(width):
         t = target[q]
         if gain[q] != 0:
             gx[b, t, p.start + q] -= gain[q] * keep * weight[t]
@@ -160,8 +160,16 @@ def _forward(x, target, weight, ignore_index, label_smoothing, loss, lse):
     for task in prange(n * blocks):
         b, block = divmod(np.int64(task), blocks)
         p = slice(block * BLOCK, min(block * BLOCK + BLOCK, pixels))
-        _block_lse(x, b, p, lse[b, p])
-        _block_loss(x, b, p, target[b, p], weight, ignore_index, label_smoothing, lse[b, p], loss[b, p])
+        if p.stop - p.start == BLOCK:  # the literal width: LLVM then vectorises far better (1.5x)
+            _forward_block(x, b, p, BLOCK, target, weight, ignore_index, label_smoothing, loss, lse)
+        else:
+            _forward_block(x, b, p, p.stop - p.start, target, weight, ignore_index, label_smoothing, loss, lse)
+
+
+@njit(inline="always", cache=True)
+def _forward_block(x, b, p, width, target, weight, ignore_index, label_smoothing, loss, lse):
+    _block_lse(x, b, p, width, lse[b, p])
+    _block_loss(x, b, p, width, target[b, p], weight, ignore_index, label_smoothing, lse[b, p], loss[b, p])
 
 
 @njit(parallel=True, cache=True)
@@ -171,7 +179,11 @@ def _backward(x, target, weight, ignore_index, label_smoothing, lse, g, gx):
     for task in prange(n * blocks):
         b, block = divmod(np.int64(task), blocks)
         p = slice(block * BLOCK, min(block * BLOCK + BLOCK, pixels))
-        _block_grad(x, b, p, target[b, p], weight, ignore_index, label_smoothing, lse[b, p], g[b, p], gx)
+        if p.stop - p.start == BLOCK:  # the literal width, as in _forward
+            _block_grad(x, b, p, BLOCK, target[b, p], weight, ignore_index, label_smoothing, lse[b, p], g[b, p], gx)
+        else:
+            _block_grad(x, b, p, p.stop - p.start, target[b, p], weight, ignore_index, label_smoothing, lse[b, p],
+                        g[b, p], gx)
 
 
 def _check_targets(target: np.ndarray, classes: int, ignore_index: int) -> None:
