@@ -277,9 +277,15 @@ def _check_float(op: str, input: Tensor, weight: Tensor) -> None:  # noqa: A002
         raise DtypeError(f"{op}: minicv computes in float32 and float64 only, but input and weight are {input.dtype}")
 
 
-def _batched(input: Tensor) -> tuple[Tensor, bool]:  # noqa: A002
-    """A (C, H, W) input as a batch of one (differentiably), and whether that was done."""
-    return (unsqueeze(input, 0), True) if input.ndim == 3 else (input, False)
+def _apply_batched(fn: Function, input: Tensor, weight: Tensor, bias: Tensor | None,  # noqa: A002
+                   pad_end: Pair = (0, 0)) -> Tensor:
+    """fn on a batch: a (C, H, W) input runs as a batch of one (differentiably), after ``pad_end`` zero
+    rows/columns at its bottom/right (PyTorch too pads a copy explicitly there for 'same' padding)."""
+    x = unsqueeze(input, 0) if input.ndim == 3 else input
+    if pad_end != (0, 0):
+        x = pad(x, ((0, 0), (0, 0), (0, pad_end[0]), (0, pad_end[1])))
+    y = fn.apply(x, weight, *([] if bias is None else [bias]))
+    return squeeze(y, 0) if input.ndim == 3 else y
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -340,11 +346,7 @@ def conv2d(
     _check_nonempty_planes(x_shape)
     _check_float(op, input, weight)
 
-    x, unbatched = _batched(input)
-    if extra != (0, 0):  # PyTorch too pads a copy explicitly here, then convolves symmetrically
-        x = pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
-    y = Conv2d(stride, padding, dilation, groups).apply(x, weight, *([] if bias is None else [bias]))
-    return squeeze(y, 0) if unbatched else y
+    return _apply_batched(Conv2d(stride, padding, dilation, groups), input, weight, bias, pad_end=extra)
 
 
 # --------------------------------------------------------------------------- conv_transpose2d
@@ -399,6 +401,4 @@ def conv_transpose2d(
     _check_nonempty_planes(x_shape)
     _check_float(op, input, weight)
 
-    x, unbatched = _batched(input)
-    y = ConvTranspose2d(stride, padding, dilation, groups, out_hw).apply(x, weight, *([] if bias is None else [bias]))
-    return squeeze(y, 0) if unbatched else y
+    return _apply_batched(ConvTranspose2d(stride, padding, dilation, groups, out_hw), input, weight, bias)

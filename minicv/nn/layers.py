@@ -52,6 +52,24 @@ def _empty_parameter(shape: tuple[int, ...], device: str | Device | None, dtype:
     return Parameter(Tensor(get_device(device).xp.zeros(shape, dtype=_dtype(dtype)), device=device))
 
 
+def _add_weight_and_bias(layer: Module, weight_shape: tuple[int, ...], bias_size: int, bias: bool,
+                         device: str | Device | None, dtype: Any) -> None:
+    """A Linear or Conv layer's weight, and its bias (or a registered None), initialised by reset_parameters."""
+    layer.weight = _empty_parameter(weight_shape, device, dtype)
+    if bias:
+        layer.bias = _empty_parameter((bias_size,), device, dtype)
+    else:
+        layer.register_parameter("bias", None)
+    layer.reset_parameters()
+
+
+def _reset_weight_and_bias(layer: Module) -> None:
+    """PyTorch's default for Linear and Conv: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) biases."""
+    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+    if layer.bias is not None:
+        init.fan_in_uniform_(layer.bias, init.calculate_fan_in_and_fan_out(layer.weight)[0])
+
+
 # --------------------------------------------------------------------------- convolutions
 class _ConvNd(Module):
     """What Conv2d and ConvTranspose2d share: channels, hyper-parameters, weights and their init."""
@@ -92,18 +110,10 @@ class _ConvNd(Module):
         self.padding_mode = padding_mode
         shape = ((in_channels, out_channels // groups) if self.transposed
                  else (out_channels, in_channels // groups)) + self.kernel_size
-        self.weight = _empty_parameter(shape, device, dtype)
-        if bias:
-            self.bias = _empty_parameter((out_channels,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, shape, out_channels, bias, device, dtype)
 
     def reset_parameters(self) -> None:
-        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) biases."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            init.fan_in_uniform_(self.bias, init.calculate_fan_in_and_fan_out(self.weight)[0])
+        _reset_weight_and_bias(self)
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -307,17 +317,10 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
-        self.weight = _empty_parameter((out_features, in_features), device, dtype)
-        if bias:
-            self.bias = _empty_parameter((out_features,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, (out_features, in_features), out_features, bias, device, dtype)
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            init.fan_in_uniform_(self.bias, self.in_features)
+        _reset_weight_and_bias(self)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         return F.linear(input, self.weight, self.bias)
