@@ -448,10 +448,16 @@ class MatMul(Function):
         return a @ b
 
     def backward(self, gy):
-        xp = self.xp
-        ga = gy @ xp.swapaxes(self.b, -1, -2) if self.b.ndim > 1 else xp.multiply.outer(gy, self.b)
-        gb = xp.swapaxes(self.a, -1, -2) @ gy if self.a.ndim > 1 else xp.multiply.outer(self.a, gy)
-        return _unbroadcast(ga, self.a.shape), _unbroadcast(gb, self.b.shape)
+        # A 1-D operand is a row (left) or a column (right) whose extra axis matmul dropped from gy:
+        # put that axis back, use the matrix rule, then drop it again.
+        xp, a, b = self.xp, self.a, self.b
+        a2, b2 = (a[None, :] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+        g = gy[..., None] if b.ndim == 1 else gy
+        g = g[..., None, :] if a.ndim == 1 else g
+        ga, gb = g @ xp.swapaxes(b2, -1, -2), xp.swapaxes(a2, -1, -2) @ g
+        ga = ga.squeeze(-2) if a.ndim == 1 else ga
+        gb = gb.squeeze(-1) if b.ndim == 1 else gb
+        return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:

@@ -72,6 +72,16 @@ def test_linear(device, dtype, seed, shape, bias, out_features):
     compare(F.linear, TF.linear, arrays, device)
 
 
+MATMUL_SHAPES = [((3,), (3,)), ((3,), (2, 3, 4)), ((2, 3, 4), (4,)), ((5, 3), (3, 2)), ((2, 5, 3), (3, 2)),
+                 ((3,), (3, 4)), ((4, 3), (3,)), ((2, 1, 4, 3), (5, 3, 2))]
+
+
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES, ids=str)
+def test_matmul_with_vectors_and_batches(device, dtype, shapes):
+    arrays = [randn(i, *shape, dtype=dtype) for i, shape in enumerate(shapes)]
+    compare(lambda a, b: a @ b, lambda a, b: a @ b, arrays, device)
+
+
 def test_linear_rejects_mismatched_weight():
     with pytest.raises(ValueError, match="weight"):
         F.linear(mc.ones(2, 3), mc.ones(4, 2))
