@@ -525,7 +525,7 @@ def minicv_backend(name: str) -> Backend | None:
 
 
 def conv_algorithms(kernels: Any) -> tuple[str, ...]:
-    """The conv algorithms a kernel table offers through ``conv_algorithm(name)`` ('auto' aside).
+    """The conv algorithms a kernel table offers through ``conv_algorithm(name)``.
 
     The names are the ``ALGORITHMS`` of the table, or of the module that defines ``conv_algorithm``.
     """
@@ -534,7 +534,7 @@ def conv_algorithms(kernels: Any) -> tuple[str, ...]:
     names = getattr(kernels, "ALGORITHMS", None)
     if names is None:
         names = getattr(importlib.import_module(kernels.conv_algorithm.__module__), "ALGORITHMS", ())
-    return tuple(a for a in names if a != "auto")
+    return tuple(names)
 
 
 def torch_backends() -> list[Backend]:
@@ -680,7 +680,9 @@ def plan_jobs(cases: list[Case], backends: list[Backend]) -> list[Job]:
                 continue
             conv = case.problem.bound == "compute"
             if backend.ops_load:
-                jobs.append(Job(case, backend, "op", "auto" if conv and backend.algorithms else ""))
+                # what a user gets: the device's current (default) conv algorithm, named in the row
+                default = backend.kernels.get_conv_algorithm() if conv and backend.algorithms else ""
+                jobs.append(Job(case, backend, "op", default))
             if case.group.startswith("sweep"):
                 continue  # the sweeps plot what a user sees: the ops
             algorithms = backend.algorithms if conv else ()

@@ -187,7 +187,7 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
                                ignore_index: int, reduction: str, label_smoothing: float) -> Tensor:
     xp = input.device.xp
     classes = input.shape[0] if input.ndim == 1 else input.shape[1]
-    t = target.data.astype(np.int64)
+    t = target.data.astype(np.int64, copy=False)
     _check_target_range(t, ignore_index, classes)
     if input.ndim == 1:  # unbatched (C,): one sample of one pixel
         x, t, out_shape = basic.reshape(input, 1, classes, 1), t.reshape(1, 1), ()
