@@ -160,7 +160,7 @@ class ReLU(_Unary):
 
 class Sigmoid(_Unary):
     def f(self, x):
-        return 1 / (1 + self.xp.exp(-x))
+        return 0.5 * self.xp.tanh(0.5 * x) + 0.5  # = 1 / (1 + exp(-x)), without exp's overflow
 
     def df(self, x, y):
         return y * (1 - y)
