@@ -8,7 +8,7 @@ then the arguments of the kernel table (kernels/__init__.py). For one group of c
     backward-weight  gw (C_out/G) x (C_in/G*kH*kW)      = gy (C_out/G) x (N*H_out*W_out) @ im2col(x)^T
 
 The GEMM operands are never built: the kernels read x, w and gy through index arithmetic (see
-docs/kernels/cuda_conv.md). The checks here are the ones that keep the kernels inside their buffers.
+docs/kernels/conv.md). The checks here are the ones that keep the kernels inside their buffers.
 """
 
 import math

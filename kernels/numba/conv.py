@@ -14,7 +14,7 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   the taps that reach it; backward-weight multiplies row bands of gy with row bands of columns (the
   im2col layout) through the same tile GEMM, one partial gradient per thread.
 
-``direct`` is the default: it was the faster on every layer measured (docs/kernels/numba.md).
+``direct`` is the default: it was the faster on every layer measured (docs/kernels/conv.md).
 """
 
 import contextlib
@@ -32,7 +32,7 @@ CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB boun
 BAND_PIXELS = 256  # pixels per band in the direct backward-weight: columns of a band stay in L2
 
 ALGORITHMS = ("direct", "im2col")
-_algorithm = "direct"  # the faster on every layer measured (docs/kernels/numba.md)
+_algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
 
 
 def set_conv_algorithm(name: str) -> None:
