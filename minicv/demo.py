@@ -25,10 +25,10 @@ from minicv.train import evaluate, fit, make_task
 # Per-model training settings, chosen so the whole demo fits in minutes on two CPU cores.
 SETTINGS = {
     "naive": {"epochs": 4, "lr": 3e-3},
-    "nearest": {"epochs": 6, "lr": 3e-3},
-    "segnet": {"epochs": 6, "lr": 3e-3},
-    "learned": {"epochs": 6, "lr": 3e-3},
-    "loc": {"epochs": 8, "lr": 2e-3},
+    "nearest": {"epochs": 8, "lr": 3e-3},
+    "segnet": {"epochs": 8, "lr": 3e-3},
+    "learned": {"epochs": 8, "lr": 3e-3},
+    "loc": {"epochs": 12, "lr": 2e-3},
 }
 BATCH_SIZE = 32
 SHOWN = 6  # test images in the pictures

@@ -58,7 +58,7 @@ class SegmentationTask:
 class LocalizationTask:
     name = "localization"
 
-    def __init__(self, num_classes: int, box_weight: float = 5.0):
+    def __init__(self, num_classes: int, box_weight: float = 10.0):
         self.num_classes, self.box_weight = num_classes, box_weight
 
     def loss(self, model: Module, batch: dict, device: str) -> Tensor:

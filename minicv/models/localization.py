@@ -51,7 +51,7 @@ class Localizer(nn.Module):
 
 
 def localization_loss(
-    scores: Tensor, boxes: Tensor, labels: Tensor, true_boxes: Tensor, box_weight: float = 5.0, beta: float = 0.05
+    scores: Tensor, boxes: Tensor, labels: Tensor, true_boxes: Tensor, box_weight: float = 10.0, beta: float = 0.05
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(total, class loss, box loss): cross-entropy plus ``box_weight`` times smooth L1 on the
     normalised boxes (``beta`` is where smooth L1 turns from quadratic to linear)."""
