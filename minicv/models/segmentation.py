@@ -55,7 +55,7 @@ class NaiveSegmenter(nn.Module):
 
 class PoolingSegmenter(nn.Module):
     """Encoder: per level two conv layers then a 2x2 max-pool. Decoder: per level unpool (nearest
-    neighbour, or max-unpool with the matching pool's indices) then a conv layer."""
+    neighbour, or max-unpool with the matching pool's indices) then two conv layers."""
 
     def __init__(self, num_classes: int, unpool: str, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)):
         super().__init__()
@@ -67,7 +67,11 @@ class PoolingSegmenter(nn.Module):
         self.pool = nn.MaxPool2d(2, return_indices=True)
         self.unpool = nn.MaxUnpool2d(2) if unpool == "max" else nn.Upsample(scale_factor=2, mode="nearest")
         outs = [widths[0], *widths[:-1]]  # each decoder level returns to the width of the level above
-        self.up = nn.Sequential(*(conv_bn_relu(a, b) for a, b in reversed(list(zip(widths, outs)))))
+        # two conv layers per decoder level, as the learned decoder has (transposed conv + conv): they
+        # also fill in the sparse maps that max-unpooling leaves
+        self.up = nn.Sequential(
+            *(nn.Sequential(conv_bn_relu(a, a), conv_bn_relu(a, b)) for a, b in reversed(list(zip(widths, outs))))
+        )
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
