@@ -101,11 +101,12 @@ def backward(root: Tensor, grad: Any = None) -> None:
         grad = xp.ones(root.shape, dtype=root.dtype)
     else:
         grad = grad.data if hasattr(grad, "data") and hasattr(grad, "_node") else grad
-        grad = root.device.asarray(grad, dtype=root.dtype)
+        grad = root.device.asarray(grad, dtype=root.dtype).copy()  # ours: a leaf may keep it as its .grad
         if grad.shape != root.shape:
             raise ValueError(f"grad must have the shape of the tensor {root.shape}, but got {grad.shape}")
+    held: set[int] = set()  # the buffers already handed to a leaf as its .grad in this pass
     if root._node is None:
-        _accumulate_leaf(root, grad)
+        _accumulate_leaf(root, grad, held)
         return
     pending = {id(root): grad}  # gradients flowing into non-leaf tensors, keyed by id
     for node in reversed(_topological_order(root._node)):
@@ -119,7 +120,7 @@ def backward(root: Tensor, grad: Any = None) -> None:
             if not needed or g is None:
                 continue
             if tensor._node is None:
-                _accumulate_leaf(tensor, g)
+                _accumulate_leaf(tensor, g, held)
             elif id(tensor) in pending:
                 pending[id(tensor)] = pending[id(tensor)] + g
             else:
@@ -130,14 +131,28 @@ def _pop_grad(pending: dict[int, Any], tensor: Tensor | None) -> Any:
     return None if tensor is None else pending.pop(id(tensor), None)
 
 
-def _accumulate_leaf(leaf: Tensor, grad: Any) -> None:
+def _accumulate_leaf(leaf: Tensor, grad: Any, held: set[int]) -> None:
+    """Add ``grad`` into ``leaf.grad``. A leaf's first gradient keeps the array it was handed (no copy:
+    every gradient array of a pass is the engine's own) unless another leaf already holds that buffer,
+    so no two leaves ever share one; later ones are added out of place."""
     from minicv.tensor import Tensor
 
     grad = grad.astype(leaf.dtype, copy=False)
     if leaf.grad is None:
-        leaf.grad = Tensor._wrap(grad.copy(), leaf.device, False, None)
+        buffer = _owner(grad)
+        if id(buffer) in held:
+            grad, buffer = grad.copy(), None
+        held.add(id(buffer if buffer is not None else grad))
+        leaf.grad = Tensor._wrap(grad, leaf.device, False, None)
     else:
         leaf.grad.data = leaf.grad.data + grad
+
+
+def _owner(array: Any) -> Any:
+    """The array that owns ``array``'s memory (itself unless it is a view)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
 
 
 def _topological_order(root: Function) -> list[Function]:

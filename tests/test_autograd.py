@@ -164,3 +164,25 @@ def test_a_node_with_two_outputs_gets_gradients_from_one_or_both():
 def test_function_outputs_do_not_require_grad_when_no_input_does():
     y = SplitHalves().apply(mc.tensor(np.ones(4)))
     assert not any(t.requires_grad for t in y) and all(t.grad_fn is None for t in y)
+
+
+def test_leaves_never_share_a_gradient_buffer():
+    """Leaves keep the gradient array they are handed (no copy), but never one another leaf holds."""
+    a = mc.tensor(np.ones((2, 3)), requires_grad=True)
+    b = mc.tensor(np.ones((2, 3)), requires_grad=True)
+    c = mc.tensor(np.ones(6), requires_grad=True)
+    (a + b + c.reshape(2, 3)).sum().backward()  # Add and Reshape pass one buffer on to all three
+    grads = [t.grad.numpy() for t in (a, b, c)]
+    for i, g in enumerate(grads):
+        for h in grads[i + 1:]:
+            assert not np.shares_memory(g, h)
+    grads[0][...] = 7.0
+    assert np.all(grads[1] == 1.0) and np.all(grads[2] == 1.0)
+
+
+def test_a_given_output_gradient_is_not_aliased():
+    x = mc.tensor(np.ones(3), requires_grad=True)
+    given = np.full((3, 1), 2.0)
+    x.reshape(3, 1).backward(given)  # reshape's backward passes a view of the given array on
+    given[...] = 5.0
+    assert np.all(x.grad.numpy() == 2.0)
