@@ -65,8 +65,8 @@ class SoftmaxCrossEntropy(Function):
     """
 
     def __init__(self, target: Any, weight: Any, ignore_index: int, label_smoothing: float, reduction: str,
-                 out_shape: tuple[int, ...]):
-        self.target, self.weight = target, weight
+                 out_shape: tuple[int, ...], uniform_weight: bool):
+        self.target, self.weight, self.uniform_weight = target, weight, uniform_weight
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
         self.reduction, self.out_shape = reduction, out_shape
 
@@ -80,17 +80,25 @@ class SoftmaxCrossEntropy(Function):
         # Nothing to launch for an empty batch or image, or no classes (every target then is ignored).
         self.empty = self.x.size == 0
         if self.empty:
+            _check_target_range(t, self.ignore_index, c)  # no kernel runs to check them
             loss = xp.zeros(t.shape, dtype=x.dtype)
         else:
-            loss, self.lse = self.kernels.softmax_cross_entropy_forward(
-                self.x, t, self.weight, self.ignore_index, self.label_smoothing)
+            try:  # every kernel checks every target as it goes: no second pass over them here
+                loss, self.lse = self.kernels.softmax_cross_entropy_forward(
+                    self.x, t, self.weight, self.ignore_index, self.label_smoothing)
+            except IndexError as err:
+                raise OutOfRangeError(f"cross_entropy: {err}") from err
         if self.reduction == "none":
             return loss.reshape(self.out_shape)
         if self.reduction == "sum":
             return loss.sum()
         # The summed weight of the non-ignored targets (with no class, every target is ignored).
-        self.total_weight = (self.weight[xp.where(self.valid, t, 0)] * self.valid).sum() if c > 0 \
-            else xp.zeros((), dtype=x.dtype)
+        if c == 0:
+            self.total_weight = xp.zeros((), dtype=x.dtype)
+        elif self.uniform_weight:
+            self.total_weight = self.valid.sum().astype(x.dtype)
+        else:
+            self.total_weight = (self.weight[xp.where(self.valid, t, 0)] * self.valid).sum()
         return _divide(loss.sum(), self.total_weight).astype(x.dtype)  # 0 / 0: NaN, as PyTorch
 
     def backward(self, gy):
@@ -188,7 +196,6 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
     xp = input.device.xp
     classes = input.shape[0] if input.ndim == 1 else input.shape[1]
     t = target.data.astype(np.int64, copy=False)
-    _check_target_range(t, ignore_index, classes)
     if input.ndim == 1:  # unbatched (C,): one sample of one pixel
         x, t, out_shape = basic.reshape(input, 1, classes, 1), t.reshape(1, 1), ()
     else:
@@ -196,7 +203,7 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
         t = t.reshape(input.shape[0], int(np.prod(input.shape[2:])))
     w = xp.ones(classes, dtype=input.dtype) if weight is None else weight.data.reshape(classes)
     eps = max(float(label_smoothing), 0.0)  # PyTorch ignores a negative label_smoothing
-    return SoftmaxCrossEntropy(t, w, int(ignore_index), eps, reduction, out_shape).apply(x)
+    return SoftmaxCrossEntropy(t, w, int(ignore_index), eps, reduction, out_shape, weight is None).apply(x)
 
 
 # --------------------------------------------------------------------------- cross entropy (probabilities)
