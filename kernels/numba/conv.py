@@ -11,8 +11,9 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   into a small pixel-major buffer and multiplies it with the weight by ``_matmul_abt``, a Numba GEMM
   on 4x4 register tiles that LLVM vectorises along the reduction. backward-input is the gather form
   of the transposed convolution through the same code, split by stride phase so each output meets only
-  the taps that reach it; backward-weight multiplies row bands of gy with row bands of columns (the
-  im2col layout) through the same tile GEMM, one partial gradient per thread.
+  the taps that reach it; backward-weight multiplies row bands of gy with row bands of the padded input,
+  read in place at each tap's shift when the stride is 1 (else packed as im2col columns), through the
+  same tile GEMM, one partial gradient per thread.
 
 ``direct`` is the default: it was the faster on every layer measured (docs/kernels/conv.md).
 """
@@ -29,7 +30,8 @@ from ._common import valid_outputs
 Pair = tuple[int, int]
 
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
-BAND_PIXELS = 256  # pixels per band in the direct backward-weight: columns of a band stay in L2
+BAND_PIXELS = 1024  # most pixels per band in the direct backward-weight (each depth fewer horizontal sums)
+BAND_BYTES = 640 * 2**10  # and a band's buffers stay in L2 (a 1 MiB L2 measured best at ~600 KiB)
 
 ALGORITHMS = ("direct", "im2col")
 _algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
@@ -312,6 +314,68 @@ def _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilat
                             partials[t, g * c_out_g:(g + 1) * c_out_g], cols.shape[1], True)
 
 
+@njit(cache=True)
+def _copy_padded_band(x, b, first_row, padding, band):
+    """band[c, r, j] = x[b, c, first_row + r - padding[0], j - padding[1]], 0 where that is off x."""
+    _, channels, h, w = x.shape
+    band_h, band_w = band.shape[1], band.shape[2]
+    lo, hi = padding[1], min(band_w, padding[1] + w)
+    for c in range(channels):
+        for r in range(band_h):
+            i_h = first_row + r - padding[0]
+            row = band[c, r]
+            if 0 <= i_h < h:
+                row[:lo] = 0
+                row[lo:hi] = x[b, c, i_h, :hi - lo]
+                row[hi:] = 0
+            else:
+                row[:] = 0
+
+
+@njit(parallel=True, cache=True)
+def _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows):
+    """partials[t, kh, kw] = sum over the bands of task block t of gy_band @ (x_band shifted by (kh, kw)).T.
+
+    With stride 1, tap (kh, kw) of output pixel q = o_h * W_pad + o_w (W_pad = W_out + d_w*(kW-1), the
+    padded input width) reads padded input pixel q + kh*d_h*W_pad + kw*d_w. So once a band of x is
+    zero-padded (planar, rows of W_pad) and the band of gy is laid out on the same W_pad-wide rows (zeros
+    in the extra columns), every tap's patches are the band itself, read in place at a shift: no im2col
+    columns are built. One partial gradient per thread block, summed by the caller in a fixed order.
+    """
+    n, c_out, out_h, out_w = gy.shape
+    channels = x.shape[1]
+    k_h, k_w = partials.shape[1], partials.shape[2]
+    cg, c_out_g = channels // groups, c_out // groups
+    halo_h, halo_w = dilation[0] * (k_h - 1), dilation[1] * (k_w - 1)
+    width = out_w + halo_w
+    band_rows = min(band_rows, out_h)
+    bands = (out_h + band_rows - 1) // band_rows
+    tasks = n * bands
+    blocks = partials.shape[0]
+    plane = (band_rows + halo_h) * width
+    for t in prange(blocks):
+        t = np.int64(t)  # prange indices are unsigned; mixed with signed ints they become floats
+        x_band = np.empty((channels, band_rows + halo_h, width), x.dtype)
+        flat = x_band.reshape(-1)
+        gy_band = np.zeros((c_out, band_rows * width), x.dtype)
+        for task in range(t * tasks // blocks, (t + 1) * tasks // blocks):
+            b, band = divmod(task, bands)
+            o_h0 = band * band_rows
+            rows = min(band_rows, out_h - o_h0)
+            _copy_padded_band(x, b, o_h0, padding, x_band[:, :rows + halo_h])
+            for co in range(c_out):
+                for r in range(rows):
+                    gy_band[co, r * width:r * width + out_w] = gy[b, co, o_h0 + r, :]
+            # the band's last pixel is (rows-1, out_w-1): the widest tap then reads the last row copied
+            depth = (rows - 1) * width + out_w
+            for g in range(groups):
+                for kh in range(k_h):
+                    for kw in range(k_w):
+                        shift = g * cg * plane + kh * dilation[0] * width + kw * dilation[1]
+                        _matmul_abt(gy_band[g * c_out_g:(g + 1) * c_out_g], flat[shift:], plane, cg,
+                                    partials[t, kh, kw, g * c_out_g:(g + 1) * c_out_g], depth, True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # im2col: columns of a chunk of output rows, and BLAS.
 
@@ -424,6 +488,11 @@ def _gather_rows(planes: np.ndarray, r0: int, rows: int, c0: int, count: int) ->
     return out
 
 
+def _band_rows(out_w: int, row_bytes: int) -> int:
+    """Output rows per backward-weight band: at most BAND_PIXELS pixels and BAND_BYTES of buffers."""
+    return max(1, min(BAND_PIXELS // out_w, BAND_BYTES // row_bytes))
+
+
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -504,7 +573,14 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
     c_out_g = c_out // groups
     if _algorithm == "direct":
-        band_rows = max(1, BAND_PIXELS // out_w)
+        if stride == (1, 1):
+            # buffers per band row: x and gy on rows of the padded width
+            band_rows = _band_rows(out_w, (x.shape[1] + c_out) * (out_w + dilation[1] * (k_w - 1)) * x.itemsize)
+            blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
+            partials = np.zeros((blocks, k_h, k_w, c_out, cg), x.dtype)
+            _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows)
+            return np.ascontiguousarray(partials.sum(axis=0).transpose(2, 3, 0, 1))
+        band_rows = _band_rows(out_w, (depth + c_out_g) * out_w * x.itemsize)  # columns and gy per band row
         blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
         partials = np.zeros((blocks, c_out, depth), x.dtype)
         _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilation, groups, band_rows)
