@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from minicv.bench import OPS, run_bench
+from minicv.bench import MALLOC_CHOICES, OPS, run_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -21,8 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--op", default=None, choices=OPS, help="only this op")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--malloc", default="reuse", choices=MALLOC_CHOICES,
+                        help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
     args = parser.parse_args(argv)
-    run_bench(args.out, device=args.device, op=args.op, quick=args.quick, seed=args.seed)
+    run_bench(args.out, device=args.device, op=args.op, quick=args.quick, seed=args.seed, malloc=args.malloc)
     return 0
 
 

@@ -16,6 +16,7 @@ against problem size, log-log).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import importlib
 import json
@@ -595,7 +596,9 @@ def _step_torch(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> 
 
     problem = case.problem
     where = "cuda" if backend.on_gpu else "cpu"
-    t = {k: torch.from_numpy(v).to(where).requires_grad_(case.backward and k in problem.differentiable)
+    # copies in PyTorch's own (64-byte aligned) memory: oneDNN's convolutions run up to 2x slower on
+    # numpy's 16-byte-aligned buffers, and a PyTorch user's tensors are PyTorch's
+    t = {k: torch.from_numpy(v).to(where, copy=True).requires_grad_(case.backward and k in problem.differentiable)
          for k, v in arrays.items()}
     gy = t.get("gy")
 
@@ -620,18 +623,20 @@ class Plan:
     min_repeats: int = 5
     max_repeats: int = 30
     budget_s: float = 1.0
+    warmup_s: float = 0.0  # and at least this long: PyTorch's CPU convs take ~40 calls to reach their pace
 
     def measure(self, step: Callable[[], Any], timer: Callable[[Callable[[], Any]], float]) -> list[float]:
-        last = 0.0
-        for i in range(self.warmup):
+        last, spent, i = 0.0, 0.0, 0
+        while i < self.warmup or spent < self.warmup_s:
             last = timer(step)
-            if i >= 1 and last > self.budget_s / 2:  # a slow case: the compile call and one more suffice
+            spent, i = spent + last, i + 1
+            if i >= 2 and last > self.budget_s / 2:  # a slow case: the compile call and one more suffice
                 break
         repeats = min(self.max_repeats, max(self.min_repeats, math.ceil(self.budget_s / max(last, 1e-9))))
         return [timer(step) for _ in range(repeats)]
 
 
-FULL_PLAN = Plan(budget_s=0.6)
+FULL_PLAN = Plan(budget_s=0.6, warmup_s=0.6)
 QUICK_PLAN = Plan(warmup=2, min_repeats=3, max_repeats=3, budget_s=0.0)
 
 
@@ -703,9 +708,28 @@ def copy_bandwidth(backend: Backend, plan: Plan, nbytes: int) -> float:
     return 2 * nbytes / float(np.median(times)) / 1e9
 
 
+def reuse_freed_memory() -> bool:
+    """Have glibc keep freed memory for the next allocation instead of handing it back to the OS.
+
+    By default glibc takes every block above a threshold (at most 32 MiB) fresh from the OS and returns it
+    when freed, so a call that allocates a large output pays a page fault for each 4 KiB it writes: on
+    max_pool2d 2x2 N16 C64 128x128 (32 MiB of int64 indices) that tripled the time of minicv's kernel
+    and of PyTorch's alike. The harness times kernels, not the OS, so it raises both thresholds, for every
+    backend of the process; PyTorch's CPU tuning guide recommends jemalloc or tcmalloc for the same reason.
+    True where it applied (glibc); ``--malloc system`` keeps the default.
+    """
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(m_mmap_threshold, 2**31 - 1) and libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def machine_info(backends: list[Backend]) -> dict:
     info = {
         "cpu": _cpu_model(),
+        "cpu_arch": _cpu_arch(),
         "cores": os.cpu_count(),
         "gpu": None,
         "python": platform.python_version(),
@@ -743,9 +767,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_arch() -> str:
+    """The CPU's microarchitecture as LLVM names it (e.g. znver5): virtual machines often report only
+    "AMD EPYC", and two generations of it differ twofold in vector width."""
+    with contextlib.suppress(ImportError):
+        import llvmlite.binding
+
+        return llvmlite.binding.get_host_cpu_name()
+    return ""
+
+
 def machine_slug(info: dict) -> str:
-    """A file name for the machine: CPU model, core count, and GPU name when present."""
-    parts = [info["cpu"], f"{info['cores']}c"] + ([info["gpu"]] if info["gpu"] else [])
+    """A file name for the machine: CPU model and microarchitecture, core count, and GPU name when present."""
+    parts = [info["cpu"], info.get("cpu_arch", ""), f"{info['cores']}c"] + ([info["gpu"]] if info["gpu"] else [])
     return re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-")
 
 
@@ -789,11 +823,14 @@ def _ms(seconds: float) -> str:
 def markdown(results: dict) -> str:
     info, rows = results["machine"], results["results"]
     lines = [
-        f"# minicv benchmark: {info['cpu']}, {info['cores']} cores" + (f", {info['gpu']}" if info["gpu"] else ""),
+        f"# minicv benchmark: {info['cpu']} ({info.get('cpu_arch') or '?'}), {info['cores']} cores"
+        + (f", {info['gpu']}" if info["gpu"] else ""),
         "",
         f"{info['date']}; numpy {info['numpy']}, numba {info.get('numba', '-')}, torch {info.get('torch', '-')}"
         f" ({info.get('torch_threads', '-')} threads), numba threads {info.get('numba_threads', '-')}, "
-        f"load average {info['load_average']:.1f} at the end"
+        f"load average {info['load_average']:.1f} at the end; host memory: "
+        + ("freed blocks reused (`--malloc reuse`, no page fault per call)" if results.get("malloc") == "reuse"
+           else "glibc's default (large blocks page-faulted afresh on every call)")
         + ("; **quick run: tiny sizes, targets not meaningful**" if results["quick"] else ""),
         "",
         "Copy bandwidth (one large copy, read + write): "
@@ -863,6 +900,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "interpolate", "cross_entropy")
+MALLOC_CHOICES = ("reuse", "system")
 
 
 def select_backends(device: str | None, quick: bool) -> tuple[list[Backend], dict[str, str]]:
@@ -891,12 +929,20 @@ def select_backends(device: str | None, quick: bool) -> tuple[list[Backend], dic
 
 
 def run_bench(out: Path, device: str | None = None, op: str | None = None, quick: bool = False,
-              seed: int = 0) -> dict:
-    """Time the cases, write ``<out>/<machine>[-quick].json``, ``.md`` and ``.png``; return the results."""
+              seed: int = 0, malloc: str = "reuse") -> dict:
+    """Time the cases, write ``<out>/<machine>[-quick].json``, ``.md`` and ``.png``; return the results.
+
+    ``malloc="reuse"`` makes the process keep freed memory (``reuse_freed_memory``) for the rest of its
+    life; ``"system"`` leaves glibc's default.
+    """
     from tqdm import tqdm
 
     if op is not None and op not in OPS:
         raise SystemExit(f"minicv bench: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if malloc not in MALLOC_CHOICES:
+        raise SystemExit(f"minicv bench: unknown malloc {malloc!r}; expected one of {', '.join(MALLOC_CHOICES)}")
+    if malloc == "reuse" and not reuse_freed_memory():
+        malloc = "system"
     backends, notes = select_backends(device, quick)
     torches = [t for t in torch_backends() if any(baseline_of(b) == t.name for b in backends)]
     if not torches:
@@ -924,7 +970,7 @@ def run_bench(out: Path, device: str | None = None, op: str | None = None, quick
     judge_targets(rows, cases)
 
     info = machine_info(backends + torches)
-    results = {"machine": info, "quick": quick, "seed": seed, "plan": plan.__dict__, "notes": notes,
+    results = {"machine": info, "quick": quick, "seed": seed, "malloc": malloc, "plan": plan.__dict__, "notes": notes,
                "copy_bandwidth_gbps": copy_gbps, "results": rows}
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (machine_slug(info) + ("-quick" if quick else ""))

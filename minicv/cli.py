@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results")
     bench.add_argument("--op", default=None, help="only this op")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    bench.add_argument("--malloc", default="reuse", choices=["reuse", "system"],
+                       help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
     bench.set_defaults(device=None)
     return parser
 
@@ -260,7 +262,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from minicv.bench import run_bench
 
-    run_bench(out=Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed)
+    run_bench(out=Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed,
+              malloc=args.malloc)
     return 0
 
 

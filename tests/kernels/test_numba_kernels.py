@@ -119,6 +119,17 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
                      spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
 
 
+@pytest.mark.parametrize("top, left, size_h, size_w", [(1, 1, 13, 39), (0, -3, 9, 12), (2, 5, 4, 50), (3, 0, 2, 8)])
+def test_pad_channels_last_places_x_among_zeros(top, left, size_h, size_w):
+    """The implicit GEMM's input copy: full 16 x 16 transpose tiles, partial ones, and x cropped where it
+    falls outside (negative offset, a size smaller than x), every other element zero."""
+    x = np.random.default_rng(5).standard_normal((2, 35, 11, 37)).astype(np.float32)
+    expected = np.zeros((2, size_h + 30, size_w + 80, 35), np.float32)  # margins: x always fits
+    expected[:, 10 + top:10 + top + 11, 40 + left:40 + left + 37] = x.transpose(0, 2, 3, 1)
+    expected = expected[:, 10:10 + size_h, 40:40 + size_w]
+    np.testing.assert_array_equal(nb_conv._pad_channels_last(x, top, left, size_h, size_w), expected)
+
+
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
 def test_conv2d_backward_input_is_conv_transpose2d_with_output_padding(algorithm):
     rng = np.random.default_rng(3)
