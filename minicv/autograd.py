@@ -101,10 +101,12 @@ def backward(root: Tensor, grad: Any = None) -> None:
         grad = xp.ones(root.shape, dtype=root.dtype)
     else:
         grad = grad.data if hasattr(grad, "data") and hasattr(grad, "_node") else grad
-        grad = root.device.asarray(grad, dtype=root.dtype).copy()  # ours: a leaf may keep it as its .grad
+        grad = root.device.asarray(grad, dtype=root.dtype)
         if grad.shape != root.shape:
             raise ValueError(f"grad must have the shape of the tensor {root.shape}, but got {grad.shape}")
-    held: set[int] = set()  # the buffers already handed to a leaf as its .grad in this pass
+    # the buffers a leaf may not keep as its .grad: those another leaf holds, and the caller's gradient
+    # (a leaf it reaches unchanged, through a reshape say, gets a copy; no pass copies it up front)
+    held: set[int] = {id(_owner(grad))}
     if root._node is None:
         _accumulate_leaf(root, grad, held)
         return

@@ -186,3 +186,11 @@ def test_a_given_output_gradient_is_not_aliased():
     x.reshape(3, 1).backward(given)  # reshape's backward passes a view of the given array on
     given[...] = 5.0
     assert np.all(x.grad.numpy() == 2.0)
+
+
+def test_a_leaf_root_does_not_keep_the_given_gradient():
+    x = mc.tensor(np.ones(3), requires_grad=True)
+    given = np.full(3, 2.0)
+    x.backward(given)
+    given[...] = 5.0
+    assert np.all(x.grad.numpy() == 2.0)
