@@ -211,6 +211,39 @@ def _implicit(src: np.ndarray, w: np.ndarray, out: np.ndarray, top_left: Pair, s
     _conv_rows_implicit(_pad_channels_last(src, *top_left, *size), weight, out, k_h, stride, dilation_h)
 
 
+def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
+    """The taps met by the transposed-conv outputs o = phase + stride * m, in the order that makes them a
+    stride-1 correlation: (taps, offset, sub_dilation) with tap a reading gy[m + offset + a * sub_dilation].
+
+    Tap k reaches o from gy[(o + padding - k * dilation) / stride] when that divides; going down k, the
+    reached index rises by a constant step.
+    """
+    taps = [k for k in reversed(range(kernel)) if (phase + padding - k * dilation) % stride == 0]
+    offset = (phase + padding - taps[0] * dilation) // stride if taps else 0
+    step = (taps[0] - taps[1]) * dilation // stride if len(taps) > 1 else 1
+    return taps, offset, step
+
+
+def _transposed_implicit(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair,
+                         dilation_h: int) -> None:
+    """gx = conv_transpose2d(gy, w), unit dilation along w, as one stride-1 correlation per output phase
+    (o_h % s_h, o_w % s_w): each phase meets only its own taps, which read gy at consecutive pixels, so
+    each is an implicit GEMM (_implicit) with a sub-kernel, written into the phase's strided view of gx.
+    Stride 1 is one phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
+    """
+    k_h, k_w = w.shape[2:]
+    for ph in range(min(stride[0], gx.shape[2])):
+        taps_h, offset_h, sub_dilation_h = _phase(k_h, stride[0], padding[0], dilation_h, ph)
+        for pw in range(min(stride[1], gx.shape[3])):
+            taps_w, offset_w, _ = _phase(k_w, stride[1], padding[1], 1, pw)
+            out = gx[:, :, ph::stride[0], pw::stride[1]]
+            if not taps_h or not taps_w:
+                out[...] = 0  # no tap reaches these outputs
+                continue
+            sub_kernel = w[:, :, taps_h][:, :, :, taps_w].transpose(1, 0, 2, 3)
+            _implicit(gy, sub_kernel, out, (-offset_h, -offset_w), (1, 1), sub_dilation_h)
+
+
 @njit(cache=True)
 def _pack_patch_row(src, b, o_h, c0, phase_w, taps_h, taps_w, stride, padding, dilation, transposed,
                     patches):
@@ -565,10 +598,8 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     # direct writes every element of gx; col2im adds into it
     gx = (np.empty if _algorithm == "direct" else np.zeros)(x_shape, gy.dtype)
     c_out_g = c_out // groups
-    top_left = (dilation[0] * (k_h - 1) - padding[0], k_w - 1 - padding[1])
-    if _algorithm == "direct" and groups == 1 and stride == (1, 1) and dilation[1] == 1 and min(top_left) >= 0:
-        # stride 1: the transposed convolution is a forward one with the kernel flipped, over gy padded
-        _implicit(gy, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), gx, top_left, stride, dilation[0])
+    if _algorithm == "direct" and groups == 1 and dilation[1] == 1:
+        _transposed_implicit(gy, w, gx, stride, padding, dilation[0])
         return gx
     if _algorithm == "direct":
         # gather form: gx[b, ci, i_h, i_w] = sum over (kh, kw, co) of w[co, ci, kh, kw] * gy[b, co, o_h, o_w]
