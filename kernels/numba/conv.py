@@ -19,6 +19,7 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 """
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -201,14 +202,48 @@ def _conv_rows_implicit(src, weight, out, k_h, stride, dilation_h):
                     weight.shape[1], False)
 
 
-def _implicit(src: np.ndarray, w: np.ndarray, out: np.ndarray, top_left: Pair, stride: Pair,
-              dilation_h: int) -> None:
-    """Forward cross-correlation of src (NCHW) by w (C_out, C, kH, kW), unit dilation along w, src
-    placed at top_left inside its zero padding; out (N, C_out, H_out, W_out) is overwritten."""
+def _extent(out: np.ndarray, w: np.ndarray, stride: Pair, dilation_h: int) -> Pair:
+    """(rows, columns) of padded input that the windows of out read (unit dilation along w)."""
     k_h, k_w = w.shape[2:]
-    size = (stride[0] * (out.shape[2] - 1) + dilation_h * (k_h - 1) + 1, stride[1] * (out.shape[3] - 1) + k_w)
+    return stride[0] * (out.shape[2] - 1) + dilation_h * (k_h - 1) + 1, stride[1] * (out.shape[3] - 1) + k_w
+
+
+def _input_phases(size: int, kernel: int, stride: int, padding: int, dilation: int):
+    """Split one axis of a strided convolution into stride-1 ones: tap k reads padded input o*s + k*d =
+    (o + q)*s + r, so the taps of one residue r read the input phase x_pad[r::s] at o + q. Yields, per
+    residue that has taps, (taps, slice of x, leading zero padding, sub-dilation): the stride-1 problem
+    reads that slice, behind that padding, at o + a * sub_dilation for its a-th tap.
+    """
+    for r in range(stride):
+        taps = [k for k in range(kernel) if (k * dilation) % stride == r]
+        if not taps:
+            continue
+        first_q = taps[0] * dilation // stride
+        sub_dilation = (taps[1] - taps[0]) * dilation // stride if len(taps) > 1 else 1
+        # sub-problem row m is x_pad[(m + first_q)*s + r] = x[(m + first_q)*s + r - p]; m0 is the first on x
+        m0 = max(0, -((r - padding) // stride) - first_q)
+        start = (m0 + first_q) * stride + r - padding
+        yield taps, slice(min(start, size), None, stride), m0, sub_dilation
+
+
+def _backward_weight_stride1(x: np.ndarray, gy: np.ndarray, kernel: Pair, padding: Pair, dilation: Pair,
+                             groups: int) -> np.ndarray:
+    """The stride-1 weight gradient (C_out, cg, kH, kW), by bands of rows, one partial per thread."""
+    n, c_out, out_h, out_w = gy.shape
+    k_h, k_w = kernel
+    # buffers per band row: x and gy on rows of the padded width
+    band_rows = _band_rows(out_w, (x.shape[1] + c_out) * (out_w + dilation[1] * (k_w - 1)) * x.itemsize)
+    blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
+    partials = np.zeros((blocks, k_h, k_w, c_out, x.shape[1] // groups), x.dtype)
+    _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows)
+    return partials.sum(axis=0).transpose(2, 3, 0, 1)
+
+
+def _implicit(padded: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, dilation_h: int) -> None:
+    """Forward cross-correlation by w (C_out, C, kH, kW), unit dilation along w, of the padded channels-last
+    input (N, rows, columns, C) of _extent; out (N, C_out, H_out, W_out) is overwritten."""
     weight = np.ascontiguousarray(w.transpose(0, 3, 2, 1)).reshape(w.shape[0], -1)  # (kw, kh, ci) order
-    _conv_rows_implicit(_pad_channels_last(src, *top_left, *size), weight, out, k_h, stride, dilation_h)
+    _conv_rows_implicit(padded, weight, out, w.shape[2], stride, dilation_h)
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -232,6 +267,7 @@ def _transposed_implicit(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: 
     Stride 1 is one phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
     """
     k_h, k_w = w.shape[2:]
+    phases = []  # (out view, sub-kernel, first gy row and column read, sub-dilation along h)
     for ph in range(min(stride[0], gx.shape[2])):
         taps_h, offset_h, sub_dilation_h = _phase(k_h, stride[0], padding[0], dilation_h, ph)
         for pw in range(min(stride[1], gx.shape[3])):
@@ -241,7 +277,17 @@ def _transposed_implicit(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: 
                 out[...] = 0  # no tap reaches these outputs
                 continue
             sub_kernel = w[:, :, taps_h][:, :, :, taps_w].transpose(1, 0, 2, 3)
-            _implicit(gy, sub_kernel, out, (-offset_h, -offset_w), (1, 1), sub_dilation_h)
+            phases.append((out, sub_kernel, (offset_h, offset_w), sub_dilation_h))
+    if not phases:
+        return
+    # one padded copy of gy serves every phase: its rows and columns span what any phase reads
+    extents = [_extent(out, kernel, (1, 1), dil) for out, kernel, _, dil in phases]
+    first = [min(start[i] for _, _, start, _ in phases) for i in (0, 1)]
+    last = [max(start[i] + extent[i] for (_, _, start, _), extent in zip(phases, extents)) for i in (0, 1)]
+    padded = _pad_channels_last(gy, -first[0], -first[1], last[0] - first[0], last[1] - first[1])
+    for (out, sub_kernel, start, dil), extent in zip(phases, extents):
+        top, left = start[0] - first[0], start[1] - first[1]
+        _implicit(padded[:, top:top + extent[0], left:left + extent[1]], sub_kernel, out, (1, 1), dil)
 
 
 @njit(cache=True)
@@ -335,44 +381,13 @@ def _direct(src: np.ndarray, weight: np.ndarray, out: np.ndarray, stride: Pair, 
                       dilation, groups, transposed)
 
 
-@njit(parallel=True, cache=True)
-def _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilation, groups, band_rows):
-    """partials[t] = sum over the bands of task block t of gy_band @ cols_band.T, per group.
-
-    One partial gradient per thread block, summed by the caller: no two threads add into one array.
-    """
-    n, c_out, out_h, out_w = gy.shape
-    cg = x.shape[1] // groups
-    c_out_g = c_out // groups
-    depth = partials.shape[2]
-    bands = (out_h + band_rows - 1) // band_rows
-    tasks = n * bands
-    blocks = partials.shape[0]
-    for t in prange(blocks):
-        t = np.int64(t)  # prange indices are unsigned; mixed with signed ints they become floats
-        for task in range(t * tasks // blocks, (t + 1) * tasks // blocks):
-            b, band = divmod(task, bands)
-            o_h0 = band * band_rows
-            rows = min(band_rows, out_h - o_h0)
-            cols = np.empty((depth, rows * out_w), x.dtype)
-            gy_band = np.empty((c_out_g, rows * out_w), x.dtype)
-            for g in range(groups):
-                for k in range(depth):
-                    _im2col_row(x, k, b * out_h + o_h0, rows, g * cg, kernel, stride, padding, dilation,
-                                (out_h, out_w), cols)
-                for co in range(c_out_g):
-                    for r in range(rows):
-                        gy_band[co, r * out_w:(r + 1) * out_w] = gy[b, g * c_out_g + co, o_h0 + r, :]
-                _matmul_abt(gy_band, cols.reshape(-1), cols.shape[1], depth,
-                            partials[t, g * c_out_g:(g + 1) * c_out_g], cols.shape[1], True)
-
-
 @njit(cache=True)
 def _copy_padded_band(x, b, first_row, padding, band):
     """band[c, r, j] = x[b, c, first_row + r - padding[0], j - padding[1]], 0 where that is off x."""
     _, channels, h, w = x.shape
     band_h, band_w = band.shape[1], band.shape[2]
-    lo, hi = padding[1], min(band_w, padding[1] + w)
+    lo = min(padding[1], band_w)
+    hi = min(band_w, padding[1] + w)
     for c in range(channels):
         for r in range(band_h):
             i_h = first_row + r - padding[0]
@@ -567,7 +582,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     y = np.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
     if _algorithm == "direct":
         if groups == 1 and dilation[1] == 1:
-            _implicit(x, w, y, padding, stride, dilation[0])
+            _implicit(_pad_channels_last(x, *padding, *_extent(y, w, stride, dilation[0])), w, y, stride,
+                      dilation[0])
         else:
             _direct(x, w.transpose(0, 2, 3, 1), y, stride, padding, dilation, groups, False)
         return y
@@ -626,18 +642,13 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
     c_out_g = c_out // groups
     if _algorithm == "direct":
-        if stride == (1, 1):
-            # buffers per band row: x and gy on rows of the padded width
-            band_rows = _band_rows(out_w, (x.shape[1] + c_out) * (out_w + dilation[1] * (k_w - 1)) * x.itemsize)
-            blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
-            partials = np.zeros((blocks, k_h, k_w, c_out, cg), x.dtype)
-            _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows)
-            return np.ascontiguousarray(partials.sum(axis=0).transpose(2, 3, 0, 1))
-        band_rows = _band_rows(out_w, (depth + c_out_g) * out_w * x.itemsize)  # columns and gy per band row
-        blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
-        partials = np.zeros((blocks, c_out, depth), x.dtype)
-        _conv_backward_weight_direct(x, gy, partials, kernel, stride, padding, dilation, groups, band_rows)
-        return partials.sum(axis=0).reshape(c_out, cg, k_h, k_w)
+        gw = np.zeros((c_out, cg, k_h, k_w), x.dtype)
+        for rows, columns in itertools.product(*(
+                _input_phases(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in (0, 1))):
+            (taps_h, x_rows, pad_h, dil_h), (taps_w, x_columns, pad_w, dil_w) = rows, columns
+            gw[:, :, np.array(taps_h)[:, None], taps_w] = _backward_weight_stride1(
+                x[:, :, x_rows, x_columns], gy, (len(taps_h), len(taps_w)), (pad_h, pad_w), (dil_h, dil_w), groups)
+        return gw
     gw = np.zeros((c_out, depth), x.dtype)
     for r0, rows in _chunks(n, (out_h, out_w), depth, x.itemsize):
         cols = np.empty((depth, rows * out_w), x.dtype)
