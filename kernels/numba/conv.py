@@ -197,7 +197,11 @@ def _conv_rows_implicit(src, weight, out, k_h, stride, dilation_h):
         b, o_h = divmod(np.int64(task), out_h)
         rows = np.empty((size_w, k_h, channels), src.dtype)
         for kh in range(k_h):
-            rows[:, kh] = src[b, o_h * stride[0] + kh * dilation_h]
+            source = src[b, o_h * stride[0] + kh * dilation_h]
+            for j in range(size_w):  # pixel by pixel, a vectorised run of channels (the 2-D slice copy: 4x slower)
+                run, source_run = rows[j, kh], source[j]
+                for c in range(channels):
+                    run[c] = source_run[c]
         _matmul_abt(weight, rows.reshape(-1), stride[1] * k_h * channels, out_w, out[b, :, o_h, :],
                     weight.shape[1], False)
 
