@@ -17,7 +17,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Time every op of minicv on every device present, against PyTorch in the same run.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a smoke run)")
-    parser.add_argument("--device", default=None, help="only this minicv device (numpy, numba/cpu, cudasim, cuda)")
+    parser.add_argument("--device", action="append", default=None,
+                        help="only this minicv device (numpy, numba/cpu, cudasim, cuda); repeat for several")
     parser.add_argument("--op", default=None, choices=OPS, help="only this op")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

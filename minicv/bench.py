@@ -24,7 +24,7 @@ import math
 import os
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -903,12 +903,12 @@ OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "interpolate"
 MALLOC_CHOICES = ("reuse", "system")
 
 
-def select_backends(device: str | None, quick: bool) -> tuple[list[Backend], dict[str, str]]:
-    """The minicv devices to time (those present, or the one asked for) and notes on those left out."""
+def select_backends(device: str | Sequence[str] | None, quick: bool) -> tuple[list[Backend], dict[str, str]]:
+    """The minicv devices to time (those present, or those asked for) and notes on those left out."""
     notes: dict[str, str] = {}
     if device is not None:
-        names = [canonical_name(device)]
-        if names == ["cudasim"] and not quick:
+        names = list(dict.fromkeys(canonical_name(d) for d in ([device] if isinstance(device, str) else device)))
+        if "cudasim" in names and not quick:
             raise SystemExit("minicv bench: cudasim runs CUDA threads as fibers on the CPU; use it with --quick")
     else:
         names = ["numpy", "numba", "cuda"] + (["cudasim"] if quick else [])
@@ -928,7 +928,7 @@ def select_backends(device: str | None, quick: bool) -> tuple[list[Backend], dic
     return backends, notes
 
 
-def run_bench(out: Path, device: str | None = None, op: str | None = None, quick: bool = False,
+def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | None = None, quick: bool = False,
               seed: int = 0, malloc: str = "reuse") -> dict:
     """Time the cases, write ``<out>/<machine>[-quick].json``, ``.md`` and ``.png``; return the results.
 

@@ -4,6 +4,7 @@ on speed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -87,7 +88,8 @@ def test_unpool_indices_are_one_per_pooling_window() -> None:
 @pytest.fixture(scope="module", params=["numpy", "numba"])
 def quick_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, Path]:
     out = tmp_path_factory.mktemp(f"bench-{request.param}")
-    return request.param, run_bench(out, device=request.param, quick=True), out
+    # glibc's default allocator: "reuse" would change this test process for good (tested in a subprocess)
+    return request.param, run_bench(out, device=request.param, quick=True, malloc="system"), out
 
 
 def test_quick_run_times_every_op_on_every_path(quick_run: tuple[str, dict, Path]) -> None:
@@ -157,9 +159,11 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
         assert image.format == "PNG" and min(image.size) > 100
 
 
-def test_unknown_op_and_cudasim_without_quick_are_refused(tmp_path: Path) -> None:
+def test_unknown_op_malloc_and_cudasim_without_quick_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown op 'conv3d'"):
         run_bench(tmp_path, op="conv3d", quick=True)
+    with pytest.raises(SystemExit, match="unknown malloc 'jemalloc'; expected one of reuse, system"):
+        run_bench(tmp_path, quick=True, malloc="jemalloc")
     with pytest.raises(SystemExit, match="cudasim"):
         run_bench(tmp_path, device="cudasim")
     assert list(tmp_path.iterdir()) == []
@@ -176,6 +180,56 @@ def test_python_m_benchmarks(tmp_path: Path) -> None:
                     "--out", str(tmp_path)], cwd=REPO, check=True, capture_output=True)
     rows = _written_rows(tmp_path)
     assert rows and {r["op"] for r in rows} == {"interpolate"}
+    (written,) = tmp_path.glob("*-quick.json")
+    assert json.loads(written.read_text())["malloc"] == "reuse"  # glibc here: the default applies
+    assert "freed blocks reused" in written.with_suffix(".md").read_text()
+
+
+def test_quick_run_records_the_allocator(quick_run: tuple[str, dict, Path]) -> None:
+    _, results, out = quick_run
+    assert results["malloc"] == "system"
+    assert "glibc's default" in Path(results["files"][1]).read_text()
+
+
+def test_warm_up_lasts_its_calls_and_its_time() -> None:
+    """At least ``warmup`` calls and ``warmup_s`` seconds before the timed repeats; a slow case stops early."""
+    calls = []
+
+    def timer(fn):
+        calls.append(fn)
+        return 0.25
+
+    times = bench.Plan(warmup=3, min_repeats=5, max_repeats=5, budget_s=1.0, warmup_s=1.0).measure(None, timer)
+    assert len(times) == 5 and len(calls) == 4 + 5  # 4 warm-up calls fill the second
+    calls.clear()
+    bench.Plan(warmup=3, min_repeats=2, max_repeats=2, budget_s=0.1, warmup_s=1.0).measure(None, timer)
+    assert len(calls) == 2 + 2  # each call over half the budget: the compile call and one more suffice
+
+
+def test_torch_runs_on_its_own_aligned_copies() -> None:
+    """oneDNN is slower on numpy's 16-byte-aligned buffers: PyTorch gets copies in its own memory."""
+    seen = {}
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe(Nearest):
+        def torch(self, t):
+            seen.update(t)
+            return super().torch(t)
+
+    arrays = Probe(1, 2, 3).arrays(np.random.default_rng(0), np.float32)
+    bench._step_torch(bench.Case(Probe(1, 2, 3), True, "issue"), bench.Backend("torch-cpu", on_gpu=False), arrays)()
+    for name, array in arrays.items():
+        if name in seen:
+            assert not np.shares_memory(seen[name].detach().numpy(), array)
+            assert seen[name].data_ptr() % 64 == 0
+            np.testing.assert_array_equal(seen[name].detach().numpy(), array)
+
+
+def test_machine_slug_names_the_microarchitecture() -> None:
+    info = {"cpu": "AMD EPYC", "cpu_arch": "znver5", "cores": 2, "gpu": None}
+    assert bench.machine_slug(info) == "amd-epyc-znver5-2c"
+    assert bench.machine_slug({**info, "gpu": "NVIDIA H200"}) == "amd-epyc-znver5-2c-nvidia-h200"
+    assert bench.machine_info([])["cpu_arch"]  # LLVM's name of this CPU, through numba's llvmlite
 
 
 def test_minicv_bench_command(tmp_path: Path) -> None:
@@ -184,3 +238,9 @@ def test_minicv_bench_command(tmp_path: Path) -> None:
     assert main(["bench", "--quick", "--device", "numpy", "--op", "max_pool2d", "--out", str(tmp_path)]) == 0
     rows = _written_rows(tmp_path)
     assert rows and {r["op"] for r in rows} == {"max_pool2d"}
+
+
+def test_several_devices_in_one_run(tmp_path: Path) -> None:
+    """--device may repeat: the CPU-vs-GPU plot needs numba and cuda in the same run."""
+    results = run_bench(tmp_path, device=["numpy", "cpu", "numba"], op="interpolate", quick=True, malloc="system")
+    assert {r["device"] for r in results["results"]} == {"numpy", "numba", "torch-cpu"}
