@@ -34,7 +34,9 @@ setup(
         "cuda": ["cupy-cuda12x"],
         "test": ["pytest", "hypothesis", TORCH_ORACLE, "expecttest", "nbclient", "nbformat", "ipykernel"],
         "notebooks": ["jupyter", "nbclient", "nbformat", "ipykernel"],
-        "dev": ["ruff", "pytest", "hypothesis", TORCH_ORACLE, "expecttest", "nbclient", "nbformat", "ipykernel"],
+        # nvidia-cuda-nvrtc-cu12: NVRTC (~200 MB) compiles the kernels as cupy.RawModule does, no GPU needed
+        "dev": ["ruff", "pytest", "hypothesis", TORCH_ORACLE, "expecttest", "nbclient", "nbformat", "ipykernel",
+                "nvidia-cuda-nvrtc-cu12"],
     },
     entry_points={"console_scripts": ["minicv = minicv.cli:main"]},
 )

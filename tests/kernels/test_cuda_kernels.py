@@ -91,6 +91,25 @@ def test_every_cu_file_compiles_to_ptx(source_file: str) -> None:
     assert ".entry" in check_ptx.compile_ptx(source_file)
 
 
+@pytest.mark.parametrize("source_file", check_ptx.cuda_sources())
+def test_every_cu_file_compiles_with_nvrtc_as_cupy_does(source_file: str) -> None:
+    """NVRTC, not nvcc, builds the kernels on a GPU: no host headers, name expressions for the templates."""
+    library = check_ptx.find_nvrtc()
+    if library is None:
+        pytest.skip("no libnvrtc here (pip install nvidia-cuda-nvrtc-cu12 runs this check without a GPU)")
+    ptx = check_ptx.compile_nvrtc(source_file, library)
+    assert ptx.count(".entry") == len(check_ptx.kernel_names(check_ptx.read_source(source_file)))
+
+
+def test_nvrtc_reports_a_compile_error_with_its_log(tmp_path, monkeypatch) -> None:
+    library = check_ptx.find_nvrtc()
+    if library is None:
+        pytest.skip("no libnvrtc here (pip install nvidia-cuda-nvrtc-cu12 runs this check without a GPU)")
+    monkeypatch.setattr(check_ptx, "read_source", lambda name: "__global__ void broken(float* x) { x[0] = y; }")
+    with pytest.raises(RuntimeError, match=r"(?s)NVRTC could not compile broken\.cu.*identifier \"y\" is undefined"):
+        check_ptx.compile_nvrtc("broken.cu", library)
+
+
 # --- max pooling and unpooling ----------------------------------------------------------------------
 
 
