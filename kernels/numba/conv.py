@@ -32,8 +32,11 @@ from ._common import valid_outputs
 Pair = tuple[int, int]
 
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
-BAND_PIXELS = 1024  # most pixels per band in the direct backward-weight (each depth fewer horizontal sums)
-BAND_BYTES = 640 * 2**10  # and a band's buffers stay in L2 (a 1 MiB L2 measured best at ~600 KiB)
+# Bands of the direct backward-weight: longer ones pay fewer horizontal sums, but a 4x4 tile's 8 rows of
+# band (8 x BAND_ROW_BYTES) must stay in L1 across the taps: 1024 pixels in float32, 512 in float64
+BAND_ROW_BYTES = 4 * 2**10
+BAND_BYTES = 2 * 2**20  # and all of a band's buffers at most this much
+NO_SHIFT = np.zeros(1, np.int64)
 
 ALGORITHMS = ("direct", "im2col")
 _algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
@@ -100,48 +103,53 @@ def _store(c, i, j, value, accumulate):
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
-def _matmul_abt(a, b, b_stride, n, c, depth, accumulate):
-    """c[i, j] (+)= sum_{t < depth} a[i, t] * b[j * b_stride + t] for j < n: rows of a and b contiguous
-    along t (b is flat, so its rows may overlap, as neighbouring patches of one image row do).
+def _matmul_abt(a, b, shifts, b_stride, n, c, depth, accumulate):
+    """c[s, i, j] (+)= sum_{t < depth} a[i, t] * b[shifts[s] + j * b_stride + t] for j < n: rows of a and b
+    contiguous along t (b is flat, so its rows may overlap, as neighbouring patches of one image row do).
 
     Each 4x4 tile of c lives in 16 scalar accumulators while t runs; with reassociation allowed LLVM
     turns each into a vector of partial sums, so every loaded vector of a and b feeds four FMAs. Edge
-    tiles re-read the last row instead of branching inside the loop and store only what exists.
+    tiles re-read the last row instead of branching inside the loop and store only what exists. The
+    shifts (one, or the weight gradient's taps: one band of x read at each tap's offset) run inside the
+    tile loops, so a tile's rows of a and b stay in L1 across them.
     """
     m = a.shape[0]
     for i in range(0, m, 4):
         a0_row, a1_row, a2_row, a3_row = a[i], a[min(i + 1, m - 1)], a[min(i + 2, m - 1)], a[min(i + 3, m - 1)]
         for j in range(0, n, 4):
-            # rows as views starting at 0: indexed by t alone, LLVM vectorises (see pooling._update_row)
-            b0_row, b1_row = b[j * b_stride:], b[min(j + 1, n - 1) * b_stride:]
-            b2_row, b3_row = b[min(j + 2, n - 1) * b_stride:], b[min(j + 3, n - 1) * b_stride:]
-            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = a.dtype.type(0)
-            c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = a.dtype.type(0)
-            for t in range(depth):
-                a0, a1, a2, a3 = a0_row[t], a1_row[t], a2_row[t], a3_row[t]
-                b0, b1, b2, b3 = b0_row[t], b1_row[t], b2_row[t], b3_row[t]
-                c00 += a0 * b0
-                c01 += a0 * b1
-                c02 += a0 * b2
-                c03 += a0 * b3
-                c10 += a1 * b0
-                c11 += a1 * b1
-                c12 += a1 * b2
-                c13 += a1 * b3
-                c20 += a2 * b0
-                c21 += a2 * b1
-                c22 += a2 * b2
-                c23 += a2 * b3
-                c30 += a3 * b0
-                c31 += a3 * b1
-                c32 += a3 * b2
-                c33 += a3 * b3
-            for di, row in enumerate(((c00, c01, c02, c03), (c10, c11, c12, c13),
-                                      (c20, c21, c22, c23), (c30, c31, c32, c33))):
-                _store(c, i + di, j, row[0], accumulate)
-                _store(c, i + di, j + 1, row[1], accumulate)
-                _store(c, i + di, j + 2, row[2], accumulate)
-                _store(c, i + di, j + 3, row[3], accumulate)
+            for s in range(shifts.size):
+                # rows as views starting at 0: indexed by t alone, LLVM vectorises (see pooling._update_row)
+                shifted = b[shifts[s]:]
+                b0_row, b1_row = shifted[j * b_stride:], shifted[min(j + 1, n - 1) * b_stride:]
+                b2_row, b3_row = shifted[min(j + 2, n - 1) * b_stride:], shifted[min(j + 3, n - 1) * b_stride:]
+                c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = a.dtype.type(0)
+                c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = a.dtype.type(0)
+                for t in range(depth):
+                    a0, a1, a2, a3 = a0_row[t], a1_row[t], a2_row[t], a3_row[t]
+                    b0, b1, b2, b3 = b0_row[t], b1_row[t], b2_row[t], b3_row[t]
+                    c00 += a0 * b0
+                    c01 += a0 * b1
+                    c02 += a0 * b2
+                    c03 += a0 * b3
+                    c10 += a1 * b0
+                    c11 += a1 * b1
+                    c12 += a1 * b2
+                    c13 += a1 * b3
+                    c20 += a2 * b0
+                    c21 += a2 * b1
+                    c22 += a2 * b2
+                    c23 += a2 * b3
+                    c30 += a3 * b0
+                    c31 += a3 * b1
+                    c32 += a3 * b2
+                    c33 += a3 * b3
+                tile = c[s]
+                for di, row in enumerate(((c00, c01, c02, c03), (c10, c11, c12, c13),
+                                          (c20, c21, c22, c23), (c30, c31, c32, c33))):
+                    _store(tile, i + di, j, row[0], accumulate)
+                    _store(tile, i + di, j + 1, row[1], accumulate)
+                    _store(tile, i + di, j + 2, row[2], accumulate)
+                    _store(tile, i + di, j + 3, row[3], accumulate)
 
 
 @njit(inline="always", cache=True)
@@ -202,7 +210,7 @@ def _conv_rows_implicit(src, weight, out, k_h, stride, dilation_h):
                 run, source_run = rows[j, kh], source[j]
                 for c in range(channels):
                     run[c] = source_run[c]
-        _matmul_abt(weight, rows.reshape(-1), stride[1] * k_h * channels, out_w, out[b, :, o_h, :],
+        _matmul_abt(weight, rows.reshape(-1), NO_SHIFT, stride[1] * k_h * channels, out_w, out[b:b + 1, :, o_h, :],
                     weight.shape[1], False)
 
 
@@ -236,7 +244,7 @@ def _backward_weight_stride1(x: np.ndarray, gy: np.ndarray, kernel: Pair, paddin
     n, c_out, out_h, out_w = gy.shape
     k_h, k_w = kernel
     # buffers per band row: x and gy on rows of the padded width
-    band_rows = _band_rows(out_w, (x.shape[1] + c_out) * (out_w + dilation[1] * (k_w - 1)) * x.itemsize)
+    band_rows = _band_rows(out_w, (x.shape[1] + c_out) * (out_w + dilation[1] * (k_w - 1)) * x.itemsize, x.itemsize)
     blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
     partials = np.zeros((blocks, k_h, k_w, c_out, x.shape[1] // groups), x.dtype)
     _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows)
@@ -354,8 +362,8 @@ def _conv_rows_direct(src, weights, taps_h, counts_h, taps_w, counts_w, out, str
                 _pack_patch_row(src, b, o_h, g * cg, phase_w, th, tw, stride, padding, dilation, transposed,
                                 patches[:columns, :depth])
                 rows = slice(g * c_out_g, (g + 1) * c_out_g)
-                _matmul_abt(weights[phase_h, phase_w, rows], patches.reshape(-1), patches.shape[1], columns,
-                            out[b, rows, o_h, phase_w::phases_w], depth, False)
+                _matmul_abt(weights[phase_h, phase_w, rows], patches.reshape(-1), NO_SHIFT, patches.shape[1], columns,
+                            out[b:b + 1, rows, o_h, phase_w::phases_w], depth, False)
 
 
 def _phase_taps(kernel: int, stride: int, padding: int, dilation: int, transposed: bool):
@@ -430,6 +438,10 @@ def _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, ba
         x_band = np.empty((channels, band_rows + halo_h, width), x.dtype)
         flat = x_band.reshape(-1)
         gy_band = np.zeros((c_out, band_rows * width), x.dtype)
+        by_tap = partials[t].reshape(k_h * k_w, c_out, cg)
+        shifts = np.empty(k_h * k_w, np.int64)  # tap (kh, kw) reads the band at kh*d_h*W_pad + kw*d_w
+        for tap in range(k_h * k_w):
+            shifts[tap] = tap // k_w * dilation[0] * width + tap % k_w * dilation[1]
         for task in range(t * tasks // blocks, (t + 1) * tasks // blocks):
             b, band = divmod(task, bands)
             o_h0 = band * band_rows
@@ -441,11 +453,8 @@ def _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, ba
             # the band's last pixel is (rows-1, out_w-1): the widest tap then reads the last row copied
             depth = (rows - 1) * width + out_w
             for g in range(groups):
-                for kh in range(k_h):
-                    for kw in range(k_w):
-                        shift = g * cg * plane + kh * dilation[0] * width + kw * dilation[1]
-                        _matmul_abt(gy_band[g * c_out_g:(g + 1) * c_out_g], flat[shift:], plane, cg,
-                                    partials[t, kh, kw, g * c_out_g:(g + 1) * c_out_g], depth, True)
+                _matmul_abt(gy_band[g * c_out_g:(g + 1) * c_out_g], flat[g * cg * plane:], shifts, plane, cg,
+                            by_tap[:, g * c_out_g:(g + 1) * c_out_g], depth, True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -560,9 +569,9 @@ def _gather_rows(planes: np.ndarray, r0: int, rows: int, c0: int, count: int) ->
     return out
 
 
-def _band_rows(out_w: int, row_bytes: int) -> int:
-    """Output rows per backward-weight band: at most BAND_PIXELS pixels and BAND_BYTES of buffers."""
-    return max(1, min(BAND_PIXELS // out_w, BAND_BYTES // row_bytes))
+def _band_rows(out_w: int, row_bytes: int, itemsize: int) -> int:
+    """Output rows per backward-weight band: rows of at most BAND_ROW_BYTES, and BAND_BYTES of buffers."""
+    return max(1, min(BAND_ROW_BYTES // itemsize // out_w, BAND_BYTES // row_bytes))
 
 
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

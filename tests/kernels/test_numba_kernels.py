@@ -69,18 +69,18 @@ def test_conv_algorithm_setting():
 
 
 @contextlib.contextmanager
-def chunking(chunk_bytes: int, band_pixels: int):
+def chunking(chunk_bytes: int, band_row_bytes: int):
     """Small im2col chunks / direct bands, so multi-chunk and multi-band paths run on small inputs."""
-    saved = nb_conv.CHUNK_BYTES, nb_conv.BAND_PIXELS
-    nb_conv.CHUNK_BYTES, nb_conv.BAND_PIXELS = chunk_bytes, band_pixels
+    saved = nb_conv.CHUNK_BYTES, nb_conv.BAND_ROW_BYTES
+    nb_conv.CHUNK_BYTES, nb_conv.BAND_ROW_BYTES = chunk_bytes, band_row_bytes
     try:
         yield
     finally:
-        nb_conv.CHUNK_BYTES, nb_conv.BAND_PIXELS = saved
+        nb_conv.CHUNK_BYTES, nb_conv.BAND_ROW_BYTES = saved
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
-CHUNKS = st.sampled_from([(1, 1), (600, 8), (2**24, 256)])  # (im2col chunk bytes, direct band pixels)
+CHUNKS = st.sampled_from([(1, 1), (600, 32), (2**24, 1024)])  # (im2col chunk bytes, direct band row bytes)
 
 
 @SETTINGS
