@@ -46,13 +46,16 @@ upsample_nearest_forward(x, src_h, src_w) -> y
 upsample_nearest_backward(gy, src_h, src_w, in_hw) -> gx
     The exact adjoint: gx[n, c, h, w] = sum of gy[n, c, i, j] over src_h[i] == h and src_w[j] == w.
 
-softmax_cross_entropy_forward(x, target, weight, ignore_index, label_smoothing) -> (loss, lse)
+softmax_cross_entropy_forward(x, target, weight, ignore_index, label_smoothing) -> (loss, stats)
     x (N, C, P) logits, target (N, P) int64, weight (C,) in x's dtype. With lp = log_softmax over C,
     eps = label_smoothing and valid = target != ignore_index:
       loss[n, p] = valid * ((1 - eps) * -weight[t] * lp[t] + eps / C * -sum_c weight[c] * lp[c])
-    lse[n, p] = logsumexp_c x[n, c, p], kept for the backward. An invalid target that is out of
-    [0, C) raises IndexError; no kernel reads out of bounds.
-softmax_cross_entropy_backward(x, target, weight, ignore_index, label_smoothing, lse, g) -> gx
+    stats (2, N, P), kept for the backward: stats[0] = max_c x[n, c, p] and stats[1] = log sum_c
+    exp(x[n, c, p] - stats[0]); logsumexp is their sum. They stay apart so that the backward's
+    log_softmax, (x - stats[0]) - stats[1], is as exact as PyTorch's: a rounded logsumexp of large
+    logits (ulp(40) ~ 4e-6 in float32) would shift every probability. An invalid target that is out
+    of [0, C) raises IndexError; no kernel reads out of bounds.
+softmax_cross_entropy_backward(x, target, weight, ignore_index, label_smoothing, stats, g) -> gx
     gx[n, c, p] = g[n, p] * valid * ((1 - eps) * weight[t] * (softmax[c] - [c == t])
                                      + eps / C * (softmax[c] * sum(weight) - weight[c]))
     g (N, P) is the upstream gradient of each pixel's loss (the engine folds the reduction into it).

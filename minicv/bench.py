@@ -366,8 +366,8 @@ class CrossEntropy(Problem):
         return k.softmax_cross_entropy_forward(*self._flat(a))
 
     def kernel_backward(self, k, a, saved):
-        _, lse = saved
-        return (k.softmax_cross_entropy_backward(*self._flat(a), lse, a["g"]).reshape(a["x"].shape),)
+        _, stats = saved
+        return (k.softmax_cross_entropy_backward(*self._flat(a), stats, a["g"]).reshape(a["x"].shape),)
 
     def work(self, backward, itemsize):
         x_shape = (self.n, self.classes, self.hw, self.hw)

@@ -182,32 +182,32 @@ def _check_targets(flag: Array, target: Array) -> None:
 
 def softmax_cross_entropy_forward(backend: Backend, x: Array, target: Array, weight: Array, ignore_index: int,
                                   label_smoothing: float) -> tuple[Array, Array]:
-    """(loss (N, P), lse (N, P)): one thread per pixel, looping over the C classes."""
+    """(loss (N, P), stats (2, N, P)): one thread per pixel, looping over the C classes."""
     x, target, weight = _cross_entropy_operands(backend, x, target, weight)
     n, c, p = x.shape
     loss = backend.xp.empty((n, p), dtype=x.dtype)
-    lse = backend.xp.empty((n, p), dtype=x.dtype)
+    stats = backend.xp.empty((2, n, p), dtype=x.dtype)
     flag = _first_bad_flag(backend, target.size)
     launch_elements(backend, "loss.cu", f"softmax_cross_entropy_forward_kernel<{ctype(x.dtype)}>", loss.size,
-                    (x, target, weight, loss, lse, np.int64(loss.size), *_int32(c), np.int64(p),
+                    (x, target, weight, loss, stats, np.int64(loss.size), *_int32(c), np.int64(p),
                      np.int64(ignore_index), x.dtype.type(label_smoothing), flag))
     _check_targets(flag, target)
-    return loss, lse
+    return loss, stats
 
 
 def softmax_cross_entropy_backward(backend: Backend, x: Array, target: Array, weight: Array,
-                                   ignore_index: int, label_smoothing: float, lse: Array, g: Array) -> Array:
+                                   ignore_index: int, label_smoothing: float, stats: Array, g: Array) -> Array:
     """gx (N, C, P): g times d loss / d x; one thread per pixel, looping over the C classes."""
     x, target, weight = _cross_entropy_operands(backend, x, target, weight)
-    lse, g = _contiguous(backend, lse, g)
-    _check("lse", lse, target.shape, x.dtype)
+    stats, g = _contiguous(backend, stats, g)
+    _check("stats", stats, (2, *target.shape), x.dtype)
     _check("g", g, target.shape, x.dtype)
     n, c, p = x.shape
     gx = backend.xp.empty(x.shape, dtype=x.dtype)
     flag = _first_bad_flag(backend, target.size)
     launch_elements(backend, "loss.cu", f"softmax_cross_entropy_backward_kernel<{ctype(x.dtype)}>",
                     target.size,
-                    (x, target, weight, lse, g, gx, np.int64(target.size), *_int32(c), np.int64(p),
+                    (x, target, weight, stats, g, gx, np.int64(target.size), *_int32(c), np.int64(p),
                      np.int64(ignore_index), x.dtype.type(label_smoothing), flag))
     _check_targets(flag, target)
     return gx

@@ -2,8 +2,8 @@
 
 Logits x (N, C, P), targets t (N, P). Over the classes c of each pixel, with eps = label_smoothing:
 
-    lse        = log sum_c exp(x[c])                (stable: max + log sum_c exp(x[c] - max))
-    lp[c]      = x[c] - lse                         (log-softmax, computed as (x[c] - max) - log sum ...)
+    log_sum    = log sum_c exp(x[c] - max)          (stable: every term <= 1, the largest 1)
+    lp[c]      = (x[c] - max) - log_sum             (log-softmax; x[c] - lse, without rounding lse)
     softmax[c] = exp(lp[c])
     loss       = (1 - eps) * -weight[t] * lp[t]  +  eps / C * -sum_c weight[c] * lp[c]
     d loss / d x[c] = (1 - eps) * weight[t] * (softmax[c] - [c == t])
@@ -30,26 +30,26 @@ def _valid_targets(target: np.ndarray, ignore_index: int, num_classes: int) -> t
 
 def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
                                   label_smoothing: float) -> tuple[np.ndarray, np.ndarray]:
-    """(loss (N, P), lse (N, P)): the per-pixel loss, and the log-sum-exp kept for the backward."""
+    """(loss (N, P), stats (2, N, P)): the per-pixel loss, and (max, log_sum) kept for the backward."""
     num_classes, eps = x.shape[1], x.dtype.type(label_smoothing)  # eps in x's dtype: no promotion
     valid, t = _valid_targets(target, ignore_index, num_classes)
-    shifted = x - x.max(axis=1, keepdims=True)  # <= 0: exp cannot overflow, and the largest term is 1
+    largest = x.max(axis=1)
+    shifted = x - largest[:, None]  # <= 0: exp cannot overflow, and the largest term is 1
     log_sum = np.log(np.exp(shifted).sum(axis=1))
     lp = shifted - log_sum[:, None]
-    lse = x.max(axis=1) + log_sum
     nll = -weight[t] * np.take_along_axis(lp, t[:, None], axis=1)[:, 0]
     loss = (1 - eps) * nll
     if eps > 0:  # skipped at eps = 0 like PyTorch, so a -inf logit cannot give 0 * inf = NaN
         loss += eps / num_classes * -np.einsum("c,ncp->np", weight, lp)
-    return np.where(valid, loss, 0), lse
+    return np.where(valid, loss, 0), np.stack([largest, log_sum])
 
 
 def softmax_cross_entropy_backward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
-                                   label_smoothing: float, lse: np.ndarray, g: np.ndarray) -> np.ndarray:
+                                   label_smoothing: float, stats: np.ndarray, g: np.ndarray) -> np.ndarray:
     """gx (N, C, P): g (N, P), the gradient of each pixel's loss, times d loss / d x."""
     num_classes, eps = x.shape[1], x.dtype.type(label_smoothing)
     valid, t = _valid_targets(target, ignore_index, num_classes)
-    softmax = np.exp(x - lse[:, None])
+    softmax = np.exp((x - stats[0][:, None]) - stats[1][:, None])
     is_target = np.arange(num_classes)[:, None] == t[:, None, :]  # one-hot (N, C, P)
     dloss = (1 - eps) * weight[t][:, None] * (softmax - is_target)
     if eps > 0:

@@ -84,7 +84,7 @@ class SoftmaxCrossEntropy(Function):
             loss = xp.zeros(t.shape, dtype=x.dtype)
         else:
             try:  # every kernel checks every target as it goes: no second pass over them here
-                loss, self.lse = self.kernels.softmax_cross_entropy_forward(
+                loss, self.stats = self.kernels.softmax_cross_entropy_forward(
                     self.x, t, self.weight, self.ignore_index, self.label_smoothing)
             except IndexError as err:
                 raise OutOfRangeError(f"cross_entropy: {err}") from err
@@ -114,7 +114,7 @@ class SoftmaxCrossEntropy(Function):
         # Ignored pixels get exactly zero (so 1 / 0 from an all-ignored mean never reaches a kernel).
         g = xp.where(self.valid, g, 0).astype(self.x.dtype)
         gx = self.kernels.softmax_cross_entropy_backward(
-            self.x, self.target, self.weight, self.ignore_index, self.label_smoothing, self.lse, g)
+            self.x, self.target, self.weight, self.ignore_index, self.label_smoothing, self.stats, g)
         return gx.reshape(self.x_shape)
 
 

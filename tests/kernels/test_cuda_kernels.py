@@ -236,21 +236,21 @@ def test_upsample_source_index_out_of_range_raises(table) -> None:
 @SETTINGS
 @given(cross_entropy_cases())
 def test_softmax_cross_entropy_forward_and_backward(table, case) -> None:
-    loss_t, lse_t, g, gx_t = torch_cross_entropy_gradient(*case)
+    loss_t, stats_t, g, gx_t = torch_cross_entropy_gradient(*case)
     args = kernel_args(*case[:-1])
-    loss, lse = table("softmax_cross_entropy_forward", *args)
-    loss_spec, lse_spec = spec.softmax_cross_entropy_forward(*args)
+    loss, stats = table("softmax_cross_entropy_forward", *args)
+    loss_spec, stats_spec = spec.softmax_cross_entropy_forward(*args)
     assert_close(loss, loss_t, loss_spec)
-    assert_close(lse, lse_t, lse_spec)
-    gx = table("softmax_cross_entropy_backward", *args, lse, g)
-    assert_close(gx, gx_t, spec.softmax_cross_entropy_backward(*args, lse_spec, g))
+    assert_close(stats, stats_t, stats_spec)
+    gx = table("softmax_cross_entropy_backward", *args, stats, g)
+    assert_close(gx, gx_t, spec.softmax_cross_entropy_backward(*args, stats_spec, g))
 
 
 def test_softmax_cross_entropy_ignored_pixels_get_exactly_zero_gradient(table) -> None:
     x = np.zeros((1, 3, 2))
     target = np.array([[-100, 1]])
-    _, lse = table("softmax_cross_entropy_forward", x, target, np.ones(3), -100, 0.0)
-    gx = table("softmax_cross_entropy_backward", x, target, np.ones(3), -100, 0.0, lse, np.array([[np.inf, 1.0]]))
+    _, stats = table("softmax_cross_entropy_forward", x, target, np.ones(3), -100, 0.0)
+    gx = table("softmax_cross_entropy_backward", x, target, np.ones(3), -100, 0.0, stats, np.array([[np.inf, 1.0]]))
     np.testing.assert_array_equal(gx[:, :, 0], 0)  # 'mean' over no valid pixel sends g = inf: still 0
 
 
