@@ -76,7 +76,6 @@ class SoftmaxCrossEntropy(Function):
         n, c = x.shape[0], x.shape[1]
         self.x = x.reshape(n, c, t.shape[1])
         self.x = contiguous(self.x)
-        self.valid = t != self.ignore_index
         # Nothing to launch for an empty batch or image, or no classes (every target then is ignored).
         self.empty = self.x.size == 0
         if self.empty:
@@ -93,12 +92,13 @@ class SoftmaxCrossEntropy(Function):
         if self.reduction == "sum":
             return loss.sum()
         # The summed weight of the non-ignored targets (with no class, every target is ignored).
+        valid = t != self.ignore_index
         if c == 0:
             self.total_weight = xp.zeros((), dtype=x.dtype)
         elif self.uniform_weight:
-            self.total_weight = self.valid.sum().astype(x.dtype)
+            self.total_weight = xp.count_nonzero(valid).astype(x.dtype)
         else:
-            self.total_weight = (self.weight[xp.where(self.valid, t, 0)] * self.valid).sum()
+            self.total_weight = (self.weight[xp.where(valid, t, 0)] * valid).sum()
         return _divide(loss.sum(), self.total_weight).astype(x.dtype)  # 0 / 0: NaN, as PyTorch
 
     def backward(self, gy):
@@ -111,8 +111,9 @@ class SoftmaxCrossEntropy(Function):
             g = xp.broadcast_to(gy, self.target.shape)
         else:
             g = xp.broadcast_to(_divide(gy, self.total_weight), self.target.shape)
-        # Ignored pixels get exactly zero (so 1 / 0 from an all-ignored mean never reaches a kernel).
-        g = xp.where(self.valid, g, 0).astype(self.x.dtype)
+        # Every kernel gives an ignored pixel exactly zero whatever g holds there (the inf of an
+        # all-ignored mean included), so g goes as it is.
+        g = xp.ascontiguousarray(g, dtype=self.x.dtype)
         gx = self.kernels.softmax_cross_entropy_backward(
             self.x, self.target, self.weight, self.ignore_index, self.label_smoothing, self.stats, g)
         return gx.reshape(self.x_shape)
