@@ -301,3 +301,27 @@ def test_softmax_cross_entropy_propagates_nan_and_handles_minus_inf(dtype):
 def test_softmax_cross_entropy_out_of_range_target_raises_like_torch(bad_target, ignore_index):
     check_out_of_range_target(nb.softmax_cross_entropy_forward, nb.softmax_cross_entropy_backward, bad_target,
                               ignore_index)
+
+
+def test_softmax_cross_entropy_without_classes_reads_nothing():
+    """C = 0: no logit exists, so every target must be ignored; nothing is read, no kernel loop runs."""
+    x, weight, ignored = np.empty((2, 0, 3), np.float32), np.empty(0, np.float32), np.full((2, 3), -100)
+    loss, stats = nb.softmax_cross_entropy_forward(x, ignored, weight, -100, 0.0)
+    np.testing.assert_array_equal(loss, 0)
+    assert stats.shape == (2, 2, 3)
+    assert nb.softmax_cross_entropy_backward(x, ignored, weight, -100, 0.0, stats, loss).shape == x.shape
+    target = ignored.copy()
+    target[1, 2] = 0
+    with pytest.raises(IndexError, match=r"^Target 0 is out of bounds\.$"):
+        nb.softmax_cross_entropy_forward(x, target, weight, -100, 0.0)
+    with pytest.raises(IndexError, match=r"^Target 0 is out of bounds\.$"):
+        nb.softmax_cross_entropy_backward(x, target, weight, -100, 0.0, stats, loss)
+
+
+def test_softmax_cross_entropy_backward_refuses_saved_arrays_of_another_shape():
+    x, target = np.zeros((1, 3, 4)), np.zeros((1, 4), np.int64)
+    _, stats = nb.softmax_cross_entropy_forward(x, target, np.ones(3), -100, 0.0)
+    with pytest.raises(ValueError, match=r"stats has shape \(1, 4\), expected \(2, 1, 4\)"):
+        nb.softmax_cross_entropy_backward(x, target, np.ones(3), -100, 0.0, stats[0], np.ones((1, 4)))
+    with pytest.raises(ValueError, match=r"g has shape \(4,\), expected \(1, 4\)"):
+        nb.softmax_cross_entropy_backward(x, target, np.ones(3), -100, 0.0, stats, np.ones(4))
