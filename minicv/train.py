@@ -120,6 +120,7 @@ def fit(
     stop_after: int | None = None,
     config: dict | None = None,
     scheduler: Any = None,
+    keep_best: str | None = None,
 ) -> list[dict]:
     """Train for ``epochs`` epochs; return the per-epoch history (loss, metrics, seconds).
 
@@ -128,6 +129,11 @@ def fit(
     a checkpoint to resume from. ``config`` (JSON-able: how to rebuild the model) goes into the
     checkpoint for ``minicv eval`` and ``minicv predict``. ``scheduler`` (e.g. CosineAnnealingLR) is
     stepped after every epoch and checkpointed with the rest.
+
+    ``keep_best`` (a metric of ``evaluate``, higher is better, e.g. "mean_iou") keeps the epoch that
+    scored best on ``val_loader``: its weights go to ``best.npz`` when it is reached (a checkpoint like
+    the others, for ``minicv eval``), and the model holds them once the last epoch is done, so a bad last
+    epoch does not decide. ``val_loader`` must then not be the test set.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +146,7 @@ def fit(
         train_loader.load_state_dict(meta["loader"])
         if scheduler is not None:
             scheduler.load_state_dict(meta["scheduler"])
+    best_score = max((h[keep_best] for h in history), default=-np.inf) if keep_best else None
     for epoch in range(start, epochs):
         if stop_after is not None and epoch - start >= stop_after:
             break
@@ -170,6 +177,11 @@ def fit(
             scheduler=scheduler.state_dict() if scheduler is not None else None,
         )
         _write_log(out, history)
+        if keep_best and record[keep_best] > best_score:  # NaN never counts as better
+            best_score = record[keep_best]
+            save_checkpoint(out / "best.npz", model, epoch=epoch + 1, history=history, config=config)
+    if keep_best and len(history) == epochs and (out / "best.npz").exists():
+        load_checkpoint(out / "best.npz", model)
     return history
 
 

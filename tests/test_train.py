@@ -98,3 +98,36 @@ def test_checkpoint_refuses_pickles(tmp_path):
     np.savez(path, meta=np.array([{"epoch": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickled.npz"):
         load_checkpoint(path, model)
+
+
+def test_keep_best_ends_with_the_best_validation_epoch(tmp_path):
+    """The model ends with the weights of the epoch that scored best on the validation scenes, saved as
+    best.npz when reached; the last checkpoint still holds the last epoch."""
+    model, loader, items, opt = _setup()
+    history = _fit(model, loader, items, opt, tmp_path, keep_best="mean_iou")
+    best = max(range(3), key=lambda i: history[i]["mean_iou"])
+    last = build_model("segnet", 6, widths=(4, 4, 4))
+    load_checkpoint(tmp_path / "checkpoint.npz", last)
+    kept = build_model("segnet", 6, widths=(4, 4, 4))
+    meta = load_checkpoint(tmp_path / "best.npz", kept)
+    assert meta["epoch"] == best + 1
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, kept.state_dict()[key], err_msg=key)
+    task = make_task("segmentation", 6)
+    assert evaluate(model, task, DataLoader(items, 6), "numpy")["mean_iou"] == history[best]["mean_iou"]
+    if best != 2:  # the last epoch was not the best: the model no longer holds its weights
+        assert any(not np.array_equal(v, last.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_demo_end_to_end_on_tiny_data(tmp_path):
+    """The demo's whole path: validation scenes pick each model's best epoch, the test scenes score it."""
+    from minicv.demo import run_demo
+
+    results = run_demo(tmp_path, device="numba", epochs=2, train_size=8, validation_size=4, test_size=4,
+                       models=("segnet", "loc"))
+    assert set(results) == {"segnet", "loc"}
+    assert 0 <= results["segnet"]["mean_iou"] <= 1 and 0 <= results["loc"]["class_accuracy"] <= 1
+    for name in results:
+        assert (tmp_path / name / "best.npz").exists() and (tmp_path / name / "checkpoint.npz").exists()
+    assert {p.name for p in tmp_path.glob("*.png")} >= {"segmentation.png", "localization.png"}
+    assert "| segnet |" in (tmp_path / "results.md").read_text()
