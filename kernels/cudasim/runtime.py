@@ -8,7 +8,8 @@ one pointer per parameter, as cuLaunchKernel takes) into the kernel's parameters
 (on a GPU a wrong scalar type is silently misread; here it raises).
 
 Libraries are cached in $MINICV_CUDASIM_CACHE (default ~/.cache/minicv/cudasim), named by a hash of the
-generated file and the compiler command: a changed source, header or flag builds a new one.
+generated file and the compiler command: a changed source, header or flag builds a new one. Extra compiler
+flags come from $MINICV_CUDASIM_CXXFLAGS (``"-g -O0"`` to step through a kernel in gdb).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ctypes
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +35,7 @@ HEADER = Path(__file__).resolve().parent / "cudasim.h"
 COMPILER = os.environ.get("CXX", "g++")
 # -U_FORTIFY_SOURCE: fortified longjmp refuses the jumps between fiber stacks that cudasim.h makes.
 FLAGS = ("-std=c++17", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-U_FORTIFY_SOURCE",
-         "-w")
+         "-w", *shlex.split(os.environ.get("MINICV_CUDASIM_CXXFLAGS", "")))  # later flags win: -O0 over -O2
 
 # `extern __shared__ float name[];` inside a kernel refers to an array defined at file scope.
 _DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+([^;\[]*?)\s*\b(\w+)\s*\[\s*\]\s*;")

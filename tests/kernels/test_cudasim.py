@@ -284,3 +284,19 @@ def test_builds_are_cached_by_content(tmp_path, monkeypatch: pytest.MonkeyPatch)
     changed = runtime.build("cache_test", source.replace("= v", "= 2 * v"), ["fill_kernel"])
     assert changed != first and changed.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, changed.name])
+
+
+def test_extra_compiler_flags_come_from_the_environment(tmp_path) -> None:
+    """MINICV_CUDASIM_CXXFLAGS="-g -O0" builds debuggable kernels (a library of their own in the cache)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from minicv.kernels.cudasim import runtime; print(runtime.FLAGS[-2:]); "
+              "print(runtime.build('flags_test', '__global__ void k(float* x) { x[0] = 1; }', ['k']).name)")
+    env = {"MINICV_CUDASIM_CXXFLAGS": "-g -O0", "MINICV_CUDASIM_CACHE": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.splitlines()[0] == "('-g', '-O0')"
+    library = tmp_path / run.stdout.splitlines()[1]
+    assert library.exists() and b".debug_info" in library.read_bytes()  # debug sections: gdb can step
