@@ -6,14 +6,14 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   over column rows), then one BLAS GEMM per chunk and group: ``y = W @ cols``, ``gW += gy @ cols.T``,
   ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
   whole images when they fit in ``CHUNK_BYTES``, else bands of rows, so memory stays bounded.
-* ``direct``: no BLAS. The input is turned channels-last once, so the patch of one output pixel is
-  ``kH * kW`` contiguous runs of channels; each task (one output row) copies the patches of its row
-  into a small pixel-major buffer and multiplies it with the weight by ``_matmul_abt``, a Numba GEMM
-  on 4x4 register tiles that LLVM vectorises along the reduction. backward-input is the gather form
-  of the transposed convolution through the same code, split by stride phase so each output meets only
-  the taps that reach it; backward-weight multiplies row bands of gy with row bands of the padded input,
-  read in place at each tap's shift when the stride is 1 (else packed as im2col columns), through the
-  same tile GEMM, one partial gradient per thread.
+* ``direct``: no BLAS; everything goes through ``_matmul_abt``, a Numba GEMM on 4x4 register tiles
+  that LLVM vectorises along the reduction. Forward (implicit GEMM): the input is turned channels-last
+  once, each task (one output row) lays the kH source rows of its windows side by side, and every
+  window is then one contiguous run, read in place. backward-input is the transposed convolution split
+  by output phase into stride-1 implicit GEMMs with sub-kernels, so each output meets only the taps
+  that reach it. backward-weight multiplies row bands of gy with row bands of the padded input read in
+  place at each tap's shift, strided layers split by input phase into stride-1 ones; one partial
+  gradient per thread. Groups and w-dilation pack each row's patches into a small buffer instead.
 
 ``direct`` is the default: it was the faster on every layer measured (docs/kernels/conv.md).
 """
