@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import simd
 from ._common import valid_outputs
 
 Pair = tuple[int, int]
@@ -37,6 +38,8 @@ CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB boun
 BAND_ROW_BYTES = 4 * 2**10
 BAND_BYTES = 2 * 2**20  # and all of a band's buffers at most this much
 NO_SHIFT = np.zeros(1, np.int64)
+ROWS = 8  # output channels per tile of the outer-product micro-kernel: 8 vectors of 2 AVX-512 registers
+VECTORS_PER_TASK = 2  # vectors of outputs per task of _correlate_tiles, sharing each tile's weights
 
 ALGORITHMS = ("direct", "im2col")
 _algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
@@ -152,72 +155,233 @@ def _matmul_abt(a, b, shifts, b_stride, n, c, depth, accumulate):
                     _store(tile, i + di, j + 3, row[3], accumulate)
 
 
+# ---------------------------------------------------------------------------------------------------
+# direct, forward and backward-input: an outer-product micro-kernel over a phase-split padded input.
+
+
 @njit(inline="always", cache=True)
-def _transpose_tile(src, dst, channels, columns):
-    for j in range(columns):
-        for ch in range(channels):
-            dst[j, ch] = src[ch, j]
+def _outer_tile(weights, src, offsets):
+    """The ROWS x lanes tile sum_t weights[t * ROWS + r] * src[offsets[t] + l], r < ROWS, l < lanes.
+
+    The ROWS accumulators are vectors along l that stay in registers while t runs: each t loads one
+    vector of src and broadcasts ROWS weights into it, ROWS FMAs per load and no horizontal sums.
+    """
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = simd.zeros(src)
+    for t in range(offsets.size):
+        v, w = simd.load(src, offsets[t]), t * ROWS
+        c0 = simd.fma(simd.broadcast(weights, w), v, c0)
+        c1 = simd.fma(simd.broadcast(weights, w + 1), v, c1)
+        c2 = simd.fma(simd.broadcast(weights, w + 2), v, c2)
+        c3 = simd.fma(simd.broadcast(weights, w + 3), v, c3)
+        c4 = simd.fma(simd.broadcast(weights, w + 4), v, c4)
+        c5 = simd.fma(simd.broadcast(weights, w + 5), v, c5)
+        c6 = simd.fma(simd.broadcast(weights, w + 6), v, c6)
+        c7 = simd.fma(simd.broadcast(weights, w + 7), v, c7)
+    return c0, c1, c2, c3, c4, c5, c6, c7
+
+
+@njit(inline="always", cache=True)
+def _store_lanes(value, plane, q0, width, scratch):
+    """plane[o_h, o_w] = lane q - q0 of value, for each q = o_h * width + o_w of the vector with
+    o_w < plane width (lanes on the rows' padding columns or past the last row are dropped)."""
+    o_h, o_w = divmod(q0, width)
+    rows, columns = plane.shape
+    if o_w + scratch.size <= columns and plane.strides[1] == plane.itemsize:
+        simd.store(plane[o_h], o_w, value)  # the whole vector is one run of the row
+        return
+    simd.store(scratch, 0, value)
+    for lane in range(scratch.size):
+        if o_w < columns and o_h < rows:
+            plane[o_h, o_w] = scratch[lane]
+        o_w += 1
+        if o_w == width:
+            o_h, o_w = o_h + 1, 0
 
 
 @njit(parallel=True, cache=True)
-def _pad_channels_last(x, top, left, size_h, size_w):
-    """(N, size_h, size_w, C) holding x[b, c, i, j] at [b, top + i, left + j, c] and zeros around it (what
-    falls outside is dropped).
+def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, weights, out):
+    """out[b, g*C_g + co, o_h, o_w] = sum_t weights[g, co // ROWS, t * ROWS + co % ROWS] * src[b * image_stride
+    + g * group_stride + o_h * width + o_w + offsets[t]]: a correlation read in place from a flat input
+    whose rows are ``width`` wide, so output pixel q = o_h * width + o_w reads q + offsets[t] through tap t.
 
-    The transpose goes by 16 x 16 tiles (16 channels by 16 pixels): both the 16 source rows and the 16
-    destination runs stay in L1, and a full tile's constant trip counts let LLVM turn it into register
-    shuffles (3x faster than copying one pixel's 16 channels at a time).
+    One task per row of ``starts``, the q of the first output of each of its vectors (-1: none). Each
+    tile of ROWS output channels runs over the task's vectors, its weights staying in L1 meanwhile.
     """
-    n, c, h, w = x.shape
-    out = np.empty((n, size_h, size_w, c), x.dtype)
-    first, last = max(0, -left), min(w, size_w - left)  # the columns of x that land inside
-    for task in prange(n * size_h):
-        b, r = divmod(np.int64(task), size_h)
-        row, i = out[b, r], r - top
-        if not (0 <= i < h and first < last):
-            row[:] = 0
-            continue
-        row[:left + first] = 0
-        row[left + last:] = 0
-        for c0 in range(0, c, 16):
-            for j0 in range(first, last, 16):
-                src, dst = x[b, c0:, i, j0:], row[left + j0:, c0:]
-                if c0 + 16 <= c and j0 + 16 <= last:
-                    _transpose_tile(src, dst, 16, 16)
-                else:
-                    _transpose_tile(src, dst, min(16, c - c0), min(16, last - j0))
-    return out
+    n, c_out, _, _ = out.shape
+    groups, tiles = weights.shape[0], weights.shape[1]
+    c_out_g = c_out // groups
+    scratch_size = simd.lanes(src)
+    for task in prange(n * starts.shape[0]):
+        b, vectors = divmod(np.int64(task), starts.shape[0])
+        scratch = np.empty(scratch_size, src.dtype)
+        for g in range(groups):
+            image = src[b * image_stride + g * group_stride:]
+            for tile in range(tiles):
+                first = g * c_out_g + tile * ROWS
+                for q0 in starts[vectors]:
+                    if q0 < 0:
+                        break
+                    tile_outputs = _outer_tile(weights[g, tile], image[q0:], offsets)
+                    for r in range(min(ROWS, c_out_g - tile * ROWS)):
+                        _store_lanes(tile_outputs[r], out[b, first + r], q0, width, scratch)
 
 
 @njit(parallel=True, cache=True)
-def _conv_rows_implicit(src, weight, out, k_h, stride, dilation_h):
-    """out[b, :, o_h, :] = weight @ (the window of every output pixel of row o_h), one row per task.
+def _split_phases(x, top, left, out):
+    """out[b, c, r_h, r_w, i, j] = x[b, c, i * s_h + r_h - top, j * s_w + r_w - left], 0 off x, with
+    (s_h, s_w) = out.shape[2:4]: the zero-padded input, split by row and column phase (space-to-depth).
 
-    src is padded and channels-last. Each task lays the kH source rows of its windows side by side,
-    rows[w, kh, :] = src[b, o_h*s_h + kh*d_h, w, :], so with unit dilation along w the window of output
-    pixel o_w is kW * kH * C contiguous values starting at pixel o_w * s_w: the GEMM reads the patches
-    in place (rows overlapping, s_w * kH * C apart) and sums over the whole window in one reduction,
-    which pays the horizontal sums of _matmul_abt's tiles once instead of once per kh.
+    A strided correlation's taps then read consecutive pixels of one phase for consecutive outputs.
     """
-    n, _, out_h, out_w = out.shape
-    size_w, channels = src.shape[2], src.shape[3]
-    for task in prange(n * out_h):
-        b, o_h = divmod(np.int64(task), out_h)
-        rows = np.empty((size_w, k_h, channels), src.dtype)
-        for kh in range(k_h):
-            source = src[b, o_h * stride[0] + kh * dilation_h]
-            for j in range(size_w):  # pixel by pixel, a vectorised run of channels (the 2-D slice copy: 4x slower)
-                run, source_run = rows[j, kh], source[j]
-                for c in range(channels):
-                    run[c] = source_run[c]
-        _matmul_abt(weight, rows.reshape(-1), NO_SHIFT, stride[1] * k_h * channels, out_w, out[b:b + 1, :, o_h, :],
-                    weight.shape[1], False)
+    n, channels, s_h, s_w, rows, columns = out.shape
+    h, w = x.shape[2], x.shape[3]
+    for task in prange(n * channels):
+        b, c = divmod(np.int64(task), channels)
+        for r_h in range(s_h):
+            for r_w in range(s_w):
+                lo, hi = valid_outputs(r_w, s_w, left, 1, w, columns)
+                for i in range(rows):
+                    row, source_h = out[b, c, r_h, r_w, i], i * s_h + r_h - top
+                    if not 0 <= source_h < h:
+                        row[:] = 0
+                        continue
+                    row[:lo] = 0
+                    source = x[b, c, source_h, lo * s_w + r_w - left:]
+                    if s_w == 1:
+                        row[lo:hi] = source[:hi - lo]
+                    else:
+                        for j in range(hi - lo):
+                            row[lo + j] = source[j * s_w]
+                    row[hi:] = 0
 
 
-def _extent(out: np.ndarray, w: np.ndarray, stride: Pair, dilation_h: int) -> Pair:
-    """(rows, columns) of padded input that the windows of out read (unit dilation along w)."""
-    k_h, k_w = w.shape[2:]
-    return stride[0] * (out.shape[2] - 1) + dilation_h * (k_h - 1) + 1, stride[1] * (out.shape[3] - 1) + k_w
+def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.ndarray:
+    """_split_phases into a flat buffer of (N, C, s_h, s_w, rows, columns), plus one vector of zeros at
+    the end for the last vector's lanes past the last pixel."""
+    shape = (*x.shape[:2], *stride, *size)
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    flat = np.empty(math.prod(shape) + lanes, x.dtype)
+    flat[-lanes:] = 0
+    _split_phases(x, *top_left, flat[:-lanes].reshape(shape))
+    return flat
+
+
+def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair, size: Pair) -> np.ndarray:
+    """Where tap (ci, kh, kw) of output pixel 0 reads the phase-split input of _phase_split, in that order:
+    row o_h * s + k * d is row o_h + k*d // s of phase k*d % s (likewise along w)."""
+    plane = size[0] * size[1]
+    kh, kw = np.arange(kernel[0]) * dilation[0], np.arange(kernel[1]) * dilation[1]
+    along_h = kh % stride[0] * stride[1] * plane + kh // stride[0] * size[1]
+    along_w = kw % stride[1] * plane + kw // stride[1]
+    channel = np.arange(cg) * stride[0] * stride[1] * plane
+    return (channel[:, None, None] + along_h[:, None] + along_w).reshape(-1)
+
+
+def _weight_tiles(w: np.ndarray, groups: int) -> np.ndarray:
+    """(groups, tiles, depth * ROWS): w[g*C_g + tile*ROWS + r].flat[t] at [g, tile, t*ROWS + r], zeros
+    for the channels past C_g, so each tile's weights are one contiguous run in the order they are read."""
+    c_out, depth = w.shape[0], w[0].size
+    c_out_g = c_out // groups
+    tiles = -(-c_out_g // ROWS)
+    table = np.zeros((groups, tiles * ROWS, depth), w.dtype)
+    table[:, :c_out_g] = w.reshape(groups, c_out_g, depth)
+    return np.ascontiguousarray(table.reshape(groups, tiles, ROWS, depth).transpose(0, 1, 3, 2)).reshape(
+        groups, tiles, -1)
+
+
+def _vector_starts(out: np.ndarray, width: int) -> np.ndarray:
+    """The first q = o_h * width + o_w of each vector of outputs, VECTORS_PER_TASK to a row (-1: none).
+
+    When a vector fits in an output row: whole vectors along each row, the last one ending at the row's
+    end (overlapping the one before it if need be: the same task writes both), whole rows to a task.
+    Else consecutive vectors across rows, their lanes on the padding columns dropped.
+    """
+    out_h, out_w = out.shape[2:]
+    lanes = simd.VECTOR_BYTES // out.itemsize
+    if out_w >= lanes:
+        along_row = np.minimum(np.arange(0, out_w, lanes), out_w - lanes)
+        rows_per_task = max(1, VECTORS_PER_TASK // along_row.size)
+        starts = np.full((-(-out_h // rows_per_task) * rows_per_task, along_row.size), -1)
+        starts[:out_h] = np.arange(out_h)[:, None] * width + along_row
+        return starts.reshape(-1, rows_per_task * along_row.size)
+    vectors = np.arange(0, (out_h - 1) * width + out_w, lanes)
+    starts = np.full(-(-vectors.size // VECTORS_PER_TASK) * VECTORS_PER_TASK, -1)
+    starts[:vectors.size] = vectors
+    return starts.reshape(-1, VECTORS_PER_TASK)
+
+
+def _correlate(src: np.ndarray, images: int, groups: int, width: int, offsets: np.ndarray, w: np.ndarray,
+               out: np.ndarray) -> None:
+    """Run _correlate_tiles on the flat input src of ``images`` equal blocks of ``groups`` equal blocks,
+    after checking that every vector it loads lies inside src."""
+    starts = _vector_starts(out, width)
+    image_stride = (src.size - simd.VECTOR_BYTES // src.itemsize) // images
+    group_stride = image_stride // groups
+    last = (images - 1) * image_stride + (groups - 1) * group_stride + starts.max() + offsets.max()
+    if offsets.min() < 0 or last + simd.VECTOR_BYTES // src.itemsize > src.size:
+        raise AssertionError("conv: a vector would be read outside the padded input")
+    _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, _weight_tiles(w, groups), out)
+
+
+def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
+                 groups: int) -> None:
+    """out = conv2d(x, w), every element written: the correlation over x zero-padded and split by phase."""
+    kernel = w.shape[2:]
+    size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
+    src = _phase_split(x, padding, stride, size)
+    _correlate(src, x.shape[0], groups, size[1], _tap_offsets(w.shape[1], kernel, stride, dilation, size), w, out)
+
+
+def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
+    """The taps met by the transposed-conv outputs o = phase + stride * m, in the order that makes them a
+    stride-1 correlation: (taps, offset, sub_dilation) with tap a reading gy[m + offset + a * sub_dilation].
+
+    Tap k reaches o from gy[(o + padding - k * dilation) / stride] when that divides; going down k, the
+    reached index rises by a constant step.
+    """
+    taps = [k for k in reversed(range(kernel)) if (phase + padding - k * dilation) % stride == 0]
+    offset = (phase + padding - taps[0] * dilation) // stride if taps else 0
+    step = (taps[0] - taps[1]) * dilation // stride if len(taps) > 1 else 1
+    return taps, offset, step
+
+
+def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
+                       groups: int) -> None:
+    """gx = conv_transpose2d(gy, w), every element written, as one stride-1 correlation per output phase
+    (o_h % s_h, o_w % s_w): each phase meets only its own taps, which read gy at consecutive pixels, so
+    each is a correlation with a sub-kernel, written into the phase's strided view of gx. Stride 1 is one
+    phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
+    """
+    c_out, cg = w.shape[:2]
+    phases = []  # (view of gx, sub-kernel, first row and column of gy read, sub-dilation)
+    for ph in range(min(stride[0], gx.shape[2])):
+        taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
+        for pw in range(min(stride[1], gx.shape[3])):
+            taps_w, offset_w, step_w = _phase(w.shape[3], stride[1], padding[1], dilation[1], pw)
+            out = gx[:, :, ph::stride[0], pw::stride[1]]
+            if not taps_h or not taps_w:
+                out[...] = 0  # no tap reaches these outputs
+                continue
+            # gx's group g gathers from gy's: sub-kernel (groups * cg, C_out / groups, taps_h, taps_w)
+            sub_kernel = w[:, :, taps_h][:, :, :, taps_w].reshape(groups, c_out // groups, cg, len(taps_h), -1)
+            sub_kernel = sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, len(taps_h), -1)
+            phases.append((out, sub_kernel, (offset_h, offset_w), (step_h, step_w)))
+    if not phases:
+        return
+    # one zero-padded copy of gy serves every phase: its rows and columns span what any phase reads
+    first = [min(start[i] for _, _, start, _ in phases) for i in (0, 1)]
+    last = [max(start[i] + out.shape[2 + i] + (kernel.shape[2 + i] - 1) * step[i]
+                for out, kernel, start, step in phases) for i in (0, 1)]
+    size = (last[0] - first[0], last[1] - first[1])
+    src = _phase_split(gy, (-first[0], -first[1]), (1, 1), size)
+    for out, sub_kernel, start, step in phases:
+        offsets = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
+        offsets += (start[0] - first[0]) * size[1] + start[1] - first[1]
+        _correlate(src, gy.shape[0], groups, size[1], offsets, sub_kernel, out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# direct, backward-weight: row bands read in place at each tap's shift.
 
 
 def _input_phases(size: int, kernel: int, stride: int, padding: int, dilation: int):
@@ -251,146 +415,6 @@ def _backward_weight_stride1(x: np.ndarray, gy: np.ndarray, kernel: Pair, paddin
     return partials.sum(axis=0).transpose(2, 3, 0, 1)
 
 
-def _implicit(padded: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, dilation_h: int) -> None:
-    """Forward cross-correlation by w (C_out, C, kH, kW), unit dilation along w, of the padded channels-last
-    input (N, rows, columns, C) of _extent; out (N, C_out, H_out, W_out) is overwritten."""
-    weight = np.ascontiguousarray(w.transpose(0, 3, 2, 1)).reshape(w.shape[0], -1)  # (kw, kh, ci) order
-    _conv_rows_implicit(padded, weight, out, w.shape[2], stride, dilation_h)
-
-
-def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
-    """The taps met by the transposed-conv outputs o = phase + stride * m, in the order that makes them a
-    stride-1 correlation: (taps, offset, sub_dilation) with tap a reading gy[m + offset + a * sub_dilation].
-
-    Tap k reaches o from gy[(o + padding - k * dilation) / stride] when that divides; going down k, the
-    reached index rises by a constant step.
-    """
-    taps = [k for k in reversed(range(kernel)) if (phase + padding - k * dilation) % stride == 0]
-    offset = (phase + padding - taps[0] * dilation) // stride if taps else 0
-    step = (taps[0] - taps[1]) * dilation // stride if len(taps) > 1 else 1
-    return taps, offset, step
-
-
-def _transposed_implicit(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair,
-                         dilation_h: int) -> None:
-    """gx = conv_transpose2d(gy, w), unit dilation along w, as one stride-1 correlation per output phase
-    (o_h % s_h, o_w % s_w): each phase meets only its own taps, which read gy at consecutive pixels, so
-    each is an implicit GEMM (_implicit) with a sub-kernel, written into the phase's strided view of gx.
-    Stride 1 is one phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
-    """
-    k_h, k_w = w.shape[2:]
-    phases = []  # (out view, sub-kernel, first gy row and column read, sub-dilation along h)
-    for ph in range(min(stride[0], gx.shape[2])):
-        taps_h, offset_h, sub_dilation_h = _phase(k_h, stride[0], padding[0], dilation_h, ph)
-        for pw in range(min(stride[1], gx.shape[3])):
-            taps_w, offset_w, _ = _phase(k_w, stride[1], padding[1], 1, pw)
-            out = gx[:, :, ph::stride[0], pw::stride[1]]
-            if not taps_h or not taps_w:
-                out[...] = 0  # no tap reaches these outputs
-                continue
-            sub_kernel = w[:, :, taps_h][:, :, :, taps_w].transpose(1, 0, 2, 3)
-            phases.append((out, sub_kernel, (offset_h, offset_w), sub_dilation_h))
-    if not phases:
-        return
-    # one padded copy of gy serves every phase: its rows and columns span what any phase reads
-    extents = [_extent(out, kernel, (1, 1), dil) for out, kernel, _, dil in phases]
-    first = [min(start[i] for _, _, start, _ in phases) for i in (0, 1)]
-    last = [max(start[i] + extent[i] for (_, _, start, _), extent in zip(phases, extents)) for i in (0, 1)]
-    padded = _pad_channels_last(gy, -first[0], -first[1], last[0] - first[0], last[1] - first[1])
-    for (out, sub_kernel, start, dil), extent in zip(phases, extents):
-        top, left = start[0] - first[0], start[1] - first[1]
-        _implicit(padded[:, top:top + extent[0], left:left + extent[1]], sub_kernel, out, (1, 1), dil)
-
-
-@njit(cache=True)
-def _pack_patch_row(src, b, o_h, c0, phase_w, taps_h, taps_w, stride, padding, dilation, transposed,
-                    patches):
-    """patches[j, (a, e, ci)] = src[b, i_h, i_w, c0 + ci] (0 off-input) for the outputs
-    o_w = phase_w + j * len(phases) of row o_h and the taps kh = taps_h[a], kw = taps_w[e].
-
-    src is channels-last, so each (pixel, tap) copies one contiguous run of ``cg`` channels.
-    """
-    _, size_h, size_w, channels = src.shape
-    cg = patches.shape[1] // (taps_h.size * taps_w.size) if taps_h.size * taps_w.size else 0
-    step = stride[1] if transposed else 1
-    # Forward with all channels and unit dilation: the kW taps of a window row are one contiguous run
-    # of kW * C values, copied at once (one slice instead of kW: slicing costs more than copying here)
-    whole_rows = not transposed and cg == channels and dilation[1] == 1
-    run_length = taps_w.size * cg
-    for j in range(patches.shape[0]):
-        o_w = phase_w + j * step
-        first_w = o_w * stride[1] - padding[1]
-        for a in range(taps_h.size):
-            i_h = _source_index(o_h, taps_h[a], stride[0], padding[0], dilation[0], size_h, transposed)
-            if whole_rows and i_h >= 0 and first_w >= 0 and first_w + taps_w.size <= size_w:
-                patches[j, a * run_length:(a + 1) * run_length] = \
-                    src[b, i_h].reshape(-1)[first_w * channels:first_w * channels + run_length]
-                continue
-            for e in range(taps_w.size):
-                i_w = _source_index(o_w, taps_w[e], stride[1], padding[1], dilation[1], size_w, transposed)
-                base = (a * taps_w.size + e) * cg
-                run = patches[j, base:base + cg]  # 1-D contiguous slices: a vectorised copy
-                if i_h >= 0 and i_w >= 0:
-                    run[:] = src[b, i_h, i_w, c0:c0 + cg]
-                else:
-                    run[:] = 0
-
-
-@njit(parallel=True, cache=True)
-def _conv_rows_direct(src, weights, taps_h, counts_h, taps_w, counts_w, out, stride, padding, dilation,
-                      groups, transposed):
-    """out[b, co, o_h, o_w] = sum_k weights[phase][co, k] * patch(b, o_h, o_w)[k], one output row per task.
-
-    Forward: one phase, every tap. Transposed (gather form): output (o_h, o_w) only meets the taps whose
-    phase matches, (o + p - k*d) % s == 0; outputs are grouped by phase (o_h % s_h, o_w % s_w) and each
-    phase multiplies only its own taps, so no work goes into the zeros between strided taps.
-    weights[ph, pw] is (C_out, depth) in (kh, kw, ci) order over the phase's taps, zero-padded.
-    """
-    n, c_out, out_h, out_w = out.shape
-    cg = src.shape[3] // groups
-    c_out_g = c_out // groups
-    phases_h, phases_w = weights.shape[0], weights.shape[1]
-    for task in prange(n * out_h):
-        b, o_h = divmod(np.int64(task), out_h)
-        phase_h = o_h % phases_h
-        patches = np.empty((out_w, weights.shape[3]), src.dtype)
-        for phase_w in range(min(phases_w, out_w)):
-            columns = (out_w - phase_w + phases_w - 1) // phases_w
-            th, tw = taps_h[phase_h, :counts_h[phase_h]], taps_w[phase_w, :counts_w[phase_w]]
-            depth = th.size * tw.size * cg
-            for g in range(groups):
-                _pack_patch_row(src, b, o_h, g * cg, phase_w, th, tw, stride, padding, dilation, transposed,
-                                patches[:columns, :depth])
-                rows = slice(g * c_out_g, (g + 1) * c_out_g)
-                _matmul_abt(weights[phase_h, phase_w, rows], patches.reshape(-1), NO_SHIFT, patches.shape[1], columns,
-                            out[b:b + 1, rows, o_h, phase_w::phases_w], depth, False)
-
-
-def _phase_taps(kernel: int, stride: int, padding: int, dilation: int, transposed: bool):
-    """(taps, counts): taps[r, :counts[r]] are the kernel taps met by outputs of phase r."""
-    if not transposed:
-        return np.arange(kernel, dtype=np.int64)[None], np.array([kernel], np.int64)
-    lists = [[k for k in range(kernel) if (r + padding - k * dilation) % stride == 0] for r in range(stride)]
-    taps = np.zeros((stride, kernel), np.int64)
-    for r, taps_r in enumerate(lists):
-        taps[r, :len(taps_r)] = taps_r
-    return taps, np.array([len(t) for t in lists], np.int64)
-
-
-def _direct(src: np.ndarray, weight: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
-            groups: int, transposed: bool) -> None:
-    """Run _conv_rows_direct; weight is (C_out of out, kH, kW, cg) in the order patches are packed."""
-    c_out, k_h, k_w, cg = weight.shape
-    taps_h, counts_h = _phase_taps(k_h, stride[0], padding[0], dilation[0], transposed)
-    taps_w, counts_w = _phase_taps(k_w, stride[1], padding[1], dilation[1], transposed)
-    weights = np.zeros((len(counts_h), len(counts_w), c_out, k_h * k_w * cg), weight.dtype)
-    for ph, count_h in enumerate(counts_h):
-        for pw, count_w in enumerate(counts_w):
-            taps = weight[:, taps_h[ph, :count_h]][:, :, taps_w[pw, :count_w]]
-            weights[ph, pw, :, :taps[0].size] = taps.reshape(c_out, -1)
-    channels_last = _pad_channels_last(src, 0, 0, *src.shape[2:])
-    _conv_rows_direct(channels_last, weights, taps_h, counts_h, taps_w, counts_w, out, stride, padding,
-                      dilation, groups, transposed)
 
 
 @njit(cache=True)
@@ -594,11 +618,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
         return np.zeros((n, c_out, *out_hw), x.dtype)
     y = np.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
     if _algorithm == "direct":
-        if groups == 1 and dilation[1] == 1:
-            _implicit(_pad_channels_last(x, *padding, *_extent(y, w, stride, dilation[0])), w, y, stride,
-                      dilation[0])
-        else:
-            _direct(x, w.transpose(0, 2, 3, 1), y, stride, padding, dilation, groups, False)
+        _conv_direct(x, w, y, stride, padding, dilation, groups)
         return y
     c_out_g = c_out // groups
     depth = cg * k_h * k_w
@@ -627,13 +647,8 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     # direct writes every element of gx; col2im adds into it
     gx = (np.empty if _algorithm == "direct" else np.zeros)(x_shape, gy.dtype)
     c_out_g = c_out // groups
-    if _algorithm == "direct" and groups == 1 and dilation[1] == 1:
-        _transposed_implicit(gy, w, gx, stride, padding, dilation[0])
-        return gx
     if _algorithm == "direct":
-        # gather form: gx[b, ci, i_h, i_w] = sum over (kh, kw, co) of w[co, ci, kh, kw] * gy[b, co, o_h, o_w]
-        weight = w.reshape(groups, c_out_g, cg, k_h, k_w).transpose(0, 2, 3, 4, 1)
-        _direct(gy, weight.reshape(groups * cg, k_h, k_w, c_out_g), gx, stride, padding, dilation, groups, True)
+        _transposed_direct(gy, w, gx, stride, padding, dilation, groups)
         return gx
     depth = cg * k_h * k_w
     weight_t = [np.ascontiguousarray(w_g.T) for w_g in w.reshape(groups, c_out_g, depth)]

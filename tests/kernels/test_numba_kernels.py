@@ -104,11 +104,13 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
 @pytest.mark.parametrize("hyper", [((1, 2), (1, 1), (1, 1), 1), ((1, 1), (2, 1), (2, 1), 1),
                                    ((2, 1), (0, 2), (1, 2), 2)], ids=["s12", "s1-dilated", "grouped"])
 def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
-    """Enough channels and pixels for many full 4x4 tiles, edge tiles and several row tasks, through
-    each direct path: implicit GEMM (groups 1, unit w-dilation; stride 1 backward-input as a flipped
-    forward) and packed patches (groups, w-dilation, strided backward-input by phase)."""
+    """Enough channels and pixels for full and partial tiles of output channels and many tasks; rows
+    wider than a vector (float64's 16 lanes, float32's 32: whole vectors along each row, the last one
+    overlapping) and narrower (vectors across rows, lanes on padding columns dropped); the backward
+    input's phases written through strided views. x is small: the weight gradient sums 1170 products,
+    and PyTorch's float32 result must stay within the tolerance too."""
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 18, 13, 21)).astype(dtype)
+    x = (rng.standard_normal((2, 18, 13, 45)) / 8).astype(dtype)
     w = (rng.standard_normal((22, 18 // hyper[3], 3, 3)) / 13).astype(dtype)
     y, gy, gx, gw = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm(algorithm):
@@ -119,15 +121,21 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
                      spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
 
 
-@pytest.mark.parametrize("top, left, size_h, size_w", [(1, 1, 13, 39), (0, -3, 9, 12), (2, 5, 4, 50), (3, 0, 2, 8)])
-def test_pad_channels_last_places_x_among_zeros(top, left, size_h, size_w):
-    """The implicit GEMM's input copy: full 16 x 16 transpose tiles, partial ones, and x cropped where it
-    falls outside (negative offset, a size smaller than x), every other element zero."""
-    x = np.random.default_rng(5).standard_normal((2, 35, 11, 37)).astype(np.float32)
-    expected = np.zeros((2, size_h + 30, size_w + 80, 35), np.float32)  # margins: x always fits
-    expected[:, 10 + top:10 + top + 11, 40 + left:40 + left + 37] = x.transpose(0, 2, 3, 1)
-    expected = expected[:, 10:10 + size_h, 40:40 + size_w]
-    np.testing.assert_array_equal(nb_conv._pad_channels_last(x, top, left, size_h, size_w), expected)
+@pytest.mark.parametrize("top_left, stride, size", [((1, 1), (1, 1), (13, 39)), ((0, -3), (2, 1), (9, 12)),
+                                                  ((2, 5), (1, 3), (4, 50)), ((3, 0), (2, 2), (2, 8))])
+def test_split_phases_places_x_among_zeros(top_left, stride, size):
+    """The direct conv's input copy: x zero-padded (or cropped: negative offset, a small size), then split
+    by row and column phase."""
+    x = np.random.default_rng(5).standard_normal((2, 3, 11, 37)).astype(np.float32)
+    top, left = top_left
+    padded = np.zeros((2, 3, 60, 200), np.float32)  # margins: x always fits
+    padded[:, :, 20 + top:20 + top + 11, 50 + left:50 + left + 37] = x
+    padded = padded[:, :, 20:, 50:]
+    expected = np.stack([np.stack([padded[:, :, r_h::stride[0], r_w::stride[1]][:, :, :size[0], :size[1]]
+                                   for r_w in range(stride[1])], 2) for r_h in range(stride[0])], 2)
+    out = np.full((2, 3, *stride, *size), np.nan, np.float32)
+    nb_conv._split_phases(x, top, left, out)
+    np.testing.assert_array_equal(out, expected)
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])

@@ -1,0 +1,122 @@
+"""Vectors that live in registers: what Numba's loops cannot say, in five intrinsics.
+
+LLVM vectorises a loop along its innermost index, so a matrix product written in scalars either sums
+along the reduction (each output then costs a horizontal sum of a vector of partial sums) or keeps its
+tile of outputs in memory. The fast form, an outer-product micro-kernel, keeps a tile of outputs in
+vector registers and broadcasts the other operand into them; it needs a value that *is* a vector. Here
+it is: ``Vector`` is an LLVM ``<lanes x float>`` value of ``VECTOR_BYTES``, and the intrinsics load,
+broadcast, multiply-add and store it. LLVM splits it into the machine's registers (two AVX-512 ones,
+four AVX2 ones) and keeps it there while it is a loop variable.
+
+The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
+once, before the loop, that the last vector it will touch ends inside (conv's ``_check_reads``).
+"""
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+VECTOR_BYTES = 128  # 32 float32 or 16 float64 lanes: two AVX-512 registers
+
+
+class Vector(types.Type):
+    """``lanes`` values of ``dtype`` as one LLVM vector."""
+
+    def __init__(self, dtype: types.Float):
+        self.dtype, self.lanes = dtype, VECTOR_BYTES * 8 // dtype.bitwidth
+        super().__init__(name=f"Vector({dtype} x {self.lanes})")
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes))
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    array = context.make_array(array_type)(context, builder, array)
+    stride = cgutils.unpack_tuple(builder, array.strides, 1)[0]
+    offset = builder.mul(index, builder.sdiv(stride, ir.Constant(stride.type, array_type.dtype.bitwidth // 8)))
+    return builder.gep(array.data, [offset])
+
+
+def _vector_pointer(context, builder, sig, args):
+    """The address of array[index] as a pointer to a vector."""
+    array_type, vector_type = sig.args[0], Vector(sig.args[0].dtype)
+    pointer = _element_pointer(context, builder, array_type, args[0], args[1])
+    return builder.bitcast(pointer, context.get_value_type(vector_type).as_pointer())
+
+
+def _one_dimensional(array) -> bool:
+    return isinstance(array, types.Array) and array.ndim == 1
+
+
+@intrinsic
+def lanes(typingctx, array):
+    """The number of lanes of a vector of array's dtype, a compile-time constant."""
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, Vector(array.dtype).lanes)
+    return types.intp(array), codegen
+
+
+@intrinsic
+def zeros(typingctx, array):
+    """A vector of zeros of array's dtype."""
+    vector = Vector(array.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vector), None)
+    return vector(array), codegen
+
+
+@intrinsic
+def load(typingctx, array, index):
+    """array[index:index + lanes] as a vector; array is 1-D, its elements adjacent (the caller checks)."""
+    if not _one_dimensional(array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_vector_pointer(context, builder, sig, args), align=array.dtype.bitwidth // 8)
+    return Vector(array.dtype)(array, index), codegen
+
+
+@intrinsic
+def store(typingctx, array, index, value):
+    """array[index:index + lanes] = value; array is 1-D, its elements adjacent (the caller checks)."""
+    if not _one_dimensional(array) or value != Vector(array.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _vector_pointer(context, builder, sig, args), align=array.dtype.bitwidth // 8)
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
+def broadcast(typingctx, array, index):
+    """array[index] in every lane; array is 1-D, any stride."""
+    if not _one_dimensional(array):
+        return None
+    vector = Vector(array.dtype)
+
+    def codegen(context, builder, sig, args):
+        scalar = builder.load(_element_pointer(context, builder, array, args[0], args[1]))
+        vector_type = context.get_value_type(vector)
+        first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        every_lane = ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes), [0] * vector.lanes)
+        return builder.shuffle_vector(first, first, every_lane)
+    return vector(array, index), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c, lane by lane, with one rounding."""
+    if not (isinstance(a, Vector) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vector_type = args[0].type
+        name = f"llvm.fma.v{vector_type.count}{vector_type.element.intrinsic_name}"
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector_type, [vector_type] * 3), name)
+        return builder.call(function, args)
+    return a(a, b, c), codegen
