@@ -181,39 +181,42 @@ def _outer_tile(weights, src, offsets):
 
 
 @njit(inline="always", cache=True)
-def _store_lanes(value, plane, q0, width, scratch):
-    """plane[o_h, o_w] = lane q - q0 of value, for each q = o_h * width + o_w of the vector with
-    o_w < plane width (lanes on the rows' padding columns or past the last row are dropped)."""
-    o_h, o_w = divmod(q0, width)
+def _store_lanes(value, plane, o_h, o_w, wrap, scratch):
+    """plane[o_h, o_w + lane] = value[lane], the lanes past column ``wrap`` (-1: none) going on at column 0
+    of the next row; lanes outside the plane (padding columns, past the row's end or the last row) dropped."""
     rows, columns = plane.shape
-    if o_w + scratch.size <= columns and plane.strides[1] == plane.itemsize:
+    count = simd.lanes(value)
+    if o_w + count <= columns and plane.strides[1] == plane.itemsize:
         simd.store(plane[o_h], o_w, value)  # the whole vector is one run of the row
         return
     simd.store(scratch, 0, value)
-    for lane in range(scratch.size):
+    for lane in range(count):
         if o_w < columns and o_h < rows:
             plane[o_h, o_w] = scratch[lane]
         o_w += 1
-        if o_w == width:
+        if o_w == wrap:
             o_h, o_w = o_h + 1, 0
 
 
 @njit(parallel=True, cache=True)
-def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, weights, out):
-    """out[b, g*C_g + co, o_h, o_w] = sum_t weights[g, co // ROWS, t * ROWS + co % ROWS] * src[b * image_stride
-    + g * group_stride + o_h * width + o_w + offsets[t]]: a correlation read in place from a flat input
-    whose rows are ``width`` wide, so output pixel q = o_h * width + o_w reads q + offsets[t] through tap t.
+def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out):
+    """out[b, g*C_g + co, o_h, o_w] = sum_{t < depths[p]} weights[p, g, co // ROWS, t * ROWS + co % ROWS]
+    * src[b * image_stride + g * group_stride + o_h * width + m + offsets[p, t]]: a correlation read in
+    place from a flat input whose rows are ``width`` wide, output pixel q = o_h * width + m reading q +
+    offsets[p, t] through tap t. One phase (p = 0): o_w = m. Two: the column phases of a stride-2
+    transposed conv, o_w = 2m + p, their vectors interleaved into whole runs of out's rows.
 
     One task per row of ``starts``, the q of the first output of each of its vectors (-1: none). Each
     tile of ROWS output channels runs over the task's vectors, its weights staying in L1 meanwhile.
     """
-    n, c_out, _, _ = out.shape
-    groups, tiles = weights.shape[0], weights.shape[1]
+    n, c_out = out.shape[:2]
+    phases, groups, tiles = weights.shape[:3]
     c_out_g = c_out // groups
-    scratch_size = simd.lanes(src)
+    lanes = simd.lanes(src)
     for task in prange(n * starts.shape[0]):
         b, vectors = divmod(np.int64(task), starts.shape[0])
-        scratch = np.empty(scratch_size, src.dtype)
+        scratch = np.empty(phases * lanes, src.dtype)
+        first_phase = np.empty((ROWS, lanes), src.dtype)  # phase 0's tile while phase 1's is computed
         for g in range(groups):
             image = src[b * image_stride + g * group_stride:]
             for tile in range(tiles):
@@ -221,9 +224,17 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, we
                 for q0 in starts[vectors]:
                     if q0 < 0:
                         break
-                    tile_outputs = _outer_tile(weights[g, tile], image[q0:], offsets)
-                    for r in range(min(ROWS, c_out_g - tile * ROWS)):
-                        _store_lanes(tile_outputs[r], out[b, first + r], q0, width, scratch)
+                    o_h, m = divmod(q0, width)
+                    for p in range(phases):
+                        tile_outputs = _outer_tile(weights[p, g, tile], image[q0:], offsets[p, :depths[p]])
+                        for r in range(min(ROWS, c_out_g - tile * ROWS)):
+                            if phases == 1:
+                                _store_lanes(tile_outputs[r], out[b, first + r], o_h, m, width, scratch)
+                            elif p == 0:
+                                simd.store(first_phase[r], 0, tile_outputs[r])
+                            else:
+                                pair = simd.interleave(simd.load(first_phase[r], 0), tile_outputs[r])
+                                _store_lanes(pair, out[b, first + r], o_h, 2 * m, -1, scratch)
 
 
 @njit(parallel=True, cache=True)
@@ -289,38 +300,46 @@ def _weight_tiles(w: np.ndarray, groups: int) -> np.ndarray:
         groups, tiles, -1)
 
 
-def _vector_starts(out: np.ndarray, width: int) -> np.ndarray:
-    """The first q = o_h * width + o_w of each vector of outputs, VECTORS_PER_TASK to a row (-1: none).
+def _vector_starts(rows: int, columns: int, width: int, lanes: int) -> np.ndarray:
+    """The first q = o_h * width + o_w of each vector of outputs of a rows x columns output read from rows
+    ``width`` wide, VECTORS_PER_TASK to a row (-1: none).
 
     When a vector fits in an output row: whole vectors along each row, the last one ending at the row's
     end (overlapping the one before it if need be: the same task writes both), whole rows to a task.
     Else consecutive vectors across rows, their lanes on the padding columns dropped.
     """
-    out_h, out_w = out.shape[2:]
-    lanes = simd.VECTOR_BYTES // out.itemsize
-    if out_w >= lanes:
-        along_row = np.minimum(np.arange(0, out_w, lanes), out_w - lanes)
+    if columns >= lanes:
+        along_row = np.minimum(np.arange(0, columns, lanes), columns - lanes)
         rows_per_task = max(1, VECTORS_PER_TASK // along_row.size)
-        starts = np.full((-(-out_h // rows_per_task) * rows_per_task, along_row.size), -1)
-        starts[:out_h] = np.arange(out_h)[:, None] * width + along_row
+        starts = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)
+        starts[:rows] = np.arange(rows)[:, None] * width + along_row
         return starts.reshape(-1, rows_per_task * along_row.size)
-    vectors = np.arange(0, (out_h - 1) * width + out_w, lanes)
+    vectors = np.arange(0, (rows - 1) * width + columns, lanes)
     starts = np.full(-(-vectors.size // VECTORS_PER_TASK) * VECTORS_PER_TASK, -1)
     starts[:vectors.size] = vectors
     return starts.reshape(-1, VECTORS_PER_TASK)
 
 
-def _correlate(src: np.ndarray, images: int, groups: int, width: int, offsets: np.ndarray, w: np.ndarray,
+def _correlate(src: np.ndarray, images: int, groups: int, width: int, phases: list[tuple[np.ndarray, np.ndarray]],
                out: np.ndarray) -> None:
-    """Run _correlate_tiles on the flat input src of ``images`` equal blocks of ``groups`` equal blocks,
-    after checking that every vector it loads lies inside src."""
-    starts = _vector_starts(out, width)
-    image_stride = (src.size - simd.VECTOR_BYTES // src.itemsize) // images
+    """Run _correlate_tiles with phases [(offsets, weight)] (one, or two interleaved along out's rows, see
+    there) on the flat input src of ``images`` equal blocks of ``groups`` equal blocks, after checking
+    that every vector it loads lies inside src."""
+    lanes = simd.VECTOR_BYTES // src.itemsize
+    starts = _vector_starts(out.shape[2], -(-out.shape[3] // len(phases)), width, lanes)
+    image_stride = (src.size - lanes) // images
     group_stride = image_stride // groups
+    depths = np.array([offsets.size for offsets, _ in phases])
+    tables = [_weight_tiles(w, groups) for _, w in phases]
+    offsets = np.zeros((len(phases), depths.max()), np.int64)
+    weights = np.zeros((len(phases), *tables[0].shape[:2], depths.max() * ROWS), src.dtype)
+    for p, ((phase_offsets, _), table) in enumerate(zip(phases, tables)):
+        offsets[p, :depths[p]] = phase_offsets
+        weights[p, :, :, :table.shape[2]] = table
     last = (images - 1) * image_stride + (groups - 1) * group_stride + starts.max() + offsets.max()
-    if offsets.min() < 0 or last + simd.VECTOR_BYTES // src.itemsize > src.size:
+    if offsets.min() < 0 or last + lanes > src.size:
         raise AssertionError("conv: a vector would be read outside the padded input")
-    _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, _weight_tiles(w, groups), out)
+    _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
 
 
 def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
@@ -329,7 +348,8 @@ def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, pa
     kernel = w.shape[2:]
     size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
     src = _phase_split(x, padding, stride, size)
-    _correlate(src, x.shape[0], groups, size[1], _tap_offsets(w.shape[1], kernel, stride, dilation, size), w, out)
+    offsets = _tap_offsets(w.shape[1], kernel, stride, dilation, size)
+    _correlate(src, x.shape[0], groups, size[1], [(offsets, w)], out)
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -349,35 +369,45 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
                        groups: int) -> None:
     """gx = conv_transpose2d(gy, w), every element written, as one stride-1 correlation per output phase
     (o_h % s_h, o_w % s_w): each phase meets only its own taps, which read gy at consecutive pixels, so
-    each is a correlation with a sub-kernel, written into the phase's strided view of gx. Stride 1 is one
+    each is a correlation with a sub-kernel, written into the phase's strided view of gx, or, for the
+    two column phases of stride 2 along w, interleaved into whole runs of gx's rows. Stride 1 is one
     phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
     """
     c_out, cg = w.shape[:2]
-    phases = []  # (view of gx, sub-kernel, first row and column of gy read, sub-dilation)
+    lanes = simd.VECTOR_BYTES // gx.itemsize
+    problems = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
     for ph in range(min(stride[0], gx.shape[2])):
         taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
+        phases = []
         for pw in range(min(stride[1], gx.shape[3])):
             taps_w, offset_w, step_w = _phase(w.shape[3], stride[1], padding[1], dilation[1], pw)
-            out = gx[:, :, ph::stride[0], pw::stride[1]]
             if not taps_h or not taps_w:
-                out[...] = 0  # no tap reaches these outputs
+                gx[:, :, ph::stride[0], pw::stride[1]] = 0  # no tap reaches these outputs
                 continue
             # gx's group g gathers from gy's: sub-kernel (groups * cg, C_out / groups, taps_h, taps_w)
             sub_kernel = w[:, :, taps_h][:, :, :, taps_w].reshape(groups, c_out // groups, cg, len(taps_h), -1)
             sub_kernel = sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, len(taps_h), -1)
-            phases.append((out, sub_kernel, (offset_h, offset_w), (step_h, step_w)))
-    if not phases:
+            phases.append((pw, sub_kernel, (offset_h, offset_w), (step_h, step_w)))
+        rows = gx[:, :, ph::stride[0]]
+        if stride[1] == 2 and len(phases) == 2 and -(-gx.shape[3] // 2) >= lanes:
+            problems.append((rows, [phase[1:] for phase in phases]))
+        else:
+            problems += [(rows[..., pw::stride[1]], [phase]) for pw, *phase in phases]
+    if not problems:
         return
     # one zero-padded copy of gy serves every phase: its rows and columns span what any phase reads
-    first = [min(start[i] for _, _, start, _ in phases) for i in (0, 1)]
-    last = [max(start[i] + out.shape[2 + i] + (kernel.shape[2 + i] - 1) * step[i]
-                for out, kernel, start, step in phases) for i in (0, 1)]
+    reads = [(start, (out.shape[2], -(-out.shape[3] // len(phases))), kernel.shape[2:], step)
+             for out, phases in problems for kernel, start, step in phases]
+    first = [min(start[i] for start, _, _, _ in reads) for i in (0, 1)]
+    last = [max(start[i] + size[i] + (kernel[i] - 1) * step[i] for start, size, kernel, step in reads) for i in (0, 1)]
     size = (last[0] - first[0], last[1] - first[1])
     src = _phase_split(gy, (-first[0], -first[1]), (1, 1), size)
-    for out, sub_kernel, start, step in phases:
-        offsets = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
-        offsets += (start[0] - first[0]) * size[1] + start[1] - first[1]
-        _correlate(src, gy.shape[0], groups, size[1], offsets, sub_kernel, out)
+    for out, phases in problems:
+        correlations = []
+        for sub_kernel, start, step in phases:
+            offsets = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
+            correlations.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], sub_kernel))
+        _correlate(src, gy.shape[0], groups, size[1], correlations, out)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ VECTOR_BYTES = 128  # 32 float32 or 16 float64 lanes: two AVX-512 registers
 
 
 class Vector(types.Type):
-    """``lanes`` values of ``dtype`` as one LLVM vector."""
+    """``lanes`` values of ``dtype`` as one LLVM vector: VECTOR_BYTES of them unless said otherwise."""
 
-    def __init__(self, dtype: types.Float):
-        self.dtype, self.lanes = dtype, VECTOR_BYTES * 8 // dtype.bitwidth
+    def __init__(self, dtype: types.Float, lanes: int | None = None):
+        self.dtype, self.lanes = dtype, lanes or VECTOR_BYTES * 8 // dtype.bitwidth
         super().__init__(name=f"Vector({dtype} x {self.lanes})")
 
 
@@ -41,10 +41,9 @@ def _element_pointer(context, builder, array_type, array, index):
     return builder.gep(array.data, [offset])
 
 
-def _vector_pointer(context, builder, sig, args):
-    """The address of array[index] as a pointer to a vector."""
-    array_type, vector_type = sig.args[0], Vector(sig.args[0].dtype)
-    pointer = _element_pointer(context, builder, array_type, args[0], args[1])
+def _vector_pointer(context, builder, sig, args, vector_type):
+    """The address of array[index] as a pointer to a vector of vector_type."""
+    pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
     return builder.bitcast(pointer, context.get_value_type(vector_type).as_pointer())
 
 
@@ -53,11 +52,13 @@ def _one_dimensional(array) -> bool:
 
 
 @intrinsic
-def lanes(typingctx, array):
-    """The number of lanes of a vector of array's dtype, a compile-time constant."""
+def lanes(typingctx, value):
+    """The lanes of a vector, or of a vector of an array's dtype: a compile-time constant."""
+    count = value.lanes if isinstance(value, Vector) else Vector(value.dtype).lanes
+
     def codegen(context, builder, sig, args):
-        return context.get_constant(types.intp, Vector(array.dtype).lanes)
-    return types.intp(array), codegen
+        return context.get_constant(types.intp, count)
+    return types.intp(value), codegen
 
 
 @intrinsic
@@ -77,18 +78,20 @@ def load(typingctx, array, index):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.load(_vector_pointer(context, builder, sig, args), align=array.dtype.bitwidth // 8)
+        pointer = _vector_pointer(context, builder, sig, args, sig.return_type)
+        return builder.load(pointer, align=array.dtype.bitwidth // 8)
     return Vector(array.dtype)(array, index), codegen
 
 
 @intrinsic
 def store(typingctx, array, index, value):
-    """array[index:index + lanes] = value; array is 1-D, its elements adjacent (the caller checks)."""
-    if not _one_dimensional(array) or value != Vector(array.dtype):
+    """array[index:index + value's lanes] = value; array is 1-D, its elements adjacent (the caller checks)."""
+    if not (_one_dimensional(array) and isinstance(value, Vector) and value.dtype == array.dtype):
         return None
 
     def codegen(context, builder, sig, args):
-        builder.store(args[2], _vector_pointer(context, builder, sig, args), align=array.dtype.bitwidth // 8)
+        pointer = _vector_pointer(context, builder, sig, args, value)
+        builder.store(args[2], pointer, align=array.dtype.bitwidth // 8)
     return types.void(array, index, value), codegen
 
 
@@ -120,3 +123,15 @@ def fma(typingctx, a, b, c):
         function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector_type, [vector_type] * 3), name)
         return builder.call(function, args)
     return a(a, b, c), codegen
+
+
+@intrinsic
+def interleave(typingctx, a, b):
+    """(a[0], b[0], a[1], b[1], ...): twice the lanes, as the two column phases of a stride-2 output row."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+    pairs = [k for lane in range(a.lanes) for k in (lane, a.lanes + lane)]
+
+    def codegen(context, builder, sig, args):
+        return builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(ir.IntType(32), len(pairs)), pairs))
+    return Vector(a.dtype, 2 * a.lanes)(a, b), codegen
