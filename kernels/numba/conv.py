@@ -19,7 +19,6 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 """
 
 import contextlib
-import itertools
 import math
 from collections.abc import Iterator
 
@@ -33,13 +32,10 @@ from ._common import valid_outputs
 Pair = tuple[int, int]
 
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
-# Bands of the direct backward-weight: longer ones pay fewer horizontal sums, but a 4x4 tile's 8 rows of
-# band (8 x BAND_ROW_BYTES) must stay in L1 across the taps: 1024 pixels in float32, 512 in float64
-BAND_ROW_BYTES = 4 * 2**10
-BAND_BYTES = 2 * 2**20  # and all of a band's buffers at most this much
-NO_SHIFT = np.zeros(1, np.int64)
-ROWS = 8  # output channels per tile of the outer-product micro-kernel: 8 vectors of 2 AVX-512 registers
+ROWS = 8  # rows of a tile of the outer-product micro-kernel: 8 vectors of 2 AVX-512 registers
+ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
 VECTORS_PER_TASK = 2  # vectors of outputs per task of _correlate_tiles, sharing each tile's weights
+WEIGHT_BAND = 512  # pixels per band of the weight gradient: 128 KiB of gy for 64 float32 channels, in L2
 
 ALGORITHMS = ("direct", "im2col")
 _algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
@@ -96,87 +92,28 @@ def _source_index(o, k, s, p, d, size, transposed):
 
 
 # ---------------------------------------------------------------------------------------------------
-# direct: a register-tiled GEMM on pixel-major patches.
-
-
-@njit(inline="always", cache=True)
-def _store(c, i, j, value, accumulate):
-    if i < c.shape[0] and j < c.shape[1]:
-        c[i, j] = c[i, j] + value if accumulate else value
-
-
-@njit(fastmath={"reassoc", "contract"}, cache=True)
-def _matmul_abt(a, b, shifts, b_stride, n, c, depth, accumulate):
-    """c[s, i, j] (+)= sum_{t < depth} a[i, t] * b[shifts[s] + j * b_stride + t] for j < n: rows of a and b
-    contiguous along t (b is flat, so its rows may overlap, as neighbouring patches of one image row do).
-
-    Each 4x4 tile of c lives in 16 scalar accumulators while t runs; with reassociation allowed LLVM
-    turns each into a vector of partial sums, so every loaded vector of a and b feeds four FMAs. Edge
-    tiles re-read the last row instead of branching inside the loop and store only what exists. The
-    shifts (one, or the weight gradient's taps: one band of x read at each tap's offset) run inside the
-    tile loops, so a tile's rows of a and b stay in L1 across them.
-    """
-    m = a.shape[0]
-    for i in range(0, m, 4):
-        a0_row, a1_row, a2_row, a3_row = a[i], a[min(i + 1, m - 1)], a[min(i + 2, m - 1)], a[min(i + 3, m - 1)]
-        for j in range(0, n, 4):
-            for s in range(shifts.size):
-                # rows as views starting at 0: indexed by t alone, LLVM vectorises (see pooling._update_row)
-                shifted = b[shifts[s]:]
-                b0_row, b1_row = shifted[j * b_stride:], shifted[min(j + 1, n - 1) * b_stride:]
-                b2_row, b3_row = shifted[min(j + 2, n - 1) * b_stride:], shifted[min(j + 3, n - 1) * b_stride:]
-                c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = a.dtype.type(0)
-                c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = a.dtype.type(0)
-                for t in range(depth):
-                    a0, a1, a2, a3 = a0_row[t], a1_row[t], a2_row[t], a3_row[t]
-                    b0, b1, b2, b3 = b0_row[t], b1_row[t], b2_row[t], b3_row[t]
-                    c00 += a0 * b0
-                    c01 += a0 * b1
-                    c02 += a0 * b2
-                    c03 += a0 * b3
-                    c10 += a1 * b0
-                    c11 += a1 * b1
-                    c12 += a1 * b2
-                    c13 += a1 * b3
-                    c20 += a2 * b0
-                    c21 += a2 * b1
-                    c22 += a2 * b2
-                    c23 += a2 * b3
-                    c30 += a3 * b0
-                    c31 += a3 * b1
-                    c32 += a3 * b2
-                    c33 += a3 * b3
-                tile = c[s]
-                for di, row in enumerate(((c00, c01, c02, c03), (c10, c11, c12, c13),
-                                          (c20, c21, c22, c23), (c30, c31, c32, c33))):
-                    _store(tile, i + di, j, row[0], accumulate)
-                    _store(tile, i + di, j + 1, row[1], accumulate)
-                    _store(tile, i + di, j + 2, row[2], accumulate)
-                    _store(tile, i + di, j + 3, row[3], accumulate)
-
-
-# ---------------------------------------------------------------------------------------------------
 # direct, forward and backward-input: an outer-product micro-kernel over a phase-split padded input.
 
 
 @njit(inline="always", cache=True)
-def _outer_tile(weights, src, offsets):
-    """The ROWS x lanes tile sum_t weights[t * ROWS + r] * src[offsets[t] + l], r < ROWS, l < lanes.
+def _outer_tile(scalars, bases, step, vectors, offsets):
+    """The ROWS x lanes tile sum_t scalars[bases[r] + t * step] * vectors[offsets[t] + l], r < ROWS, l < lanes.
 
     The ROWS accumulators are vectors along l that stay in registers while t runs: each t loads one
-    vector of src and broadcasts ROWS weights into it, ROWS FMAs per load and no horizontal sums.
+    vector and broadcasts ROWS scalars into it, ROWS FMAs per load and no horizontal sums.
     """
-    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = simd.zeros(src)
+    b0, b1, b2, b3, b4, b5, b6, b7 = bases[0], bases[1], bases[2], bases[3], bases[4], bases[5], bases[6], bases[7]
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = simd.zeros(vectors)
     for t in range(offsets.size):
-        v, w = simd.load(src, offsets[t]), t * ROWS
-        c0 = simd.fma(simd.broadcast(weights, w), v, c0)
-        c1 = simd.fma(simd.broadcast(weights, w + 1), v, c1)
-        c2 = simd.fma(simd.broadcast(weights, w + 2), v, c2)
-        c3 = simd.fma(simd.broadcast(weights, w + 3), v, c3)
-        c4 = simd.fma(simd.broadcast(weights, w + 4), v, c4)
-        c5 = simd.fma(simd.broadcast(weights, w + 5), v, c5)
-        c6 = simd.fma(simd.broadcast(weights, w + 6), v, c6)
-        c7 = simd.fma(simd.broadcast(weights, w + 7), v, c7)
+        v, s = simd.load(vectors, offsets[t]), t * step
+        c0 = simd.fma(simd.broadcast(scalars, b0 + s), v, c0)
+        c1 = simd.fma(simd.broadcast(scalars, b1 + s), v, c1)
+        c2 = simd.fma(simd.broadcast(scalars, b2 + s), v, c2)
+        c3 = simd.fma(simd.broadcast(scalars, b3 + s), v, c3)
+        c4 = simd.fma(simd.broadcast(scalars, b4 + s), v, c4)
+        c5 = simd.fma(simd.broadcast(scalars, b5 + s), v, c5)
+        c6 = simd.fma(simd.broadcast(scalars, b6 + s), v, c6)
+        c7 = simd.fma(simd.broadcast(scalars, b7 + s), v, c7)
     return c0, c1, c2, c3, c4, c5, c6, c7
 
 
@@ -190,12 +127,14 @@ def _store_lanes(value, plane, o_h, o_w, wrap, scratch):
         simd.store(plane[o_h], o_w, value)  # the whole vector is one run of the row
         return
     simd.store(scratch, 0, value)
-    for lane in range(count):
-        if o_w < columns and o_h < rows:
-            plane[o_h, o_w] = scratch[lane]
-        o_w += 1
-        if o_w == wrap:
-            o_h, o_w = o_h + 1, 0
+    lane = 0
+    while lane < count and o_h < rows:  # one run per row the vector reaches
+        row = plane[o_h]
+        for j in range(max(0, min(count - lane, columns - o_w))):
+            row[o_w + j] = scratch[lane + j]
+        if wrap < 0:
+            return
+        lane, o_h, o_w = lane + wrap - o_w, o_h + 1, 0
 
 
 @njit(parallel=True, cache=True)
@@ -226,7 +165,8 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, de
                         break
                     o_h, m = divmod(q0, width)
                     for p in range(phases):
-                        tile_outputs = _outer_tile(weights[p, g, tile], image[q0:], offsets[p, :depths[p]])
+                        tile_outputs = _outer_tile(weights[p, g, tile], ROW_BASES, ROWS, image[q0:],
+                                                   offsets[p, :depths[p]])
                         for r in range(min(ROWS, c_out_g - tile * ROWS)):
                             if phases == 1:
                                 _store_lanes(tile_outputs[r], out[b, first + r], o_h, m, width, scratch)
@@ -320,15 +260,23 @@ def _vector_starts(rows: int, columns: int, width: int, lanes: int) -> np.ndarra
     return starts.reshape(-1, VECTORS_PER_TASK)
 
 
+def _strides(src: np.ndarray, images: int, groups: int, offsets: np.ndarray, reach: int) -> Pair:
+    """(image, group) strides of src from _phase_split, after checking that reads at q + offsets[t] for
+    q < reach stay inside src in the last image and group: the micro-kernel does not check bounds."""
+    image_stride = (src.size - simd.VECTOR_BYTES // src.itemsize) // images
+    group_stride = image_stride // groups
+    last = (images - 1) * image_stride + (groups - 1) * group_stride + reach - 1 + offsets.max()
+    if offsets.min() < 0 or last >= src.size:
+        raise AssertionError("conv: the micro-kernel would read outside the padded input")
+    return image_stride, group_stride
+
+
 def _correlate(src: np.ndarray, images: int, groups: int, width: int, phases: list[tuple[np.ndarray, np.ndarray]],
                out: np.ndarray) -> None:
     """Run _correlate_tiles with phases [(offsets, weight)] (one, or two interleaved along out's rows, see
-    there) on the flat input src of ``images`` equal blocks of ``groups`` equal blocks, after checking
-    that every vector it loads lies inside src."""
+    there) on src from _phase_split."""
     lanes = simd.VECTOR_BYTES // src.itemsize
     starts = _vector_starts(out.shape[2], -(-out.shape[3] // len(phases)), width, lanes)
-    image_stride = (src.size - lanes) // images
-    group_stride = image_stride // groups
     depths = np.array([offsets.size for offsets, _ in phases])
     tables = [_weight_tiles(w, groups) for _, w in phases]
     offsets = np.zeros((len(phases), depths.max()), np.int64)
@@ -336,9 +284,7 @@ def _correlate(src: np.ndarray, images: int, groups: int, width: int, phases: li
     for p, ((phase_offsets, _), table) in enumerate(zip(phases, tables)):
         offsets[p, :depths[p]] = phase_offsets
         weights[p, :, :, :table.shape[2]] = table
-    last = (images - 1) * image_stride + (groups - 1) * group_stride + starts.max() + offsets.max()
-    if offsets.min() < 0 or last + lanes > src.size:
-        raise AssertionError("conv: a vector would be read outside the padded input")
+    image_stride, group_stride = _strides(src, images, groups, offsets, starts.max() + lanes)
     _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
 
 
@@ -411,104 +357,97 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
 
 
 # ---------------------------------------------------------------------------------------------------
-# direct, backward-weight: row bands read in place at each tap's shift.
+# direct, backward-weight: the same micro-kernel, reducing over pixels.
 
 
-def _input_phases(size: int, kernel: int, stride: int, padding: int, dilation: int):
-    """Split one axis of a strided convolution into stride-1 ones: tap k reads padded input o*s + k*d =
-    (o + q)*s + r, so the taps of one residue r read the input phase x_pad[r::s] at o + q. Yields, per
-    residue that has taps, (taps, slice of x, leading zero padding, sub-dilation): the stride-1 problem
-    reads that slice, behind that padding, at o + a * sub_dilation for its a-th tap.
-    """
-    for r in range(stride):
-        taps = [k for k in range(kernel) if (k * dilation) % stride == r]
-        if not taps:
-            continue
-        first_q = taps[0] * dilation // stride
-        sub_dilation = (taps[1] - taps[0]) * dilation // stride if len(taps) > 1 else 1
-        # sub-problem row m is x_pad[(m + first_q)*s + r] = x[(m + first_q)*s + r - p]; m0 is the first on x
-        m0 = max(0, -((r - padding) // stride) - first_q)
-        start = (m0 + first_q) * stride + r - padding
-        yield taps, slice(min(start, size), None, stride), m0, sub_dilation
-
-
-def _backward_weight_stride1(x: np.ndarray, gy: np.ndarray, kernel: Pair, padding: Pair, dilation: Pair,
-                             groups: int) -> np.ndarray:
-    """The stride-1 weight gradient (C_out, cg, kH, kW), by bands of rows, one partial per thread."""
-    n, c_out, out_h, out_w = gy.shape
-    k_h, k_w = kernel
-    # buffers per band row: x and gy on rows of the padded width
-    band_rows = _band_rows(out_w, (x.shape[1] + c_out) * (out_w + dilation[1] * (k_w - 1)) * x.itemsize, x.itemsize)
-    blocks = min(numba.get_num_threads(), n * -(-out_h // band_rows))
-    partials = np.zeros((blocks, k_h, k_w, c_out, x.shape[1] // groups), x.dtype)
-    _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows)
-    return partials.sum(axis=0).transpose(2, 3, 0, 1)
-
-
-
-
-@njit(cache=True)
-def _copy_padded_band(x, b, first_row, padding, band):
-    """band[c, r, j] = x[b, c, first_row + r - padding[0], j - padding[1]], 0 where that is off x."""
-    _, channels, h, w = x.shape
-    band_h, band_w = band.shape[1], band.shape[2]
-    lo = min(padding[1], band_w)
-    hi = min(band_w, padding[1] + w)
-    for c in range(channels):
-        for r in range(band_h):
-            i_h = first_row + r - padding[0]
-            row = band[c, r]
-            if 0 <= i_h < h:
-                row[:lo] = 0
-                row[lo:hi] = x[b, c, i_h, :hi - lo]
-                row[hi:] = 0
-            else:
-                row[:] = 0
+@njit(inline="always", cache=True)
+def _transpose_tile(src, dst, rows, columns):
+    for j in range(columns):
+        for i in range(rows):
+            dst[j, i] = src[i, j]
 
 
 @njit(parallel=True, cache=True)
-def _conv_backward_weight_stride1(x, gy, partials, padding, dilation, groups, band_rows):
-    """partials[t, kh, kw] = sum over the bands of task block t of gy_band @ (x_band shifted by (kh, kw)).T.
+def _channels_last(x, out):
+    """out[b, i, j, c] = x[b, c, i, j], zeros where j or c lies past x: out is (N, H, width, C') with
+    width >= W and C' >= C (or a view of one).
 
-    With stride 1, tap (kh, kw) of output pixel q = o_h * W_pad + o_w (W_pad = W_out + d_w*(kW-1), the
-    padded input width) reads padded input pixel q + kh*d_h*W_pad + kw*d_w. So once a band of x is
-    zero-padded (planar, rows of W_pad) and the band of gy is laid out on the same W_pad-wide rows (zeros
-    in the extra columns), every tap's patches are the band itself, read in place at a shift: no im2col
-    columns are built. One partial gradient per thread block, summed by the caller in a fixed order.
+    The transpose goes by 16 x 16 tiles (16 channels by 16 pixels): both the 16 source rows and the 16
+    destination runs stay in L1, and a full tile's constant trip counts let LLVM turn it into register
+    shuffles (3x faster than copying one pixel's channels at a time).
     """
+    n, channels, h, w = x.shape
+    for task in prange(n * h):
+        b, i = divmod(np.int64(task), h)
+        row = out[b, i]
+        row[w:] = 0
+        row[:w, channels:] = 0
+        for c0 in range(0, channels, 16):
+            for j0 in range(0, w, 16):
+                src, dst = x[b, c0:, i, j0:], row[j0:, c0:]
+                if c0 + 16 <= channels and j0 + 16 <= w:
+                    _transpose_tile(src, dst, 16, 16)
+                else:
+                    _transpose_tile(src, dst, min(16, channels - c0), min(16, w - j0))
+
+
+@njit(parallel=True, cache=True)
+def _weight_gradient_tiles(src, image_stride, group_stride, gy_t, bases, band_offsets, reach, tiles_per_task,
+                           partials):
+    """partials[b, g, t, co] = sum_{q < reach} src[b * image_stride + g * group_stride + bases[t] + q]
+    * gy_t[b, q, g, co]: the gradient of the weight (tap t = (ci, kh, kw), output channel co) of the
+    correlation _correlate_tiles computes, for each image apart (their sum, in a fixed order, is the
+    caller's). gy_t holds gy channels-last on the correlation's pixels q, zeros on the padding columns.
+
+    Tiles of ROWS taps by lanes output channels, reducing over pixels; each task runs its tiles over a
+    band of pixels at a time, so that band of gy_t is read from L2 by every tile.
+    """
+    n, groups, depth, c_pad = partials.shape
+    lanes = simd.lanes(src)
+    tile_groups = -(-(depth // ROWS) // tiles_per_task)
+    for task in prange(n * groups * tile_groups):
+        image_group, tile_group = divmod(np.int64(task), tile_groups)
+        b, g = divmod(image_group, groups)
+        gy_image = gy_t[b].reshape(-1)
+        for q0 in range(0, reach, band_offsets.size):
+            window = src[b * image_stride + g * group_stride + q0:]
+            offsets = band_offsets[:min(band_offsets.size, reach - q0)]
+            for tile in range(tile_group * tiles_per_task, min((tile_group + 1) * tiles_per_task, depth // ROWS)):
+                for co in range(0, c_pad, lanes):
+                    sums = _outer_tile(window, bases[tile * ROWS:], 1, gy_image[(q0 * groups + g) * c_pad + co:],
+                                       offsets)
+                    for r in range(ROWS):
+                        row = partials[b, g, tile * ROWS + r]
+                        simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+
+
+def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
+                                 padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
+    """The weight gradient of _conv_direct's correlation: sum over images and pixels q of the input it
+    reads through each tap times gy, on the same phase-split padded input."""
     n, c_out, out_h, out_w = gy.shape
-    channels = x.shape[1]
-    k_h, k_w = partials.shape[1], partials.shape[2]
-    cg, c_out_g = channels // groups, c_out // groups
-    halo_h, halo_w = dilation[0] * (k_h - 1), dilation[1] * (k_w - 1)
-    width = out_w + halo_w
-    band_rows = min(band_rows, out_h)
-    bands = (out_h + band_rows - 1) // band_rows
-    tasks = n * bands
-    blocks = partials.shape[0]
-    plane = (band_rows + halo_h) * width
-    for t in prange(blocks):
-        t = np.int64(t)  # prange indices are unsigned; mixed with signed ints they become floats
-        x_band = np.empty((channels, band_rows + halo_h, width), x.dtype)
-        flat = x_band.reshape(-1)
-        gy_band = np.zeros((c_out, band_rows * width), x.dtype)
-        by_tap = partials[t].reshape(k_h * k_w, c_out, cg)
-        shifts = np.empty(k_h * k_w, np.int64)  # tap (kh, kw) reads the band at kh*d_h*W_pad + kw*d_w
-        for tap in range(k_h * k_w):
-            shifts[tap] = tap // k_w * dilation[0] * width + tap % k_w * dilation[1]
-        for task in range(t * tasks // blocks, (t + 1) * tasks // blocks):
-            b, band = divmod(task, bands)
-            o_h0 = band * band_rows
-            rows = min(band_rows, out_h - o_h0)
-            _copy_padded_band(x, b, o_h0, padding, x_band[:, :rows + halo_h])
-            for co in range(c_out):
-                for r in range(rows):
-                    gy_band[co, r * width:r * width + out_w] = gy[b, co, o_h0 + r, :]
-            # the band's last pixel is (rows-1, out_w-1): the widest tap then reads the last row copied
-            depth = (rows - 1) * width + out_w
-            for g in range(groups):
-                _matmul_abt(gy_band[g * c_out_g:(g + 1) * c_out_g], flat[g * cg * plane:], shifts, plane, cg,
-                            by_tap[:, g * c_out_g:(g + 1) * c_out_g], depth, True)
+    _, cg, k_h, k_w = w_shape
+    c_out_g = c_out // groups
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    size = tuple(gy.shape[2 + i] + ((k_h, k_w)[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
+    src = _phase_split(x, padding, stride, size)
+    offsets = _tap_offsets(cg, (k_h, k_w), stride, dilation, size)
+    reach = (out_h - 1) * size[1] + out_w  # the pixels q of outputs
+    image_stride, group_stride = _strides(src, n, groups, offsets, reach)
+    c_pad = -(-c_out_g // lanes) * lanes
+    gy_t = np.empty((n, out_h, size[1], groups, c_pad), x.dtype)
+    for g in range(groups):
+        _channels_last(gy[:, g * c_out_g:(g + 1) * c_out_g], gy_t[:, :, :, g])
+    tiles = -(-offsets.size // ROWS)
+    bases = np.full(tiles * ROWS, offsets[-1])  # the last tile's missing taps repeat one: computed, dropped
+    bases[:offsets.size] = offsets
+    tasks_wanted = 4 * numba.get_num_threads()  # the work's split only: each image's sum is the same
+    tiles_per_task = max(1, min(tiles, tiles * n * groups // tasks_wanted))
+    partials = np.zeros((n, groups, tiles * ROWS, c_pad), x.dtype)
+    _weight_gradient_tiles(src, image_stride, group_stride, gy_t, bases, np.arange(WEIGHT_BAND) * groups * c_pad,
+                           reach, tiles_per_task, partials)
+    gw = partials.sum(axis=0)[:, :offsets.size, :c_out_g]  # (groups, taps, C_out / groups)
+    return np.ascontiguousarray(gw.transpose(0, 2, 1)).reshape(c_out, cg, k_h, k_w)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -623,11 +562,6 @@ def _gather_rows(planes: np.ndarray, r0: int, rows: int, c0: int, count: int) ->
     return out
 
 
-def _band_rows(out_w: int, row_bytes: int, itemsize: int) -> int:
-    """Output rows per backward-weight band: rows of at most BAND_ROW_BYTES, and BAND_BYTES of buffers."""
-    return max(1, min(BAND_ROW_BYTES // itemsize // out_w, BAND_BYTES // row_bytes))
-
-
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -700,13 +634,7 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
     c_out_g = c_out // groups
     if _algorithm == "direct":
-        gw = np.zeros((c_out, cg, k_h, k_w), x.dtype)
-        for rows, columns in itertools.product(*(
-                _input_phases(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in (0, 1))):
-            (taps_h, x_rows, pad_h, dil_h), (taps_w, x_columns, pad_w, dil_w) = rows, columns
-            gw[:, :, np.array(taps_h)[:, None], taps_w] = _backward_weight_stride1(
-                x[:, :, x_rows, x_columns], gy, (len(taps_h), len(taps_w)), (pad_h, pad_w), (dil_h, dil_w), groups)
-        return gw
+        return _conv_backward_weight_direct(x, gy, (c_out, cg, k_h, k_w), stride, padding, dilation, groups)
     gw = np.zeros((c_out, depth), x.dtype)
     for r0, rows in _chunks(n, (out_h, out_w), depth, x.itemsize):
         cols = np.empty((depth, rows * out_w), x.dtype)

@@ -126,6 +126,17 @@ def fma(typingctx, a, b, c):
 
 
 @intrinsic
+def add(typingctx, a, b):
+    """a + b, lane by lane."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(*args)
+    return a(a, b), codegen
+
+
+@intrinsic
 def interleave(typingctx, a, b):
     """(a[0], b[0], a[1], b[1], ...): twice the lanes, as the two column phases of a stride-2 output row."""
     if not (isinstance(a, Vector) and a == b):

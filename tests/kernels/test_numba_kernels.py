@@ -69,18 +69,23 @@ def test_conv_algorithm_setting():
 
 
 @contextlib.contextmanager
-def chunking(chunk_bytes: int, band_row_bytes: int):
-    """Small im2col chunks / direct bands, so multi-chunk and multi-band paths run on small inputs."""
-    saved = nb_conv.CHUNK_BYTES, nb_conv.BAND_ROW_BYTES
-    nb_conv.CHUNK_BYTES, nb_conv.BAND_ROW_BYTES = chunk_bytes, band_row_bytes
+def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
+    """Small im2col chunks, weight-gradient bands and direct tasks, so that the paths through several of
+    them run on small inputs."""
+    names = ("CHUNK_BYTES", "WEIGHT_BAND", "VECTORS_PER_TASK")
+    saved = [getattr(nb_conv, name) for name in names]
+    for name, value in zip(names, (chunk_bytes, weight_band, vectors_per_task)):
+        setattr(nb_conv, name, value)
     try:
         yield
     finally:
-        nb_conv.CHUNK_BYTES, nb_conv.BAND_ROW_BYTES = saved
+        for name, value in zip(names, saved):
+            setattr(nb_conv, name, value)
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
-CHUNKS = st.sampled_from([(1, 1), (600, 32), (2**24, 1024)])  # (im2col chunk bytes, direct band row bytes)
+# (im2col chunk bytes, direct weight-gradient band pixels, direct vectors per task)
+CHUNKS = st.sampled_from([(1, 1, 1), (600, 5, 3), (2**24, 512, 2)])
 
 
 @SETTINGS
