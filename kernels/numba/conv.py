@@ -201,8 +201,9 @@ def _split_phases(x, top, left, out):
                     if s_w == 1:
                         row[lo:hi] = source[:hi - lo]
                     else:
-                        for j in range(hi - lo):
-                            row[lo + j] = source[j * s_w]
+                        inside = row[lo:hi]  # a view from 0, indexed by j alone: LLVM vectorises the loop
+                        for j in range(inside.size):
+                            inside[j] = source[j * s_w]
                     row[hi:] = 0
 
 
