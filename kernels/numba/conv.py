@@ -34,7 +34,7 @@ Pair = tuple[int, int]
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
 ROWS = 8  # rows of a tile of the outer-product micro-kernel: 8 vectors of 2 AVX-512 registers
 ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
-VECTORS_PER_TASK = 2  # vectors of outputs per task of _correlate_tiles, sharing each tile's weights
+VECTORS_PER_TASK = 8  # vectors of outputs per task of _correlate_tiles at most, sharing each tile's weights
 WEIGHT_BAND = 512  # pixels per band of the weight gradient: 128 KiB of gy for 64 float32 channels, in L2
 
 ALGORITHMS = ("direct", "im2col")
@@ -246,24 +246,27 @@ def _weight_tiles(w: np.ndarray, groups: int) -> np.ndarray:
         groups, tiles, -1)
 
 
-def _vector_starts(rows: int, columns: int, width: int, lanes: int) -> np.ndarray:
+def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int) -> np.ndarray:
     """The first q = o_h * width + o_w of each vector of outputs of a rows x columns output read from rows
-    ``width`` wide, VECTORS_PER_TASK to a row (-1: none).
+    ``width`` wide, one row per task: up to VECTORS_PER_TASK, fewer where that would leave a thread
+    with under 4 tasks (-1: none).
 
     When a vector fits in an output row: whole vectors along each row, the last one ending at the row's
     end (overlapping the one before it if need be: the same task writes both), whole rows to a task.
     Else consecutive vectors across rows, their lanes on the padding columns dropped.
     """
+    along_row = np.minimum(np.arange(0, columns, lanes), columns - lanes)
+    across_rows = np.arange(0, (rows - 1) * width + columns, lanes)
+    vectors = rows * along_row.size if columns >= lanes else across_rows.size
+    per_task = max(1, min(VECTORS_PER_TASK, images * vectors // (4 * numba.get_num_threads())))
     if columns >= lanes:
-        along_row = np.minimum(np.arange(0, columns, lanes), columns - lanes)
-        rows_per_task = max(1, VECTORS_PER_TASK // along_row.size)
+        rows_per_task = max(1, per_task // along_row.size)
         starts = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)
         starts[:rows] = np.arange(rows)[:, None] * width + along_row
         return starts.reshape(-1, rows_per_task * along_row.size)
-    vectors = np.arange(0, (rows - 1) * width + columns, lanes)
-    starts = np.full(-(-vectors.size // VECTORS_PER_TASK) * VECTORS_PER_TASK, -1)
-    starts[:vectors.size] = vectors
-    return starts.reshape(-1, VECTORS_PER_TASK)
+    starts = np.full(-(-vectors // per_task) * per_task, -1)
+    starts[:vectors] = across_rows
+    return starts.reshape(-1, per_task)
 
 
 def _strides(src: np.ndarray, images: int, groups: int, offsets: np.ndarray, reach: int) -> Pair:
@@ -282,7 +285,7 @@ def _correlate(src: np.ndarray, images: int, groups: int, width: int, phases: li
     """Run _correlate_tiles with phases [(offsets, weight)] (one, or two interleaved along out's rows, see
     there) on src from _phase_split."""
     lanes = simd.VECTOR_BYTES // src.itemsize
-    starts = _vector_starts(out.shape[2], -(-out.shape[3] // len(phases)), width, lanes)
+    starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // len(phases)), width, lanes)
     depths = np.array([offsets.size for offsets, _ in phases])
     tables = [_weight_tiles(w, groups) for _, w in phases]
     offsets = np.zeros((len(phases), depths.max()), np.int64)
