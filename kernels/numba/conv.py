@@ -19,6 +19,7 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 """
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 
@@ -218,6 +219,7 @@ def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.
     return flat
 
 
+@functools.lru_cache(maxsize=64)
 def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair, size: Pair) -> Pair:
     """(offsets, order): offsets[ci * kH * kW + a] is where tap order[a] = kh * kW + kw of input channel ci
     reads the phase-split input of _phase_split for output pixel 0. Row o_h * s + k * d is row o_h + k*d // s
@@ -231,19 +233,25 @@ def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair, size: Pair
     taps = (along_h[:, None] + along_w).reshape(-1)
     order = np.argsort(taps, kind="stable")
     channel = np.arange(cg) * stride[0] * stride[1] * plane
-    return (channel[:, None] + taps[order]).reshape(-1), order
+    offsets = (channel[:, None] + taps[order]).reshape(-1)
+    offsets.flags.writeable = order.flags.writeable = False  # cached: shared by every call with these sizes
+    return offsets, order
 
 
-def _weight_tiles(w: np.ndarray, groups: int) -> np.ndarray:
-    """(groups, tiles, depth * ROWS): w[g*C_g + tile*ROWS + r].flat[t] at [g, tile, t*ROWS + r], zeros
-    for the channels past C_g, so each tile's weights are one contiguous run in the order they are read."""
-    c_out, depth = w.shape[0], w[0].size
-    c_out_g = c_out // groups
-    tiles = -(-c_out_g // ROWS)
-    table = np.zeros((groups, tiles * ROWS, depth), w.dtype)
-    table[:, :c_out_g] = w.reshape(groups, c_out_g, depth)
-    return np.ascontiguousarray(table.reshape(groups, tiles, ROWS, depth).transpose(0, 1, 3, 2)).reshape(
-        groups, tiles, -1)
+@njit(cache=True)
+def _weight_tiles(w, order, out):
+    """out[g, tile, ci * taps + a, r] = w[g*C_g + tile*ROWS + r, ci, order[a]]: w (C_out, C_in / groups,
+    taps) in tiles of ROWS output channels, each tile's weights one contiguous run in the order the
+    micro-kernel reads them (taps in the order of _tap_offsets). Rows past C_g keep out's zeros."""
+    groups, tiles, _, rows = out.shape
+    c_out_g, channels, taps = w.shape[0] // groups, w.shape[1], order.size
+    for g in range(groups):
+        for tile in range(tiles):
+            for r in range(min(rows, c_out_g - tile * rows)):
+                weights = w[g * c_out_g + tile * rows + r]
+                for ci in range(channels):
+                    for a in range(taps):
+                        out[g, tile, ci * taps + a, r] = weights[ci, order[a]]
 
 
 def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int) -> np.ndarray:
@@ -280,19 +288,20 @@ def _strides(src: np.ndarray, images: int, groups: int, offsets: np.ndarray, rea
     return image_stride, group_stride
 
 
-def _correlate(src: np.ndarray, images: int, groups: int, width: int, phases: list[tuple[np.ndarray, np.ndarray]],
-               out: np.ndarray) -> None:
-    """Run _correlate_tiles with phases [(offsets, weight)] (one, or two interleaved along out's rows, see
-    there) on src from _phase_split."""
+def _correlate(src: np.ndarray, images: int, groups: int, width: int,
+               phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], out: np.ndarray) -> None:
+    """Run _correlate_tiles with phases [(offsets, order, weight)] from _tap_offsets and a weight (C_out,
+    C_in / groups, taps...) (one phase, or two interleaved along out's rows, see there) on src from
+    _phase_split."""
     lanes = simd.VECTOR_BYTES // src.itemsize
     starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // len(phases)), width, lanes)
-    depths = np.array([offsets.size for offsets, _ in phases])
-    tables = [_weight_tiles(w, groups) for _, w in phases]
+    depths = np.array([offsets.size for offsets, _, _ in phases])
     offsets = np.zeros((len(phases), depths.max()), np.int64)
-    weights = np.zeros((len(phases), *tables[0].shape[:2], depths.max() * ROWS), src.dtype)
-    for p, ((phase_offsets, _), table) in enumerate(zip(phases, tables)):
+    tiles = -(-out.shape[1] // groups // ROWS)
+    weights = np.zeros((len(phases), groups, tiles, depths.max() * ROWS), src.dtype)
+    for p, (phase_offsets, order, w) in enumerate(phases):
         offsets[p, :depths[p]] = phase_offsets
-        weights[p, :, :, :table.shape[2]] = table
+        _weight_tiles(w.reshape(*w.shape[:2], -1), order, weights[p].reshape(groups, tiles, -1, ROWS))
     image_stride, group_stride = _strides(src, images, groups, offsets, starts.max() + lanes)
     _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
 
@@ -303,8 +312,8 @@ def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, pa
     kernel = w.shape[2:]
     size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
     src = _phase_split(x, padding, stride, size)
-    offsets, order = _tap_offsets(w.shape[1], kernel, stride, dilation, size)
-    _correlate(src, x.shape[0], groups, size[1], [(offsets, w.reshape(*w.shape[:2], -1)[:, :, order])], out)
+    _correlate(src, x.shape[0], groups, size[1], [(*_tap_offsets(w.shape[1], kernel, stride, dilation, size), w)],
+               out)
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -361,8 +370,7 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
         correlations = []
         for sub_kernel, start, step in phases:
             offsets, order = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
-            offsets += (start[0] - first[0]) * size[1] + start[1] - first[1]
-            correlations.append((offsets, sub_kernel.reshape(*sub_kernel.shape[:2], -1)[:, :, order]))
+            correlations.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel))
         _correlate(src, gy.shape[0], groups, size[1], correlations, out)
 
 
