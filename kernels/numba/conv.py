@@ -36,7 +36,7 @@ CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB boun
 ROWS = 8  # rows of a tile of the outer-product micro-kernel: 8 vectors of 2 AVX-512 registers
 ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
 VECTORS_PER_TASK = 8  # vectors of outputs per task of _correlate_tiles at most, sharing each tile's weights
-WEIGHT_BAND = 512  # pixels per band of the weight gradient: 128 KiB of gy for 64 float32 channels, in L2
+WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 
 ALGORITHMS = ("direct", "im2col")
 _algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
