@@ -1,0 +1,57 @@
+"""The explicit vectors of the Numba kernels (kernels/numba/simd.py), lane by lane against NumPy."""
+
+import numpy as np
+import pytest
+from minicv.kernels.numba import simd
+from numba import njit
+
+DTYPES = [np.float32, np.float64]
+
+
+@njit
+def _lanes(a):
+    return simd.lanes(a), simd.lanes(simd.zeros(a)), simd.lanes(simd.interleave(simd.zeros(a), simd.zeros(a)))
+
+
+@njit
+def _multiply_add(a, i, b, j, c, k, out):
+    """out[:lanes] = a[i] * b[j:j+lanes] + c[k:k+lanes], then out[lanes:2*lanes] = out[:lanes] + c[k:...]."""
+    total = simd.fma(simd.broadcast(a, i), simd.load(b, j), simd.load(c, k))
+    simd.store(out, 0, total)
+    simd.store(out, simd.lanes(c), simd.add(total, simd.load(c, k)))
+
+
+@njit
+def _interleave(a, b, out):
+    simd.store(out, 0, simd.interleave(simd.load(a, 0), simd.load(b, 0)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lanes_fill_vector_bytes(dtype):
+    lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    assert _lanes(np.zeros(1, dtype)) == (lanes, lanes, 2 * lanes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fma_broadcast_load_store_add_match_numpy(dtype):
+    lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(9).astype(dtype)[::3]  # a strided array: broadcast honours the stride
+    b, c = rng.standard_normal(lanes + 5).astype(dtype), rng.standard_normal(lanes + 7).astype(dtype)
+    out = np.full(2 * lanes + 1, np.nan, dtype)
+    _multiply_add(a, 2, b, 5, c, 3, out)
+    # in float64, float32's products are exact, so this is fma's single rounding; float64 gets a tolerance
+    expected = (a[2].astype(np.float64) * b[5:].astype(np.float64) + c[3:3 + lanes]).astype(dtype)
+    np.testing.assert_allclose(out[:lanes], expected, rtol=0 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(out[lanes:2 * lanes], out[:lanes] + c[3:3 + lanes], rtol=0)
+    assert np.isnan(out[-1])  # nothing written past the vectors
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_interleave_alternates_lanes(dtype):
+    lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    a, b = np.arange(lanes, dtype=dtype), -np.arange(lanes, dtype=dtype) - 1
+    out = np.empty(2 * lanes, dtype)
+    _interleave(a, b, out)
+    np.testing.assert_array_equal(out[0::2], a)
+    np.testing.assert_array_equal(out[1::2], b)
