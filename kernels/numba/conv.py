@@ -2,20 +2,20 @@
 
 Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 
+* ``direct`` (the default): no BLAS. The input is zero-padded and split by stride phase once
+  (``_split_phases``), so that for every tap, consecutive outputs of a row read consecutive inputs, at an
+  offset per tap. All three kernels are then one outer-product micro-kernel, ``_outer_tile``: 8 rows x
+  32 lanes of outputs held in vector registers (``simd``), each loaded vector of inputs feeding 8 FMAs.
+  Forward: rows are output channels, lanes are pixels, reduction over taps. backward-input: the
+  transposed convolution split by output phase into stride-1 correlations (the two column phases of
+  stride 2 stored interleaved). backward-weight: rows are taps, lanes are output channels (gy
+  channels-last), reduction over pixels, one partial per image. Any stride, dilation, group count.
 * ``im2col``: unfold a chunk of output rows into columns ``cols[(ci, kh, kw), pixel]`` (Numba, parallel
   over column rows), then one BLAS GEMM per chunk and group: ``y = W @ cols``, ``gW += gy @ cols.T``,
   ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
   whole images when they fit in ``CHUNK_BYTES``, else bands of rows, so memory stays bounded.
-* ``direct``: no BLAS; everything goes through ``_matmul_abt``, a Numba GEMM on 4x4 register tiles
-  that LLVM vectorises along the reduction. Forward (implicit GEMM): the input is turned channels-last
-  once, each task (one output row) lays the kH source rows of its windows side by side, and every
-  window is then one contiguous run, read in place. backward-input is the transposed convolution split
-  by output phase into stride-1 implicit GEMMs with sub-kernels, so each output meets only the taps
-  that reach it. backward-weight multiplies row bands of gy with row bands of the padded input read in
-  place at each tap's shift, strided layers split by input phase into stride-1 ones; one partial
-  gradient per thread. Groups and w-dilation pack each row's patches into a small buffer instead.
 
-``direct`` is the default: it was the faster on every layer measured (docs/kernels/conv.md).
+``direct`` is the faster on every layer measured (docs/kernels/conv.md).
 """
 
 import contextlib
@@ -69,27 +69,6 @@ def conv_algorithm(name: str) -> Iterator[None]:
 def _pair(values) -> Pair:
     """Plain Python ints, so every call hits the same compiled specialisation."""
     return int(values[0]), int(values[1])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Index helpers shared by both algorithms.
-
-
-@njit(inline="always", cache=True)
-def _source_index(o, k, s, p, d, size, transposed):
-    """Input coordinate read by output coordinate ``o`` through tap ``k``, or -1 if it is padding.
-
-    Forward: ``i = o*s - p + k*d``. Transposed (gather form of the backward-input): ``o`` is an input
-    coordinate and ``i`` the output coordinate with ``i*s - p + k*d == o``, if there is one.
-    """
-    if transposed:
-        numerator = o + p - k * d
-        if numerator < 0 or numerator % s != 0:
-            return -1
-        i = numerator // s
-    else:
-        i = o * s - p + k * d
-    return i if 0 <= i < size else -1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -474,6 +453,14 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
 # im2col: columns of a chunk of output rows, and BLAS.
 
 
+@njit(inline="always", cache=True)
+def _source_index(o, k, s, p, d, size):
+    """Input coordinate ``o*s - p + k*d`` read by output coordinate ``o`` through tap ``k``, or -1 if it
+    is padding."""
+    i = o * s - p + k * d
+    return i if 0 <= i < size else -1
+
+
 @njit(cache=True)
 def _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols):
     """cols[k, r*W_out + o_w] = x[b, c0 + ci, i_h, i_w] (0 in the padding), k = (ci, kh, kw), for the
@@ -486,7 +473,7 @@ def _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, c
     offset_w = kw * dilation[1] - padding[1]
     for r in range(rows):
         b, o_h = divmod(r0 + r, out_h)
-        i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h, False)
+        i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h)
         row = cols[k, r * out_w:(r + 1) * out_w]
         if i_h < 0:
             row[:] = 0
@@ -522,7 +509,7 @@ def _col2im(cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
                 offset_w = kw * dilation[1] - padding[1]
                 for r in range(rows):
                     b, o_h = divmod(r0 + r, out_h)
-                    i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h, False)
+                    i_h = _source_index(o_h, kh, stride[0], padding[0], dilation[0], h)
                     if i_h < 0:
                         continue
                     target = gx[b, c0 + ci, i_h, lo * stride[1] + offset_w:]
