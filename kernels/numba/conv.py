@@ -432,7 +432,7 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     reach = (out_h - 1) * size[1] + out_w  # the pixels q of outputs
     image_stride, group_stride = _strides(src, n, groups, offsets, reach)
     c_pad = -(-c_out_g // lanes) * lanes
-    gy_t = np.empty((n, out_h, size[1], groups, c_pad), x.dtype)
+    gy_t = simd.empty((n, out_h, size[1], groups, c_pad), x.dtype)
     for g in range(groups):
         _channels_last(gy[:, g * c_out_g:(g + 1) * c_out_g], gy_t[:, :, :, g])
     tiles = -(-offsets.size // ROWS)
@@ -587,7 +587,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
               _output_size(wd, k_w, stride[1], padding[1], dilation[1]))
     if math.prod((n, c_out, *out_hw)) == 0 or cg == 0:
         return np.zeros((n, c_out, *out_hw), x.dtype)
-    y = np.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
+    y = simd.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
     if _algorithm == "direct":
         _conv_direct(x, w, y, stride, padding, dilation, groups)
         return y
@@ -616,7 +616,7 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     if math.prod(x_shape) == 0 or gy.size == 0:
         return np.zeros(x_shape, gy.dtype)
     # direct writes every element of gx; col2im adds into it
-    gx = (np.empty if _algorithm == "direct" else np.zeros)(x_shape, gy.dtype)
+    gx = simd.empty(x_shape, gy.dtype) if _algorithm == "direct" else np.zeros(x_shape, gy.dtype)
     c_out_g = c_out // groups
     if _algorithm == "direct":
         _transposed_direct(gy, w, gx, stride, padding, dilation, groups)

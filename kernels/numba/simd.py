@@ -12,12 +12,26 @@ The loads and stores do not check bounds: a caller reads only buffers it laid ou
 once, before the loop, that the last vector it will touch ends inside (conv's ``_check_reads``).
 """
 
+import math
+
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 VECTOR_BYTES = 128  # 32 float32 or 16 float64 lanes: two AVX-512 registers
+CACHE_LINE = 64
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on a cache line (numpy's start 16 bytes in): a
+    vector at a multiple of 64 bytes from it then touches two lines, not three (a weight gradient
+    reading gy channels-last ran 17% slower on a buffer 16 bytes off)."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(math.prod(shape) * dtype.itemsize + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
 
 
 class Vector(types.Type):
