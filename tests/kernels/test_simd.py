@@ -55,3 +55,12 @@ def test_interleave_alternates_lanes(dtype):
     _interleave(a, b, out)
     np.testing.assert_array_equal(out[0::2], a)
     np.testing.assert_array_equal(out[1::2], b)
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (2, 7, 33)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_starts_on_a_cache_line(shape, dtype):
+    for _ in range(8):  # whatever offset numpy's allocation happens to have
+        a = simd.empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % simd.CACHE_LINE == 0  # an empty array has no data to place
