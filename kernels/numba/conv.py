@@ -199,7 +199,8 @@ def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.
 
 
 @functools.lru_cache(maxsize=64)
-def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair, size: Pair) -> Pair:
+def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair,
+                 size: Pair) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, order): offsets[ci * kH * kW + a] is where tap order[a] = kh * kW + kw of input channel ci
     reads the phase-split input of _phase_split for output pixel 0. Row o_h * s + k * d is row o_h + k*d // s
     of phase k*d % s (likewise along w). Each channel's taps go in the order of their offsets, so the
