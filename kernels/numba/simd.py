@@ -1,15 +1,16 @@
-"""Vectors that live in registers: what Numba's loops cannot say, in five intrinsics.
+"""Vectors that live in registers: what Numba's loops cannot say, in a few intrinsics.
 
 LLVM vectorises a loop along its innermost index, so a matrix product written in scalars either sums
 along the reduction (each output then costs a horizontal sum of a vector of partial sums) or keeps its
 tile of outputs in memory. The fast form, an outer-product micro-kernel, keeps a tile of outputs in
 vector registers and broadcasts the other operand into them; it needs a value that *is* a vector. Here
 it is: ``Vector`` is an LLVM ``<lanes x float>`` value of ``VECTOR_BYTES``, and the intrinsics load,
-broadcast, multiply-add and store it. LLVM splits it into the machine's registers (two AVX-512 ones,
-four AVX2 ones) and keeps it there while it is a loop variable.
+broadcast, multiply-add, add, interleave and store it. LLVM splits it into the machine's registers
+(two AVX-512 ones, four AVX2 ones) and keeps it there while it is a loop variable.
 
 The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
-once, before the loop, that the last vector it will touch ends inside (conv's ``_check_reads``).
+once, before the loop, that the last vector it will touch ends inside (conv's ``_strides``). ``empty``
+allocates buffers that start on a cache line, so that aligned vectors touch as few lines as they can.
 """
 
 import math
