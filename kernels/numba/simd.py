@@ -11,6 +11,9 @@ broadcast, multiply-add, add, interleave and store it. LLVM splits it into the m
 The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
 once, before the loop, that the last vector it will touch ends inside (conv's ``_strides``). ``empty``
 allocates buffers that start on a cache line, so that aligned vectors touch as few lines as they can.
+
+Numba's on-disk cache checks only the source file of each cached function: after changing an
+intrinsic here, delete ``kernels/numba/__pycache__`` or the kernels keep their old machine code.
 """
 
 import math
