@@ -5,7 +5,7 @@ along the reduction (each output then costs a horizontal sum of a vector of part
 tile of outputs in memory. The fast form, an outer-product micro-kernel, keeps a tile of outputs in
 vector registers and broadcasts the other operand into them; it needs a value that *is* a vector. Here
 it is: ``Vector`` is an LLVM ``<lanes x float>`` value of ``VECTOR_BYTES``, and the intrinsics load,
-broadcast, multiply-add, add, interleave and store it. LLVM splits it into the machine's registers
+broadcast, multiply-add, add, interleave, deinterleave and store it. LLVM splits it into the machine's registers
 (two AVX-512 ones, four AVX2 ones) and keeps it there while it is a loop variable.
 
 The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
@@ -164,3 +164,17 @@ def interleave(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(ir.IntType(32), len(pairs)), pairs))
     return Vector(a.dtype, 2 * a.lanes)(a, b), codegen
+
+
+@intrinsic
+def deinterleave(typingctx, a, b):
+    """((a, b)[0::2], (a, b)[1::2]) of the 2 x lanes values of a then b: the inverse of interleave."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        def every_other(first):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), a.lanes), list(range(first, 2 * a.lanes, 2)))
+            return builder.shuffle_vector(args[0], args[1], mask)
+        return context.make_tuple(builder, sig.return_type, [every_other(0), every_other(1)])
+    return types.UniTuple(a, 2)(a, b), codegen

@@ -126,21 +126,26 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
                      spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
 
 
-@pytest.mark.parametrize("top_left, stride, size", [((1, 1), (1, 1), (13, 39)), ((0, -3), (2, 1), (9, 12)),
-                                                  ((2, 5), (1, 3), (4, 50)), ((3, 0), (2, 2), (2, 8))])
-def test_split_phases_places_x_among_zeros(top_left, stride, size):
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("top_left, stride, size", [
+    ((1, 1), (1, 1), (13, 79)), ((0, -3), (2, 1), (9, 12)), ((2, 5), (1, 3), (4, 50)), ((3, 0), (2, 2), (2, 8)),
+    # stride 2 along w deals x's column pairs to both phases, whole vectors then the rest one by one
+    ((1, 1), (2, 2), (7, 39)), ((0, 0), (1, 2), (11, 38)), ((1, 2), (2, 2), (6, 20)), ((2, 3), (2, 2), (8, 41)),
+    ((0, -1), (2, 2), (6, 40))])
+def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
     """The direct conv's input copy: x zero-padded (or cropped: negative offset, a small size), then split
     by row and column phase."""
-    x = np.random.default_rng(5).standard_normal((2, 3, 11, 37)).astype(np.float32)
+    x = np.random.default_rng(5).standard_normal((2, 3, 11, 75)).astype(dtype)
     top, left = top_left
-    padded = np.zeros((2, 3, 60, 200), np.float32)  # margins: x always fits
-    padded[:, :, 20 + top:20 + top + 11, 50 + left:50 + left + 37] = x
+    padded = np.zeros((2, 3, 60, 300), dtype)  # margins: x always fits
+    padded[:, :, 20 + top:20 + top + 11, 50 + left:50 + left + 75] = x
     padded = padded[:, :, 20:, 50:]
     expected = np.stack([np.stack([padded[:, :, r_h::stride[0], r_w::stride[1]][:, :, :size[0], :size[1]]
                                    for r_w in range(stride[1])], 2) for r_h in range(stride[0])], 2)
-    out = np.full((2, 3, *stride, *size), np.nan, np.float32)
-    nb_conv._split_phases(x, top, left, out)
-    np.testing.assert_array_equal(out, expected)
+    for source in (x, np.asfortranarray(x)):  # rows of adjacent elements (vectors), and strided ones
+        out = np.full((2, 3, *stride, *size), np.nan, dtype)
+        nb_conv._split_phases(source, top, left, out)
+        np.testing.assert_array_equal(out, expected)
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])

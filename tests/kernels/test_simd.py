@@ -26,6 +26,13 @@ def _interleave(a, b, out):
     simd.store(out, 0, simd.interleave(simd.load(a, 0), simd.load(b, 0)))
 
 
+@njit
+def _deinterleave(a, evens, odds):
+    even, odd = simd.deinterleave(simd.load(a, 0), simd.load(a, simd.lanes(a)))
+    simd.store(evens, 0, even)
+    simd.store(odds, 0, odd)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lanes_fill_vector_bytes(dtype):
     lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
@@ -55,6 +62,16 @@ def test_interleave_alternates_lanes(dtype):
     _interleave(a, b, out)
     np.testing.assert_array_equal(out[0::2], a)
     np.testing.assert_array_equal(out[1::2], b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deinterleave_deals_lanes_of_two_vectors(dtype):
+    lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    a = np.arange(2 * lanes, dtype=dtype)
+    evens, odds = np.full(lanes, np.nan, dtype), np.full(lanes, np.nan, dtype)
+    _deinterleave(a, evens, odds)
+    np.testing.assert_array_equal(evens, a[0::2])
+    np.testing.assert_array_equal(odds, a[1::2])
 
 
 @pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (2, 7, 33)])
