@@ -1,8 +1,13 @@
 """Convolution on the CPU: conv2d forward, backward-input (= conv_transpose2d forward), backward-weight.
 
-Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
+Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 
-* ``direct`` (the default): no BLAS. The input is zero-padded and split by stride phase once
+* ``winograd`` (the default): Winograd F(2x2, 3x3) (Lavin & Gray, 2016) for the forward and
+  backward-input of 3x3 stride-1 undilated layers, 16 products per 2x2 outputs and input channel
+  instead of 36; ``direct`` for every other layer and for every weight gradient. Each 4x4 input patch
+  and each kernel is transformed, the sum over input channels is the same micro-kernel as ``direct``'s
+  (one per transform element), and the sums are transformed back into 2x2 outputs.
+* ``direct``: no BLAS. The input is zero-padded and split by stride phase once
   (``_split_phases``), so that for every tap, consecutive outputs of a row read consecutive inputs, at an
   offset per tap. All three kernels are then one outer-product micro-kernel, ``_outer_tile``: 8 rows x
   32 lanes of outputs held in vector registers (``simd``), each loaded vector of inputs feeding 8 FMAs.
@@ -15,7 +20,9 @@ Two algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
   whole images when they fit in ``CHUNK_BYTES``, else bands of rows, so memory stays bounded.
 
-``direct`` is the faster on every layer measured (docs/kernels/conv.md).
+``winograd`` is the fastest on the 3x3 layers measured, ``direct`` on the others (docs/kernels/conv.md).
+Winograd's sums differ from the direct ones by rounding only, except that an infinite input can make
+an output NaN where the direct sum gives +-inf (its transforms subtract inputs from each other).
 """
 
 import contextlib
@@ -38,8 +45,8 @@ ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by s
 VECTORS_PER_TASK = 8  # vectors of outputs per task of _correlate_tiles at most, sharing each tile's weights
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 
-ALGORITHMS = ("direct", "im2col")
-_algorithm = "direct"  # the faster on every layer measured (docs/kernels/conv.md)
+ALGORITHMS = ("winograd", "direct", "im2col")
+_algorithm = "winograd"  # the fastest on every layer measured (docs/kernels/conv.md)
 
 
 def set_conv_algorithm(name: str) -> None:
@@ -51,7 +58,7 @@ def set_conv_algorithm(name: str) -> None:
 
 
 def get_conv_algorithm() -> str:
-    """The conv algorithm in use: ``direct`` (the default) or ``im2col``."""
+    """The conv algorithm in use: ``winograd`` (the default), ``direct`` or ``im2col``."""
     return _algorithm
 
 
@@ -103,7 +110,7 @@ def _store_lanes(value, plane, o_h, o_w, wrap, scratch):
     of the next row; lanes outside the plane (padding columns, past the row's end or the last row) dropped."""
     rows, columns = plane.shape
     count = simd.lanes(value)
-    if o_w + count <= columns and plane.strides[1] == plane.itemsize:
+    if o_h < rows and o_w + count <= columns and plane.strides[1] == plane.itemsize:
         simd.store(plane[o_h], o_w, value)  # the whole vector is one run of the row
         return
     simd.store(scratch, 0, value)
@@ -392,6 +399,143 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
 
 
 # ---------------------------------------------------------------------------------------------------
+# winograd F(2x2, 3x3): 3x3 stride-1 layers in 16 products per 2x2 outputs instead of 36.
+
+# Lavin & Gray (2016): Y = A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the 4x4 patch d
+# with the 3x3 kernel g, the sum over input channels taken between the transforms.
+
+
+@njit(inline="always", cache=True)
+def _kernel_transform(g0, g1, g2):
+    """G applied to three values, in float64: (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)."""
+    return 1.0 * g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), 1.0 * g2
+
+
+@njit(cache=True)
+def _winograd_weights(w, out):
+    """out[k, g, tile, ci * ROWS + r] = (G w[co, ci] G^T)[k], co = g*C_g + tile*ROWS + r: the transformed
+    kernels in the micro-kernel's tiles of ROWS output channels, one set per element k of the 4 x 4
+    transform. Rows past C_g keep out's zeros."""
+    groups, tiles = out.shape[1:3]
+    c_out_g, channels = w.shape[0] // groups, w.shape[1]
+    columns = np.empty((4, 3))  # float64: the transformed kernels are rounded once, to out's dtype
+    for g in range(groups):
+        for tile in range(tiles):
+            for r in range(min(ROWS, c_out_g - tile * ROWS)):
+                for ci in range(channels):
+                    kernel = w[g * c_out_g + tile * ROWS + r, ci]
+                    for b in range(3):  # G down each column, then G^T along each row
+                        column = _kernel_transform(kernel[0, b], kernel[1, b], kernel[2, b])
+                        for u in range(4):
+                            columns[u, b] = column[u]
+                    for u in range(4):
+                        row = _kernel_transform(columns[u, 0], columns[u, 1], columns[u, 2])
+                        for v in range(4):
+                            out[4 * u + v, g, tile, ci * ROWS + r] = row[v]
+
+
+@njit(inline="always", cache=True)
+def _input_transform(array, i0, i1, i2, i3):
+    """B^T applied to the vectors d_k at array[i_k]: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    d0, d1, d2, d3 = simd.load(array, i0), simd.load(array, i1), simd.load(array, i2), simd.load(array, i3)
+    return simd.subtract(d0, d2), simd.add(d1, d2), simd.subtract(d2, d1), simd.subtract(d1, d3)
+
+
+@njit(inline="always", cache=True)
+def _output_transform(array, i0, i1, i2, i3):
+    """A^T applied to the vectors m_k at array[i_k]: (m0 + m1 + m2, m1 - m2 - m3)."""
+    m0, m1, m2, m3 = simd.load(array, i0), simd.load(array, i1), simd.load(array, i2), simd.load(array, i3)
+    return simd.add(simd.add(m0, m1), m2), simd.subtract(simd.subtract(m1, m2), m3)
+
+
+@njit(parallel=True, cache=True)
+def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offsets, channel_stride, weights, out):
+    """out[b, g*C_g + co, 2i + a, 2j + c] for the 2x2 output tiles q = i * width + j of ``starts``' vectors
+    (see _vector_starts): the Winograd F(2x2, 3x3) correlation of the padded input split into 2 x 2
+    phases (_phase_split), whose tile q's 4 x 4 patch element (u, v) is src[... + q + patch_offsets[4u + v]]
+    in each channel's block of channel_stride; weights[k, g, tile, ci * ROWS + r] = (G w G^T)[k] of output
+    channel g*C_g + tile*ROWS + r and input channel ci.
+
+    Per vector of 32 tiles: the 16 transformed patches of every input channel (B^T d B, into V), then per
+    element k of them a product over input channels through the micro-kernel (V[k] sits in L1 while every
+    tile of output channels runs over it), then per output channel the 2x2 outputs (A^T M A), their two
+    columns interleaved into runs of output rows.
+    """
+    n, c_out = out.shape[:2]
+    groups, tiles, depth = weights.shape[1:]
+    c_in_g, c_out_g = depth // ROWS, c_out // groups
+    lanes = simd.lanes(src)
+    channel_lanes = np.arange(c_in_g) * lanes
+    for task in prange(n * starts.shape[0]):
+        b, vectors = divmod(np.int64(task), starts.shape[0])
+        # V[k, ci]: B^T d B of each channel; M[k, co] at k * stride + co * lanes: the sum over ci of U * V.
+        # Rows one vector longer than they need: 16 rows a multiple of 4 KiB apart would share L1 sets.
+        transformed = np.empty((16, (c_in_g + 1) * lanes), src.dtype)
+        stride = (tiles * ROWS + 1) * lanes
+        products = np.empty(16 * stride, src.dtype)
+        half = np.empty(16 * lanes, src.dtype)  # a transform done along one axis
+        scratch = np.empty(2 * lanes, src.dtype)
+        for g in range(groups):
+            for q0 in starts[vectors]:
+                if q0 < 0:
+                    break
+                i, j = divmod(q0, width)
+                image = src[b * image_stride + g * group_stride + q0:]
+                for ci in range(c_in_g):
+                    patch = image[ci * channel_stride:]
+                    for v in range(4):  # B^T down each column of the patch, then B along each row
+                        column = _input_transform(patch, patch_offsets[v], patch_offsets[4 + v],
+                                                  patch_offsets[8 + v], patch_offsets[12 + v])
+                        for u in range(4):
+                            simd.store(half, (4 * u + v) * lanes, column[u])
+                    for u in range(4):
+                        row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes,
+                                               (4 * u + 3) * lanes)
+                        for v in range(4):
+                            simd.store(transformed[4 * u + v], ci * lanes, row[v])
+                for k in range(16):
+                    for tile in range(tiles):
+                        sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS, transformed[k], channel_lanes)
+                        for r in range(ROWS):
+                            simd.store(products, k * stride + (tile * ROWS + r) * lanes, sums[r])
+                for co in range(c_out_g):
+                    for v in range(4):  # A^T down each column of M, then A along each row
+                        m = products[v * stride + co * lanes:]
+                        column = _output_transform(m, 0, 4 * stride, 8 * stride, 12 * stride)
+                        for a in range(2):
+                            simd.store(half, (4 * a + v) * lanes, column[a])
+                    for a in range(2):
+                        y0, y1 = _output_transform(half, 4 * a * lanes, (4 * a + 1) * lanes, (4 * a + 2) * lanes,
+                                                   (4 * a + 3) * lanes)
+                        _store_lanes(simd.interleave(y0, y1), out[b, g * c_out_g + co, a::2], i, 2 * j, 2 * width,
+                                     scratch)
+
+
+def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
+    """Whether the algorithm is ``winograd`` and the layer one of the 3x3 stride-1 undilated it serves."""
+    return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1)
+
+
+def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair, groups: int) -> None:
+    """out = conv2d(x, w) of a 3x3 stride-1 layer, every element written: Winograd F(2x2, 3x3) over x
+    zero-padded and split into 2 x 2 phases, so that each load of a patch element is a vector of tiles."""
+    c_out, cg = w.shape[:2]
+    tiles_hw = (-(-out.shape[2] // 2), -(-out.shape[3] // 2))
+    size = (tiles_hw[0] + 1, tiles_hw[1] + 1)  # the 4 x 4 patch of tile (i, j) is rows i, i + 1 of each phase
+    src = _phase_split(x, padding, (2, 2), size)
+    plane = size[0] * size[1]
+    u, v = np.arange(4)[:, None], np.arange(4)
+    patch_offsets = ((u % 2 * 2 + v % 2) * plane + u // 2 * size[1] + v // 2).reshape(-1)
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    starts = _vector_starts(x.shape[0], *tiles_hw, size[1], lanes)
+    reads = np.array([0, (cg - 1) * 4 * plane + patch_offsets.max()])
+    image_stride, group_stride = _strides(src, x.shape[0], groups, reads, starts.max() + lanes)
+    weights = np.zeros((16, groups, -(-c_out // groups // ROWS), cg * ROWS), x.dtype)
+    _winograd_weights(w, weights)
+    _winograd_tiles(src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane, weights, out)
+
+
+# ---------------------------------------------------------------------------------------------------
 # direct, backward-weight: the same micro-kernel, reducing over pixels.
 
 
@@ -626,7 +770,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     if math.prod((n, c_out, *out_hw)) == 0 or cg == 0:
         return np.zeros((n, c_out, *out_hw), x.dtype)
     y = simd.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
-    if _algorithm == "direct":
+    if _uses_winograd(kernel, stride, dilation):
+        _conv_winograd(x, w, y, padding, groups)
+        return y
+    if _algorithm != "im2col":
         _conv_direct(x, w, y, stride, padding, dilation, groups)
         return y
     c_out_g = c_out // groups
@@ -653,10 +800,16 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     x_shape = tuple(int(s) for s in x_shape)
     if math.prod(x_shape) == 0 or gy.size == 0:
         return np.zeros(x_shape, gy.dtype)
-    # direct writes every element of gx; col2im adds into it
-    gx = simd.empty(x_shape, gy.dtype) if _algorithm == "direct" else np.zeros(x_shape, gy.dtype)
+    # winograd and direct write every element of gx; col2im adds into it
+    gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     c_out_g = c_out // groups
-    if _algorithm == "direct":
+    if _uses_winograd(kernel, stride, dilation):
+        # the transposed conv of stride 1 is the correlation with the flipped kernel, its channels swapped
+        flipped = w.reshape(groups, c_out_g, cg, *kernel).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+        _conv_winograd(gy, flipped.reshape(groups * cg, c_out_g, *kernel), gx, (k_h - 1 - padding[0],
+                       k_w - 1 - padding[1]), groups)
+        return gx
+    if _algorithm != "im2col":
         _transposed_direct(gy, w, gx, stride, padding, dilation, groups)
         return gx
     depth = cg * k_h * k_w
@@ -678,7 +831,7 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
     if gy.size == 0 or depth == 0:
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
     c_out_g = c_out // groups
-    if _algorithm == "direct":
+    if _algorithm != "im2col":
         return _conv_backward_weight_direct(x, gy, (c_out, cg, k_h, k_w), stride, padding, dilation, groups)
     gw = np.zeros((c_out, depth), x.dtype)
     for r0, rows in _chunks(n, (out_h, out_w), depth, x.itemsize):

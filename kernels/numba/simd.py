@@ -5,8 +5,8 @@ along the reduction (each output then costs a horizontal sum of a vector of part
 tile of outputs in memory. The fast form, an outer-product micro-kernel, keeps a tile of outputs in
 vector registers and broadcasts the other operand into them; it needs a value that *is* a vector. Here
 it is: ``Vector`` is an LLVM ``<lanes x float>`` value of ``VECTOR_BYTES``, and the intrinsics load,
-broadcast, multiply-add, add, interleave, deinterleave and store it. LLVM splits it into the machine's registers
-(two AVX-512 ones, four AVX2 ones) and keeps it there while it is a loop variable.
+broadcast, multiply-add, add, subtract, interleave, deinterleave and store it. LLVM splits it into the
+machine's registers (two AVX-512 ones, four AVX2 ones) and keeps it there while it is a loop variable.
 
 The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
 once, before the loop, that the last vector it will touch ends inside (conv's ``_strides``). ``empty``
@@ -151,6 +151,17 @@ def add(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(*args)
+    return a(a, b), codegen
+
+
+@intrinsic
+def subtract(typingctx, a, b):
+    """a - b, lane by lane."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(*args)
     return a(a, b), codegen
 
 

@@ -1,7 +1,7 @@
 """The Numba CPU kernels (minicv.kernels.numba) against PyTorch and against the NumPy specification.
 
 Configurations are drawn by hypothesis, array contents from a drawn seed; max ops get tie-free inputs (a
-permutation of distinct values) except where a test is about ties or NaN. Both conv algorithms run on
+permutation of distinct values) except where a test is about ties or NaN. Every conv algorithm runs on
 every conv case, with small im2col chunks and direct bands drawn too, so the chunked paths run.
 """
 
@@ -51,18 +51,18 @@ def test_exports_exactly_the_kernel_table_and_the_algorithm_setting():
 
 
 def test_conv_algorithm_setting():
-    assert nb.get_conv_algorithm() == "direct"
+    assert nb.get_conv_algorithm() == "winograd"
     with nb.conv_algorithm("im2col"):
         assert nb.get_conv_algorithm() == "im2col"
         with nb.conv_algorithm("direct"):
             assert nb.get_conv_algorithm() == "direct"
         assert nb.get_conv_algorithm() == "im2col"
-    assert nb.get_conv_algorithm() == "direct"
-    with pytest.raises(ValueError, match="'winograd'; expected one of direct, im2col"):
-        nb.set_conv_algorithm("winograd")
-    with pytest.raises(ValueError), nb.conv_algorithm("fft"):
+    assert nb.get_conv_algorithm() == "winograd"
+    with pytest.raises(ValueError, match="'fft'; expected one of winograd, direct, im2col"):
+        nb.set_conv_algorithm("fft")
+    with pytest.raises(ValueError), nb.conv_algorithm("gemm"):
         pass
-    assert nb.get_conv_algorithm() == "direct"
+    assert nb.get_conv_algorithm() == "winograd"
 
 
 # --- convolution ------------------------------------------------------------------------------------
@@ -97,14 +97,14 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
     spec_y = spec.conv2d_forward(x, w, *hyper)
     spec_gx = spec.conv2d_backward_input(gy, w, x.shape, *hyper)
     spec_gw = spec.conv2d_backward_weight(x, gy, w.shape, *hyper)
-    for algorithm in ("direct", "im2col"):
+    for algorithm in nb_conv.ALGORITHMS:
         with nb.conv_algorithm(algorithm), chunking(*chunks):
             assert_close(nb.conv2d_forward(x, w, *hyper), y, spec_y)
             assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, spec_gx)
             assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, spec_gw)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", nb_conv.ALGORITHMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hyper", [((1, 2), (1, 1), (1, 1), 1), ((1, 1), (2, 1), (2, 1), 1),
                                    ((2, 1), (0, 2), (1, 2), 2)], ids=["s12", "s1-dilated", "grouped"])
@@ -124,6 +124,28 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
         assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
                      spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, padding, groups, vectors_per_task", [
+    (2, 18, 22, (13, 45), 1, 1, 8),  # odd sizes: the last row and column of 2x2 tiles half outside
+    (1, 8, 17, (6, 70), 0, 1, 2),  # 35 tiles a row: whole vectors along rows (float32), the last overlapping
+    (3, 6, 9, (9, 9), 2, 3, 1),  # grouped; vectors of tiles across rows
+    (1, 3, 4, (1, 2), 3, 1, 8),  # padding 3: the transposed conv crops gy (padding -1)
+    (2, 16, 16, (8, 8), 1, 2, 3),
+])
+def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, groups, vectors_per_task, dtype):
+    """Winograd F(2x2, 3x3) forward and backward-input (a correlation of gy with the flipped kernel) on
+    3x3 stride-1 layers of odd and even sizes, tiles in vectors along and across rows, grouped."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
+    w = (rng.standard_normal((c_out, c_in // groups, 3, 3)) / np.sqrt(9 * c_in // groups)).astype(dtype)
+    hyper = ((1, 1), (padding, padding), (1, 1), groups)
+    y, gy, gx, _ = torch_conv(x, w, *hyper, rng)
+    with nb.conv_algorithm("winograd"), chunking(2**24, 256, vectors_per_task):
+        assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+        assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                     spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
