@@ -411,27 +411,34 @@ def _kernel_transform(g0, g1, g2):
     return 1.0 * g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), 1.0 * g2
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
+def _set_row(out, first, values):
+    out[first], out[first + 1], out[first + 2], out[first + 3] = values
+
+
+@njit(parallel=True, cache=True)
 def _winograd_weights(w, out):
     """out[k, g, tile, ci * ROWS + r] = (G w[co, ci] G^T)[k], co = g*C_g + tile*ROWS + r: the transformed
     kernels in the micro-kernel's tiles of ROWS output channels, one set per element k of the 4 x 4
-    transform. Rows past C_g keep out's zeros."""
+    transform, rounded once to out's dtype. Rows past C_g keep out's zeros."""
     groups, tiles = out.shape[1:3]
-    c_out_g, channels = w.shape[0] // groups, w.shape[1]
-    columns = np.empty((4, 3))  # float64: the transformed kernels are rounded once, to out's dtype
-    for g in range(groups):
-        for tile in range(tiles):
+    c_out_g = w.shape[0] // groups
+    for task in prange(groups * tiles):
+        g, tile = divmod(np.int64(task), tiles)
+        transformed = np.empty((ROWS, 16))  # a tile's kernels of one input channel, written out together
+        for ci in range(w.shape[1]):
             for r in range(min(ROWS, c_out_g - tile * ROWS)):
-                for ci in range(channels):
-                    kernel = w[g * c_out_g + tile * ROWS + r, ci]
-                    for b in range(3):  # G down each column, then G^T along each row
-                        column = _kernel_transform(kernel[0, b], kernel[1, b], kernel[2, b])
-                        for u in range(4):
-                            columns[u, b] = column[u]
-                    for u in range(4):
-                        row = _kernel_transform(columns[u, 0], columns[u, 1], columns[u, 2])
-                        for v in range(4):
-                            out[4 * u + v, g, tile, ci * ROWS + r] = row[v]
+                kernel = w[g * c_out_g + tile * ROWS + r, ci]
+                c0 = _kernel_transform(kernel[0, 0], kernel[1, 0], kernel[2, 0])  # G down each column
+                c1 = _kernel_transform(kernel[0, 1], kernel[1, 1], kernel[2, 1])
+                c2 = _kernel_transform(kernel[0, 2], kernel[1, 2], kernel[2, 2])
+                _set_row(transformed[r], 0, _kernel_transform(c0[0], c1[0], c2[0]))  # then G^T along each row
+                _set_row(transformed[r], 4, _kernel_transform(c0[1], c1[1], c2[1]))
+                _set_row(transformed[r], 8, _kernel_transform(c0[2], c1[2], c2[2]))
+                _set_row(transformed[r], 12, _kernel_transform(c0[3], c1[3], c2[3]))
+            for k in range(16):
+                for r in range(min(ROWS, c_out_g - tile * ROWS)):
+                    out[k, g, tile, ci * ROWS + r] = transformed[r, k]
 
 
 @njit(inline="always", cache=True)
