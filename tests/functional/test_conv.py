@@ -425,6 +425,9 @@ GRADCHECK_CASES = {
                                {"stride": (2, 1), "padding": 1, "dilation": (1, 2), "groups": 2}),
     "conv2d 'same' even kernel": ("conv2d", [(1, 2, 4, 5), (3, 2, 2, 4), (3,)], {"padding": "same"}),
     "conv2d unbatched": ("conv2d", [(2, 5, 4), (3, 2, 3, 3), None], {"stride": 2, "padding": (2, 0)}),
+    # 3x3 stride 1: Winograd F(2x2, 3x3) on the numba device, forward and backward-input
+    "conv2d 3x3 stride 1": ("conv2d", [(2, 3, 5, 6), (4, 3, 3, 3), (4,)], {"padding": 1}),
+    "conv_transpose2d 3x3 stride 1": ("conv_transpose2d", [(2, 4, 3, 4), (4, 3, 3, 3), (3,)], {"padding": (0, 2)}),
     "conv_transpose2d strided": ("conv_transpose2d", [(2, 4, 3, 3), (4, 1, 3, 2), (2,)],
                                  {"stride": 2, "padding": 1, "output_padding": (1, 0), "groups": 2}),
     "conv_transpose2d output_padding >= stride": (

@@ -148,6 +148,22 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_conv2d_winograd_non_finite_input_reaches_the_outputs_it_reaches_in_torch(value):
+    """A 2x2 tile's outputs are sums over its whole 4x4 patch, but each patch element enters exactly the
+    outputs whose 3x3 windows hold it: a NaN or an infinity makes non-finite the outputs it makes
+    non-finite in PyTorch, no others (an infinity may give NaN where PyTorch gives +-inf)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 9, 8))
+    x[0, 1, 4, 5] = x[0, 0, 0, 7] = x[0, 0, 8, 0] = value
+    w = rng.standard_normal((3, 2, 3, 3))
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    with nb.conv_algorithm("winograd"):
+        y = nb.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(expected))
+    np.testing.assert_allclose(y[np.isfinite(y)], expected[np.isfinite(expected)], rtol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("top_left, stride, size", [
     ((1, 1), (1, 1), (13, 79)), ((0, -3), (2, 1), (9, 12)), ((2, 5), (1, 3), (4, 50)), ((3, 0), (2, 2), (2, 8)),
