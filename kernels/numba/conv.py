@@ -44,6 +44,9 @@ ROWS = 8  # rows of a tile of the outer-product micro-kernel: 8 vectors of 2 AVX
 ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
 VECTORS_PER_TASK = 8  # vectors of outputs (or of Winograd tiles) per task at most
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
+# phase-split input per chunk of images of the direct forward: read back from the caches right after
+# the split (a whole batch's 17 MB is mostly evicted first: conv3x3 s2 fwd+bwd 14.0 -> 12.7 ms)
+SPLIT_BYTES = 4 * 2**20
 
 ALGORITHMS = ("winograd", "direct", "im2col")
 _algorithm = "winograd"  # the fastest on every layer measured (docs/kernels/conv.md)
@@ -314,32 +317,47 @@ def _strides(src: np.ndarray, images: int, groups: int, offsets: np.ndarray, rea
     return image_stride, group_stride
 
 
-def _correlate(src: np.ndarray, images: int, groups: int, width: int,
-               phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], out: np.ndarray) -> None:
-    """Run _correlate_tiles with phases [(offsets, order, weight)] from _tap_offsets and a weight (C_out,
-    C_in / groups, taps...) (one phase, or two interleaved along out's rows, see there) on src from
-    _phase_split."""
-    lanes = simd.VECTOR_BYTES // src.itemsize
-    starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // len(phases)), width, lanes)
+def _image_chunks(images: int, bytes_per_image: int) -> list[slice]:
+    """Runs of consecutive images whose phase-split input takes SPLIT_BYTES at most (one image at least)."""
+    step = max(1, SPLIT_BYTES // bytes_per_image)
+    return [slice(b, min(b + step, images)) for b in range(0, images, step)]
+
+
+def _tap_tiles(phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: int, c_out: int,
+               dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(depths, offsets, weights) of _correlate_tiles for phases [(offsets, order, weight)] from
+    _tap_offsets and a weight (C_out, C_in / groups, taps...): one phase, or two interleaved along the
+    output's rows (see there)."""
     depths = np.array([offsets.size for offsets, _, _ in phases])
     offsets = np.zeros((len(phases), depths.max()), np.int64)
-    tiles = -(-out.shape[1] // groups // ROWS)
-    weights = np.zeros((len(phases), groups, tiles, depths.max() * ROWS), src.dtype)
+    tiles = -(-c_out // groups // ROWS)
+    weights = np.zeros((len(phases), groups, tiles, depths.max() * ROWS), dtype)
     for p, (phase_offsets, order, w) in enumerate(phases):
         offsets[p, :depths[p]] = phase_offsets
         _weight_tiles(w.reshape(*w.shape[:2], -1), order, weights[p].reshape(groups, tiles, -1, ROWS))
+    return depths, offsets, weights
+
+
+def _correlate(src: np.ndarray, images: int, groups: int, width: int,
+               taps: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray) -> None:
+    """Run _correlate_tiles with taps from _tap_tiles on src from _phase_split."""
+    depths, offsets, weights = taps
+    lanes = simd.VECTOR_BYTES // src.itemsize
+    starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // offsets.shape[0]), width, lanes)
     image_stride, group_stride = _strides(src, images, groups, offsets, starts.max() + lanes)
     _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
 
 
 def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
                  groups: int) -> None:
-    """out = conv2d(x, w), every element written: the correlation over x zero-padded and split by phase."""
+    """out = conv2d(x, w), every element written: the correlation over x zero-padded and split by phase,
+    a chunk of images at a time."""
     kernel = w.shape[2:]
     size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    src = _phase_split(x, padding, stride, size)
-    _correlate(src, x.shape[0], groups, size[1], [(*_tap_offsets(w.shape[1], kernel, stride, dilation, size), w)],
-               out)
+    taps = _tap_tiles([(*_tap_offsets(w.shape[1], kernel, stride, dilation, size), w)], groups, w.shape[0], x.dtype)
+    for images in _image_chunks(x.shape[0], math.prod((x.shape[1], *stride, *size, x.itemsize))):
+        src = _phase_split(x[images], padding, stride, size)
+        _correlate(src, images.stop - images.start, groups, size[1], taps, out[images])
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -391,13 +409,13 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     first = [min(start[i] for start, _, _, _ in reads) for i in (0, 1)]
     last = [max(start[i] + size[i] + (kernel[i] - 1) * step[i] for start, size, kernel, step in reads) for i in (0, 1)]
     size = (last[0] - first[0], last[1] - first[1])
-    src = _phase_split(gy, (-first[0], -first[1]), (1, 1), size)
+    src = _phase_split(gy, (-first[0], -first[1]), (1, 1), size)  # the whole batch: chunks measured slower here
     for out, phases in problems:
         correlations = []
         for sub_kernel, start, step in phases:
             offsets, order = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
             correlations.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel))
-        _correlate(src, gy.shape[0], groups, size[1], correlations, out)
+        _correlate(src, gy.shape[0], groups, size[1], _tap_tiles(correlations, groups, gx.shape[1], gx.dtype), out)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -527,7 +545,8 @@ def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
 
 def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair, groups: int) -> None:
     """out = conv2d(x, w) of a 3x3 stride-1 layer, every element written: Winograd F(2x2, 3x3) over x
-    zero-padded and split into 2 x 2 phases, so that each load of a patch element is a vector of tiles."""
+    zero-padded and split into 2 x 2 phases, so that each load of a patch element is a vector of tiles.
+    (The whole batch at once: chunks of images, as _conv_direct takes them, measured slower here.)"""
     c_out, cg = w.shape[:2]
     tiles_hw = (-(-out.shape[2] // 2), -(-out.shape[3] // 2))
     size = (tiles_hw[0] + 1, tiles_hw[1] + 1)  # the 4 x 4 patch of tile (i, j) is rows i, i + 1 of each phase
@@ -612,7 +631,8 @@ def _weight_gradient_tiles(src, image_stride, group_stride, gy_t, bases, band_of
 def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
                                  padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     """The weight gradient of _conv_direct's correlation: sum over images and pixels q of the input it
-    reads through each tap times gy, on the same phase-split padded input."""
+    reads through each tap times gy, on the same phase-split padded input. (The whole batch at once:
+    chunks of images, as _conv_direct takes them, measured slower here.)"""
     n, c_out, out_h, out_w = gy.shape
     _, cg, k_h, k_w = w_shape
     c_out_g = c_out // groups

@@ -69,12 +69,12 @@ def test_conv_algorithm_setting():
 
 
 @contextlib.contextmanager
-def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
-    """Small im2col chunks, weight-gradient bands and direct tasks, so that the paths through several of
-    them run on small inputs."""
-    names = ("CHUNK_BYTES", "WEIGHT_BAND", "VECTORS_PER_TASK")
+def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_bytes: int = 2**22):
+    """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
+    through several of them run on small inputs."""
+    names = ("CHUNK_BYTES", "WEIGHT_BAND", "VECTORS_PER_TASK", "SPLIT_BYTES")
     saved = [getattr(nb_conv, name) for name in names]
-    for name, value in zip(names, (chunk_bytes, weight_band, vectors_per_task)):
+    for name, value in zip(names, (chunk_bytes, weight_band, vectors_per_task, split_bytes)):
         setattr(nb_conv, name, value)
     try:
         yield
@@ -84,8 +84,9 @@ def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
-# (im2col chunk bytes, direct weight-gradient band pixels, direct vectors per task)
-CHUNKS = st.sampled_from([(1, 1, 1), (600, 5, 3), (2**24, 512, 2)])
+# (im2col chunk bytes, direct weight-gradient band pixels, direct vectors per task, direct forward split
+# bytes per chunk of images: 1 takes one image at a time)
+CHUNKS = st.sampled_from([(1, 1, 1, 1), (600, 5, 3, 3000), (2**24, 512, 2, 2**22)])
 
 
 @SETTINGS
