@@ -21,8 +21,9 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   whole images when they fit in ``CHUNK_BYTES``, else bands of rows, so memory stays bounded.
 
 ``winograd`` is the fastest on the 3x3 layers measured, ``direct`` on the others (docs/kernels/conv.md).
-Winograd's sums differ from the direct ones by rounding only, except that an infinite input can make
-an output NaN where the direct sum gives +-inf (its transforms subtract inputs from each other).
+Winograd's sums differ from the direct ones by rounding only: a layer with an infinite or NaN output
+is run again by the direct sum, whose infinities and NaNs are PyTorch's (Winograd's transforms subtract
+inputs from each other, and inf - inf is NaN).
 """
 
 import contextlib
@@ -476,7 +477,8 @@ def _output_transform(array, i0, i1, i2, i3):
 
 
 @njit(parallel=True, cache=True)
-def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offsets, channel_stride, weights, out):
+def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offsets, channel_stride, weights, out,
+                    non_finite):
     """out[b, g*C_g + co, 2i + a, 2j + c] for the 2x2 output tiles q = i * width + j of ``starts``' vectors
     (see _vector_starts): the Winograd F(2x2, 3x3) correlation of the padded input split into 2 x 2
     phases (_phase_split), whose tile q's 4 x 4 patch element (u, v) is src[... + q + patch_offsets[4u + v]]
@@ -486,7 +488,8 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
     Per vector of 32 tiles: the 16 transformed patches of every input channel (B^T d B, into V), then per
     element k of them a product over input channels through the micro-kernel (V[k] sits in L1 while every
     tile of output channels runs over it), then per output channel the 2x2 outputs (A^T M A), their two
-    columns interleaved into runs of output rows.
+    columns interleaved into runs of output rows. non_finite[task] is set when a task computed an
+    infinity or a NaN (y - y summed over its outputs is NaN then, else 0).
     """
     n, c_out = out.shape[:2]
     groups, tiles, depth = weights.shape[1:]
@@ -502,6 +505,7 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
         products = np.empty(16 * stride, src.dtype)
         half = np.empty(16 * lanes, src.dtype)  # a transform done along one axis
         scratch = np.empty(2 * lanes, src.dtype)
+        finite_check = simd.zeros(src)
         for g in range(groups):
             for q0 in starts[vectors]:
                 if q0 < 0:
@@ -534,8 +538,19 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
                     for a in range(2):
                         y0, y1 = _output_transform(half, 4 * a * lanes, (4 * a + 1) * lanes, (4 * a + 2) * lanes,
                                                    (4 * a + 3) * lanes)
+                        finite_check = simd.add(finite_check, simd.add(simd.subtract(y0, y0), simd.subtract(y1, y1)))
                         _store_lanes(simd.interleave(y0, y1), out[b, g * c_out_g + co, a::2], i, 2 * j, 2 * width,
                                      scratch)
+        simd.store(scratch, 0, finite_check)
+        non_finite[task] = np.isnan(scratch[:lanes]).any()
+
+
+def _flipped(w: np.ndarray, groups: int) -> np.ndarray:
+    """The kernel whose stride-1 correlation is w's transposed conv: w flipped, its channels swapped within
+    each group, (groups * C_in/G, C_out/G, kH, kW)."""
+    c_out, cg = w.shape[:2]
+    flipped = w.reshape(groups, c_out // groups, cg, *w.shape[2:]).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return flipped.reshape(groups * cg, c_out // groups, *w.shape[2:])
 
 
 def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
@@ -543,10 +558,14 @@ def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
     return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1)
 
 
-def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair, groups: int) -> None:
+def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair, groups: int) -> bool:
     """out = conv2d(x, w) of a 3x3 stride-1 layer, every element written: Winograd F(2x2, 3x3) over x
     zero-padded and split into 2 x 2 phases, so that each load of a patch element is a vector of tiles.
-    (The whole batch at once: chunks of images, as _conv_direct takes them, measured slower here.)"""
+    (The whole batch at once: chunks of images, as _conv_direct takes them, measured slower here.)
+
+    Returns False when an output is infinite or NaN: the transforms subtract inputs from each other, so
+    an infinity can come out NaN where the direct sum (and PyTorch) gives +-inf; the caller then runs
+    the direct sum instead."""
     c_out, cg = w.shape[:2]
     tiles_hw = (-(-out.shape[2] // 2), -(-out.shape[3] // 2))
     size = (tiles_hw[0] + 1, tiles_hw[1] + 1)  # the 4 x 4 patch of tile (i, j) is rows i, i + 1 of each phase
@@ -560,7 +579,10 @@ def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair,
     image_stride, group_stride = _strides(src, x.shape[0], groups, reads, starts.max() + lanes)
     weights = np.zeros((16, groups, -(-c_out // groups // ROWS), cg * ROWS), x.dtype)
     _winograd_weights(w, weights)
-    _winograd_tiles(src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane, weights, out)
+    non_finite = np.zeros(x.shape[0] * starts.shape[0], np.bool_)
+    _winograd_tiles(src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane, weights, out,
+                    non_finite)
+    return not non_finite.any()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -799,10 +821,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     if math.prod((n, c_out, *out_hw)) == 0 or cg == 0:
         return np.zeros((n, c_out, *out_hw), x.dtype)
     y = simd.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
-    if _uses_winograd(kernel, stride, dilation):
-        _conv_winograd(x, w, y, padding, groups)
+    if _uses_winograd(kernel, stride, dilation) and _conv_winograd(x, w, y, padding, groups):
         return y
-    if _algorithm != "im2col":
+    if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _conv_direct(x, w, y, stride, padding, dilation, groups)
         return y
     c_out_g = c_out // groups
@@ -832,13 +853,10 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     # winograd and direct write every element of gx; col2im adds into it
     gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     c_out_g = c_out // groups
-    if _uses_winograd(kernel, stride, dilation):
-        # the transposed conv of stride 1 is the correlation with the flipped kernel, its channels swapped
-        flipped = w.reshape(groups, c_out_g, cg, *kernel).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-        _conv_winograd(gy, flipped.reshape(groups * cg, c_out_g, *kernel), gx, (k_h - 1 - padding[0],
-                       k_w - 1 - padding[1]), groups)
+    if _uses_winograd(kernel, stride, dilation) and _conv_winograd(
+            gy, _flipped(w, groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]), groups):
         return gx
-    if _algorithm != "im2col":
+    if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _transposed_direct(gy, w, gx, stride, padding, dilation, groups)
         return gx
     depth = cg * k_h * k_w

@@ -149,20 +149,25 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_conv2d_winograd_non_finite_input_reaches_the_outputs_it_reaches_in_torch(value):
-    """A 2x2 tile's outputs are sums over its whole 4x4 patch, but each patch element enters exactly the
-    outputs whose 3x3 windows hold it: a NaN or an infinity makes non-finite the outputs it makes
-    non-finite in PyTorch, no others (an infinity may give NaN where PyTorch gives +-inf)."""
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value):
+    """Winograd's transforms subtract inputs from each other (inf - inf is NaN), so a layer with an
+    infinite or NaN output is run again by the direct sum: the same infinities and NaNs as PyTorch, in
+    the forward and in the backward-input."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 9, 8))
     x[0, 1, 4, 5] = x[0, 0, 0, 7] = x[0, 0, 8, 0] = value
-    w = rng.standard_normal((3, 2, 3, 3))
-    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    w = np.abs(rng.standard_normal((3, 2, 3, 3)))  # one sign: PyTorch's sums of infinities stay infinite
+    gy = np.abs(rng.standard_normal((1, 3, 9, 8)))
+    gy[0, 2, 3, 3] = value
+    y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    gx = F.conv_transpose2d(torch.from_numpy(gy), torch.from_numpy(w), padding=1).numpy()
+    assert np.isnan(y).any() if np.isnan(value) else np.isinf(y).any() and not np.isnan(y).any()
+    assert not nb_conv._conv_winograd(x, w, np.empty_like(y), (1, 1), 1)  # the transforms' own answer: refused
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
     with nb.conv_algorithm("winograd"):
-        y = nb.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)
-    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(expected))
-    np.testing.assert_allclose(y[np.isfinite(y)], expected[np.isfinite(expected)], rtol=1e-10)
+        np.testing.assert_allclose(nb.conv2d_forward(x, w, *hyper), y, rtol=1e-10)  # NaN and inf where torch's
+        np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, rtol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
