@@ -50,7 +50,7 @@ WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64
 SPLIT_BYTES = 4 * 2**20
 
 ALGORITHMS = ("winograd", "direct", "im2col")
-_algorithm = "winograd"  # the fastest on every layer measured (docs/kernels/conv.md)
+_algorithm = "winograd"  # Winograd where it applies, direct elsewhere: the fastest measured (docs/kernels/conv.md)
 
 
 def set_conv_algorithm(name: str) -> None:
