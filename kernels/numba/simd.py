@@ -143,26 +143,21 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-@intrinsic
-def add(typingctx, a, b):
-    """a + b, lane by lane."""
-    if not (isinstance(a, Vector) and a == b):
-        return None
+def _lane_by_lane(instruction: str, doc: str):
+    """An intrinsic applying the LLVM IR builder's ``instruction`` to two vectors of one type, lane by lane."""
+    def typer(typingctx, a, b):
+        if not (isinstance(a, Vector) and a == b):
+            return None
 
-    def codegen(context, builder, sig, args):
-        return builder.fadd(*args)
-    return a(a, b), codegen
+        def codegen(context, builder, sig, args):
+            return getattr(builder, instruction)(*args)
+        return a(a, b), codegen
+    typer.__name__, typer.__doc__ = instruction, doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def subtract(typingctx, a, b):
-    """a - b, lane by lane."""
-    if not (isinstance(a, Vector) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(*args)
-    return a(a, b), codegen
+add = _lane_by_lane("fadd", "a + b, lane by lane.")
+subtract = _lane_by_lane("fsub", "a - b, lane by lane.")
 
 
 @intrinsic
