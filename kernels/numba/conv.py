@@ -374,6 +374,14 @@ def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) ->
     return taps, offset, step
 
 
+def _sub_kernel(w: np.ndarray, taps_h: list[int], taps_w: list[int], groups: int) -> np.ndarray:
+    """The correlation kernel of a transposed conv's output phase: w's taps (taps_h, taps_w), gx's group g
+    gathering from gy's: (groups * C_in/G, C_out/G, len(taps_h), len(taps_w))."""
+    c_out, cg = w.shape[:2]
+    sub_kernel = w[:, :, taps_h][:, :, :, taps_w].reshape(groups, c_out // groups, cg, len(taps_h), -1)
+    return sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, len(taps_h), -1)
+
+
 def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
                        groups: int) -> None:
     """gx = conv_transpose2d(gy, w), every element written, as one stride-1 correlation per output phase
@@ -393,10 +401,7 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
             if not taps_h or not taps_w:
                 gx[:, :, ph::stride[0], pw::stride[1]] = 0  # no tap reaches these outputs
                 continue
-            # gx's group g gathers from gy's: sub-kernel (groups * cg, C_out / groups, taps_h, taps_w)
-            sub_kernel = w[:, :, taps_h][:, :, :, taps_w].reshape(groups, c_out // groups, cg, len(taps_h), -1)
-            sub_kernel = sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, len(taps_h), -1)
-            phases.append((pw, sub_kernel, (offset_h, offset_w), (step_h, step_w)))
+            phases.append((pw, _sub_kernel(w, taps_h, taps_w, groups), (offset_h, offset_w), (step_h, step_w)))
         rows = gx[:, :, ph::stride[0]]
         if stride[1] == 2 and len(phases) == 2 and -(-gx.shape[3] // 2) >= lanes:
             problems.append((rows, [phase[1:] for phase in phases]))
@@ -543,14 +548,6 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
                                      scratch)
         simd.store(scratch, 0, finite_check)
         non_finite[task] = np.isnan(scratch[:lanes]).any()
-
-
-def _flipped(w: np.ndarray, groups: int) -> np.ndarray:
-    """The kernel whose stride-1 correlation is w's transposed conv: w flipped, its channels swapped within
-    each group, (groups * C_in/G, C_out/G, kH, kW)."""
-    c_out, cg = w.shape[:2]
-    flipped = w.reshape(groups, c_out // groups, cg, *w.shape[2:]).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    return flipped.reshape(groups * cg, c_out // groups, *w.shape[2:])
 
 
 def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
@@ -853,8 +850,10 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     # winograd and direct write every element of gx; col2im adds into it
     gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     c_out_g = c_out // groups
+    # stride 1: one phase, whose correlation kernel is w flipped (_sub_kernel of the taps in reverse)
     if _uses_winograd(kernel, stride, dilation) and _conv_winograd(
-            gy, _flipped(w, groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]), groups):
+            gy, _sub_kernel(w, [2, 1, 0], [2, 1, 0], groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]),
+            groups):
         return gx
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _transposed_direct(gy, w, gx, stride, padding, dilation, groups)
