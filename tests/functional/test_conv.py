@@ -430,6 +430,9 @@ GRADCHECK_CASES = {
     "conv_transpose2d 3x3 stride 1": ("conv_transpose2d", [(2, 4, 3, 4), (4, 3, 3, 3), (3,)], {"padding": (0, 2)}),
     "conv_transpose2d strided": ("conv_transpose2d", [(2, 4, 3, 3), (4, 1, 3, 2), (2,)],
                                  {"stride": 2, "padding": 1, "output_padding": (1, 0), "groups": 2}),
+    # kernel 4x4, stride 2, padding 1: Winograd F(2x2, 2x2) per output phase on the numba device
+    "conv_transpose2d 4x4 stride 2": ("conv_transpose2d", [(2, 3, 3, 4), (3, 2, 4, 4), (2,)],
+                                      {"stride": 2, "padding": 1, "output_padding": (0, 1)}),
     "conv_transpose2d output_padding >= stride": (
         "conv_transpose2d", [(1, 2, 3, 4), (2, 2, 3, 3), (2,)], {"output_padding": 1, "dilation": 2}),
     "conv_transpose2d unbatched": ("conv_transpose2d", [(3, 2, 3), (3, 2, 2, 2), None], {"stride": (1, 3)}),

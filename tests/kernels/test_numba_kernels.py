@@ -171,6 +171,44 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_x, c_gy, hw, groups, vectors_per_task", [
+    (2, 18, 22, (13, 45), 1, 8),  # odd x: output_padding 1, the last 4x4 tiles partly outside gx
+    (1, 9, 17, (12, 140), 1, 2),  # 35 tiles a row: whole vectors along rows (float32), the last overlapping
+    (3, 6, 9, (18, 18), 3, 1),  # grouped; vectors of tiles across rows
+    (1, 3, 4, (2, 3), 1, 8),  # gy of 1 x 2: one tile, most of its outputs outside gx
+    (2, 16, 16, (16, 17), 2, 3),
+])
+def test_conv_transpose2d_winograd_matches_torch_and_spec(n, c_x, c_gy, hw, groups, vectors_per_task, dtype):
+    """Winograd F(2x2, 2x2) on each output phase of the 4x4 stride-2 padding-1 transposed conv (the
+    backward-input of a 4x4 stride-2 conv): even and odd sizes, tiles in vectors along and across rows,
+    grouped."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((n, c_x, *hw)).astype(dtype)
+    w = (rng.standard_normal((c_gy, c_x // groups, 4, 4)) / np.sqrt(4 * c_gy // groups)).astype(dtype)
+    hyper = ((2, 2), (1, 1), (1, 1), groups)
+    _, gy, gx, _ = torch_conv(x, w, *hyper, rng)
+    with nb.conv_algorithm("winograd"), chunking(2**24, 256, vectors_per_task):
+        assert nb_conv._uses_transposed_winograd((4, 4), *hyper[:3])
+        assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                     spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_conv_transpose2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value):
+    """As for F(2x2, 3x3): a transposed conv with an infinite or NaN output is run again by the direct sum."""
+    rng = np.random.default_rng(3)
+    gy = np.abs(rng.standard_normal((1, 3, 5, 4)))  # one sign: PyTorch's sums of infinities stay infinite
+    gy[0, 2, 3, 3] = gy[0, 0, 0, 0] = value
+    w = np.abs(rng.standard_normal((3, 2, 4, 4)))
+    gx = F.conv_transpose2d(torch.from_numpy(gy), torch.from_numpy(w), stride=2, padding=1).numpy()
+    assert np.isnan(gx).any() if np.isnan(value) else np.isinf(gx).any() and not np.isnan(gx).any()
+    assert not nb_conv._transposed_winograd(gy, w, np.empty_like(gx), 1)  # the transforms' own answer: refused
+    with nb.conv_algorithm("winograd"):
+        np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, gx.shape, (2, 2), (1, 1), (1, 1), 1), gx,
+                                   rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("top_left, stride, size", [
     ((1, 1), (1, 1), (13, 79)), ((0, -3), (2, 1), (9, 12)), ((2, 5), (1, 3), (4, 50)), ((3, 0), (2, 2), (2, 8)),
     # stride 2 along w deals x's column pairs to both phases, whole vectors then the rest one by one
