@@ -447,22 +447,31 @@ def _winograd_weights(kernels, rows, columns, out):
     Rows past C_g keep out's zeros."""
     groups, tiles = out.shape[1:3]
     c_out_g = kernels.shape[0] // groups
+    c_in_g, k_h, k_w = kernels.shape[1:]
     for task in prange(groups * tiles):
         g, tile = divmod(np.int64(task), tiles)
-        half = np.empty((rows.shape[0], columns.shape[1]))  # rows @ k, then @ columns^T
-        for ci in range(kernels.shape[1]):
-            for r in range(min(ROWS, c_out_g - tile * ROWS)):
-                kernel = kernels[g * c_out_g + tile * ROWS + r, ci]
-                for u in range(rows.shape[0]):
-                    for c in range(columns.shape[1]):
-                        half[u, c] = 0.0
-                        for a in range(rows.shape[1]):
-                            half[u, c] += rows[u, a] * np.float64(kernel[a, c])
-                    for v in range(columns.shape[0]):
+        # in float64, input channels innermost: each step below is one loop over them, which LLVM vectorises
+        kernel = np.empty((k_h, k_w, c_in_g))
+        half = np.empty((rows.shape[0], k_w, c_in_g))  # rows @ k, then @ columns^T
+        for r in range(min(ROWS, c_out_g - tile * ROWS)):
+            for a in range(k_h):
+                for c in range(k_w):
+                    for ci in range(c_in_g):
+                        kernel[a, c, ci] = kernels[g * c_out_g + tile * ROWS + r, ci, a, c]
+            for u in range(rows.shape[0]):
+                for c in range(k_w):
+                    for ci in range(c_in_g):
+                        half[u, c, ci] = 0.0
+                    for a in range(k_h):
+                        for ci in range(c_in_g):
+                            half[u, c, ci] += rows[u, a] * kernel[a, c, ci]
+                for v in range(columns.shape[0]):
+                    transformed = out[u * columns.shape[0] + v, g, tile]
+                    for ci in range(c_in_g):
                         total = 0.0
-                        for c in range(columns.shape[1]):
-                            total += half[u, c] * columns[v, c]
-                        out[u * columns.shape[0] + v, g, tile, ci * ROWS + r] = total
+                        for c in range(k_w):
+                            total += half[u, c, ci] * columns[v, c]
+                        transformed[ci * ROWS + r] = total
 
 
 @njit(inline="always", cache=True)
