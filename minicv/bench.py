@@ -840,8 +840,8 @@ def markdown(results: dict) -> str:
         "Times are medians over the repeats (IQR = interquartile range); `vs torch` = torch time / minicv "
         "time in this run (> 1: faster than PyTorch); `op` = minicv.functional, `kernels` = the device's "
         "kernel functions called directly. Convolution rates count the direct sum's 2 * MACs whatever the "
-        "algorithm; `winograd` does 16/36 of the products on the 3x3 stride-1 layers it serves, so its rate "
-        "can pass the machine's FMA peak.",
+        "algorithm; `winograd` does 16/36 of the products on the 3x3 stride-1 layers and 9/16 on the 4x4 "
+        "stride-2 transposed convs it serves, so its rate can pass the machine's FMA peak.",
     ]
     lines += [f"\nNote: {name}: {note}" for name, note in results["notes"].items()]
     header = ("| case | pass | device | path | algorithm | median ms | IQR ms | rate | % copy | vs torch | target |\n"
