@@ -698,6 +698,14 @@ def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c
     return src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane
 
 
+def _all_finite(tiles_kernel, split: tuple, weights: np.ndarray, out: np.ndarray) -> bool:
+    """Run a Winograd tiles kernel on _winograd_split's arguments into out; False if one of its tasks (one
+    per image and row of starts) computed an infinity or a NaN."""
+    non_finite = np.zeros(out.shape[0] * split[4].shape[0], np.bool_)
+    tiles_kernel(*split, weights, out, non_finite)
+    return not non_finite.any()
+
+
 def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair, groups: int) -> bool:
     """out = conv2d(x, w) of a 3x3 stride-1 layer, every element written: Winograd F(2x2, 3x3) over x
     split by _winograd_split. (The whole batch at once: chunks of images, as _conv_direct takes them,
@@ -709,9 +717,7 @@ def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair,
     split = _winograd_split(x, padding, (-(-out.shape[2] // 2), -(-out.shape[3] // 2)), groups, w.shape[1])
     weights = np.zeros((16, groups, -(-w.shape[0] // groups // ROWS), w.shape[1] * ROWS), x.dtype)
     _winograd_weights(w, KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, weights)
-    non_finite = np.zeros(split[4].shape[0] * x.shape[0], np.bool_)
-    _winograd_tiles(*split, weights, out, non_finite)
-    return not non_finite.any()
+    return _all_finite(_winograd_tiles, split, weights, out)
 
 
 def _transposed_winograd(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, groups: int) -> bool:
@@ -720,14 +726,12 @@ def _transposed_winograd(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, groups: 
     m - 1, m; phase 1 taps 2, 0 from m, m + 1). Returns False when an output is infinite or NaN, as
     _conv_winograd."""
     split = _winograd_split(gy, (1, 1), (-(-gx.shape[2] // 4), -(-gx.shape[3] // 4)), groups, w.shape[0] // groups)
-    taps = ([3, 1], [2, 0])
+    taps = [_phase(4, 2, 1, 1, phase)[0] for phase in (0, 1)]  # [3, 1] and [2, 0]
     weights = np.zeros((36, groups, -(-gx.shape[1] // groups // ROWS), w.shape[0] // groups * ROWS), gy.dtype)
     for p, (ph, pw) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         _winograd_weights(_sub_kernel(w, taps[ph], taps[pw], groups), KERNEL_TRANSFORMS_2[ph], KERNEL_TRANSFORMS_2[pw],
                           weights[9 * p:9 * p + 9])
-    non_finite = np.zeros(split[4].shape[0] * gy.shape[0], np.bool_)
-    _winograd_transposed_tiles(*split, weights, gx, non_finite)
-    return not non_finite.any()
+    return _all_finite(_winograd_transposed_tiles, split, weights, gx)
 
 
 # ---------------------------------------------------------------------------------------------------
