@@ -132,7 +132,17 @@ inline const char* grow_fibers(Block& block, size_t count) {
     return nullptr;
 }
 
-inline void run_block(Block& block, size_t thread_count) {
+// The order in which threads (within each barrier phase) and blocks run. A GPU promises no order, so a
+// kernel must give the same result in both: `reverse` finds the races `forward` hides (a thread reading what
+// an earlier thread wrote without a barrier between, a block reading what an earlier block wrote).
+enum class Schedule { forward = 0, reverse = 1 };
+
+// The i-th of count in the schedule's order.
+inline size_t nth(Schedule schedule, size_t i, size_t count) {
+    return schedule == Schedule::forward ? i : count - 1 - i;
+}
+
+inline void run_block(Block& block, size_t thread_count, Schedule schedule) {
     for (size_t t = 0; t < thread_count; ++t) {
         Fiber& fiber = *block.fibers[t];
         fiber.state = FiberState::running;
@@ -142,7 +152,8 @@ inline void run_block(Block& block, size_t thread_count) {
     // Each round runs every live fiber up to its next barrier (or its end): a barrier phase.
     size_t live = thread_count;
     while (live > 0) {
-        for (size_t t = 0; t < thread_count; ++t) {
+        for (size_t i = 0; i < thread_count; ++i) {
+            const size_t t = nth(schedule, i, thread_count);
             Fiber& fiber = *block.fibers[t];
             if (fiber.state == FiberState::done) continue;
             fiber.state = FiberState::running;
@@ -156,7 +167,7 @@ inline void run_block(Block& block, size_t thread_count) {
 
 // Runs kernel(args...) on grid x block; returns an error message, or nullptr.
 inline const char* launch(void (*body)(void*, void**), void* kernel, const unsigned* grid, const unsigned* block_dims,
-                          size_t dynamic_shared_bytes, void** args) {
+                          size_t dynamic_shared_bytes, void** args, Schedule schedule) {
     const unsigned long long threads = 1ull * block_dims[0] * block_dims[1] * block_dims[2];
     if (threads == 0 || threads > 1024 || block_dims[0] > 1024 || block_dims[1] > 1024 || block_dims[2] > 64)
         return "invalid block: at most 1024 threads, (1024, 1024, 64) per dimension, none zero";
@@ -170,12 +181,13 @@ inline const char* launch(void (*body)(void*, void**), void* kernel, const unsig
     block.args = args;
     blockDim = dim3(block_dims[0], block_dims[1], block_dims[2]);
     gridDim = dim3(grid[0], grid[1], grid[2]);
-    for (unsigned z = 0; z < grid[2]; ++z)
-        for (unsigned y = 0; y < grid[1]; ++y)
-            for (unsigned x = 0; x < grid[0]; ++x) {
-                blockIdx = uint3{x, y, z};
-                run_block(block, threads);
-            }
+    const unsigned long long blocks = 1ull * grid[0] * grid[1] * grid[2];
+    for (unsigned long long i = 0; i < blocks; ++i) {
+        const unsigned long long b = nth(schedule, i, blocks);
+        blockIdx = uint3{static_cast<unsigned>(b % grid[0]), static_cast<unsigned>(b / grid[0] % grid[1]),
+                         static_cast<unsigned>(b / (1ull * grid[0] * grid[1]))};
+        run_block(block, threads, schedule);
+    }
     fflush(stdout);
     return nullptr;
 }
@@ -194,8 +206,9 @@ void body_of(void* kernel, void** args) {
 
 template <typename... Params>
 const char* launch_kernel(void (*kernel)(Params...), const unsigned* grid, const unsigned* block,
-                          size_t dynamic_shared_bytes, void** args) {
-    return launch(&body_of<Params...>, reinterpret_cast<void*>(kernel), grid, block, dynamic_shared_bytes, args);
+                          size_t dynamic_shared_bytes, void** args, int schedule) {
+    return launch(&body_of<Params...>, reinterpret_cast<void*>(kernel), grid, block, dynamic_shared_bytes, args,
+                  static_cast<Schedule>(schedule));
 }
 
 // The parameter types, in NumPy's type characters, so that Python can check each argument before a launch:

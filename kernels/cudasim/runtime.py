@@ -2,10 +2,14 @@
 
 For a .cu file this generates one C++ file: cudasim.h, the dynamic shared-memory arrays the source
 declares, the source itself, then for each kernel (name expression) two extern "C" functions:
-``cudasim_launch_<i>(grid, block, shared_bytes, args)`` runs the grid, unpacking ``args`` (a void*[] with
-one pointer per parameter, as cuLaunchKernel takes) into the kernel's parameters; and
+``cudasim_launch_<i>(grid, block, shared_bytes, args, schedule)`` runs the grid, unpacking ``args`` (a
+void*[] with one pointer per parameter, as cuLaunchKernel takes) into the kernel's parameters; and
 ``cudasim_signature_<i>()`` spells the parameter types, so that every argument is checked before a launch
 (on a GPU a wrong scalar type is silently misread; here it raises).
+
+Blocks, and the threads of a block between barriers, run in the order of the schedule: ``forward``
+(the default) or ``reverse``, set by ``schedule(name)`` or $MINICV_CUDASIM_SCHEDULE. A GPU promises no
+order, so a kernel whose result differs between the two has a race.
 
 Libraries are cached in $MINICV_CUDASIM_CACHE (default ~/.cache/minicv/cudasim), named by a hash of the
 generated file and the compiler command: a changed source, header or flag builds a new one. Extra compiler
@@ -23,7 +27,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,34 @@ FLAGS = ("-std=c++17", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-fno-g
 
 # `extern __shared__ float name[];` inside a kernel refers to an array defined at file scope.
 _DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+([^;\[]*?)\s*\b(\w+)\s*\[\s*\]\s*;")
+
+
+SCHEDULES = ("forward", "reverse")  # cudasim.h's Schedule, in order
+
+
+def _schedule_named(name: str) -> int:
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown cudasim schedule {name!r}: expected one of {', '.join(SCHEDULES)}")
+    return SCHEDULES.index(name)
+
+
+_schedule = _schedule_named(os.environ.get("MINICV_CUDASIM_SCHEDULE", "forward"))
+
+
+def get_schedule() -> str:
+    return SCHEDULES[_schedule]
+
+
+@contextmanager
+def schedule(name: str) -> Iterator[None]:
+    """Run cudasim launches inside the block in schedule ``name``: blocks, and the threads of each block
+    between barriers, first to last ("forward") or last to first ("reverse")."""
+    global _schedule
+    previous, _schedule = _schedule, _schedule_named(name)
+    try:
+        yield
+    finally:
+        _schedule = previous
 
 
 def cache_dir() -> Path:
@@ -61,8 +94,8 @@ def generate(source: str, names: Sequence[str]) -> str:
         export = '__attribute__((visibility("default")))'
         lines += [
             f"{export} const char* cudasim_launch_{i}(const unsigned* grid, const unsigned* block, "
-            f"size_t shared_bytes, void** args) {{",
-            f"    return cudasim::launch_kernel(&{name}, grid, block, shared_bytes, args);",
+            f"size_t shared_bytes, void** args, int schedule) {{",
+            f"    return cudasim::launch_kernel(&{name}, grid, block, shared_bytes, args, schedule);",
             "}",
             f"{export} const char* cudasim_signature_{i}() {{ return cudasim::signature_of(&{name}); }}",
         ]
@@ -120,7 +153,7 @@ class CudasimKernel:
         self._launch = getattr(library, f"cudasim_launch_{index}")
         self._launch.restype = ctypes.c_char_p
         dims = ctypes.POINTER(ctypes.c_uint)
-        self._launch.argtypes = (dims, dims, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p))
+        self._launch.argtypes = (dims, dims, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int)
         signature = getattr(library, f"cudasim_signature_{index}")
         signature.restype = ctypes.c_char_p
         self.parameters = tuple(signature().decode().split())
@@ -131,7 +164,7 @@ class CudasimKernel:
         keep_alive = [self._argument(i, code, arg)
                       for i, (code, arg) in enumerate(zip(self.parameters, args, strict=True))]
         pointers = (ctypes.c_void_p * max(1, len(args)))(*(holder.ctypes.data for holder in keep_alive))
-        error = self._launch(_dims(grid, "grid"), _dims(block, "block"), shared_mem, pointers)
+        error = self._launch(_dims(grid, "grid"), _dims(block, "block"), shared_mem, pointers, _schedule)
         if error is not None:
             raise RuntimeError(f"cudasim could not launch {self.name} with grid {grid}, block {block}: "
                                f"{error.decode()}")

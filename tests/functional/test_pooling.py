@@ -320,10 +320,14 @@ def test_max_unpool2d_moves_indices_to_a_larger_plane(device):
                        lambda a: TF.max_unpool2d(a, indices, 2, output_size=(5, 5)), [x], device, 0)
 
 
-def test_max_unpool2d_duplicates_keep_the_last_value(device):
+def test_max_unpool2d_duplicates_keep_one_of_their_values(device):
+    """The last one on the CPU devices, as PyTorch's CPU loop; on the CUDA kernels whichever thread writes
+    last, as PyTorch on a GPU (cudasim's reverse schedule keeps the first)."""
     indices = mc.tensor(np.array([[[[3, 3], [0, 3]]]]), device=device)
     out = F.max_unpool2d(mc.tensor(np.array([[[[1.0, 2.0], [5.0, 7.0]]]]), device=device), indices, 2)
-    assert out.numpy()[0, 0].ravel().tolist() == [5.0, 0, 0, 7.0] + [0.0] * 12
+    out = out.numpy()[0, 0].ravel().tolist()
+    assert out[3] in ([7.0] if device in ("numpy", "numba") else [1.0, 2.0, 7.0])
+    assert out[:3] + out[4:] == [5.0, 0, 0] + [0.0] * 12
 
 
 def test_max_unpool2d_empty_output_and_batch(device):

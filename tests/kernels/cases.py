@@ -33,6 +33,15 @@ def pairs(low: int, high: int) -> st.SearchStrategy:
     return st.tuples(st.integers(low, high), st.integers(low, high))
 
 
+def split_schedule(device: str) -> tuple[str, str]:
+    """("cudasim", "reverse") for the test device "cudasim-reverse", (device, "forward") for any other.
+
+    On "cudasim-reverse" the blocks, and the threads of a block between barriers, run last to first, so a
+    kernel whose result depends on that order (a race on a GPU) fails its test there."""
+    name, _, schedule = device.partition("-")
+    return name, schedule or "forward"
+
+
 def to_host(a) -> np.ndarray:
     """A NumPy array from a NumPy array, a PyTorch tensor or a CuPy array."""
     if isinstance(a, torch.Tensor):

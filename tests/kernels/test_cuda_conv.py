@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import assert_close, conv_cases, to_host, torch_conv
+from cases import assert_close, conv_cases, split_schedule, to_host, torch_conv
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from minicv.kernels.cuda import conv
+from minicv.kernels.cudasim import runtime
 
 SETTINGS = settings(max_examples=40, deadline=None)
-DEVICES = ["cudasim", pytest.param("cuda", marks=pytest.mark.gpu)]
+DEVICES = ["cudasim", "cudasim-reverse", pytest.param("cuda", marks=pytest.mark.gpu)]
 CONV_CU = Path(conv.__file__).with_name("conv.cu")
 
 class NanEmpty:
@@ -39,11 +40,22 @@ class NanEmpty:
 
 
 def backend_of(device: str):
+    device, schedule = split_schedule(device)
     if device == "cudasim":
         from minicv.kernels.cudasim import backend
     else:
         from minicv.kernels.cuda import backend
-    return SimpleNamespace(xp=NanEmpty(backend.xp), kernel=backend.kernel, max_blocks=backend.max_blocks)
+
+    def kernel(source_file: str, name_expression: str):
+        launch = backend.kernel(source_file, name_expression)
+
+        def scheduled(*args, **kwargs):
+            with runtime.schedule(schedule):
+                launch(*args, **kwargs)
+
+        return scheduled
+
+    return SimpleNamespace(xp=NanEmpty(backend.xp), kernel=kernel, max_blocks=backend.max_blocks)
 
 
 def on_device(backend, a: np.ndarray):

@@ -32,6 +32,7 @@ from cases import (
     pairs,
     pool_cases,
     seeds,
+    split_schedule,
     ties_nan_and_minus_inf,
     torch_cross_entropy_gradient,
     torch_gather_upsample,
@@ -44,19 +45,23 @@ from hypothesis import strategies as st
 from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.cuda import check_ptx
 from minicv.kernels.cuda.launch import NO_CUDA_MESSAGE
+from minicv.kernels.cudasim import runtime as cudasim_runtime
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
-@pytest.fixture(scope="module", params=["cudasim", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(scope="module",
+                params=["cudasim", "cudasim-reverse", pytest.param("cuda", marks=pytest.mark.gpu)])
 def table(request: pytest.FixtureRequest):
-    """The device's kernel table module; results come back as NumPy arrays through ``table.run``."""
-    module = importlib.import_module(f"minicv.kernels.{request.param}")
+    """``table(name, *args)`` calls kernel ``name`` of the device's table; results come back as NumPy arrays."""
+    device, schedule = split_schedule(request.param)
+    module = importlib.import_module(f"minicv.kernels.{device}")
     xp = module.backend.xp
 
     def run(name: str, *args):
         to_device = [xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
-        result = getattr(module, name)(*to_device)
+        with cudasim_runtime.schedule(schedule):
+            result = getattr(module, name)(*to_device)
         to_host = np.asarray if xp is np else xp.asnumpy
         return tuple(map(to_host, result)) if isinstance(result, tuple) else to_host(result)
 

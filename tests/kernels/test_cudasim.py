@@ -53,6 +53,18 @@ __global__ void rotate_kernel(const int* x, int* y, int with_barrier) {
     y[blockIdx.x * blockDim.x + threadIdx.x] = values[(threadIdx.x + 1) % blockDim.x];
 }
 
+// Races that only one schedule shows: each thread reads what its left neighbour wrote with no barrier
+// between, and each block what the block before it wrote (nothing orders the blocks of a grid).
+__global__ void left_neighbour_kernel(const int* x, int* y) {
+    __shared__ int values[256];
+    values[threadIdx.x] = x[blockIdx.x * blockDim.x + threadIdx.x];
+    y[blockIdx.x * blockDim.x + threadIdx.x] = values[threadIdx.x > 0 ? threadIdx.x - 1 : 0];
+}
+
+__global__ void chain_kernel(int* y) {
+    if (threadIdx.x == 0) y[blockIdx.x] = blockIdx.x == 0 ? 0 : y[blockIdx.x - 1] + 1;
+}
+
 // Threads that return early do not hold the others at later barriers.
 __global__ void early_exit_kernel(int* out, int rounds) {
     __shared__ int counter[1];
@@ -177,6 +189,36 @@ def test_barrier_waits_for_every_thread_of_the_block() -> None:
     assert not np.array_equal(y, expected)
 
 
+def test_the_reverse_schedule_shows_races_the_forward_one_hides() -> None:
+    kernels = _load(BARRIERS, "left_neighbour_kernel", "chain_kernel")
+    x = np.arange(512, dtype=np.int32)
+    left = np.concatenate([x[:1], x[:-1]]).reshape(2, 256)
+    left[1, 0] = x[256]
+    results, before = {}, runtime.get_schedule()
+    for name in runtime.SCHEDULES:
+        y, chain = np.zeros_like(x), np.full(5, -1, dtype=np.int32)
+        with runtime.schedule(name):
+            kernels["left_neighbour_kernel"]((2,), (256,), (x, y))
+            kernels["chain_kernel"]((5,), (32,), (chain,))
+        results[name] = (np.array_equal(y, left.ravel()), chain.tolist() == [0, 1, 2, 3, 4])
+    assert results == {"forward": (True, True), "reverse": (False, False)}
+    assert runtime.get_schedule() == before  # restored
+    with pytest.raises(ValueError, match="unknown cudasim schedule 'sideways': expected one of forward, reverse"):
+        with runtime.schedule("sideways"):
+            pass
+
+
+def test_the_schedule_comes_from_the_environment() -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = "from minicv.kernels.cudasim import runtime; print(runtime.get_schedule())"
+    run = subprocess.run([sys.executable, "-c", script], env={**os.environ, "MINICV_CUDASIM_SCHEDULE": "reverse"},
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "reverse"
+
+
 def test_threads_that_return_early_do_not_block_barriers() -> None:
     kernel = _load(BARRIERS, "early_exit_kernel")["early_exit_kernel"]
     out = np.zeros(3, dtype=np.int32)
@@ -184,11 +226,13 @@ def test_threads_that_return_early_do_not_block_barriers() -> None:
     np.testing.assert_array_equal(out, [32 * 5] * 3)
 
 
-def test_thread_and_block_coordinates_in_three_dimensions() -> None:
+@pytest.mark.parametrize("schedule", runtime.SCHEDULES)
+def test_thread_and_block_coordinates_in_three_dimensions(schedule: str) -> None:
     kernel = _load(BARRIERS, "coordinates_kernel")["coordinates_kernel"]
     grid, block = (3, 2, 2), (4, 3, 2)
     out = np.zeros((2, 2, 3, 2, 3, 4, 6), dtype=np.uint32)  # (bz, by, bx, tz, ty, tx, coordinate)
-    kernel(grid, block, (out,))
+    with runtime.schedule(schedule):
+        kernel(grid, block, (out,))
     bz, by, bx, tz, ty, tx = np.indices(out.shape[:-1])
     expected = np.stack([tx, ty, tz, bx, by, bz], axis=-1)
     np.testing.assert_array_equal(out, expected)
