@@ -25,6 +25,7 @@ Shape4 = tuple[int, int, int, int]
 # The launch geometry of conv.cu (TILE_M, TILE_N, BLOCK_X x BLOCK_Y there).
 TILE_M = 64
 TILE_N = 64
+TILE_K = 16
 BLOCK = (16, 16, 1)
 # backward-weight splits its reduction over (n, oh, ow) until about this many blocks run ...
 TARGET_BLOCKS = 264  # two per SM of an H100
@@ -60,8 +61,10 @@ def _conv_args(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, stride: Pair, 
                          f"{tuple(x_shape)} and w of shape {tuple(w_shape)}")
     if min(*stride, *dilation) < 1:
         raise ValueError(f"conv kernels: stride {stride} and dilation {dilation} must be positive")
-    # Every GEMM index (a pixel of the batch, a tap of a filter) is an int in conv.cu.
-    if max(n * h * w, math.prod(y_shape[:1] + y_shape[2:]), c_in * kh * kw, c_out * kh * kw) > _INT32_MAX:
+    # Every GEMM index (a pixel of the batch, a tap of a filter) is an int in conv.cu, and so are the
+    # ends of the weight gradient's splits, which reach up to k_splits * TILE_K past the last pixel.
+    largest = max(n * h * w, math.prod(y_shape[:1] + y_shape[2:]), c_in * kh * kw, c_out * kh * kw)
+    if largest > _INT32_MAX - MAX_GRID_Z * TILE_K:
         raise ValueError(f"conv kernels: x {tuple(x_shape)}, w {tuple(w_shape)}, y {tuple(y_shape)} exceed "
                          "the int32 indexing of conv.cu")
     return tuple(np.int32(v) for v in (n, c_in, h, w, c_out, *y_shape[2:], kh, kw, *stride, *padding,

@@ -33,7 +33,10 @@ __global__ void softmax_cross_entropy_forward_kernel(const T* __restrict__ x, co
     GRID_STRIDE_LOOP(pixel, count) {
         const T* logits = x + pixel / P * C * P + pixel % P;  // logits[c * P] is x[n, c, p]
         T largest = -infinity<T>();  // stable: every exp(x - max) <= 1
-        for (int c = 0; c < C; ++c) largest = max(largest, logits[c * P]);
+        for (int c = 0; c < C; ++c) {
+            const T value = logits[c * P];
+            if (value > largest || isnan(value)) largest = value;  // a NaN sticks, as in the spec (max() drops it)
+        }
         T sum = 0;
         for (int c = 0; c < C; ++c) sum += exp(logits[c * P] - largest);
         const T log_sum = log(sum);

@@ -107,7 +107,7 @@ def unpool_scatter(backend: Backend, values: Array, indices: Array, out_hw: Pair
         launch_elements(backend, "pool.cu", f"max_pool2d_backward_kernel<{t}>", out.size,
                         (values, indices, out, np.int64(out.size),
                          *_int32(h, w, h_in, w_in, *kernel_size, *stride, *padding, *dilation,
-                                 largest=h * w)))
+                                 largest=max(h * w, h_in * w_in))))  # oh * W_out + ow is an int too
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import minicv.kernels.numpy as spec
 import numpy as np
@@ -40,6 +41,24 @@ def split_schedule(device: str) -> tuple[str, str]:
     kernel whose result depends on that order (a race on a GPU) fails its test there."""
     name, _, schedule = device.partition("-")
     return name, schedule or "forward"
+
+
+class ShapeOnly:
+    """An array's shape and dtype without its memory: for launchers that must refuse a size before they
+    allocate or launch anything (sizes near 2**31 elements, which no test machine holds)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype) -> None:
+        self.shape, self.dtype, self.size = tuple(shape), np.dtype(dtype), math.prod(shape)
+
+
+def shape_only_backend():
+    """A CUDA backend stand-in whose arrays are ShapeOnly and whose kernels must never launch."""
+
+    def kernel(source_file: str, name_expression: str):
+        raise AssertionError(f"{name_expression} was launched")
+
+    xp = SimpleNamespace(ascontiguousarray=lambda a: a, empty=ShapeOnly, zeros=ShapeOnly)
+    return SimpleNamespace(xp=xp, kernel=kernel, max_blocks=2**31 - 1)
 
 
 def to_host(a) -> np.ndarray:

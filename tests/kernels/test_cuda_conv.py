@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import assert_close, conv_cases, split_schedule, to_host, torch_conv
+from cases import ShapeOnly, assert_close, conv_cases, shape_only_backend, split_schedule, to_host, torch_conv
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from minicv.kernels.cuda import conv
@@ -176,10 +176,24 @@ def test_shapes_that_would_leave_the_buffers_are_rejected():
         conv.conv2d_forward(backend, x.astype(np.int64), w.astype(np.int64), (1, 1), (0, 0), (1, 1), 2)
 
 
+def test_sizes_near_the_int32_limit_are_refused_before_anything_is_allocated():
+    """GEMM indices are ints in conv.cu, and the weight gradient's splits reach up to k_splits * TILE_K past
+    the last pixel: 524287 images of 64x64 through a 1x1 conv (2**31 - 8193 pixels) used to pass the check
+    and give a weight gradient of zeros, each split's range having wrapped negative."""
+    limit = np.iinfo(np.int32).max - conv.MAX_GRID_Z * conv.TILE_K
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    assert conv._conv_args((1, 1, 1, limit), (1, 1, 1, 1), (1, 1, 1, limit), *args)[3] == limit
+    with pytest.raises(ValueError, match="int32 indexing"):
+        conv._conv_args((1, 1, 1, limit + 1), (1, 1, 1, 1), (1, 1, 1, limit + 1), *args)
+    x = ShapeOnly((524287, 1, 64, 64), np.float32)
+    with pytest.raises(ValueError, match="int32 indexing"):
+        conv.conv2d_backward_weight(shape_only_backend(), x, x, (1, 1, 1, 1), *args)
+
+
 def test_launch_geometry_matches_conv_cu():
     source = CONV_CU.read_text(encoding="utf-8")
     constant = {name: int(value) for name, value in re.findall(r"constexpr int (\w+) = (\d+);", source)}
-    assert (constant["TILE_M"], constant["TILE_N"]) == (conv.TILE_M, conv.TILE_N)
+    assert (constant["TILE_M"], constant["TILE_N"], constant["TILE_K"]) == (conv.TILE_M, conv.TILE_N, conv.TILE_K)
     assert (constant["BLOCK_X"], constant["BLOCK_Y"], 1) == conv.BLOCK
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from cases import (
     DTYPES,
+    ShapeOnly,
     assert_close,
     assert_same,
     check_max_pool,
@@ -32,6 +33,7 @@ from cases import (
     pairs,
     pool_cases,
     seeds,
+    shape_only_backend,
     split_schedule,
     ties_nan_and_minus_inf,
     torch_cross_entropy_gradient,
@@ -44,6 +46,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.cuda import check_ptx
+from minicv.kernels.cuda import table as cuda_table
 from minicv.kernels.cuda.launch import NO_CUDA_MESSAGE
 from minicv.kernels.cudasim import runtime as cudasim_runtime
 
@@ -201,6 +204,15 @@ def test_out_of_range_pool_indices_raise_like_torch(table, bad_index) -> None:
     assert str(error.value) == message
 
 
+def test_max_pool_backward_refuses_pooled_planes_beyond_int32() -> None:
+    """The gather forms oh * W_out + ow as an int: 46340 x 46340 planes pooled 2x2 with stride 1 and padding 1
+    have 46341 x 46341 windows (2**31 + 4634 offsets), refused rather than wrapped into reads before gy."""
+    values, indices = ShapeOnly((1, 1, 46341, 46341), np.float32), ShapeOnly((1, 1, 46341, 46341), np.int64)
+    with pytest.raises(ValueError, match="int32 range"):
+        cuda_table.unpool_scatter(shape_only_backend(), values, indices, (46340, 46340),
+                                  ((2, 2), (1, 1), (1, 1), (1, 1)))
+
+
 # --- nearest upsampling -----------------------------------------------------------------------------
 
 
@@ -257,6 +269,20 @@ def test_softmax_cross_entropy_ignored_pixels_get_exactly_zero_gradient(table) -
     _, stats = table("softmax_cross_entropy_forward", x, target, np.ones(3), -100, 0.0)
     gx = table("softmax_cross_entropy_backward", x, target, np.ones(3), -100, 0.0, stats, np.array([[np.inf, 1.0]]))
     np.testing.assert_array_equal(gx[:, :, 0], 0)  # 'mean' over no valid pixel sends g = inf: still 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_nan_logit_makes_the_maximum_nan(table, dtype) -> None:
+    """stats holds the spec's maximum: NaN where a logit is (first, middle or last), not the largest of the
+    others, which CUDA's max() would give."""
+    x = np.array([[[np.nan, 1.0, 2.0, 0.0], [0.5, np.nan, 1.0, 3.0], [1.0, 0.0, np.nan, -1.0]]], dtype=dtype)
+    args = (x, np.array([[0, 1, 2, 0]]), np.ones(3, dtype=dtype), -100, 0.0)
+    loss, stats = table("softmax_cross_entropy_forward", *args)
+    loss_spec, stats_spec = spec.softmax_cross_entropy_forward(*args)
+    assert_same(stats[0], stats_spec[0])
+    assert_close(stats, stats_spec)
+    assert_close(loss, loss_spec)
+    assert np.isnan(stats[0, 0, :3]).all() and stats[0, 0, 3] == 3.0
 
 
 @pytest.mark.parametrize(("bad_target", "ignore_index"), [(3, -100), (-100, 1), (-1, -100), (7, 2)])
