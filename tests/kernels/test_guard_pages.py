@@ -2,8 +2,10 @@
 
 Each input is copied against an inaccessible page (PROT_NONE): once ending right before it, once starting
 right after it, so that a read one byte past either end faults, however the kernel reads (vector loads
-included). The kernels run in a child process (this file run as a script), so that a fault fails the test
-instead of ending the test run; the child prints each case before running it, which names the culprit.
+included). The numba conv's outputs (the buffers it takes from ``simd.empty``) are placed the same way,
+so its writes are held to them too. The kernels run in a child process (this file run as a script), so
+that a fault fails the test instead of ending the test run; the child prints each case before running
+it, which names the culprit.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def run_cases(device: str, dtype: type, at: str) -> None:
     def say(*case) -> None:
         print(device, np.dtype(dtype).name, at, *case, flush=True)
 
+    if device == "numba":  # the conv's outputs and gy_t come from simd.empty: writes past them fault too
+        simd = importlib.import_module("minicv.kernels.numba.simd")
+        simd.empty = lambda shape, dtype: guarded(np.empty(shape, dtype), at)
     algorithms = [""]
     if hasattr(kernels, "conv_algorithm"):
         algorithms = list(importlib.import_module(kernels.conv_algorithm.__module__).ALGORITHMS)
