@@ -6,8 +6,8 @@
 #    (CUDA events, TF32 off for PyTorch), whose sweep plot is the CPU-vs-GPU time over problem size.
 # Each step has a time limit so that whatever finished comes back; commit $OUT/results/* under
 # benchmarks/results/ (the file names carry the CPU and the GPU). The limits add up to under the device
-# tool's 600 s a call. The benchmarks write their files only at the end and have ~150 timed rows here
-# (~1.3 s each, plus ~30 s compiling the Numba kernels cold), so they get the larger share.
+# tool's 600 s a call. The benchmarks have ~150 timed rows here (~1.3 s each, plus ~30 s compiling the
+# Numba kernels cold), so they get the larger share; cut short, they leave results/*.partial.json.
 set -uo pipefail
 OUT=${OUT:-/tmp/minicv-gpu}
 mkdir -p "$OUT"

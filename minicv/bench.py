@@ -959,6 +959,16 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
     for b in backends:
         copy_gbps.setdefault("gpu" if b.on_gpu else "cpu", copy_bandwidth(b, plan, 2**24 if quick else 2**28))
     jobs = plan_jobs(cases, backends + torches)
+
+    def results_of(info: dict, rows: list[dict]) -> dict:
+        return {"machine": info, "quick": quick, "seed": seed, "malloc": malloc, "plan": plan.__dict__,
+                "notes": notes, "copy_bandwidth_gbps": copy_gbps, "results": rows}
+
+    info = machine_info(backends + torches)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / (machine_slug(info) + ("-quick" if quick else ""))
+    # The rows so far, rewritten after each one: a run cut short (a time limit, Ctrl-C) keeps them.
+    partial = stem.with_suffix(".partial.json")
     rows, arrays, arrays_of = [], {}, None
     with tqdm(jobs, desc="minicv bench", unit="case") as progress:
         for job in progress:
@@ -969,15 +979,13 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
                 arrays, arrays_of = {}, problem  # (the previous ones freed before the next are made)
                 arrays = problem.arrays(np.random.default_rng(seed), np.float32)
             rows.append(job.run(plan, arrays))
+            partial.write_text(json.dumps(results_of(info, rows), indent=1) + "\n")
     add_ratios(rows, copy_gbps)
     judge_targets(rows, cases)
 
-    info = machine_info(backends + torches)
-    results = {"machine": info, "quick": quick, "seed": seed, "malloc": malloc, "plan": plan.__dict__, "notes": notes,
-               "copy_bandwidth_gbps": copy_gbps, "results": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / (machine_slug(info) + ("-quick" if quick else ""))
+    results = results_of(machine_info(backends + torches), rows)  # the load average at the end
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    partial.unlink(missing_ok=True)
     stem.with_suffix(".md").write_text(markdown(results))
     plot(results, stem.with_suffix(".png"))
     results["files"] = [str(stem.with_suffix(s)) for s in (".json", ".md", ".png")]

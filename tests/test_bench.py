@@ -157,6 +157,26 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
     assert all(r["case"] in table for r in results["results"])
     with Image.open(png_path) as image:
         assert image.format == "PNG" and min(image.size) > 100
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".md", ".png"]  # no partial file left
+
+
+def test_a_run_cut_short_keeps_the_rows_it_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A time limit or Ctrl-C during a long run (a GPU session's) leaves the rows timed so far."""
+    run = bench.Job.run
+    timed = []
+
+    def run_then_stop(job: bench.Job, *args):
+        if len(timed) == 3:
+            raise KeyboardInterrupt
+        timed.append(run(job, *args))
+        return timed[-1]
+
+    monkeypatch.setattr(bench.Job, "run", run_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(tmp_path, device="numpy", op="max_pool2d", quick=True, malloc="system")
+    (partial,) = tmp_path.iterdir()
+    assert partial.name.endswith("-quick.partial.json")
+    assert json.loads(partial.read_text())["results"] == timed
 
 
 def test_unknown_op_malloc_and_cudasim_without_quick_are_refused(tmp_path: Path) -> None:
