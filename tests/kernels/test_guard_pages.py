@@ -1,11 +1,11 @@
-"""Every kernel of the numba and cudasim tables reads nothing outside its operands.
+"""Every kernel of the numba and cudasim tables reads and writes nothing outside its operands.
 
 Each input is copied against an inaccessible page (PROT_NONE): once ending right before it, once starting
 right after it, so that a read one byte past either end faults, however the kernel reads (vector loads
-included). The numba conv's outputs (the buffers it takes from ``simd.empty``) are placed the same way,
-so its writes are held to them too. The kernels run in a child process (this file run as a script), so
-that a fault fails the test instead of ending the test run; the child prints each case before running
-it, which names the culprit.
+included). The outputs are placed the same way where the device allocates them through a function that
+can be swapped (every cudasim output; the numba conv's, from ``simd.empty``), so writes are held to them.
+The kernels run in a child process (this file run as a script), so that a fault fails the test instead of
+ending the test run; the child prints each case before running it, which names the culprit.
 """
 
 from __future__ import annotations
@@ -43,6 +43,25 @@ def guarded(a: np.ndarray, at: str) -> np.ndarray:
     return out
 
 
+class GuardedArrays:
+    """NumPy, but for empty, zeros and full, whose arrays are placed against guard pages."""
+
+    def __init__(self, at: str) -> None:
+        self.at = at
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        return guarded(np.empty(shape, dtype), self.at)
+
+    def zeros(self, shape, dtype) -> np.ndarray:
+        return guarded(np.zeros(shape, dtype), self.at)
+
+    def full(self, shape, value, dtype) -> np.ndarray:
+        return guarded(np.full(shape, value, dtype), self.at)
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+
 # (N, C_in, H, W, C_out, k, stride, padding, dilation, groups): rows narrower and wider than a vector,
 # odd sizes, stride 2 (the 4x4 one is the transposed-conv Winograd's), dilation, groups, padding past k.
 CONVS = [(2, 3, 7, 9, 4, 3, 1, 1, 1, 1), (1, 4, 5, 33, 6, 3, 2, 1, 1, 2), (2, 2, 6, 6, 2, 4, 2, 1, 1, 1),
@@ -65,9 +84,13 @@ def run_cases(device: str, dtype: type, at: str) -> None:
     def say(*case) -> None:
         print(device, np.dtype(dtype).name, at, *case, flush=True)
 
-    if device == "numba":  # the conv's outputs and gy_t come from simd.empty: writes past them fault too
+    # Outputs too, where the device allocates them through a function that can be swapped: writes past
+    # them fault. numba: the conv's y, gx and gy_t (simd.empty); cudasim: every output, workspace and flag.
+    if device == "numba":
         simd = importlib.import_module("minicv.kernels.numba.simd")
         simd.empty = lambda shape, dtype: guarded(np.empty(shape, dtype), at)
+    if device == "cudasim":
+        kernels.backend.xp = GuardedArrays(at)
     algorithms = [""]
     if hasattr(kernels, "conv_algorithm"):
         algorithms = list(importlib.import_module(kernels.conv_algorithm.__module__).ALGORITHMS)
