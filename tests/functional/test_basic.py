@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import minicv as mc
 import minicv.functional as F
 from minicv.errors import ArgumentError, OutOfRangeError
-from tests.conftest import tolerances
+from tests.reference import assert_close, float64_reference
 
 # the device and dtype fixtures are plain strings and types: sharing them across examples is safe
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -30,23 +30,25 @@ def to_mc(value, device, requires_grad=None):
 
 
 def compare(mc_fn, torch_fn, arrays, device, grad=True):
-    """Run both on the same arrays; compare outputs, then input gradients for one random grad_output."""
+    """Run both on the same arrays; compare every output, then the input gradients for one random
+    grad_output of output 0. The reference is PyTorch in float64 (tests/reference.py); torch_fn runs
+    several times, so it must not change state it shares between calls."""
     dtype = arrays[0].dtype
     inputs = [mc.tensor(a, device=device, requires_grad=grad) for a in arrays]
-    torch_inputs = [torch.tensor(a, requires_grad=grad) for a in arrays]
-    y, ty = mc_fn(*inputs), torch_fn(*torch_inputs)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype and y.device.name == device
-    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), **tolerances(dtype))
+    y = mc_fn(*inputs)
+    ys = y if isinstance(y, tuple) else (y,)
+    g = np.random.default_rng(99).standard_normal(ys[0].shape).astype(dtype) if grad else None
+    expected = float64_reference(torch_fn, arrays, dtype, [grad] * len(arrays), g)
+    for i, (out, (e, allowance)) in enumerate(zip(ys, expected, strict=False)):
+        assert out.shape == e.shape and out.dtype == dtype and out.device.name == device
+        assert_close(out.detach().numpy(), e, dtype, f"output {i}", allowance)
     if not grad:
         return
-    g = np.random.default_rng(99).standard_normal(y.shape).astype(dtype)
-    y.backward(g)
-    ty.backward(torch.tensor(g))
-    for t, tt in zip(inputs, torch_inputs, strict=True):
-        expected = np.zeros(t.shape, dtype) if tt.grad is None else tt.grad.numpy()
+    ys[0].backward(g)
+    for i, (t, (e, allowance)) in enumerate(zip(inputs, expected[len(ys):], strict=True)):
         actual = np.zeros(t.shape, dtype) if t.grad is None else t.grad.numpy()
         assert actual.dtype == dtype
-        np.testing.assert_allclose(actual, expected, **tolerances(dtype))
+        assert_close(actual, e, dtype, f"gradient of input {i}", allowance)
 
 
 def randn(seed, *shape, dtype=np.float64):
@@ -200,20 +202,33 @@ def test_unary_ops(device, dtype, op):
 def test_batch_norm_training_updates_running_stats(device, dtype, seed, n, c, hw, affine, momentum, eps):
     x = randn(seed, n, c, *hw, dtype=dtype) * 3 + 1
     stats = [randn(seed + 1, c, dtype=dtype), np.abs(randn(seed + 2, c, dtype=dtype)) + 0.5]
-    mc_stats = [mc.tensor(s, device=device) for s in stats]
-    torch_stats = [torch.tensor(s) for s in stats]
     affine_arrays = [randn(seed + 3, c, dtype=dtype), randn(seed + 4, c, dtype=dtype)] if affine else []
 
     def ours(t, *wb):
-        return F.batch_norm(t, *mc_stats, *wb, training=True, momentum=momentum, eps=eps)
+        mean, var = (mc.tensor(s, device=device) for s in stats)
+        return F.batch_norm(t, mean, var, *wb, training=True, momentum=momentum, eps=eps), mean, var
 
-    def theirs(t, *wb):
-        return TF.batch_norm(t, *torch_stats, *wb, training=True, momentum=momentum, eps=eps)
+    def theirs(t, *wb):  # runs once per reference trial: fresh running statistics each time
+        mean, var = (torch.tensor(s, dtype=t.dtype) for s in stats)
+        return TF.batch_norm(t, mean, var, *wb, training=True, momentum=momentum, eps=eps), mean, var
 
     compare(ours, theirs, [x, *affine_arrays], device)
-    for s, ts in zip(mc_stats, torch_stats, strict=True):
-        assert s.dtype == dtype
-        np.testing.assert_allclose(s.numpy(), ts.numpy(), **tolerances(dtype))
+
+
+def test_batch_norm_of_nearly_equal_values_matches_the_float64_answer(device, dtype):
+    """The draw that once failed: PyTorch's float32 answer is 3e-4 off here (the variance of nearly
+    equal values loses digits), so only the float64 answer with a conditioning-aware tolerance decides."""
+    x = np.array([[5.209728, -1.3], [5.208488, 0.7]], dtype=dtype)
+
+    def ours(t):
+        mean, var = mc.zeros(2, device=device, dtype=dtype), mc.ones(2, device=device, dtype=dtype)
+        return F.batch_norm(t, mean, var, training=True, eps=1e-5), mean, var
+
+    def theirs(t):
+        mean, var = torch.zeros(2, dtype=t.dtype), torch.ones(2, dtype=t.dtype)
+        return TF.batch_norm(t, mean, var, training=True, eps=1e-5), mean, var
+
+    compare(ours, theirs, [x], device)
 
 
 @SETTINGS
@@ -228,7 +243,7 @@ def test_batch_norm_eval_uses_running_stats_and_leaves_them(device, dtype, seed,
         return F.batch_norm(t, *mc_stats, *wb, training=False)
 
     def theirs(t, *wb):
-        return TF.batch_norm(t, *(torch.tensor(s) for s in stats), *wb, training=False)
+        return TF.batch_norm(t, *(torch.tensor(s, dtype=t.dtype) for s in stats), *wb, training=False)
 
     compare(ours, theirs, [x, *affine_arrays], device)
     for s, original in zip(mc_stats, stats, strict=True):

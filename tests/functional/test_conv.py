@@ -21,6 +21,7 @@ from minicv.errors import ArgumentError, DtypeError
 from minicv.functional.conv import conv_transpose2d_output_padding
 from minicv.gradcheck import gradcheck
 from tests.conftest import tolerances
+from tests.reference import assert_close, float64_reference
 
 # The device fixture is a plain string: hypothesis may reuse it across examples.
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -45,33 +46,28 @@ def as_pair(value) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- comparison with torch
-def torch_run(op: str, arrays: list, args: tuple, kwargs: dict, gy: np.ndarray | None):
-    """torch's output and the gradients of every array (None stays None) for upstream gradient gy."""
-    tensors = [None if a is None else torch.from_numpy(a).requires_grad_(a.dtype.kind == "f") for a in arrays]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # 'same' with even kernels: "zero-padded copy"
-        y = OPS[op][1](*tensors, *args, **kwargs)
-    if gy is not None:
-        y.backward(torch.from_numpy(gy))
-    return y.detach().numpy(), [None if t is None else t.grad for t in tensors]
-
-
 def assert_matches_torch(op: str, arrays: list, args: tuple, kwargs: dict, device: str, seed: int) -> None:
-    """minicv's op on ``device`` equals torch's in value and in the gradient of every array."""
+    """minicv's op on ``device`` equals torch's (in float64, tests/reference.py) in value and in the
+    gradient of every array."""
     dtype = arrays[0].dtype
     tensors = [None if a is None else mc.tensor(a, device=device, requires_grad=True) for a in arrays]
     y = OPS[op][0](*tensors, *args, **kwargs)
-    expected_y, _ = torch_run(op, arrays, args, kwargs, None)
     assert y.dtype == dtype and y.device.name == device
-    np.testing.assert_allclose(y.detach().numpy(), expected_y, **tolerances(dtype))
-    gy = np.random.default_rng(seed).standard_normal(expected_y.shape).astype(dtype)
+    gy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
+
+    def theirs(*torch_tensors):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # 'same' with even kernels: "zero-padded copy"
+            return OPS[op][1](*torch_tensors, *args, **kwargs)
+
+    (expected_y, allowance), *expected_grads = float64_reference(theirs, arrays, dtype, upstream=gy)
+    assert_close(y.detach().numpy(), expected_y, dtype, "output", allowance)
     y.backward(gy)
-    _, expected_grads = torch_run(op, arrays, args, kwargs, gy)
-    for name, t, expected in zip(("input", "weight", "bias"), tensors, expected_grads, strict=False):
-        if t is not None:
-            assert t.grad is not None, f"no gradient for {name}"
-            assert t.grad.shape == t.shape and t.grad.dtype == dtype, name
-            np.testing.assert_allclose(t.grad.numpy(), expected.numpy(), **tolerances(dtype), err_msg=name)
+    present = [(name, t) for name, t in zip(("input", "weight", "bias"), tensors, strict=False) if t is not None]
+    for (name, t), (expected, allowance) in zip(present, expected_grads, strict=True):
+        assert t.grad is not None, f"no gradient for {name}"
+        assert t.grad.shape == t.shape and t.grad.dtype == dtype, name
+        assert_close(t.grad.numpy(), expected, dtype, name, allowance)
 
 
 @st.composite

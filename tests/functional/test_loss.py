@@ -23,7 +23,6 @@ from minicv.gradcheck import gradcheck
 from tests.functional.test_pooling import (
     SETTINGS,
     as_numpy,
-    assert_close,
     compare_with_torch,
     dtypes,
     opinfo,
@@ -31,6 +30,7 @@ from tests.functional.test_pooling import (
     seeds,
     to_minicv,
 )
+from tests.reference import assert_close
 
 REDUCTIONS = ("none", "mean", "sum")
 

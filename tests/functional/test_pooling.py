@@ -21,7 +21,7 @@ import minicv as mc
 import minicv.functional as F
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.gradcheck import gradcheck
-from tests.conftest import tolerances
+from tests.reference import assert_close, float64_reference
 
 # The device fixture is a plain string: hypothesis may reuse it across examples.
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -53,39 +53,34 @@ def opinfo_samples(name: str, variant: str = "") -> list:
     return [(s.input, s.args, s.kwargs) for s in samples]
 
 
-def assert_close(actual, expected, dtype, what: str = "") -> None:
-    """Values (and NaN positions) equal within the project's tolerances for ``dtype``."""
-    expected = as_numpy(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    np.testing.assert_allclose(actual, expected, equal_nan=True, err_msg=what, **tolerances(dtype))
-
-
 def compare_with_torch(ours: Callable, theirs: Callable, arrays: list, device: str, seed: int,
                        grad: tuple[bool, ...] | None = None) -> None:
     """ours(*minicv tensors) equals theirs(*torch tensors) in value (every output) and in the gradient of
-    every float array marked in ``grad`` (default: all), for a random upstream gradient of output 0."""
+    every float array marked in ``grad`` (default: all), for a random upstream gradient of output 0; the
+    reference is PyTorch in float64 (tests/reference.py)."""
     grad = grad or tuple(a.dtype.kind == "f" for a in arrays)
+    dtype = arrays[0].dtype
     mine = [to_minicv(a, device, g) for a, g in zip(arrays, grad, strict=True)]
-    torch_in = [torch.from_numpy(np.array(a)).requires_grad_(bool(g)) for a, g in zip(arrays, grad, strict=True)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        y, expected = ours(*mine), theirs(*torch_in)
-    ys, expected_ys = (y, expected) if isinstance(y, tuple) else ((y,), (expected,))
-    dtype = arrays[0].dtype
-    for i, (a, e) in enumerate(zip(ys, expected_ys, strict=True)):
+        y = ours(*mine)
+        ys = y if isinstance(y, tuple) else (y,)
+        gy = np.random.default_rng(seed).standard_normal(ys[0].shape).astype(dtype) if any(grad) else None
+        expected = float64_reference(theirs, arrays, dtype, grad, gy)
+    for i, (a, (e, allowance)) in enumerate(zip(ys, expected, strict=False)):
         assert a.device.name == device
-        assert a.dtype == as_numpy(e).dtype, f"output {i}: dtype {a.dtype} != {as_numpy(e).dtype}"
-        assert_close(a.detach().numpy(), e, dtype, f"output {i}")
-    if not any(grad):
+        expected_dtype = dtype if e.dtype.kind == "f" else e.dtype
+        assert a.dtype == expected_dtype, f"output {i}: dtype {a.dtype} != {expected_dtype}"
+        assert_close(a.detach().numpy(), e, dtype, f"output {i}", allowance)
+    if gy is None:
         return
-    gy = np.random.default_rng(seed).standard_normal(ys[0].shape).astype(dtype)
     ys[0].backward(gy)
-    expected_ys[0].backward(torch.from_numpy(gy))
-    for i, (m, t) in enumerate(zip(mine, torch_in, strict=True)):
+    expected_grads = iter(expected[len(ys):])
+    for i, m in enumerate(mine):
         if grad[i]:
-            expected_grad = t.grad if t.grad is not None else torch.zeros_like(t)
             assert m.grad is not None, f"no gradient for input {i}"
-            assert_close(m.grad.numpy(), expected_grad, dtype, f"gradient of input {i}")
+            expected_grad, allowance = next(expected_grads)
+            assert_close(m.grad.numpy(), expected_grad, dtype, f"gradient of input {i}", allowance)
 
 
 def bind(fn: Callable, *args, **kwargs) -> Callable:

@@ -23,13 +23,13 @@ from minicv.gradcheck import gradcheck
 from tests.functional.test_pooling import (
     SETTINGS,
     as_numpy,
-    assert_close,
     bind,
     compare_with_torch,
     dtypes,
     opinfo_samples,
     seeds,
 )
+from tests.reference import assert_close
 
 MODES = ("nearest", "nearest-exact")
 
