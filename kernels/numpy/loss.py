@@ -54,4 +54,5 @@ def softmax_cross_entropy_backward(x: np.ndarray, target: np.ndarray, weight: np
     dloss = (1 - eps) * weight[t][:, None] * (softmax - is_target)
     if eps > 0:
         dloss += eps / num_classes * (softmax * weight.sum() - weight[:, None])
-    return np.where(valid, g, 0)[:, None] * dloss
+    with np.errstate(invalid="ignore"):  # an infinite g (a 'mean' over zero weight) times 0 is NaN, as in PyTorch
+        return np.where(valid, g, 0)[:, None] * dloss
