@@ -161,9 +161,9 @@ def _optimizer(name: str, model, lr: float):
 def cmd_train(args: argparse.Namespace) -> int:
     task_name = TASKS[args.model]
     train_items, test_items, num_classes, names = _datasets(args, task_name)
-    if not train_items:
+    if not train_items and args.data != "scenes":
         raise ValueError(
-            f"--data {args.data}: nothing left to train on after holding out {len(test_items)} item(s) for "
+            f"--data {args.data}: nothing left to train on after holding out {len(test_items)} image(s) for "
             "testing (the last tenth, at least one): a folder needs at least 2 images"
         )
     minicv.manual_seed(args.seed)

@@ -132,7 +132,7 @@ def test_images_a_model_cannot_take_are_refused_before_training(tmp_path):
 
 def test_a_folder_of_one_image_is_too_small_to_train_on(tmp_path):
     _segmentation_folder(tmp_path / "data", 1, 8, 8)
-    with pytest.raises(ValueError, match="after holding out 1 item.* a folder needs at least 2 images"):
+    with pytest.raises(ValueError, match="after holding out 1 image.* a folder needs at least 2 images"):
         main(["train", "--model", "naive", "--data", str(tmp_path / "data"), "--num-classes", "2",
               "--out", str(tmp_path / "run"), *TINY])
 
