@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from PIL import Image
 import minicv
 from minicv import optim
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
-from minicv.data.folder import load_image
-from minicv.models import TASKS, build_model
+from minicv.data.folder import MAX_PIXELS, load_image
+from minicv.models import TASKS, build_model, check_image_size
 from minicv.train import evaluate, fit, make_task
 from minicv.viz import to_uint8
 
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = _sub(sub, "predict", "predict masks (or boxes) for image files", "predictions")
     predict.add_argument("--checkpoint", required=True)
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    _max_pixels_arg(predict)
 
     check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", "runs/check")
     check.add_argument("--op", default=None, help="only this op (e.g. conv2d)")
@@ -106,6 +108,16 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="size of generated scenes (default: 64)")
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--test-size", type=int, default=300)
+    _max_pixels_arg(parser)
+
+
+def _max_pixels_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"refuse image files of more pixels than this, before decoding them (default: {MAX_PIXELS})",
+    )
 
 
 def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tuple[str, ...]]:
@@ -118,19 +130,25 @@ def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tup
     if task == "segmentation":
         if args.num_classes is None:
             raise SystemExit("minicv: --num-classes is required with a segmentation folder")
-        data = _cached(SegmentationFolder(root, args.num_classes))
+        data = _cached(SegmentationFolder(root, args.num_classes, max_pixels=args.max_pixels))
         names = tuple(str(c) for c in range(args.num_classes))
     else:
         if args.classes is None:
             raise SystemExit("minicv: --classes is required with a localization folder")
-        names = tuple(args.classes.split(","))
-        data = _cached(LocalizationFolder(root, names))
+        names = tuple(name.strip() for name in args.classes.split(","))
+        data = _cached(LocalizationFolder(root, names, max_pixels=args.max_pixels))
     split = max(1, len(data) // 10)  # the last tenth is held out
     return data[:-split], data[-split:], len(names), names
 
 
 def _cached(dataset) -> list:
     return [dataset[i] for i in range(len(dataset))]
+
+
+def _check_sizes(model, items: list, args: argparse.Namespace, name: str) -> None:
+    """Refuse, before any work, images of a size the model cannot take (it would fail mid-run)."""
+    for height, width in sorted({tuple(item["image"].shape[-2:]) for item in items}):
+        check_image_size(model, height, width, f"--data {args.data} ({name})")
 
 
 def _optimizer(name: str, model, lr: float):
@@ -143,10 +161,16 @@ def _optimizer(name: str, model, lr: float):
 def cmd_train(args: argparse.Namespace) -> int:
     task_name = TASKS[args.model]
     train_items, test_items, num_classes, names = _datasets(args, task_name)
+    if not train_items and args.data != "scenes":
+        raise ValueError(
+            f"--data {args.data}: nothing left to train on after holding out {len(test_items)} image(s) for "
+            "testing (the last tenth, at least one): a folder needs at least 2 images"
+        )
     minicv.manual_seed(args.seed)
     size = train_items[0]["image"].shape[-2:]
     kwargs = {"image_size": tuple(size)} if task_name == "localization" else {}
     model = build_model(args.model, num_classes, **kwargs).to(args.device)
+    _check_sizes(model, train_items + test_items, args, args.model)
     config = {
         "model": args.model,
         "num_classes": num_classes,
@@ -190,9 +214,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, config = load_model(args.checkpoint, args.device)
     task_name = TASKS[config["model"]]
     _, test_items, _, _ = _datasets(args, task_name)
+    _check_sizes(model, test_items, args, config["model"])
     scores = evaluate(model, make_task(task_name, config["num_classes"]), DataLoader(test_items, 64), args.device)
     print(json.dumps(scores, indent=2))
     return 0
+
+
+def output_names(images: Sequence[str]) -> list[str]:
+    """The name each image's outputs start with: its stem ("a" for d1/a.png); where images share it,
+    their file names ("a.png", "a.jpg"), then as many parent folders as tell them apart ("d1/a.png",
+    "d2/a.png"). Names depend on the set of images, not their order, and differ in letter case too."""
+    files = [Path(image).resolve() for image in images]
+    # each path's components below its root (and its drive, without the colon), the file name last
+    parts = {file: tuple(filter(None, [file.drive.replace(":", "")])) + file.parts[1:] for file in files}
+    level = dict.fromkeys(files, 0)  # 0: the stem, k: the last k components
+
+    def name(file: Path) -> str:
+        return file.stem if level[file] == 0 else "/".join(parts[file][-level[file]:])
+
+    bumped = True
+    while bumped:
+        bumped = False
+        users = defaultdict(set)
+        for file in level:
+            users[name(file).casefold()].add(file)  # casefold: on a case-insensitive disk A.png is a.png
+        for group in users.values():
+            for file in group if len(group) > 1 else ():
+                if level[file] < len(parts[file]):  # at the full path, files differ (in letter case only)
+                    level[file] += 1
+                    bumped = True
+    return [name(file) for file in files]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -202,28 +253,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = make_task(TASKS[config["model"]], config["num_classes"])
     model.eval()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with minicv.no_grad():
-        for path in args.images:
-            image = load_image(path)
-            stem = Path(path).stem
+        for path, name in zip(args.images, output_names(args.images)):
+            image = load_image(path, args.max_pixels)
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             if task.name == "segmentation":
                 mask = predict_mask(task, model, image, args.device)
-                Image.fromarray(mask.astype(np.uint8)).save(out / f"{stem}_mask.png")
-                Image.fromarray(viz.overlay(image, mask)).save(out / f"{stem}_overlay.png")
-                print(f"{path}: mask {out / (stem + '_mask.png')}, overlay {out / (stem + '_overlay.png')}")
+                mask_path, overlay_path = out / f"{name}_mask.png", out / f"{name}_overlay.png"
+                Image.fromarray(mask.astype(np.uint8)).save(mask_path)
+                Image.fromarray(viz.overlay(image, mask)).save(overlay_path)
+                print(f"{path}: mask {mask_path}, overlay {overlay_path}")
             else:
                 label, box = predict_box(task, model, image, config["image_size"], args.device)
-                name = config["classes"][label]
-                viz.draw_boxes(image, [(box, name, (255, 40, 40))]).save(out / f"{stem}_box.png")
-                print(f"{path}: {name} at (x, y, w, h) = {np.round(box, 1).tolist()}, {out / (stem + '_box.png')}")
+                class_name, box_path = config["classes"][label], out / f"{name}_box.png"
+                viz.draw_boxes(image, [(box, class_name, (255, 40, 40))]).save(box_path)
+                print(f"{path}: {class_name} at (x, y, w, h) = {np.round(box, 1).tolist()}, {box_path}")
     return 0
 
 
-def predict_mask(task, model, image: np.ndarray, device: str, multiple: int = 8) -> np.ndarray:
-    """The mask of an image of any size: padded (edge values) to a multiple of the encoders' total
-    downsampling, predicted, cropped back."""
+def predict_mask(task, model, image: np.ndarray, device: str) -> np.ndarray:
+    """The mask of an image of any size: padded (edge values) to a size the model takes (a multiple of
+    its ``size_multiple``), predicted, cropped back."""
     height, width = image.shape[-2:]
+    multiple = model.size_multiple
     padded = np.pad(image, ((0, 0), (0, -height % multiple), (0, -width % multiple)), mode="edge")
     return task.predict(model, padded[None], device)[0, :height, :width]
 

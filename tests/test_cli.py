@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from minicv.checkpoint import read_meta
 from minicv.cli import build_parser, main
 
 TINY = ["--device", "numpy", "--train-size", "8", "--test-size", "4", "--size", "32", "--epochs", "1"]
@@ -61,3 +62,89 @@ def test_predict_with_a_bad_checkpoint_names_the_file(tmp_path):
 def test_unknown_device_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         main(["train", "--model", "naive", "--out", str(tmp_path), *TINY[2:], "--device", "tpu"])
+
+
+@pytest.fixture(scope="module")
+def naive_checkpoint(tmp_path_factory) -> str:
+    run = tmp_path_factory.mktemp("naive")
+    assert main(["train", "--model", "naive", "--out", str(run), *TINY]) == 0
+    return str(run / "checkpoint.npz")
+
+
+def test_output_names_tell_inputs_apart_whatever_their_order(tmp_path):
+    from minicv.cli import output_names
+
+    paths = [str(tmp_path / name) for name in ("d1/a.png", "d2/a.png", "d1/a.jpg", "b.png", "x/B.png", "c.png")]
+    names = ["d1/a.png", "d2/a.png", "a.jpg", f"{tmp_path.name}/b.png", "x/B.png", "c"]
+    assert output_names(paths) == names
+    assert output_names(paths[::-1]) == names[::-1]
+    assert output_names([paths[0], str(tmp_path / "d2" / ".." / "d1" / "a.png")]) == ["a", "a"]  # one file
+
+
+def test_predict_gives_every_input_its_own_outputs_and_prints_them(naive_checkpoint, tmp_path, capsys):
+    sizes = {"d1/a.png": (10, 12), "d2/a.png": (14, 9), "d1/a.jpg": (8, 8), "d1/b.png": (6, 7)}
+    for name, (height, width) in sizes.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        _photo(tmp_path / name, height, width)
+    out = tmp_path / "pred"
+    inputs = [str(tmp_path / name) for name in sizes]
+    assert main(["predict", "--checkpoint", naive_checkpoint, *inputs, "--out", str(out), "--device", "numpy"]) == 0
+    printed = capsys.readouterr().out
+    outputs = {"d1/a.png": "d1/a.png", "d2/a.png": "d2/a.png", "d1/a.jpg": "a.jpg", "d1/b.png": "b"}
+    for name, stem in outputs.items():
+        mask, overlay = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
+        assert np.asarray(Image.open(mask)).shape == sizes[name]
+        assert np.asarray(Image.open(overlay)).shape == (*sizes[name], 3)
+        assert f"{tmp_path / name}: mask {mask}, overlay {overlay}\n" in printed
+    assert len(list(out.rglob("*.png"))) == 2 * len(sizes)
+
+
+def test_predict_refuses_an_image_over_max_pixels(naive_checkpoint, tmp_path):
+    _photo(tmp_path / "photo.png", 10, 12)
+    with pytest.raises(ValueError, match=r"photo\.png: 12x10 \(WxH\) is 120 pixels, over the limit of 119"):
+        main(["predict", "--checkpoint", naive_checkpoint, str(tmp_path / "photo.png"), "--max-pixels", "119",
+              "--out", str(tmp_path / "pred"), "--device", "numpy"])
+
+
+def _segmentation_folder(root, count, height, width):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        _photo(root / "images" / f"p{i}.png", height, width)
+        Image.fromarray((np.arange(height * width).reshape(height, width) % 2).astype(np.uint8)).save(
+            root / "masks" / f"p{i}.png"
+        )
+
+
+def test_images_a_model_cannot_take_are_refused_before_training(tmp_path):
+    _segmentation_folder(tmp_path / "data", 3, 20, 20)
+    run = tmp_path / "run"
+    folder = ["--data", str(tmp_path / "data"), "--num-classes", "2"]
+    expected = r"\(segnet\): PoolingSegmenter takes heights and widths that are multiples of 8 .* got 20x20 \(WxH\)"
+    with pytest.raises(ValueError, match=r"--data .*data " + expected):
+        main(["train", "--model", "segnet", "--out", str(run), *folder, *TINY])
+    with pytest.raises(ValueError, match="--data scenes " + expected):
+        main(["train", "--model", "segnet", "--out", str(run), *TINY, "--size", "20"])
+    assert not run.exists()
+    with pytest.raises(ValueError, match=r"p0\.png: 20x20 \(WxH\) is 400 pixels, over the limit of 399"):
+        main(["train", "--model", "naive", "--out", str(run), *folder, *TINY, "--max-pixels", "399"])
+
+
+def test_a_folder_of_one_image_is_too_small_to_train_on(tmp_path):
+    _segmentation_folder(tmp_path / "data", 1, 8, 8)
+    with pytest.raises(ValueError, match="after holding out 1 image.* a folder needs at least 2 images"):
+        main(["train", "--model", "naive", "--data", str(tmp_path / "data"), "--num-classes", "2",
+              "--out", str(tmp_path / "run"), *TINY])
+
+
+def test_classes_may_have_spaces_after_the_commas(tmp_path):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    rows = ["file,class,x,y,w,h"]
+    for i, name in enumerate(["duck", "boat", "ball"]):
+        _photo(tmp_path / "data" / "images" / f"p{i}.png", 16, 16)
+        rows.append(f"p{i}.png,{name},2,3,8,9")
+    (tmp_path / "data" / "boxes.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "loc", "--data", str(tmp_path / "data"), "--classes", " duck, boat , ball",
+                 "--out", str(run), *TINY]) == 0
+    assert read_meta(str(run / "checkpoint.npz"))["config"]["classes"] == ["duck", "boat", "ball"]

@@ -16,8 +16,10 @@ Localization (``LocalizationFolder``)::
                                       class by name, box in pixels (columns x .. x+w, rows y .. y+h)
 
 Images load as float32 (3, H, W) in [0, 1] (grey and palette images are converted to RGB, alpha is
-dropped). Construction reads every file once and checks it, so bad data fails at once with a
-ValueError that names the file and the problem; items are read again from disk on access.
+dropped; 16- and 32-bit grey images are divided by the largest value of their bit depth). A file over
+``max_pixels`` pixels is refused from its header, before it is decoded. Construction reads every file
+once and checks it, so bad data fails at once with a ValueError that names the file and the problem;
+items are read again from disk on access.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 from PIL import Image
@@ -33,24 +35,59 @@ from PIL import Image
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 INDEX_MASK_MODES = ("L", "P", "1", "I", "I;16")
 CSV_HEADER = ("file", "class", "x", "y", "w", "h")
+MAX_PIXELS = 4096 * 4096  # a 12-megapixel phone photo fits; decoded as float32 RGB it takes 200 MB
 
 
-def _open(path: Path) -> Image.Image:
+def _check_max_pixels(max_pixels: int) -> None:
+    if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
+        raise ValueError(f"max_pixels: expected a positive int, got {max_pixels!r}")
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    """The image at ``path``, decoded, if its header says it has at most ``max_pixels`` pixels."""
     image = None
     try:
-        image = Image.open(path)
-        image.load()
+        # Image.open reads only the header. PIL's own decompression-bomb check runs there too and would
+        # answer first (or refuse a size max_pixels allows), so it is off while the header is read.
+        pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
+        width, height = image.size
+        if width * height <= max_pixels:
+            image.load()
+            return image
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         if image is not None:
             image.close()  # a file that fails to load stays open otherwise
         raise ValueError(f"{path}: cannot read the file as an image ({error})") from error
-    return image
+    image.close()
+    raise ValueError(
+        f"{path}: {width}x{height} (WxH) is {width * height} pixels, over the limit of {max_pixels} "
+        "(max_pixels; --max-pixels on the command line raises it)"
+    )
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """The picture at ``path`` as float32 (3, H, W) in [0, 1]."""
-    with _open(Path(path)) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+def _largest_value(image: Image.Image) -> int:
+    """The largest pixel value of a grey image of mode I;16* or I: that of its bit depth."""
+    if image.mode.startswith("I;16") or image.format in ("PNG", "PPM"):
+        return 2**16 - 1  # PIL holds 16-bit PNGs as I on some versions, and scales PGMs to 16 bits
+    bits = image.tag_v2.get(258, (32,))[0] if image.format == "TIFF" else 32  # BitsPerSample
+    return 2 ** min(bits, 31) - 1  # mode I is signed 32-bit
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The picture at ``path`` as float32 (3, H, W) in [0, 1]; a file of more than ``max_pixels``
+    pixels is refused (a ValueError naming it) before it is decoded."""
+    _check_max_pixels(max_pixels)
+    with _open(Path(path), max_pixels) as image:
+        if image.mode == "I" or image.mode.startswith("I;16"):
+            # convert("RGB") would clip these at 255: most of a 16-bit picture would be white
+            grey = np.asarray(image).astype(np.float64) / _largest_value(image)
+            pixels = np.repeat(np.clip(grey, 0.0, 1.0).astype(np.float32)[..., None], 3, axis=-1)
+        else:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
@@ -89,6 +126,7 @@ class SegmentationFolder:
 
     ``dataset[i]`` is ``{"image": (3, H, W) float32, "mask": (H, W) int64}``. Mask values must lie in
     ``[0, num_classes)`` or equal ``ignore_index`` (e.g. 255 for the "void" pixels of VOC-style masks).
+    Images and masks of more than ``max_pixels`` pixels are refused.
     """
 
     def __init__(
@@ -97,9 +135,12 @@ class SegmentationFolder:
         num_classes: int,
         palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if int(num_classes) != num_classes or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
+        _check_max_pixels(max_pixels)
+        self.max_pixels = max_pixels
         self.root = Path(root)
         self.num_classes = int(num_classes)
         self.palette = None if palette is None else _palette_array(palette, self.num_classes)
@@ -125,7 +166,7 @@ class SegmentationFolder:
 
     def load_mask(self, path: Path) -> np.ndarray:
         """The mask at ``path`` as int64 (H, W) class indices, checked against num_classes."""
-        with _open(path) as mask_image:
+        with _open(path, self.max_pixels) as mask_image:
             mode = mask_image.mode
             pixels = np.asarray(mask_image.convert("RGB") if mode in ("RGB", "RGBA") else mask_image)
         if mode in INDEX_MASK_MODES:
@@ -159,7 +200,7 @@ class SegmentationFolder:
 
     def __getitem__(self, index: int) -> dict:
         image_path, mask_path = self.files[index]
-        image = load_image(image_path)
+        image = load_image(image_path, self.max_pixels)
         mask = self.load_mask(mask_path)
         if mask.shape != image.shape[1:]:
             raise ValueError(
@@ -174,14 +215,27 @@ class LocalizationFolder:
 
     ``classes`` names the object classes; a row's class must be one of them. ``dataset[i]`` is
     ``{"image": (3, H, W) float32, "label": int, "box": (4,) float32 (x, y, w, h)}``, in CSV row order.
-    Pictures in ``images/`` that the CSV does not name are not part of the dataset.
+    A row's file is a path inside ``images/``. Pictures there that the CSV does not name are not part
+    of the dataset. The CSV may start with a UTF-8 byte-order mark (as Excel saves it). Images of more
+    than ``max_pixels`` pixels are refused.
     """
 
-    def __init__(self, root: str | Path, classes: Sequence[str], csv_name: str = "boxes.csv") -> None:
+    def __init__(
+        self, root: str | Path, classes: Sequence[str], csv_name: str = "boxes.csv", max_pixels: int = MAX_PIXELS
+    ) -> None:
         self.root = Path(root)
         self.classes = tuple(classes)
-        if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes: expected distinct class names, got {classes!r}")
+        # the CSV's class fields are stripped, so a name with spaces around it could never match
+        if (
+            not self.classes
+            or len(set(self.classes)) != len(self.classes)
+            or any(not name or name != name.strip() for name in self.classes)
+        ):
+            raise ValueError(
+                f"classes: expected distinct, non-empty class names without spaces around them, got {classes!r}"
+            )
+        _check_max_pixels(max_pixels)
+        self.max_pixels = max_pixels
         self.num_classes = len(self.classes)
         self.csv_path = self.root / csv_name
         self.items = self._read_csv()
@@ -191,7 +245,7 @@ class LocalizationFolder:
     def _read_csv(self) -> list[tuple[Path, int, np.ndarray]]:
         where = self.csv_path
         try:
-            with open(where, newline="", encoding="utf-8") as handle:
+            with open(where, newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM is skipped
                 rows = list(csv.reader(handle))
         except (OSError, UnicodeDecodeError, csv.Error) as error:
             raise ValueError(f"{where}: cannot read the CSV ({error})") from error
@@ -222,6 +276,12 @@ class LocalizationFolder:
             if name in seen:
                 raise ValueError(f"{where}, line {line}: {name} already has a box on line {seen[name]}")
             seen[name] = line
+            as_windows = PureWindowsPath(name)  # reads both / and \\ as separators: one check for every system
+            if as_windows.anchor or ".." in as_windows.parts:
+                raise ValueError(
+                    f"{where}, line {line}: file {name!r} must be a path inside {self.root / 'images'} "
+                    "(not absolute, no '..')"
+                )
             path = self.root / "images" / name
             if not path.is_file():
                 raise ValueError(f"{where}, line {line}: image file {path} not found")
@@ -235,7 +295,7 @@ class LocalizationFolder:
 
     def __getitem__(self, index: int) -> dict:
         path, label, box = self.items[index]
-        image = load_image(path)
+        image = load_image(path, self.max_pixels)
         height, width = image.shape[1:]
         x, y, w, h = box.tolist()
         if x < 0 or y < 0 or x + w > width or y + h > height:

@@ -1,7 +1,9 @@
 """The lecture's models, by name: four segmentation decoders and a classifier + localizer.
 
 ``build_model(name, num_classes)`` makes one; ``TASKS[name]`` says what it is trained for;
-``profile(model, input_shape)`` counts its parameters and its multiply-add FLOPs per image.
+``profile(model, input_shape)`` counts its parameters and its multiply-add FLOPs per image;
+``check_image_size(model, height, width)`` refuses image sizes the model cannot take (its
+``size_multiple``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from minicv.models.segmentation import (
     nearest,
     segnet,
 )
+from minicv.models.sizes import check_image_size, takes_size
 from minicv.tensor import zeros
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -95,9 +98,11 @@ __all__ = [
     "NaiveSegmenter",
     "PoolingSegmenter",
     "build_model",
+    "check_image_size",
     "layer_flops",
     "localization_loss",
     "normalise_boxes",
     "profile",
+    "takes_size",
     "to_pixels",
 ]

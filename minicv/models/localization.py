@@ -18,6 +18,7 @@ import numpy as np
 import minicv.functional as F
 from minicv import nn
 from minicv.models.segmentation import conv_bn_relu
+from minicv.models.sizes import check_image_size
 from minicv.tensor import Tensor
 
 
@@ -35,9 +36,8 @@ class Localizer(nn.Module):
     ):
         super().__init__()
         height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
-        scale = 2 ** len(widths)
-        if height % scale or width % scale:
-            raise ValueError(f"image_size: expected sides divisible by {scale}, but got {(height, width)}")
+        self.size_multiple = scale = 2 ** len(widths)  # one 2x2 pool per level
+        check_image_size(self, height, width, "image_size")
         ins = [in_channels, *widths[:-1]]
         self.trunk = nn.Sequential(*(nn.Sequential(conv_bn_relu(a, b), nn.MaxPool2d(2)) for a, b in zip(ins, widths)))
         features = widths[-1] * (height // scale) * (width // scale)

@@ -43,6 +43,8 @@ def up_bn_relu(channels: int) -> nn.Sequential:
 class NaiveSegmenter(nn.Module):
     """``depth`` same-size 3x3 conv layers of ``width`` channels, then a 1x1 classifier."""
 
+    size_multiple = 1  # any size (see minicv.models.sizes)
+
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 24, depth: int = 5):
         super().__init__()
         widths = [in_channels] + [width] * depth
@@ -62,6 +64,7 @@ class PoolingSegmenter(nn.Module):
         if unpool not in ("nearest", "max"):
             raise ValueError(f"unpool: expected 'nearest' or 'max', but got {unpool!r}")
         self.unpool_mode = unpool
+        self.size_multiple = 2 ** len(widths)  # one 2x2 pool per level (see minicv.models.sizes)
         ins = [in_channels, *widths[:-1]]
         self.down = nn.Sequential(*(nn.Sequential(conv_bn_relu(a, b), conv_bn_relu(b, b)) for a, b in zip(ins, widths)))
         self.pool = nn.MaxPool2d(2, return_indices=True)
@@ -91,6 +94,7 @@ class LearnedSegmenter(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)):
         super().__init__()
+        self.size_multiple = 2 ** len(widths)  # one stride-2 conv per level (see minicv.models.sizes)
         ins = [in_channels, *widths[:-1]]
         self.down = nn.Sequential(
             *(nn.Sequential(conv_bn_relu(a, b), conv_bn_relu(b, b, stride=2)) for a, b in zip(ins, widths))

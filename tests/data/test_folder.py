@@ -1,4 +1,6 @@
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -233,3 +235,111 @@ def test_bad_localization_files(tmp_path):
 
     with pytest.raises(ValueError, match="classes"):
         LocalizationFolder(tmp_path, ("duck", "duck"))
+
+
+def write_png(path, samples: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written byte by byte (PIL writes 16-bit grey but not 16-bit RGB): colour type 0 for
+    grey (H, W) samples, 2 for RGB (H, W, 3)."""
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+
+
+def test_16_and_32_bit_images_are_scaled_by_their_bit_depth(tmp_path):
+    rng = np.random.default_rng(2)
+    grey = rng.integers(0, 2**16, size=(5, 7)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    Image.frombytes("I;16B", (7, 5), grey.astype(">u2").tobytes()).save(tmp_path / "grey16b.tif")
+    assert Image.open(tmp_path / "grey16b.tif").mode == "I;16B"
+    for name in ("grey16.png", "grey16b.tif"):
+        np.testing.assert_allclose(load_image(tmp_path / name), np.stack([grey] * 3) / 65535, rtol=1e-6)
+
+    wide = np.array([[0, 2**20, 2**31 - 1]], dtype=np.int32)
+    Image.fromarray(wide).save(tmp_path / "grey32.tif")
+    assert Image.open(tmp_path / "grey32.tif").mode == "I"
+    np.testing.assert_allclose(load_image(tmp_path / "grey32.tif")[:, 0], [wide[0] / (2**31 - 1)] * 3, rtol=1e-6)
+
+    # a PGM of maxval 1023 opens as mode I, which PIL scales to 16 bits
+    (tmp_path / "ten_bits.pgm").write_bytes(b"P5\n3 1\n1023\n" + np.array([0, 341, 1023], ">u2").tobytes())
+    assert Image.open(tmp_path / "ten_bits.pgm").mode == "I"
+    np.testing.assert_allclose(load_image(tmp_path / "ten_bits.pgm")[0, 0], [0, 341 / 1023, 1], atol=1e-4)
+
+    rgb = rng.integers(0, 2**16, size=(4, 6, 3))
+    write_png(tmp_path / "rgb16.png", rgb, colour_type=2)  # PIL holds it as 8-bit RGB: the high bytes
+    np.testing.assert_allclose(load_image(tmp_path / "rgb16.png"), rgb.transpose(2, 0, 1) / 65535, atol=1 / 255)
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    Image.fromarray(np.zeros((50, 100, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    assert load_image(tmp_path / "wide.png", max_pixels=5000).shape == (3, 50, 100)
+    with pytest.raises(ValueError, match=re.escape("wide.png: 100x50 (WxH) is 5000 pixels, over the limit of 4999")):
+        load_image(tmp_path / "wide.png", max_pixels=4999)
+
+    # a header saying 20000x20000 with no pixel data after it: refused from the header, where PIL's own
+    # decompression-bomb check (at 2 * 89 Mpx) would otherwise answer first
+    write_png(tmp_path / "bomb.png", np.zeros((1, 1), dtype=np.uint16), colour_type=0)
+    data = bytearray((tmp_path / "bomb.png").read_bytes())
+    data[16:24] = struct.pack(">II", 20000, 20000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "bomb.png").write_bytes(bytes(data))
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    expected = f"bomb.png: 20000x20000 (WxH) is 400000000 pixels, over the limit of {4096 * 4096}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_image(tmp_path / "bomb.png")
+    # raised past PIL's limit, max_pixels is the one that counts: the file is decoded (and is broken)
+    with pytest.raises(ValueError, match="bomb.png: cannot read the file as an image") as raised:
+        load_image(tmp_path / "bomb.png", max_pixels=10**9)
+    assert "decompression bomb" not in str(raised.value)
+    assert Image.MAX_IMAGE_PIXELS == pil_limit
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_pixels: expected a positive int"):
+            load_image(tmp_path / "wide.png", max_pixels=bad)
+
+
+def test_folders_pass_the_pixel_limit_on(tmp_path):
+    write_segmentation(tmp_path / "seg", np.random.default_rng(0))  # 8x6 pictures and masks
+    assert len(SegmentationFolder(tmp_path / "seg", NUM_CLASSES, max_pixels=48)) == 3
+    with pytest.raises(ValueError, match=re.escape("pic0.png: 8x6 (WxH) is 48 pixels, over the limit of 47")):
+        SegmentationFolder(tmp_path / "seg", NUM_CLASSES, max_pixels=47)
+    write_localization(tmp_path / "loc")
+    assert len(LocalizationFolder(tmp_path / "loc", CLASSES, max_pixels=48)) == 3
+    with pytest.raises(ValueError, match=re.escape("a.png: 8x6 (WxH) is 48 pixels, over the limit of 47")):
+        LocalizationFolder(tmp_path / "loc", CLASSES, max_pixels=47)
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "a/../../outside.png", "..\\outside.png", "ABSOLUTE", "C:\\x.png"])
+def test_csv_files_outside_the_images_folder_are_refused(tmp_path, name):
+    root = tmp_path / "data"
+    write_localization(root)
+    Image.fromarray(random_picture(np.random.default_rng(3))).save(tmp_path / "outside.png")
+    name = str(tmp_path / "outside.png") if name == "ABSOLUTE" else name
+    write_localization(root, rows=[GOOD_ROWS[0], (name, "duck", "1", "2", "3", "2")])
+    with pytest.raises(ValueError, match=re.escape(f"boxes.csv, line 3: file {name!r} must be a path inside")):
+        LocalizationFolder(root, CLASSES)
+
+
+def test_csv_files_in_subfolders_and_a_byte_order_mark_are_read(tmp_path):
+    pictures = write_localization(tmp_path)
+    (tmp_path / "images" / "sub").mkdir()
+    Image.fromarray(pictures["c.png"]).save(tmp_path / "images" / "sub" / "d.png")
+    lines = ["file,class,x,y,w,h", "a.png,duck,1,2,3,2", "sub/d.png,ball,0,0,8,6"]
+    (tmp_path / "boxes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # as Excel saves it
+    assert (tmp_path / "boxes.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    dataset = LocalizationFolder(tmp_path, CLASSES)
+    assert [dataset[i]["label"] for i in range(2)] == [0, 2]
+    np.testing.assert_allclose(dataset[1]["image"], pictures["c.png"].transpose(2, 0, 1) / 255.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [("duck", " boat"), ("duck", ""), ()])
+def test_class_names_must_match_stripped_csv_fields(tmp_path, classes):
+    write_localization(tmp_path)
+    with pytest.raises(ValueError, match="classes: expected distinct, non-empty class names without spaces"):
+        LocalizationFolder(tmp_path, classes)

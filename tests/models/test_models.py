@@ -6,7 +6,8 @@ import pytest
 import minicv as mc
 import minicv.functional as F
 from minicv import optim
-from minicv.models import MODELS, TASKS, build_model, layer_flops, profile
+from minicv.errors import ArgumentError
+from minicv.models import MODELS, SEGMENTERS, TASKS, build_model, check_image_size, layer_flops, profile, takes_size
 from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
 
 SMALL = {"naive": {"width": 4, "depth": 2}, "loc": {"widths": (4, 8, 8, 8), "hidden": 16, "image_size": 32}}
@@ -90,3 +91,27 @@ def test_a_few_steps_lower_the_loss(name):
         loss.backward()
         opt.step()
     assert loss_fn().item() < first
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_segmenters_take_exactly_the_sizes_takes_size_says(name):
+    mc.manual_seed(0)
+    model = build_model(name, 3, **SMALL[name])
+    for height, width in [(16, 24), (20, 20), (12, 16), (8, 9)]:
+        try:
+            with mc.no_grad():
+                works = model(mc.zeros(1, 3, height, width)).shape[-2:] == (height, width)
+        except (ValueError, IndexError, RuntimeError):  # segnet: "invalid max index"
+            works = False
+        assert works == takes_size(model, height, width), (height, width)
+
+
+def test_check_image_size_names_the_source_and_the_sizes_that_work():
+    model = build_model("segnet", 3)
+    check_image_size(model, 24, 16)
+    with pytest.raises(ArgumentError, match=r"^my_data: PoolingSegmenter takes heights and widths that are multiples "
+                       r"of 8 \(it halves them 3 times\), got 20x20 \(WxH\); nearest that work: width 16 or 24, "
+                       r"height 16 or 24$"):
+        check_image_size(model, 20, 20, "my_data")
+    with pytest.raises(ArgumentError, match="image_size: Localizer takes heights and widths that are multiples of 16"):
+        build_model("loc", 3, image_size=(20, 32))
