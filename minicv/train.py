@@ -173,8 +173,7 @@ def fit(
         bad = non_finite_state(model, optimizer)
         if bad:
             raise TrainingDiverged(epoch + 1, len(losses), f"{len(bad)} arrays hold NaN or inf after the update "
-                                   f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
-                                   f"{_kept(checkpoint, epoch)}")
+                                   f"(first {bad[0]}){_kept(checkpoint, epoch)}")
         if scheduler is not None:
             scheduler.step()
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - began}
