@@ -20,6 +20,7 @@ import minicv
 from minicv import optim
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
+from minicv.errors import TrainingDiverged
 from minicv.models import TASKS, build_model, check_image_size
 from minicv.train import evaluate, fit, make_task
 from minicv.viz import to_uint8
@@ -204,10 +205,37 @@ def load_model(checkpoint: str, device: str):
     config = read_meta(checkpoint).get("config")
     if not config:
         raise SystemExit(f"minicv: {checkpoint} has no model config (was it written by minicv train?)")
+    _check_config(checkpoint, config)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config["kwargs"].items()}
-    model = build_model(config["model"], config["num_classes"], **kwargs)
+    try:
+        model = build_model(config["model"], config["num_classes"], **kwargs)
+    except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
+        raise ValueError(f"checkpoint {checkpoint}: meta key 'config.kwargs' does not build a "
+                         f"{config['model']} model: {err}") from err
     load_checkpoint(checkpoint, model)
     return model.to(device), config
+
+
+def _check_config(checkpoint: str, config: object) -> None:
+    """The model config ``minicv train`` writes, or a ValueError naming the checkpoint and the key."""
+    checks = {
+        "model": (lambda v: v in TASKS, f"one of {', '.join(TASKS)}"),
+        "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive int"),
+        "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of names"),
+        "kwargs": (lambda v: isinstance(v, dict), "an object of constructor arguments"),
+        "image_size": (lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(n, int) and n > 0 for n in v),
+                       "[height, width]"),
+    }
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {checkpoint}: meta key 'config' is not an object")
+    for key, (ok, expected) in checks.items():
+        if key not in config:
+            raise ValueError(f"checkpoint {checkpoint}: meta key 'config.{key}' is missing")
+        if not ok(config[key]):
+            raise ValueError(f"checkpoint {checkpoint}: meta key 'config.{key}' is not {expected}: {config[key]!r}")
+    if len(config["classes"]) != config["num_classes"]:
+        raise ValueError(f"checkpoint {checkpoint}: meta key 'config.classes' names {len(config['classes'])} "
+                         f"classes, but 'config.num_classes' is {config['num_classes']}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -332,7 +360,11 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     began = time.perf_counter()
-    code = COMMANDS[args.command](args)
+    try:
+        code = COMMANDS[args.command](args)
+    except TrainingDiverged as err:  # a result, not a bug: one line, no traceback
+        print(f"minicv {args.command}: {err}", file=sys.stderr)
+        return 1
     print(f"minicv {args.command}: done in {time.perf_counter() - began:.1f} s", file=sys.stderr)
     return code
 

@@ -21,3 +21,12 @@ class OutOfRangeError(IndexError, RuntimeError):
 
 class UnsupportedError(ArgumentError, NotImplementedError):
     """A mode or rank PyTorch has and minicv does not (PyTorch raises NotImplementedError for some)."""
+
+
+class TrainingDiverged(FloatingPointError, RuntimeError):
+    """Training produced a non-finite loss or weight; ``epoch`` and ``step`` (1-based) say where,
+    ``what`` says which values. (A FloatingPointError, as NumPy raises for floating-point faults.)"""
+
+    def __init__(self, epoch: int, step: int, what: str):
+        self.epoch, self.step, self.what = epoch, step, what
+        super().__init__(f"training diverged at epoch {epoch}, step {step}: {what}")

@@ -23,3 +23,12 @@ def get_state() -> dict:
 
 def set_state(state: dict) -> None:
     _rng.bit_generator.state = state
+
+
+def is_state(state: object) -> bool:
+    """Whether ``set_state`` accepts ``state`` (tried on a scratch generator, so nothing changes)."""
+    try:
+        type(_rng.bit_generator)().state = state
+    except (TypeError, KeyError, ValueError, OverflowError):
+        return False
+    return True

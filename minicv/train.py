@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from tqdm import tqdm
 import minicv.functional as F
 from minicv import metrics
 from minicv.autograd import no_grad
-from minicv.checkpoint import load_checkpoint, save_checkpoint
+from minicv.checkpoint import load_checkpoint, non_finite_state, save_checkpoint
 from minicv.data.loader import DataLoader
+from minicv.errors import TrainingDiverged
 from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
 from minicv.nn import Module
 from minicv.tensor import Tensor
@@ -134,6 +136,9 @@ def fit(
     scored best on ``val_loader``: its weights go to ``best.npz`` when it is reached (a checkpoint like
     the others, for ``minicv eval``), and the model holds them once the last epoch is done, so a bad last
     epoch does not decide. ``val_loader`` must then not be the test set.
+
+    A NaN or infinite loss (checked every step), weight or optimizer state (checked every epoch) raises
+    TrainingDiverged naming the epoch and step; the checkpoint of the last finite epoch stays.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,10 +147,11 @@ def fit(
     start = 0
     if resume and checkpoint.exists():
         meta = load_checkpoint(checkpoint, model, optimizer)
-        start, history = meta["epoch"], meta["history"]
-        train_loader.load_state_dict(meta["loader"])
+        start = meta["epoch"]
+        history = _resumed(checkpoint, meta, "history", lambda saved: _check_history(saved, start))
+        _resumed(checkpoint, meta, "loader", train_loader.load_state_dict)
         if scheduler is not None:
-            scheduler.load_state_dict(meta["scheduler"])
+            _resumed(checkpoint, meta, "scheduler", scheduler.load_state_dict)
     best_score = max((h[keep_best] for h in history), default=-np.inf) if keep_best else None
     for epoch in range(start, epochs):
         if stop_after is not None and epoch - start >= stop_after:
@@ -154,13 +160,20 @@ def fit(
         began = time.perf_counter()
         losses = []
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}".strip(), disable=not progress, leave=False)
-        for batch in bar:
+        for step, batch in enumerate(bar, 1):
             optimizer.zero_grad()
             loss = task.loss(model, batch, device)
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):  # a scalar already on the host: the check costs nothing
+                raise TrainingDiverged(epoch + 1, step, f"the loss is {losses[-1]}{_kept(checkpoint, epoch)}")
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        # an update can overflow the weights (or the optimizer's state) while its loss was finite
+        bad = non_finite_state(model, optimizer)
+        if bad:
+            raise TrainingDiverged(epoch + 1, len(losses), f"{len(bad)} arrays hold NaN or inf after the update "
+                                   f"(first {bad[0]}){_kept(checkpoint, epoch)}")
         if scheduler is not None:
             scheduler.step()
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - began}
@@ -185,8 +198,31 @@ def fit(
     return history
 
 
+def _kept(checkpoint: Path, epoch: int) -> str:
+    """What a diverged run leaves: the checkpoint of the last finite epoch, if one was written."""
+    return f"; {checkpoint} holds epoch {epoch}, the last finite one" if epoch > 0 else "; no checkpoint was written"
+
+
+def _resumed(checkpoint: Path, meta: dict, key: str, restore: Callable[[Any], Any]) -> Any:
+    """``restore(meta[key])``, its errors naming the checkpoint and the key."""
+    if key not in meta:
+        raise ValueError(f"checkpoint {checkpoint}: meta key '{key}' is missing (was it written by fit?)")
+    try:
+        return restore(meta[key])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {checkpoint}: meta key '{key}' cannot be restored: {err!r}") from err
+
+
+def _check_history(history: Any, epochs: int) -> list[dict]:
+    if not (isinstance(history, list) and len(history) == epochs and all(isinstance(h, dict) for h in history)):
+        raise ValueError(f"expected a list of {epochs} per-epoch records")
+    return history
+
+
 def _write_log(out: Path, history: list[dict]) -> None:
-    (out / "history.json").write_text(json.dumps(history, indent=2))
+    # NaN and inf (a metric with nothing to measure) become null: the file stays standard JSON
+    finite = [{k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in h.items()} for h in history]
+    (out / "history.json").write_text(json.dumps(finite, indent=2, allow_nan=False))
     with open(out / "log.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()

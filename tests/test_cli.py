@@ -148,3 +148,32 @@ def test_classes_may_have_spaces_after_the_commas(tmp_path):
     assert main(["train", "--model", "loc", "--data", str(tmp_path / "data"), "--classes", " duck, boat , ball",
                  "--out", str(run), *TINY]) == 0
     assert read_meta(str(run / "checkpoint.npz"))["config"]["classes"] == ["duck", "boat", "ball"]
+
+@pytest.mark.filterwarnings("ignore:(overflow|invalid value) encountered:RuntimeWarning")  # it diverges
+def test_a_diverging_run_stops_with_one_line_and_status_1(tmp_path, capsys):
+    """The issue's reproduction: the second step's loss is NaN."""
+    run = tmp_path / "run"
+    code = main(["train", "--model", "segnet", "--epochs", "2", "--train-size", "16", "--test-size", "8", "--size",
+                 "16", "--batch-size", "8", "--device", "numpy", "--optimizer", "sgd", "--lr", "1e30", "--out",
+                 str(run)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert err == "minicv train: training diverged at epoch 1, step 2: the loss is nan; no checkpoint was written"
+    assert not (run / "checkpoint.npz").exists()
+
+
+def test_eval_and_predict_warn_about_a_checkpoint_with_non_finite_weights(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "segnet", "--out", str(run), *TINY]) == 0
+    checkpoint = run / "checkpoint.npz"
+    with np.load(checkpoint) as f:
+        entries = {k: f[k] for k in f.files}
+    entries["model/down.0.0.0.weight"][:] = np.nan
+    np.savez(checkpoint, **entries)
+    _photo(tmp_path / "photo.png", 16, 16)
+    warning = r"checkpoint.npz: 1 of 74 weight arrays hold NaN or inf \(model/down.0.0.0.weight\)"
+    with pytest.warns(RuntimeWarning, match=warning):
+        assert main(["eval", "--checkpoint", str(checkpoint), *TINY[:-2]]) == 0
+    with pytest.warns(RuntimeWarning, match=warning):
+        assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "photo.png"), "--out",
+                     str(tmp_path / "pred"), "--device", "numpy"]) == 0

@@ -1,5 +1,7 @@
 """Training, evaluation, checkpoints: resume ends where an uninterrupted run ends; bad checkpoints fail clearly."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ import minicv as mc
 from minicv import optim
 from minicv.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from minicv.data import DataLoader, SceneDataset
+from minicv.errors import TrainingDiverged
 from minicv.models import build_model
 from minicv.train import evaluate, fit, make_task
 
@@ -131,3 +134,64 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
         assert (tmp_path / name / "best.npz").exists() and (tmp_path / name / "checkpoint.npz").exists()
     assert {p.name for p in tmp_path.glob("*.png")} >= {"segmentation.png", "localization.png"}
     assert "| segnet |" in (tmp_path / "results.md").read_text()
+
+
+class _NanAt:
+    """The segmentation task, but the loss of the ``at``-th training step (counted over the run) is NaN;
+    ``score`` adds a metric that is always NaN."""
+
+    def __init__(self, at):
+        self.task, self.at, self.steps = make_task("segmentation", 6), at, 0
+
+    def loss(self, model, batch, device):
+        self.steps += 1
+        loss = self.task.loss(model, batch, device)
+        return loss * float("nan") if self.steps == self.at else loss
+
+    def score(self, model, loader, device):
+        return {**self.task.score(model, loader, device), "nan_metric": float("nan")}
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path.name} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.filterwarnings("ignore:(overflow|invalid value) encountered:RuntimeWarning")  # it diverges
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path):
+    model, loader, items, opt = _setup()  # 3 steps per epoch: step 5 is epoch 2, step 2
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2: the loss is nan; .*checkpoint.npz holds epoch 1"):
+        fit(model, _NanAt(5), loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path, progress=False)
+    kept = build_model("segnet", 6, widths=(4, 4, 4))
+    assert load_checkpoint(tmp_path / "checkpoint.npz", kept)["epoch"] == 1
+    history = _strict_json(tmp_path / "history.json")
+    assert [h["epoch"] for h in history] == [1] and history[0]["nan_metric"] is None
+    assert (tmp_path / "log.csv").read_text().count("\n") == 2
+
+
+@pytest.mark.filterwarnings("ignore:(overflow|invalid value) encountered:RuntimeWarning")  # it diverges
+def test_non_finite_weights_stop_training_before_any_checkpoint(tmp_path):
+    """An update that overflows the weights, from a finite loss: caught at the end of the epoch."""
+    model, _, items, _ = _setup()
+    loader = DataLoader(items, 12)  # one step per epoch: the next loss never shows it
+    opt = optim.SGD(model.parameters(), lr=float("inf"))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1: \d+ arrays hold NaN or inf after the update "
+                                               r"\(first model/\S+\); no checkpoint was written"):
+        fit(model, make_task("segmentation", 6), loader, DataLoader(items, 6), opt, 2, "numpy", tmp_path,
+            progress=False)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_resume_names_the_checkpoint_and_key_of_a_bad_history(tmp_path):
+    model, loader, items, opt = _setup()
+    _fit(model, loader, items, opt, tmp_path, stop_after=1)
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as f:
+        entries = {k: f[k] for k in f.files}
+    meta = json.loads(str(entries["meta"]))
+    meta["extra"]["history"] = []
+    np.savez(path, **{**entries, "meta": np.array(json.dumps(meta))})
+    with pytest.raises(ValueError, match=r"checkpoint.npz: meta key 'history' cannot be restored.*a list of 1"):
+        _fit(*_setup(), tmp_path, resume=True)

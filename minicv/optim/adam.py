@@ -29,6 +29,9 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad))
 
+    def state_names(self, group: dict[str, Any]) -> set[str]:
+        return {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group["amsgrad"] else set())
+
     def update(self, param: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         xp = param.device.xp
         beta1, beta2 = group["betas"]

@@ -87,19 +87,35 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore hyper-parameters and per-parameter state saved by ``state_dict`` (shapes checked)."""
+        """Restore hyper-parameters and per-parameter state saved by ``state_dict``. Everything is checked
+        (counts, the state names the optimizer keeps, shapes) before anything is assigned; raises
+        ArgumentError naming the entry."""
         params = self._params()
-        groups = state_dict["param_groups"]
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict):
+            raise ArgumentError("loaded state dict has no 'state' dict")
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                   for g in groups):
+            raise ArgumentError("loaded state dict has no 'param_groups' list of dicts with 'params' lists")
         if len(groups) != len(self.param_groups) or any(
             len(saved["params"]) != len(group["params"]) for saved, group in zip(groups, self.param_groups, strict=True)
         ):
             raise ArgumentError("loaded state dict has a different number of parameters or parameter groups")
+        merged = [{**group, **saved, "params": group["params"]} for saved, group in zip(groups, self.param_groups,
+                                                                                      strict=True)]
+        group_of = {id(p): group for group in merged for p in group["params"]}
         loaded: dict[int, dict[str, Any]] = {}
         for i, entries in state_dict["state"].items():
-            i = int(i)
-            if not 0 <= i < len(params):
+            if not str(i).isdecimal() or not int(i) < len(params):
                 raise ArgumentError(f"loaded state dict names parameter {i}, but the optimizer has {len(params)}")
+            i = int(i)
             p = params[i]
+            if not isinstance(entries, dict):
+                raise ArgumentError(f"loaded state of parameter {i} is {type(entries).__name__}, not a dict")
+            expected = self.state_names(group_of[id(p)])
+            if entries and expected is not None and set(entries) != expected:  # {}: not stepped yet
+                raise ArgumentError(f"loaded state of parameter {i} holds {sorted(entries)}, but "
+                                    f"{type(self).__name__} keeps {sorted(expected)}")
             loaded[id(p)] = {}
             for name, value in entries.items():
                 value = np.asarray(value)
@@ -110,9 +126,14 @@ class Optimizer:
                     )
                 # scalars (the step count) stay on the host; arrays go to the parameter's device and dtype
                 loaded[id(p)][name] = p.device.asarray(value, dtype=p.dtype).copy() if value.ndim else value.copy()
-        for saved, group in zip(groups, self.param_groups, strict=True):
-            group.update({k: v for k, v in saved.items() if k != "params"})
+        for group, saved in zip(self.param_groups, merged, strict=True):
+            group.update(saved)
         self.state = loaded
+
+    def state_names(self, group: dict[str, Any]) -> set[str] | None:
+        """The names of the state ``update`` keeps for a parameter of ``group`` once it has stepped, which
+        ``load_state_dict`` insists on; None (a subclass that does not say) checks no names."""
+        return None
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

@@ -24,6 +24,9 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov))
 
+    def state_names(self, group: dict[str, Any]) -> set[str]:
+        return {"momentum_buffer"} if group["momentum"] else set()
+
     def update(self, param: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * param.data

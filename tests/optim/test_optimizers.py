@@ -122,6 +122,26 @@ def test_load_state_dict_checks_shapes_and_counts():
         opt.load_state_dict({"state": {}, "param_groups": [{"params": [0, 1]}]})
 
 
+def test_load_state_dict_checks_the_state_names_before_assigning():
+    """A state Adam could not step with (no exp_avg) is refused, and the optimizer keeps its own."""
+    p = nn.Parameter(mc.zeros(3, dtype=np.float64))
+    opt = Adam([p], lr=0.1)
+    p.grad = mc.tensor(np.ones(3))
+    opt.step()
+    saved = opt.state_dict()
+    del saved["state"][0]["exp_avg"]
+    saved["param_groups"][0]["lr"] = 0.5
+    with pytest.raises(ArgumentError, match=r"parameter 0 holds \['exp_avg_sq', 'step'\], but Adam keeps"):
+        opt.load_state_dict(saved)
+    assert opt.param_groups[0]["lr"] == 0.1 and set(opt.state[id(p)]) == {"step", "exp_avg", "exp_avg_sq"}
+    saved["state"][0]["max_exp_avg_sq"] = saved["state"][0]["exp_avg"] = np.zeros(3)
+    saved["param_groups"][0]["amsgrad"] = True  # the saved group decides which names are kept
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["amsgrad"] and opt.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ArgumentError, match="no 'param_groups' list"):
+        opt.load_state_dict({"state": {}})
+
+
 def test_zero_grad_and_the_hyper_parameter_checks():
     p = nn.Parameter(mc.ones(2))
     p.grad = mc.ones(2)
