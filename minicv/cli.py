@@ -19,6 +19,7 @@ import minicv
 from minicv import optim
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import load_image
+from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model
 from minicv.train import evaluate, fit, make_task
 from minicv.viz import to_uint8
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--malloc", default="reuse", choices=["reuse", "system"],
                        help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
     bench.set_defaults(device=None)
+
+    exercises.add_parser(sub)
     return parser
 
 
@@ -274,6 +277,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "check": cmd_check,
     "bench": cmd_bench,
+    "exercises": exercises.run,
 }
 
 
