@@ -268,7 +268,8 @@ CONTRACTS: dict[str, str] = {
     >>> gy = np.array([[[[1.0, 10.0], [100.0, 1000.0]]]]); w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
     >>> conv2d_backward_input(gy, w, (1, 1, 4, 4), (2, 2), (0, 0), (1, 1), 1)[0, 0].tolist()
     [[1.0, 2.0, 10.0, 20.0], [3.0, 4.0, 30.0, 40.0], [100.0, 200.0, 1000.0, 2000.0], [300.0, 400.0, 3000.0, 4000.0]]
-    >>> conv2d_backward_input(gy, w, (1, 1, 5, 5), (2, 2), (0, 0), (1, 1), 1)[0, 0, 4].tolist()  # output_padding 1
+    >>> x_shape = (1, 1, 5, 5)  # output_padding 1: a last row and column that no window reads
+    >>> conv2d_backward_input(gy, w, x_shape, (2, 2), (0, 0), (1, 1), 1)[0, 0, 4].tolist()
     [0.0, 0.0, 0.0, 0.0, 0.0]
     """,
     "conv2d_backward_weight": f"""The weight gradient of conv2d_forward.

@@ -134,7 +134,7 @@ def notebook(exercise: Exercise) -> dict:
         contract = inspect.cleandoc(CONTRACTS[kernel])
         examples = doctest.DocTestParser().get_examples(contract)
         tries = "".join(
-            example.source if not example.want else f"print({example.source.strip()})  # expected: {example.want}"
+            example.source if not example.want else f"print(({example.source.strip()}))  # expected: {example.want}"
             for example in examples
         )
         cells += [
