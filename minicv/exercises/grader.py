@@ -16,6 +16,7 @@ as their file, line and message, never as a traceback.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -207,8 +208,6 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
 
 def _modified_argument(spec: Callable[..., Any], call: KernelCall, args: tuple, kwargs: dict) -> tuple | None:
     """The learner's kernel wrote into one of its input arrays (the engine reuses them)."""
-    import inspect
-
     names = list(inspect.signature(spec).parameters)
     for name, before, after in zip(names, call.args, args, strict=False):
         if isinstance(before, np.ndarray) and not np.array_equal(before, after, equal_nan=before.dtype.kind == "f"):
