@@ -172,7 +172,8 @@ def test_each_classic_mistake_gets_its_hint(tmp_path, capsys, mistake):
     assert right in text
     text = text.replace(right, wrong)
     (folder / file).write_text(text)
-    words = words.format(line=next(n for n, line in enumerate(text.splitlines(), 1) if "oops" in line))
+    if "{line}" in words:  # the line of the learner's raise, wherever the spec's code puts it
+        words = words.format(line=next(n for n, line in enumerate(text.splitlines(), 1) if "oops" in line))
     code, out = _grade(capsys, folder, "--only", kernel, "--no-timing")
     assert code == 1
     assert _rows(out)[kernel].startswith("FAILING")
