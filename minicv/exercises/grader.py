@@ -43,7 +43,7 @@ OUTPUT_NAMES = {
     "unpool_gather": ("out",),
     "conv2d_backward_weight": ("gw",),
 }
-TIMING_RUNS = 3
+TIMING_RUNS = 5  # best of: the spec and the learner alternate, so a busy machine slows both
 FASTER_MARGIN = 1.1  # "faster than the spec" only beyond timing noise
 
 
