@@ -21,6 +21,7 @@ setup(
         "minicv.optim",
         "minicv.models",
         "minicv.data",
+        "minicv.exercises",
         "minicv.kernels",
         "minicv.kernels.numpy",
         "minicv.kernels.numba",

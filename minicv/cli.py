@@ -21,6 +21,7 @@ from minicv import optim
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
 from minicv.errors import TrainingDiverged
+from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
 from minicv.train import evaluate, fit, make_task
 from minicv.viz import to_uint8
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--malloc", default="reuse", choices=["reuse", "system"],
                        help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
     bench.set_defaults(device=None)
+
+    exercises.add_parser(sub)
     return parser
 
 
@@ -354,6 +357,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "check": cmd_check,
     "bench": cmd_bench,
+    "exercises": exercises.run,
 }
 
 
