@@ -21,3 +21,7 @@ class OutOfRangeError(IndexError, RuntimeError):
 
 class UnsupportedError(ArgumentError, NotImplementedError):
     """A mode or rank PyTorch has and minicv does not (PyTorch raises NotImplementedError for some)."""
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device this machine cannot run: its library (CuPy) or its hardware (a GPU) is missing."""
