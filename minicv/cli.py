@@ -233,7 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     kwargs = {"image_size": tuple(size)} if task_name == "localization" else {}
     try:
         model = build_model(args.model, num_classes, **kwargs).to(args.device)
-    except ArgumentError as err:  # the model cannot be built for the classes or sizes asked for
+    except ValueError as err:  # ArgumentError among them: the model cannot take these classes or image sizes
         raise UsageError(f"--model {args.model}: {err}") from err
     config = {
         "model": args.model,
