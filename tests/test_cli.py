@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicv import devices
+from minicv import devices, viz
 from minicv.checkpoint import read_meta
 from minicv.cli import EXAMPLES, build_parser, main
 from minicv.data.scenes import PALETTE
@@ -108,6 +108,18 @@ def test_predict_box_on_an_image_of_another_size(tmp_path, capsys):
                  "--out", str(out), "--device", "numpy"]) == 0
     assert (out / "photo_box.png").exists()
     assert "at (x, y, w, h)" in capsys.readouterr().out
+
+
+def test_box_labels_are_readable():
+    """The class and IoU sit on a band of the box's colour, in a contrasting ink, at a legible size."""
+    green = (40, 220, 40)
+    picture = np.asarray(viz.draw_boxes(np.full((3, 64, 64), 0.5), [((10, 30, 20, 20), "duck IoU 0.78", green)]))
+    band = picture[120 - 18 : 120, 40 : 40 + 60]  # above the box (its top at row 30 * 4), the text's width
+    in_colour = np.all(band == green, axis=-1).mean()
+    ink = np.all(band == 0, axis=-1)
+    assert in_colour > 0.5 and ink.any()
+    rows = np.flatnonzero(ink.any(axis=1))
+    assert rows[-1] - rows[0] >= 8  # letters at least 9 pixels tall (PIL's old bitmap font: 6 to 8)
 
 
 def _usage_error(argv, capsys) -> str:
