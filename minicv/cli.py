@@ -24,6 +24,7 @@ import minicv
 from minicv import optim
 from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, OPS
 from minicv.check import CASES
+from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import load_image
 from minicv.demo import BEST_BY
@@ -227,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _reading_user_files():
         train_items, test_items, num_classes, names = _datasets(args, task_name)
     train_items, validation_items = _validation(args, train_items)
-    out = Path(args.out.replace("<model>", args.model))
+    out = _out_folder(args)
     minicv.manual_seed(args.seed)
     size = train_items[0]["image"].shape[-2:]
     kwargs = {"image_size": tuple(size)} if task_name == "localization" else {}
@@ -263,8 +264,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps(evaluate(model, task, DataLoader(test_items, 64), args.device), indent=2))
     print(f"minicv train: last epoch ({history[-1]['epoch']}) in {out / 'checkpoint.npz'}")
     if (out / "best.npz").exists():
-        from minicv.checkpoint import read_meta
-
         print(f"minicv train: best epoch ({read_meta(out / 'best.npz')['epoch']}, by validation "
               f"{BEST_BY[task_name]}) in {out / 'best.npz'}")
     return 0
@@ -382,6 +381,11 @@ COMMANDS = {
 }
 
 
+def _out_folder(args: argparse.Namespace) -> Path:
+    """--out, with train's ``<model>`` filled in."""
+    return Path(args.out.replace("<model>", getattr(args, "model", "<model>")))
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """The mistakes found before any work starts: a device this machine lacks, files or folders that
     do not exist, an --out that is a file, an unknown model in --models."""
@@ -398,8 +402,11 @@ def _check_args(args: argparse.Namespace) -> None:
     ]:
         if name is not None and not Path(name).is_file():
             raise UsageError(f"{option} {name}: no such file")
-    if getattr(args, "out", None) is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out}: is a file, not a folder")
+    if getattr(args, "out", None) is not None:
+        out = _out_folder(args)
+        existing = next(p for p in (out, *out.parents) if p.exists())  # "." or "/" at the latest
+        if not existing.is_dir():
+            raise UsageError(f"--out {out}: {existing} is a file, not a folder")
     if args.command == "demo":
         unknown = [m for m in args.models.split(",") if m not in TASKS]
         if unknown:
