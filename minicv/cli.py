@@ -55,7 +55,6 @@ EXAMPLES = {
     "check": "examples:\n  minicv check\n  minicv check --device numba --op conv2d --dtype float64",
     "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d",
 }
-EVERY_DEVICE = "every device present"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,11 +86,11 @@ def _number(kind: type, low: float, strict: bool) -> Callable[[str], float]:
 POSITIVE_INT, COUNT, POSITIVE_FLOAT = _number(int, 0, True), _number(int, 0, False), _number(float, 0, True)
 
 
-def _common(parser: argparse.ArgumentParser, out: str | None, seed: str | None, device: str = "cpu") -> None:
-    """--device, and --seed and --out where the command uses them (``None``: it does not)."""
-    device_help = "numpy, numba (alias cpu), cudasim or cuda"
-    parser.add_argument("--device", default=None if device == EVERY_DEVICE else device,
-                        help=f"{device_help} (default: {device})")
+def _common(parser: argparse.ArgumentParser, out: str | None, seed: str | None, every_device: str | None) -> None:
+    """--device (default cpu, or ``every_device``: None, which the command reads as that), and --seed and
+    --out where the command uses them (``None``: it does not)."""
+    parser.add_argument("--device", default=None if every_device else "cpu",
+                        help=f"numpy, numba (alias cpu), cudasim or cuda (default: {every_device or 'cpu'})")
     if seed is not None:
         parser.add_argument("--seed", type=COUNT, default=0, help=f"seed of {seed} (default: 0)")
     if out is not None:
@@ -99,7 +98,8 @@ def _common(parser: argparse.ArgumentParser, out: str | None, seed: str | None, 
 
 
 def _sub(subparsers, name: str, help_text: str, out: str | None,
-         seed: str | None = "weights, data order and generated scenes", device: str = "cpu") -> argparse.ArgumentParser:
+         seed: str | None = "weights, data order and generated scenes",
+         every_device: str | None = None) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name,
         help=help_text,
@@ -108,7 +108,7 @@ def _sub(subparsers, name: str, help_text: str, out: str | None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(usage_error=parser.error)  # main reports a UsageError as this command's error
-    _common(parser, out, seed, device)
+    _common(parser, out, seed, every_device)
     return parser
 
 
@@ -144,12 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # check's cases are fixed (their own seeds) and it writes nothing: no --seed, no --out
     check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", None,
-                 seed=None, device=EVERY_DEVICE)
+                 seed=None, every_device="every device present")
     check.add_argument("--op", default=None, choices=list(CASES), help="only this op (default: every op)")
     check.add_argument("--dtype", default=None, choices=["float32", "float64"], help="(default: both)")
 
     bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results",
-                 seed="the random inputs", device=EVERY_DEVICE)
+                 seed="the random inputs", every_device="every device present; cudasim only with --quick")
     bench.add_argument("--op", default=None, choices=OPS, help="only this op (default: every op)")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run: targets "
                        "are not judged)")
