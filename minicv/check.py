@@ -4,13 +4,15 @@ For each op of the lecture, each device and each dtype it runs the op forward an
 tie-free random case and compares the output and the input gradients with the ``numpy`` device (the
 specification), gradient-checks it in float64 (central differences), and compares the specification
 with PyTorch when PyTorch is installed. It prints one table (op x device x dtype: forward, backward,
-gradcheck, largest error) and returns non-zero when anything fails, naming the op. A user who changes
-a kernel runs it to see what broke.
+gradcheck, largest error), each row as soon as it is computed (on a cold numba cache the first rows
+wait for their kernels to compile), and returns non-zero when anything fails, naming the op. A user
+who changes a kernel runs it to see what broke.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,24 +146,39 @@ def check_torch(name: str) -> dict:
     }
 
 
+def check_rows(ops: list[str], devices: list[str], dtypes: list[str], torch: bool) -> Iterator[dict]:
+    """The rows of the table, each as soon as it is computed; then the PyTorch rows when ``torch``."""
+    for o in ops:
+        for d in devices:
+            for t in dtypes:
+                yield check_op(o, d, t)
+    if torch:
+        for o in ops:
+            yield check_torch(o)
+
+
+def _format_row(r: dict) -> str:
+    grad = {True: "pass", False: "FAIL"}.get(r.get("gradcheck"), "-")
+    fwd, bwd = (f"{r[k]:.1e}" if k in r else "-" for k in ("forward", "backward"))
+    verdict = "ok" if r["ok"] else "FAIL " + r.get("error", "error above tolerance")
+    return f"{r['op']:<18}{r['device']:<9}{r['dtype']:<9}{fwd:>10}{bwd:>10}{grad:>11}  {verdict}"
+
+
 def run_check(device: str | None = None, op: str | None = None, dtype: str | None = None) -> int:
-    """Print the table; return 0 when every row passed, 1 otherwise."""
+    """Print the table, a row at a time; return 0 when every row passed, 1 otherwise."""
     if op is not None and op not in CASES:
         raise SystemExit(f"minicv check: unknown op {op!r}; expected one of {', '.join(CASES)}")
     devices = [device] if device else available_devices()
     ops = [op] if op else list(CASES)
     dtypes = [dtype] if dtype else ["float32", "float64"]
-    rows = [check_op(o, d, t) for o in ops for d in devices for t in dtypes]
-    try:
-        rows += [check_torch(o) for o in ops]
-    except ImportError:
+    torch = importlib.util.find_spec("torch") is not None
+    if not torch:
         print("(PyTorch is not installed: the specification is not compared with it)")
-    print(f"{'op':<18}{'device':<9}{'dtype':<9}{'forward':>10}{'backward':>10}{'gradcheck':>11}  result")
-    for r in rows:
-        grad = {True: "pass", False: "FAIL"}.get(r.get("gradcheck"), "-")
-        fwd, bwd = (f"{r[k]:.1e}" if k in r else "-" for k in ("forward", "backward"))
-        verdict = "ok" if r["ok"] else "FAIL " + r.get("error", "error above tolerance")
-        print(f"{r['op']:<18}{r['device']:<9}{r['dtype']:<9}{fwd:>10}{bwd:>10}{grad:>11}  {verdict}")
+    print(f"{'op':<18}{'device':<9}{'dtype':<9}{'forward':>10}{'backward':>10}{'gradcheck':>11}  result", flush=True)
+    rows = []
+    for r in check_rows(ops, devices, dtypes, torch):
+        rows.append(r)
+        print(_format_row(r), flush=True)  # flushed: a pipe or a log file sees each row as it finishes
     failed = sorted({r["op"] for r in rows if not r["ok"]})
     if failed:
         print(f"minicv check: FAILED: {', '.join(failed)}")

@@ -1,52 +1,107 @@
 """The ``minicv`` command: demo, train, eval, predict, check, bench.
 
-Every command takes --device, --seed and --out; ``minicv COMMAND --help`` shows examples.
+``minicv COMMAND --help`` shows each command's options and examples. A mistake in the command line or
+in the files it names (a missing folder, a wrong --num-classes, an unknown device) is reported in one
+line, ``minicv train: error: ...``, with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image
 
 import minicv
 from minicv import optim
+from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, OPS
+from minicv.check import CASES
+from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
-from minicv.errors import TrainingDiverged
+from minicv.demo import BEST_BY
+from minicv.devices import canonical_name, require_device
+from minicv.errors import ArgumentError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
 from minicv.train import evaluate, fit, make_task
 from minicv.viz import to_uint8
 
+# Each command's examples name the paths the ones before them write (train writes runs/<model>/).
 EXAMPLES = {
     "demo": "examples:\n  minicv demo\n  minicv demo --out runs/demo --epochs 6 --device numba",
     "train": (
-        "examples:\n  minicv train --model segnet --epochs 5\n"
-        "  minicv train --model loc --out runs/loc --resume\n"
-        "  minicv train --model learned --data my_folder --num-classes 4"
+        "examples:\n"
+        "  minicv train --model segnet --epochs 5\n"
+        "      writes runs/segnet/best.npz (the best epoch on validation scenes) and runs/segnet/checkpoint.npz\n"
+        "      (the last epoch, to resume from)\n"
+        "  minicv train --model segnet --epochs 5 --resume\n"
+        "      after an interruption: continues from runs/segnet/checkpoint.npz\n"
+        "  minicv train --model learned --data my_folder --num-classes 4 --out runs/my_folder\n"
+        "      my_folder/images/*.png and my_folder/masks/*.png (class numbers 0 to 3)"
     ),
-    "eval": "examples:\n  minicv eval --checkpoint runs/segnet/checkpoint.npz",
-    "predict": "examples:\n  minicv predict --checkpoint runs/segnet/checkpoint.npz photo.png --out predictions",
+    "eval": "examples:\n  minicv train --model segnet --epochs 5\n  minicv eval --checkpoint runs/segnet/best.npz",
+    "predict": (
+        "examples:\n  minicv train --model segnet --epochs 5\n"
+        "  minicv predict --checkpoint runs/segnet/best.npz photo.png --out predictions"
+    ),
     "check": "examples:\n  minicv check\n  minicv check --device numba --op conv2d --dtype float64",
     "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d",
 }
 
 
-def _common(parser: argparse.ArgumentParser, out: str) -> None:
-    parser.add_argument("--device", default="cpu", help="numpy, numba (alias cpu), cudasim or cuda (default: cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, data order and generated scenes")
-    parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, ``minicv train: error: ...``, exit status 2 (argparse's format, without
+    the usage summary above it: the message names the option, ``--help`` lists them)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _sub(subparsers, name: str, help_text: str, out: str) -> argparse.ArgumentParser:
+class UsageError(Exception):
+    """A mistake in the command line or in the files it names; ``main`` reports it as a usage error."""
+
+
+def _number(kind: type, low: float, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` above ``low`` (``strict``) or at least ``low``."""
+
+    def parse(text: str) -> float:
+        value = kind(text)  # ValueError: argparse says "invalid int value: 'x'"
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {'a positive' if strict else 'a non-negative'} "
+                                             f"{'number' if kind is float else 'integer'}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT, COUNT, POSITIVE_FLOAT = _number(int, 0, True), _number(int, 0, False), _number(float, 0, True)
+
+
+def _common(parser: argparse.ArgumentParser, out: str | None, seed: str | None, every_device: str | None) -> None:
+    """--device (default cpu, or ``every_device``: None, which the command reads as that), and --seed and
+    --out where the command uses them (``None``: it does not)."""
+    parser.add_argument("--device", default=None if every_device else "cpu",
+                        help=f"numpy, numba (alias cpu), cudasim or cuda (default: {every_device or 'cpu'})")
+    if seed is not None:
+        parser.add_argument("--seed", type=COUNT, default=0, help=f"seed of {seed} (default: 0)")
+    if out is not None:
+        parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+
+
+def _sub(subparsers, name: str, help_text: str, out: str | None,
+         seed: str | None = "weights, data order and generated scenes",
+         every_device: str | None = None) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name,
         help=help_text,
@@ -54,50 +109,55 @@ def _sub(subparsers, name: str, help_text: str, out: str) -> argparse.ArgumentPa
         epilog=EXAMPLES[name],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(parser, out)
+    parser.set_defaults(usage_error=parser.error)  # main reports a UsageError as this command's error
+    _common(parser, out, seed, every_device)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minicv", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="minicv", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"minicv {minicv.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = _sub(sub, "demo", "train the four segmentation decoders and the localizer on built-in scenes", "runs/demo")
-    demo.add_argument("--epochs", type=int, default=None, help="epochs per model (default: per-model settings)")
-    demo.add_argument("--train-size", type=int, default=2000, help="training scenes (default: 2000)")
-    demo.add_argument("--test-size", type=int, default=300, help="held-out test scenes (default: 300)")
+    demo.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                      help="epochs per model (default: per-model settings)")
+    demo.add_argument("--train-size", type=POSITIVE_INT, default=2000, help="training scenes (default: 2000)")
+    demo.add_argument("--test-size", type=POSITIVE_INT, default=300, help="held-out test scenes (default: 300)")
     demo.add_argument("--models", default=",".join(TASKS), help="comma-separated subset of " + ", ".join(TASKS))
 
-    train = _sub(sub, "train", "train one model on built-in scenes or a folder of your own", "runs/train")
+    train = _sub(sub, "train", "train one model on built-in scenes or a folder of your own", "runs/<model>")
     train.add_argument("--model", required=True, choices=list(TASKS))
     _data_args(train)
-    train.add_argument("--epochs", type=int, default=5)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=3e-3, help="initial learning rate (cosine-annealed to 0)")
-    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    train.add_argument("--epochs", type=POSITIVE_INT, default=5, help="(default: 5)")
+    train.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="(default: 32)")
+    train.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-3,
+                       help="initial learning rate, cosine-annealed to 0 (default: 0.003)")
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="(default: adam)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
 
-    ev = _sub(sub, "eval", "score a checkpoint on held-out scenes or a folder", "runs/eval")
+    ev = _sub(sub, "eval", "score a checkpoint on held-out scenes or a folder", None)
     ev.add_argument("--checkpoint", required=True)
     _data_args(ev)
 
-    predict = _sub(sub, "predict", "predict masks (or boxes) for image files", "predictions")
+    predict = _sub(sub, "predict", "predict masks (or boxes) for image files", "predictions", seed=None)
     predict.add_argument("--checkpoint", required=True)
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     _max_pixels_arg(predict)
 
-    check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", "runs/check")
-    check.add_argument("--op", default=None, help="only this op (e.g. conv2d)")
-    check.add_argument("--dtype", default=None, choices=["float32", "float64"])
-    check.set_defaults(device=None)
+    # check's cases are fixed (their own seeds) and it writes nothing: no --seed, no --out
+    check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", None,
+                 seed=None, every_device="every device present")
+    check.add_argument("--op", default=None, choices=list(CASES), help="only this op (default: every op)")
+    check.add_argument("--dtype", default=None, choices=["float32", "float64"], help="(default: both)")
 
-    bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results")
-    bench.add_argument("--op", default=None, help="only this op")
-    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats")
-    bench.add_argument("--malloc", default="reuse", choices=["reuse", "system"],
+    bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results",
+                 seed="the random inputs", every_device="every device present; cudasim only with --quick")
+    bench.add_argument("--op", default=None, choices=OPS, help="only this op (default: every op)")
+    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run: targets "
+                       "are not judged)")
+    bench.add_argument("--malloc", default="reuse", choices=MALLOC_CHOICES,
                        help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
-    bench.set_defaults(device=None)
 
     exercises.add_parser(sub)
     return parser
@@ -107,18 +167,18 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default="scenes", help="'scenes' (built-in) or a folder (images/ + masks/ or boxes.csv)"
     )
-    parser.add_argument("--num-classes", type=int, default=None, help="classes of a segmentation folder")
+    parser.add_argument("--num-classes", type=POSITIVE_INT, default=None, help="classes of a segmentation folder")
     parser.add_argument("--classes", default=None, help="comma-separated object classes of a localization folder")
-    parser.add_argument("--size", type=int, default=64, help="size of generated scenes (default: 64)")
-    parser.add_argument("--train-size", type=int, default=2000)
-    parser.add_argument("--test-size", type=int, default=300)
+    parser.add_argument("--size", type=POSITIVE_INT, default=64, help="size of generated scenes (default: 64)")
+    parser.add_argument("--train-size", type=POSITIVE_INT, default=2000, help="generated scenes (default: 2000)")
+    parser.add_argument("--test-size", type=POSITIVE_INT, default=300, help="generated scenes (default: 300)")
     _max_pixels_arg(parser)
 
 
 def _max_pixels_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=POSITIVE_INT,
         default=MAX_PIXELS,
         help=f"refuse image files of more pixels than this, before decoding them (default: {MAX_PIXELS})",
     )
@@ -133,12 +193,12 @@ def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tup
     root = Path(args.data)
     if task == "segmentation":
         if args.num_classes is None:
-            raise SystemExit("minicv: --num-classes is required with a segmentation folder")
+            raise UsageError("--num-classes is required with a segmentation folder")
         data = _cached(SegmentationFolder(root, args.num_classes, max_pixels=args.max_pixels))
         names = tuple(str(c) for c in range(args.num_classes))
     else:
         if args.classes is None:
-            raise SystemExit("minicv: --classes is required with a localization folder")
+            raise UsageError("--classes is required with a localization folder")
         names = tuple(name.strip() for name in args.classes.split(","))
         data = _cached(LocalizationFolder(root, names, max_pixels=args.max_pixels))
     split = max(1, len(data) // 10)  # the last tenth is held out
@@ -152,7 +212,32 @@ def _cached(dataset) -> list:
 def _check_sizes(model, items: list, args: argparse.Namespace, name: str) -> None:
     """Refuse, before any work, images of a size the model cannot take (it would fail mid-run)."""
     for height, width in sorted({tuple(item["image"].shape[-2:]) for item in items}):
-        check_image_size(model, height, width, f"--data {args.data} ({name})")
+        try:
+            check_image_size(model, height, width, f"--data {args.data} ({name})")
+        except ArgumentError as err:
+            raise UsageError(str(err)) from err
+
+
+def _validation(args: argparse.Namespace, train_items: list) -> tuple[list, list]:
+    """(training items, validation items) for choosing the best epoch: scenes of their own split, or the
+    last tenth of a folder's training part; never the test items that ``minicv eval`` scores."""
+    if args.data == "scenes":
+        return train_items, _cached(SceneDataset("val", max(1, args.train_size // 10), args.size, args.seed))
+    if len(train_items) < 2:
+        raise UsageError(f"--data {args.data}: too few images to hold out validation and test images (at least "
+                         "3 are needed)")
+    held = max(1, len(train_items) // 10)
+    return train_items[:-held], train_items[-held:]
+
+
+@contextlib.contextmanager
+def _reading_user_files() -> Iterator[None]:
+    """Errors reading the files a user named (a data folder, a checkpoint, images) are usage errors:
+    their messages name the file and what is wrong with it."""
+    try:
+        yield
+    except (ValueError, OSError) as err:
+        raise UsageError(str(err)) from err
 
 
 def _optimizer(name: str, model, lr: float):
@@ -164,17 +249,18 @@ def _optimizer(name: str, model, lr: float):
 # ------------------------------------------------------------------------------------------ commands
 def cmd_train(args: argparse.Namespace) -> int:
     task_name = TASKS[args.model]
-    train_items, test_items, num_classes, names = _datasets(args, task_name)
-    if not train_items and args.data != "scenes":
-        raise ValueError(
-            f"--data {args.data}: nothing left to train on after holding out {len(test_items)} image(s) for "
-            "testing (the last tenth, at least one): a folder needs at least 2 images"
-        )
+    with _reading_user_files():
+        train_items, test_items, num_classes, names = _datasets(args, task_name)
+    train_items, validation_items = _validation(args, train_items)
+    out = _out_folder(args)
     minicv.manual_seed(args.seed)
     size = train_items[0]["image"].shape[-2:]
     kwargs = {"image_size": tuple(size)} if task_name == "localization" else {}
-    model = build_model(args.model, num_classes, **kwargs).to(args.device)
-    _check_sizes(model, train_items + test_items, args, args.model)
+    try:
+        model = build_model(args.model, num_classes, **kwargs).to(args.device)
+    except ValueError as err:  # ArgumentError among them: the model cannot take these classes or image sizes
+        raise UsageError(f"--model {args.model}: {err}") from err
+    _check_sizes(model, train_items + validation_items + test_items, args, args.model)
     config = {
         "model": args.model,
         "num_classes": num_classes,
@@ -183,21 +269,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         "image_size": list(size),
     }
     optimizer = _optimizer(args.optimizer, model, args.lr)
+    task = make_task(task_name, num_classes)
     history = fit(
         model,
-        make_task(task_name, num_classes),
+        task,
         DataLoader(train_items, args.batch_size, shuffle=True, seed=args.seed, flip=True),
-        DataLoader(test_items, 64),
+        DataLoader(validation_items, 64),
         optimizer,
         args.epochs,
         args.device,
-        args.out,
+        out,
         resume=args.resume,
         desc=args.model,
         config=config,
         scheduler=optim.CosineAnnealingLR(optimizer, args.epochs),
+        keep_best=BEST_BY[task_name],
     )
-    print(json.dumps(history[-1], indent=2))
+    # fit leaves the best epoch's weights in the model: the test scores minicv eval gives best.npz
+    print(json.dumps(evaluate(model, task, DataLoader(test_items, 64), args.device), indent=2))
+    print(f"minicv train: last epoch ({history[-1]['epoch']}) in {out / 'checkpoint.npz'}")
+    if (out / "best.npz").exists():
+        print(f"minicv train: best epoch ({read_meta(out / 'best.npz')['epoch']}, by validation "
+              f"{BEST_BY[task_name]}) in {out / 'best.npz'}")
     return 0
 
 
@@ -205,17 +298,18 @@ def load_model(checkpoint: str, device: str):
     """Rebuild the model a checkpoint was trained as, with its weights, and its config."""
     from minicv.checkpoint import load_checkpoint, read_meta
 
-    config = read_meta(checkpoint).get("config")
-    if not config:
-        raise SystemExit(f"minicv: {checkpoint} has no model config (was it written by minicv train?)")
-    _check_config(checkpoint, config)
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config["kwargs"].items()}
-    try:
-        model = build_model(config["model"], config["num_classes"], **kwargs)
-    except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
-        raise ValueError(f"checkpoint {checkpoint}: meta key 'config.kwargs' does not build a "
-                         f"{config['model']} model: {err}") from err
-    load_checkpoint(checkpoint, model)
+    with _reading_user_files():  # the checkpoint's own errors name the file and the key
+        config = read_meta(checkpoint).get("config")
+        if not config:
+            raise UsageError(f"--checkpoint {checkpoint}: has no model config (was it written by minicv train?)")
+        _check_config(checkpoint, config)
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config["kwargs"].items()}
+        try:
+            model = build_model(config["model"], config["num_classes"], **kwargs)
+        except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
+            raise ValueError(f"checkpoint {checkpoint}: meta key 'config.kwargs' does not build a "
+                             f"{config['model']} model: {err}") from err
+        load_checkpoint(checkpoint, model)
     return model.to(device), config
 
 
@@ -244,7 +338,8 @@ def _check_config(checkpoint: str, config: object) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     model, config = load_model(args.checkpoint, args.device)
     task_name = TASKS[config["model"]]
-    _, test_items, _, _ = _datasets(args, task_name)
+    with _reading_user_files():
+        _, test_items, _, _ = _datasets(args, task_name)
     _check_sizes(model, test_items, args, config["model"])
     scores = evaluate(model, make_task(task_name, config["num_classes"]), DataLoader(test_items, 64), args.device)
     print(json.dumps(scores, indent=2))
@@ -284,14 +379,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = make_task(TASKS[config["model"]], config["num_classes"])
     model.eval()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if task.name == "segmentation":
+        viz.legend(config["classes"]).save(out / "legend.png")
+        print(f"class colours of the masks: {out / 'legend.png'}")
     with minicv.no_grad():
         for path, name in zip(args.images, output_names(args.images)):
-            image = load_image(path, args.max_pixels)
+            with _reading_user_files():
+                image = load_image(path, args.max_pixels)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             if task.name == "segmentation":
                 mask = predict_mask(task, model, image, args.device)
                 mask_path, overlay_path = out / f"{name}_mask.png", out / f"{name}_overlay.png"
-                Image.fromarray(mask.astype(np.uint8)).save(mask_path)
+                viz.palette_mask(mask, len(config["classes"])).save(mask_path)
                 Image.fromarray(viz.overlay(image, mask)).save(overlay_path)
                 print(f"{path}: mask {mask_path}, overlay {overlay_path}")
             else:
@@ -345,6 +445,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from minicv.bench import run_bench
 
+    if args.device is not None and canonical_name(args.device) == "cudasim" and not args.quick:
+        raise UsageError(f"--device cudasim: {CUDASIM_NEEDS_QUICK}")
     run_bench(out=Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed,
               malloc=args.malloc)
     return 0
@@ -361,11 +463,47 @@ COMMANDS = {
 }
 
 
+def _out_folder(args: argparse.Namespace) -> Path:
+    """--out, with train's ``<model>`` filled in."""
+    return Path(args.out.replace("<model>", getattr(args, "model", "<model>")))
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """The mistakes found before any work starts: a device this machine lacks, files or folders that
+    do not exist, an --out that is a file, an unknown model in --models."""
+    if getattr(args, "device", None) is not None:
+        try:
+            require_device(args.device)
+        except (ArgumentError, DeviceUnavailableError) as err:
+            raise UsageError(f"--device {args.device}: {err}") from err
+    if getattr(args, "data", "scenes") != "scenes" and not Path(args.data).is_dir():
+        raise UsageError(f"--data {args.data}: no such folder (expected 'scenes' or a folder of images/ with "
+                         "masks/ or boxes.csv)")
+    for option, name in [("--checkpoint", getattr(args, "checkpoint", None))] + [
+        ("image", image) for image in getattr(args, "images", [])
+    ]:
+        if name is not None and not Path(name).is_file():
+            raise UsageError(f"{option} {name}: no such file")
+    if getattr(args, "out", None) is not None:
+        out = _out_folder(args)
+        existing = next(p for p in (out, *out.parents) if p.exists())  # "." or "/" at the latest
+        if not existing.is_dir():
+            raise UsageError(f"--out {out}: {existing} is a file, not a folder")
+    if args.command == "demo":
+        unknown = [m for m in args.models.split(",") if m not in TASKS]
+        if unknown:
+            raise UsageError(f"--models {args.models}: unknown {', '.join(map(repr, unknown))}; expected a "
+                             f"comma-separated subset of {', '.join(TASKS)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     began = time.perf_counter()
     try:
+        _check_args(args)
         code = COMMANDS[args.command](args)
+    except UsageError as err:
+        args.usage_error(str(err))
     except TrainingDiverged as err:  # a result, not a bug: one line, no traceback
         print(f"minicv {args.command}: {err}", file=sys.stderr)
         return 1

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from minicv.errors import ArgumentError
+from minicv.errors import ArgumentError, DeviceUnavailableError
 from minicv.kernels import KERNEL_TABLE
+from minicv.kernels.cuda.launch import NO_CUDA_MESSAGE
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _cupy() -> ModuleType:
     try:
         import cupy
     except ImportError as err:
-        raise RuntimeError("the 'cuda' device needs CuPy and an NVIDIA GPU: pip install 'minicv[cuda]'") from err
+        raise DeviceUnavailableError(NO_CUDA_MESSAGE) from err
     return cupy
 
 
@@ -108,12 +109,22 @@ def get_device(device: str | Device | None = None) -> Device:
     return _DEVICES[name]
 
 
+def require_device(device: str) -> Device:
+    """The Device, checked to run on this machine: ArgumentError for an unknown name,
+    DeviceUnavailableError (saying what to install) where its library or its GPU is missing."""
+    dev = get_device(device)
+    if dev.on_gpu:
+        try:
+            dev.xp.cuda.runtime.getDeviceCount()
+        except Exception as err:  # CuPy's CUDARuntimeError, or a driver that fails to load
+            raise DeviceUnavailableError(f"the '{dev.name}' device found no usable GPU ({err})") from err
+    return dev
+
+
 def is_available(device: str) -> bool:
     """True when the device's array module and kernels load on this machine."""
     try:
-        dev = get_device(device)
-        if dev.on_gpu:
-            dev.xp.cuda.runtime.getDeviceCount()
+        require_device(device)
     except Exception:
         return False
     return True

@@ -30,3 +30,7 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
     def __init__(self, epoch: int, step: int, what: str):
         self.epoch, self.step, self.what = epoch, step, what
         super().__init__(f"training diverged at epoch {epoch}, step {step}: {what}")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device this machine cannot run: its library (CuPy) or its hardware (a GPU) is missing."""

@@ -1,4 +1,5 @@
-"""Pictures: masks over images, boxes drawn with their class, comparison grids and training curves."""
+"""Pictures: masks over images, palette masks and their legend, boxes drawn with their class, comparison
+grids and training curves."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from minicv.data.scenes import PALETTE
 
@@ -21,22 +22,57 @@ def colour_mask(mask: np.ndarray, palette: np.ndarray = PALETTE) -> np.ndarray:
     return np.asarray(palette)[np.asarray(mask) % len(palette)]
 
 
+def palette_mask(mask: np.ndarray, num_classes: int, palette: np.ndarray = PALETTE) -> Image.Image:
+    """(H, W) class indices -> a palette ("P") image: each pixel's value is its class, shown in the class's
+    colour (a greyscale PNG of class numbers 0..5 looks black)."""
+    if not 1 <= num_classes <= 256:
+        raise ValueError(f"num_classes: a palette PNG holds 1 to 256 classes, got {num_classes}")
+    picture = Image.fromarray(np.asarray(mask).astype(np.uint8), mode="P")
+    picture.putpalette(colour_mask(np.arange(num_classes), palette).ravel().tolist())
+    return picture
+
+
+def legend(names: Sequence[str], palette: np.ndarray = PALETTE, font_size: int = 14) -> Image.Image:
+    """A swatch of each class's colour (as ``palette_mask`` and ``overlay`` draw it) beside its number and name."""
+    font = ImageFont.load_default(size=font_size)
+    row = font_size + 8
+    labels = [f"{c}  {name}" for c, name in enumerate(names)]
+    width = row + 8 + max(int(font.getlength(text)) for text in labels) + 8
+    picture = Image.new("RGB", (width, row * len(labels) + 4), "white")
+    draw = ImageDraw.Draw(picture)
+    for c, (text, colour) in enumerate(zip(labels, colour_mask(np.arange(len(labels)), palette))):
+        top = 2 + c * row
+        draw.rectangle([4, top + 2, row, top + row - 2], fill=tuple(int(v) for v in colour), outline=(0, 0, 0))
+        draw.text((row + 8, top + row // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
+    return picture
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, palette: np.ndarray = PALETTE) -> np.ndarray:
     """The image with the coloured mask blended over it, (H, W, 3) uint8."""
     blend = (1 - alpha) * to_uint8(image) + alpha * colour_mask(mask, palette)
     return blend.astype(np.uint8)
 
 
-def draw_boxes(image: np.ndarray, boxes: Sequence[tuple], scale: int = 4) -> Image.Image:
+def draw_boxes(image: np.ndarray, boxes: Sequence[tuple], scale: int = 4, font_size: int = 14) -> Image.Image:
     """The image enlarged ``scale`` times with each ``(box, text, rgb)`` drawn: box is (x, y, w, h) in
-    pixels of the original image."""
+    pixels of the original image. Each text sits on a band of its box's colour, in black or white
+    (whichever stands out), above the box or inside its top where there is no room, kept in the picture."""
     picture = Image.fromarray(to_uint8(image) if image.shape[0] == 3 else image)
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=font_size)
     for (x, y, w, h), text, colour in boxes:
+        colour = tuple(int(v) for v in colour)
         corners = [x * scale, y * scale, (x + w) * scale - 1, (y + h) * scale - 1]
-        draw.rectangle(corners, outline=tuple(colour), width=2)
-        draw.text((corners[0] + 2, max(corners[1] - 11, 0)), text, fill=tuple(colour))
+        draw.rectangle(corners, outline=colour, width=2)
+        if not text:
+            continue
+        band_w, band_h = int(font.getlength(text)) + 6, font_size + 4
+        left = min(max(corners[0], 0), max(picture.width - band_w, 0))
+        top = corners[1] - band_h if corners[1] >= band_h else max(corners[1], 0)
+        draw.rectangle([left, top, left + band_w - 1, top + band_h - 1], fill=colour)
+        ink = (0, 0, 0) if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140 else (255, 255, 255)
+        draw.text((left + 3, top + band_h // 2), text, fill=ink, font=font, anchor="lm")
     return picture
 
 

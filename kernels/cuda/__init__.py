@@ -1,7 +1,7 @@
 """The cuda device: the kernels of kernels/cuda/*.cu on an NVIDIA GPU, through CuPy.
 
-Importing this works anywhere; CuPy is imported on the first call, which raises RuntimeError ("the cuda
-device needs CuPy and an NVIDIA GPU: pip install minicv[cuda]") where there is none. The cudasim device
+Importing this works anywhere; CuPy is imported on the first call, which raises RuntimeError
+(``launch.NO_CUDA_MESSAGE``, naming the install command) where there is none. The cudasim device
 runs the same sources and the same table (table.py) on the CPU.
 """
 

@@ -23,7 +23,9 @@ import numpy as np
 
 KERNEL_DIR = Path(__file__).resolve().parent
 CUDA_OPTIONS = ("-std=c++17",)
-NO_CUDA_MESSAGE = "the cuda device needs CuPy and an NVIDIA GPU: pip install minicv[cuda]"
+# From the source folder: an unrelated package named "minicv" is on PyPI, so `pip install minicv[cuda]` would
+# install that one.
+NO_CUDA_MESSAGE = 'the cuda device needs CuPy and an NVIDIA GPU: pip install -e ".[cuda]" in the minicv source folder'
 
 Launcher = Callable[..., None]  # launch(grid: tuple, block: tuple, args: tuple, shared_mem: int = 0)
 

@@ -3,11 +3,13 @@
 Every kernel is ``@njit(cache=True)``, parallel over independent work (planes, output rows, pixel
 blocks) with ``prange``; the Python functions here allocate the outputs and call the compiled cores.
 The convolution algorithm is a module setting: ``set_conv_algorithm("direct" | "im2col")``,
-``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``.
+``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``. A kernel that is not in numba's
+on-disk cache yet compiles on its first call, announced once on stderr (``notice.py``).
 """
 
 # ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
 from .. import KERNEL_TABLE
+from . import notice  # says so on stderr when a kernel compiles (a cold cache: the first run on a CPU)
 from .conv import (
     conv2d_backward_input,
     conv2d_backward_weight,

@@ -87,7 +87,7 @@ def test_cuda_device_without_cupy_raises_a_clear_error() -> None:
         pass
     import minicv.kernels.cuda as cuda
 
-    with pytest.raises(RuntimeError, match=r"needs CuPy and an NVIDIA GPU: pip install minicv\[cuda\]") as error:
+    with pytest.raises(RuntimeError, match=r'needs CuPy and an NVIDIA GPU: pip install -e "\.\[cuda\]"') as error:
         cuda.max_pool2d_forward(np.zeros((1, 1, 2, 2)), (2, 2), (2, 2), (0, 0), (1, 1), (1, 1))
     assert str(error.value) == NO_CUDA_MESSAGE
 
