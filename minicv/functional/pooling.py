@@ -22,6 +22,7 @@ from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
 IntOrPair = int | Sequence[int]
+INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -30,6 +31,11 @@ def _pool_pair(name: str, value: Any, expected: str, allow_empty: bool = False) 
     items = int_list("max_pool2d", name, value)
     if allow_empty and not items:
         return None
+    if any(not INT32_MIN <= v <= INT32_MAX for v in items):  # PyTorch's int[2] arguments are 32-bit
+        raise ArgumentError(
+            f"max_pool2d: value cannot be converted to type int without overflow: {name}={value!r} is outside "
+            f"[{INT32_MIN}, {INT32_MAX}]"
+        )
     if len(items) not in (1, 2):
         raise ArgumentError(f"max_pool2d: {name} must {expected}, but got {name}={value!r}")
     return (items[0], items[-1])
