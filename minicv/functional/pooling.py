@@ -17,7 +17,7 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
-from minicv.functional._checks import check_float_tensor, contiguous, int_list
+from minicv.functional._checks import check_float_tensor, contiguous, int_list, torch_dtype_name
 from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
@@ -289,7 +289,8 @@ def max_unpool2d(
         )
     out_hw = unpool_output_size(input.shape[-2:], kernel, strides, pad, output_size)
     if indices.dtype != np.int64:
-        raise DtypeError(f"max_unpool2d: elements in indices should be type int64 but got: {indices.dtype}")
+        raise DtypeError(f"max_unpool2d: elements in indices should be type int64 but got: "
+                         f"{torch_dtype_name(indices.dtype)} (argument 'indices' is {indices.dtype})")
     if indices.shape != input.shape:
         raise ArgumentError(
             "max_unpool2d: Expected shape of indices to be same as that of the input tensor "
