@@ -71,7 +71,8 @@ RAISES = {
         lambda lib: functional(lib).conv2d(rand(lib, 1, 1, 3, 3), rand(lib, 1, 1, 2, 2, dtype=np.float64)),
         "weight is float64, input is float32"),
     "conv2d bias float64": (
-        lambda lib: functional(lib).conv2d(rand(lib, 1, 1, 3, 3), rand(lib, 1, 1, 2, 2), rand(lib, 1, dtype=np.float64)),
+        lambda lib: functional(lib).conv2d(rand(lib, 1, 1, 3, 3), rand(lib, 1, 1, 2, 2),
+                                           rand(lib, 1, dtype=np.float64)),
         "bias is float64, input is float32"),
     "matmul float64": (lambda lib: rand(lib, 2, 3) @ rand(lib, 3, 4, dtype=np.float64),
                        "other of dtype float32 like input, but got float64"),
