@@ -20,6 +20,8 @@ conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups) -> gx
     is also the forward of conv_transpose2d (x_shape carries output_padding). In both backward
     kernels gy's spatial size is authoritative (it need not follow from x_shape when
     output_padding >= stride, which dilation allows).
+    In all three the engine passes no stride past size + 2p - d(k-1) of x (x_shape) along its axis: a
+    larger one leaves the same single output there, and the kernels may size buffers by the stride.
 conv2d_backward_weight(x, gy, w_shape, stride, padding, dilation, groups) -> gw
     The gradient of conv2d_forward with respect to w, of shape w_shape.
 

@@ -121,6 +121,7 @@ def backward(root: Tensor, grad: Any = None) -> None:
         for tensor, needed, g in zip(node.inputs, node.needs_input_grad, grad_inputs, strict=False):
             if not needed or g is None:
                 continue
+            g = g.astype(tensor.dtype, copy=False)  # as PyTorch: a gradient has its tensor's dtype (f32 + f64)
             if tensor._node is None:
                 _accumulate_leaf(tensor, g, held)
             elif id(tensor) in pending:

@@ -11,7 +11,8 @@ from minicv import autograd
 from minicv.devices import Device, default_device, get_device
 from minicv.errors import ArgumentError
 
-_FLOAT_DEFAULT = np.float32  # like torch: Python floats and float lists become float32
+_FLOAT_DEFAULT = np.float32  # like torch: Python floats and float lists become float32, ints int64; arrays
+# keep their dtype (an int32 array stays int32, and ops that want int64 raise, as PyTorch's do)
 
 
 class Tensor:
@@ -29,10 +30,11 @@ class Tensor:
             data = data.data
         dev = get_device(device)
         array = dev.asarray(data, dtype=dtype)
-        if dtype is None and array.dtype.kind == "f" and not _is_array(data):
-            array = array.astype(_FLOAT_DEFAULT)  # Python floats: float32, as in PyTorch
-        if array.dtype.kind == "i" and array.dtype != np.int64:
-            array = array.astype(np.int64)
+        if dtype is None and not _is_array(data):  # Python numbers: PyTorch's default dtypes
+            if array.dtype.kind == "f":
+                array = array.astype(_FLOAT_DEFAULT)
+            elif array.dtype.kind == "i":
+                array = array.astype(np.int64)  # NumPy's default int is int32 on Windows
         self.data = array
         self.device = dev
         self.grad: Tensor | None = None

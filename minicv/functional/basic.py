@@ -13,7 +13,7 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.devices import Device
-from minicv.errors import ArgumentError, OutOfRangeError
+from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional._checks import check_float_tensor
 from minicv.tensor import Tensor
 
@@ -27,18 +27,57 @@ def _unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-def _operand(value: Any, like: Tensor) -> Any:
-    """A Python number becomes an array of ``like``'s dtype (no promotion, as in PyTorch)."""
+_CATEGORIES = "biuf"  # bool < integers < floats, PyTorch's type categories
+
+
+def _category(dtype: Any) -> int:
+    kind = np.dtype(dtype).kind
+    return 1 if kind == "u" else _CATEGORIES.index(kind)
+
+
+def _promote(dtypes: list[Any]) -> np.dtype | None:
+    """PyTorch's promotion within one priority group: the highest category wins, the widest type in it."""
+    if not dtypes:
+        return None
+    top = max(_category(d) for d in dtypes)
+    return np.result_type(*[d for d in dtypes if _category(d) == top])
+
+
+def _result_dtype(a: Any, b: Any) -> np.dtype:
+    """torch.result_type of a binary op: tensors with dimensions first, then 0-dim tensors, then Python
+    numbers, a later group counting only when its category is higher (float32 + float64 0-dim tensor is
+    float32; int32 + 2.5 is float32, the default float; int32 + float32 is float32, where NumPy gives float64)."""
+    operands = (a, b)
+    tensors = [t.dtype for t in operands if isinstance(t, Tensor) and t.ndim]
+    zero_dim = [t.dtype for t in operands if isinstance(t, Tensor) and not t.ndim]
+    numbers = [np.dtype(np.float32 if isinstance(v, float) else np.int64 if not isinstance(v, bool) else np.bool_)
+               for v in operands if not isinstance(v, Tensor)]
+    result = None
+    for group in (tensors, zero_dim):
+        dtype = _promote(group)
+        if dtype is not None and (result is None or _category(dtype) > _category(result)):
+            result = dtype
+    number = _promote(numbers)
+    if number is not None and _category(number) > _category(result):
+        result = number
+    return result
+
+
+def _operand(value: Any, like: Tensor, dtype: np.dtype) -> Any:
+    """A Tensor or a number as an operand of ``dtype`` (differentiably for a Tensor of another dtype)."""
     if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (int, float, bool)) or np.ndim(value) == 0:
-        return like.device.xp.asarray(value, dtype=like.dtype)
-    return like.device.asarray(value)
+        return value if value.dtype == dtype else to(value, value.device, dtype)
+    return like.device.xp.asarray(value, dtype=dtype)
 
 
 def _binary(fn: type[Function], a: Any, b: Any) -> Tensor:
+    """fn on a and b cast to PyTorch's result dtype (an array operand is a Tensor with its dtype)."""
     like = a if isinstance(a, Tensor) else b
-    return fn().apply(_operand(a, like), _operand(b, like))
+    a, b = (v if isinstance(v, Tensor) or np.ndim(v) == 0 else Tensor(v, device=like.device) for v in (a, b))
+    dtype = _result_dtype(a, b)
+    if fn is Div and dtype.kind != "f":
+        dtype = np.dtype(np.float32)  # true division of integers: the default float, as PyTorch
+    return fn().apply(_operand(a, like, dtype), _operand(b, like, dtype))
 
 
 def _shape_of(x: Any) -> tuple[int, ...]:
@@ -244,6 +283,7 @@ def sum(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False
 
 
 def mean(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+    check_float_tensor("mean", "input", x)  # PyTorch: "could not infer output dtype" for integers
     axes = _axes(dim, x.ndim)
     count = int(np.prod([x.shape[a] for a in axes])) if x.ndim else 1
     return sum(x, dim, keepdim) / count
@@ -460,7 +500,15 @@ class MatMul(Function):
         return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
 
 
+def _check_same_dtype(op: str, name: str, t: Tensor, other_name: str, other: Tensor) -> None:
+    """PyTorch's matmul and batch_norm do not promote: an operand of another dtype raises."""
+    if t.dtype != other.dtype:
+        raise DtypeError(f"{op}: expected {name} of dtype {other.dtype} like {other_name}, but got {t.dtype} "
+                         f"(PyTorch does not promote here)")
+
+
 def matmul(a: Tensor, b: Tensor) -> Tensor:
+    _check_same_dtype("matmul", "other", b, "input", a)
     return MatMul().apply(a, b)
 
 
@@ -472,10 +520,12 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: expected weight of shape (out_features, {input.shape[-1]}) to match input of shape "
             f"{input.shape}, but got weight of shape {weight.shape}"
         )
+    _check_same_dtype("linear", "weight", weight, "input", input)
     y = matmul(input, transpose(weight, 0, 1))
     if bias is not None:
         if bias.shape != (weight.shape[0],):
             raise ArgumentError(f"linear: expected bias of shape ({weight.shape[0]},), but got {bias.shape}")
+        _check_same_dtype("linear", "bias", bias, "input", input)
         y = y + bias
     return y
 
@@ -584,6 +634,8 @@ def batch_norm(
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if t is not None and t.shape != (channels,):
             raise ArgumentError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
+        if t is not None:
+            _check_same_dtype("batch_norm", name, t, "input", input)
     if not training and (running_mean is None or running_var is None):
         raise ArgumentError("batch_norm: running_mean and running_var are required when training=False")
     count = input.size // channels

@@ -107,6 +107,22 @@ class ConvTranspose2d(_ConvBase):
 
 
 # --------------------------------------------------------------------------- shape arithmetic
+def kernel_stride(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, padding: Pair,
+                  dilation: Pair) -> Pair:
+    """The stride the kernels get for a conv2d of input size ``in_hw``: per axis min(s, size + 2p - d(k-1)).
+
+    A stride past that leaves one output along the axis, which reads the same taps whatever the stride;
+    the smallest stride that also leaves one output is size + 2p - d(k-1). The kernels size buffers by the
+    stride (numba's phase split holds s_h * s_w phases) and pass it as a 32-bit int (the CUDA kernels):
+    clamped, neither grows past the padded input.
+    """
+    h, w = (
+        min(s, size + 2 * p - d * (k - 1))
+        for size, k, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation, strict=True)
+    )
+    return h, w
+
+
 def conv_output_hw(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, padding: Pair,
                    dilation: Pair) -> Pair:
     """conv2d's output (H_out, W_out): per axis (size + 2p - d(k-1) - 1) // s + 1."""
@@ -346,6 +362,7 @@ def conv2d(
     _check_nonempty_planes(x_shape)
     _check_float(op, input, weight)
 
+    stride = kernel_stride(padded, (kh, kw), stride, (0, 0), dilation)  # padded: p and extra are in it
     return _apply_batched(Conv2d(stride, padding, dilation, groups), input, weight, bias, pad_end=extra)
 
 
@@ -401,4 +418,5 @@ def conv_transpose2d(
     _check_nonempty_planes(x_shape)
     _check_float(op, input, weight)
 
+    stride = kernel_stride(out_hw, (kh, kw), stride, padding, dilation)  # out_hw: the input of its conv2d
     return _apply_batched(ConvTranspose2d(stride, padding, dilation, groups, out_hw), input, weight, bias)

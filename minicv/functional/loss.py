@@ -213,13 +213,15 @@ def _probability_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
     """-sum_c w[c] * log_softmax(x)[c] * target'[c], target' = target * (1 - eps) + eps / C.
 
     Composed of differentiable xp ops (not a kernel); 'mean' divides by the number of samples/pixels
-    (numel / C), not by a weight sum. Gradients reach both input and target.
+    (numel / C), not by a weight sum. Gradients reach both input and target. Input, target and weight
+    may mix float32 and float64: the loss is then float64, as PyTorch promotes.
     """
     class_dim = 0 if input.ndim == 1 else 1
     classes = input.shape[class_dim]
     _check_weight(weight, input, classes, "weight tensor should be defined either for all {classes} classes or "
                   "no classes but got weight tensor of shape: {shape}", need_1d=True)
-    _check_weight_dtype(weight, input)
+    if weight is not None:
+        check_float_tensor("cross_entropy", "weight", weight)  # float32 with float64 promotes, as in PyTorch
     if label_smoothing > 1.0:
         raise ArgumentError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     log_p = basic.log_softmax(input, class_dim)
@@ -274,9 +276,6 @@ def cross_entropy(
             )
         if ignore_index >= 0:
             raise ArgumentError("cross_entropy: ignore_index is not supported for floating point target")
-        if target.dtype != input.dtype:
-            raise DtypeError(f"cross_entropy: expected target of dtype {input.dtype} like input, but got "
-                             f"{target.dtype}")
         return _probability_cross_entropy(input, target, weight, reduction, float(label_smoothing))
     if label_smoothing > 1.0:
         raise ArgumentError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
@@ -351,11 +350,10 @@ def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _check_pair(op: str, input: Tensor, target: Tensor) -> None:  # noqa: A002
-    """Float tensors of one dtype and device; warn, as PyTorch does, when their shapes differ."""
+    """Float tensors on one device (float32 with float64 computes in float64, as PyTorch promotes); warn, as
+    PyTorch does, when their shapes differ."""
     check_float_tensor(op, "input", input)
     check_float_tensor(op, "target", target)
-    if target.dtype != input.dtype:
-        raise DtypeError(f"{op}: expected input and target of the same dtype, but got {input.dtype} and {target.dtype}")
     if target.device.name != input.device.name:
         raise ArgumentError(f"{op}: expected input and target on the same device, but got {input.device.name} "
                             f"and {target.device.name}")

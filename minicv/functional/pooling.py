@@ -17,11 +17,12 @@ import numpy as np
 
 from minicv.autograd import Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
-from minicv.functional._checks import check_float_tensor, contiguous, int_list
+from minicv.functional._checks import check_float_tensor, contiguous, int_list, torch_dtype_name
 from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
 IntOrPair = int | Sequence[int]
+INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -30,6 +31,11 @@ def _pool_pair(name: str, value: Any, expected: str, allow_empty: bool = False) 
     items = int_list("max_pool2d", name, value)
     if allow_empty and not items:
         return None
+    if any(not INT32_MIN <= v <= INT32_MAX for v in items):  # PyTorch's int[2] arguments are 32-bit
+        raise ArgumentError(
+            f"max_pool2d: value cannot be converted to type int without overflow: {name}={value!r} is outside "
+            f"[{INT32_MIN}, {INT32_MAX}]"
+        )
     if len(items) not in (1, 2):
         raise ArgumentError(f"max_pool2d: {name} must {expected}, but got {name}={value!r}")
     return (items[0], items[-1])
@@ -283,7 +289,8 @@ def max_unpool2d(
         )
     out_hw = unpool_output_size(input.shape[-2:], kernel, strides, pad, output_size)
     if indices.dtype != np.int64:
-        raise DtypeError(f"max_unpool2d: elements in indices should be type int64 but got: {indices.dtype}")
+        raise DtypeError(f"max_unpool2d: elements in indices should be type int64 but got: "
+                         f"{torch_dtype_name(indices.dtype)} (argument 'indices' is {indices.dtype})")
     if indices.shape != input.shape:
         raise ArgumentError(
             "max_unpool2d: Expected shape of indices to be same as that of the input tensor "
