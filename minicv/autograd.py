@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from minicv.devices import Device
     from minicv.tensor import Tensor
@@ -71,7 +73,8 @@ class Function:
 
         self.device = common_device(*inputs)
         raw = tuple(t.data if isinstance(t, Tensor) else t for t in inputs)
-        outputs = self.forward(*raw)
+        with np.errstate(all="ignore"):  # inf and NaN are answers, as in PyTorch: no warning
+            outputs = self.forward(*raw)
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
         needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
@@ -111,7 +114,13 @@ def backward(root: Tensor, grad: Any = None) -> None:
         _accumulate_leaf(root, grad, held)
         return
     pending = {id(root): grad}  # gradients flowing into non-leaf tensors, keyed by id
-    for node in reversed(_topological_order(root._node)):
+    with np.errstate(all="ignore"):  # inf and NaN are answers, as in PyTorch: no warning
+        _backward_pass(root._node, pending, held)
+
+
+def _backward_pass(root: Function, pending: dict[int, Any], held: set[int]) -> None:
+    """Hand each node, last made first, the gradients of its outputs; pass its inputs' ones on."""
+    for node in reversed(_topological_order(root)):
         grad_outputs = tuple(_pop_grad(pending, ref()) for ref in node.outputs)
         if all(g is None for g in grad_outputs):
             continue

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import minicv as mc
+import minicv.functional as F
 from minicv.autograd import Function
 
 
@@ -194,3 +195,14 @@ def test_a_leaf_root_does_not_keep_the_given_gradient():
     x.backward(given)
     given[...] = 5.0
     assert np.all(x.grad.numpy() == 2.0)
+
+
+@pytest.mark.filterwarnings("error")
+def test_inf_and_nan_are_answers_not_warnings(device):
+    """As in PyTorch: x / 0, log(0), exp(1000) and their gradients give inf and NaN silently."""
+    x = mc.tensor(np.array([1.0, 0.0, -1.0, 1000.0]), device=device, requires_grad=True)
+    zero = mc.tensor(np.zeros(4), device=device, requires_grad=True)
+    y = x / zero + F.log(x * 0) + F.exp(x)
+    y.sum().backward()
+    assert not np.isfinite(y.detach().numpy()).any()
+    assert not np.isfinite(zero.grad.numpy()).any()

@@ -213,7 +213,7 @@ def test_classes_may_have_spaces_after_the_commas(tmp_path):
                  "--out", str(run), *TINY]) == 0
     assert read_meta(str(run / "checkpoint.npz"))["config"]["classes"] == ["duck", "boat", "ball"]
 
-@pytest.mark.filterwarnings("ignore:(overflow|invalid value) encountered:RuntimeWarning")  # it diverges
+@pytest.mark.filterwarnings("error")  # inf and NaN are answers (as in PyTorch), not warnings
 def test_a_diverging_run_stops_with_one_line_and_status_1(tmp_path, capsys):
     """The issue's reproduction: the second step's loss is NaN."""
     run = tmp_path / "run"
