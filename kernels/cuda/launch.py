@@ -2,7 +2,9 @@
 
 A backend has an array module ``xp`` (cupy or numpy) and ``kernel(source_file, name_expression)``, which
 returns a launcher ``launch(grid, block, args, shared_mem=0)`` like cupy.RawKernel's: ``source_file`` is
-a .cu file of this folder ("pool.cu"), ``name_expression`` one of its kernels ("unpool_gather_kernel<float>").
+a .cu file of the backend's ``source_dir`` ("pool.cu"), ``name_expression`` one of its kernels
+("unpool_gather_kernel<float>"). ``source_dir`` is this folder unless a backend is made with another one
+(a learner's own .cu files, which then run through the same launch code).
 Arguments are arrays of the backend (for pointers) and NumPy scalars of exactly the parameter's type
 (np.int32 for int, np.int64 for long long, np.float32 for float, ...): a GPU reads the bytes it is given.
 
@@ -35,15 +37,15 @@ _ANY_KERNEL = re.compile(r"__global__\s+void\s+(\w+)\s*\(")
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
-def read_source(source_file: str) -> str:
-    """The text of a .cu file of this folder with its local includes inlined (each once), with #line
+def read_source(source_file: str, folder: Path = KERNEL_DIR) -> str:
+    """The text of a .cu file of ``folder`` with its local includes inlined (each once), with #line
     markers so that compiler messages name the original file and line."""
     included: set[str] = set()
 
     def expand(name: str) -> str:
-        path = KERNEL_DIR / name
+        path = folder / name
         if not path.is_file():
-            raise FileNotFoundError(f"no CUDA source {name!r} in {KERNEL_DIR}")
+            raise FileNotFoundError(f"no CUDA source {name!r} in {folder}")
         included.add(name)
         text = path.read_text(encoding="utf-8")
         pieces, position, line = [f'#line 1 "{path}"\n'], 0, 1  # `line` is the number of line `position`
@@ -86,7 +88,8 @@ class Backend:
     # Grid-stride kernels (every kernel of the table but conv) use at most this many blocks.
     max_blocks: int
 
-    def __init__(self) -> None:
+    def __init__(self, source_dir: Path = KERNEL_DIR) -> None:
+        self.source_dir = Path(source_dir)
         self._modules: dict[str, tuple[tuple[str, ...], Any]] = {}
         self._launchers: dict[tuple[str, str], Launcher] = {}
 
@@ -95,7 +98,7 @@ class Backend:
         if key not in self._launchers:
             names, module = self._modules.get(source_file, ((), None))
             if name_expression not in names:
-                source = read_source(source_file)
+                source = read_source(source_file, self.source_dir)
                 names = tuple(dict.fromkeys((*kernel_names(source), *names, name_expression)))
                 module = self._compile(source_file, source, names)
                 self._modules[source_file] = (names, module)
@@ -119,8 +122,8 @@ class CudaBackend(Backend):
     name = "cuda"
     max_blocks = 2**31 - 1  # no cap: one thread per element
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, source_dir: Path = KERNEL_DIR) -> None:
+        super().__init__(source_dir)
         self._cupy = None
 
     @property

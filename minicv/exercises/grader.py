@@ -7,7 +7,12 @@ Each kernel goes through four stages and stops at the first that fails:
 2. PyTorch (when importable): the cases through the engine in float64, with the learner's kernel swapped
    into the spec's table, against ``torch.nn.functional``;
 3. gradcheck: ``minicv.gradcheck`` of those ops in float64 (central differences);
-4. timing: the learner's kernel against the spec's on a larger call (best of a few runs).
+4. timing: the learner's kernel against the spec's on a larger call (best of a few runs), where the
+   track's times mean something (not on cudasim).
+
+A track may run the kernels in more ways than one (the CUDA track: cudasim's reverse thread order, a
+GPU): once stages 1-3 pass, the kernel's own calls are graded again in each, and the first that fails
+is the row, with that way's hint.
 
 A stub's NotImplementedError means "not started"; any other exception in the learner's code is shown
 as their file, line and message, never as a traceback.
@@ -27,7 +32,7 @@ import numpy as np
 from minicv.devices import Device
 from minicv.exercises.cases import KernelCall, OpCase, inputs, record, run_op, run_torch
 from minicv.exercises.hints import GENERAL_HINTS, Failure, hint_for
-from minicv.exercises.tracks import LearnerError, LearnerTable, Track, mixed_table, where
+from minicv.exercises.tracks import LearnerError, LearnerTable, Track, mixed_table
 from minicv.gradcheck import GradcheckError, gradcheck
 from minicv.tensor import Tensor
 
@@ -92,9 +97,12 @@ class Grader:
             row = self._against_torch(kernel, function, _cases_of(calls))
         if row is None:
             row = self._gradcheck(kernel, function, [c for c in _cases_of(calls) if c.smooth])
+        for run in self.learner.runs:
+            if row is None and (row := self._own_calls(kernel, run.functions[kernel], calls)) is not None:
+                row.stage, row.hint = run.label, run.hint or row.hint
         if row is None:
             row = Row(kernel, PASSING)
-            if self.timing:
+            if self.timing and self.track.timed:
                 row.speedup = self._time(kernel, function)
                 row.status = FASTER if row.speedup > FASTER_MARGIN else PASSING
         return row
@@ -111,9 +119,11 @@ class Grader:
                 with np.errstate(all="ignore"):  # an overflow is graded (and hinted at), not warned about
                     got = function(*args, **kwargs)
             except Exception as err:  # the learner's code may raise anything: report their frame
-                error = LearnerError.from_exception(err, self.learner.folder)
+                error = self.track.error(err, self.learner.folder)
                 if error.not_started and number == 0:
                     return Row(kernel, NOT_STARTED)
+                if error.compiling:  # one message, not a hint about the kernel's maths
+                    return Row(kernel, FAILING, "compile", error.message)
                 failures.append((call, Failure(kernel, call.args, call.kwargs, expected, None), error.message))
                 continue
             problem = _modified_argument(spec, call, args, kwargs) or _compare(kernel, expected, got)
@@ -193,8 +203,7 @@ class Grader:
         return Device("student", xp, mixed_table(self.track.spec_table(), kernel, function))
 
     def _engine_error(self, kernel: str, stage: str, case: OpCase, err: Exception) -> Row:
-        place = where(err, self.learner.folder)
-        return Row(kernel, FAILING, stage, f"case '{case.label}': {place}{type(err).__name__}: {err}",
+        return Row(kernel, FAILING, stage, f"case '{case.label}': {self.track.describe(err, self.learner.folder)}",
                    GENERAL_HINTS[kernel])
 
 

@@ -155,6 +155,10 @@ CLASSIC_MISTAKES: tuple[Diagnosis, ...] = (
     first_maximum_on_ties,
 )
 
+# The CUDA track's: the kernel's own calls pass on cudasim in the forward thread order, fail in reverse.
+MISSING_BARRIER = ("passes when threads run in order, fails in reverse: a missing __syncthreads() between writing "
+                   "and reading shared memory?")
+
 GENERAL_HINTS = {
     "softmax_cross_entropy_forward": "compute log_softmax = (x - max) - log(sum exp(x - max)) over axis 1 (the "
     "classes), then pick the target class's entry and scale it by its weight",

@@ -1,7 +1,8 @@
 """``minicv exercises init DIR``: the learner's package of stubs, a README and one notebook per exercise.
 
 The stubs take their signatures from the specification itself (``inspect``), so that the spec is a
-complete solution, and their docstrings from ``contracts.CONTRACTS``. Files that exist are kept.
+complete solution, and their docstrings from ``contracts.CONTRACTS`` (the CUDA track's ``.cu`` stubs are
+written by ``cuda.py``). Files that exist are kept; the track is recorded in the folder (TRACK_FILE).
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import json
 import textwrap
 from pathlib import Path
 
+from minicv.errors import ArgumentError
 from minicv.exercises.contracts import CONTRACTS, EXERCISES, Exercise
-from minicv.exercises.tracks import NUMPY, Track
+from minicv.exercises.tracks import NUMPY, TRACK_FILE, Track, recorded_track
 
 
 def init_exercises(folder: str | Path, track: Track = NUMPY) -> tuple[list[Path], list[Path]]:
     """Write the learner's package into ``folder``: (files written, files kept because they existed)."""
     folder = Path(folder)
-    files = {folder / "__init__.py": package_init(track), folder / "README.md": readme(folder, track)}
-    for module in track.modules():
-        files[folder / f"{module}.py"] = stub_module(module, track)
+    recorded = recorded_track(folder)
+    if recorded not in (None, track.name):
+        raise ArgumentError(f"DIR: {folder} holds the {recorded} track; init the {track.name} track in another folder")
+    files = {folder / name: text for name, text in track.stub_files().items()}
+    files[folder / "README.md"] = readme(folder, track)
+    files[folder / TRACK_FILE] = track.name + "\n"
     for exercise in EXERCISES:
-        files[folder / "notebooks" / notebook_name(exercise)] = json.dumps(notebook(exercise), indent=1) + "\n"
+        files[folder / "notebooks" / notebook_name(exercise)] = json.dumps(notebook(exercise, track), indent=1) + "\n"
     written, kept = [], []
     for path, text in files.items():
         if path.exists():
@@ -59,7 +64,7 @@ def stub(kernel: str, track: Track) -> str:
     contract = inspect.cleandoc(CONTRACTS[kernel]).replace("\n", "\n    ").replace("\n    \n", "\n\n")
     return (
         f"def {kernel}(\n" + "\n".join(params) + f"\n) -> {_annotation(signature.return_annotation)}:\n"
-        f'    """{contract}\n    """\n'
+        f'    """{contract}\n    """\n{track.stub_note}'
         f'    raise NotImplementedError("{kernel}: not written yet")\n'
     )
 
@@ -81,7 +86,7 @@ def notebook_name(exercise: Exercise) -> str:
 
 def readme(folder: Path, track: Track) -> str:
     rows = "\n".join(
-        f"| {e.number} | {e.title} | `{e.module}.py` | {', '.join(f'`{k}`' for k in e.kernels)} "
+        f"| {e.number} | {e.title} | `{track.file_of(e.module)}` | {', '.join(f'`{k}`' for k in e.kernels)} "
         f"| [notebooks/{notebook_name(e)}](notebooks/{notebook_name(e)}) |"
         for e in EXERCISES
     )
@@ -90,11 +95,12 @@ def readme(folder: Path, track: Track) -> str:
 Every layer of minicv runs on ten small kernels. Here you write them yourself, in the lecture's order,
 and a grader tells you precisely what is wrong: the shape, the first wrong element and a hint.
 
-1. Open an exercise's notebook (or just its `.py` file): each function's docstring is its contract,
-   with a worked example. Replace the `raise NotImplementedError` with your code.
+1. Open an exercise's notebook (or just its file): each function's docstring (each kernel's comment in
+   a `.cu` file) is its contract, with a worked example in the notebook. Replace the stub with your code.
 2. Grade: `minicv exercises grade {folder}` (one kernel: `--only conv2d_forward`). Each kernel is
    compared with minicv's specification and with PyTorch, gradient-checked in float64, then timed
-   against the specification.
+   against the specification (on the CUDA track: run on cudasim with its threads in order and in
+   reverse, and on a GPU when there is one).
 3. Once the kernels a model needs pass, train it on your kernels:
    `minicv exercises train {folder} --model segnet --epochs 1 --train-size 200`.
 
@@ -102,7 +108,7 @@ and a grader tells you precisely what is wrong: the shape, the first wrong eleme
 |---|---|---|---|---|
 {rows}
 
-Rules: work on NumPy arrays, return new arrays in the input's dtype, never write into the arguments.
+{track.rules}
 The solution is minicv's own `kernels/{track.name}/`: look only once you pass.
 """
 
@@ -115,13 +121,13 @@ def _code(text: str) -> dict:
     return {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": text}
 
 
-def notebook(exercise: Exercise) -> dict:
+def notebook(exercise: Exercise, track: Track = NUMPY) -> dict:
     """The exercise's notebook (nbformat 4): contract, TODO cells, inline questions, hidden hints."""
     names = ", ".join(exercise.kernels)
     cells = [
         _markdown(
             f"# Exercise {exercise.number}: {exercise.title}\n\n{exercise.idea}\n\n"
-            f"You write `{exercise.module}.py` in the folder above this notebook: {names}. "
+            f"You write `{track.file_of(exercise.module)}` in the folder above this notebook: {names}. "
             "Edit the file, then rerun the cells: every cell reloads your code."
         ),
         _code(
@@ -140,7 +146,7 @@ def notebook(exercise: Exercise) -> dict:
         cells += [
             _markdown(f"## `{kernel}`\n\n```text\n{contract}\n```"),
             _code(
-                f"# TODO: write {kernel} in {exercise.module}.py, then check the worked example:\n"
+                f"# TODO: write {kernel} in {track.file_of(exercise.module)}, then check the worked example:\n"
                 f"{kernel} = load_kernels(KERNELS).{kernel}\n{tries}"
             ),
             _code(f'grade(KERNELS, only="{kernel}")'),

@@ -1,8 +1,9 @@
 """A track: which files a learner writes, and how their folder becomes a device's kernel table.
 
-The grader only ever sees a :class:`Track`. The NumPy track is implemented here; a Numba track would
-differ only in its stub header (``from numba import njit`` and a decorator) and a CUDA track in its
-files (``.cu``) and its ``load`` (compiling them for cudasim or CuPy), so each is one more ``Track``.
+The grader only ever sees a :class:`Track`. The NumPy and Numba tracks are implemented here: they differ
+only in their stubs (the Numba one imports njit and says how its kernels are built) and in what a compile
+error looks like. The CUDA track (``cuda.py``) has its own files (``.cu``) and ``load`` (compiling them
+for cudasim, and for CuPy where there is a GPU).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib.util
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +30,9 @@ class Track:
     array_module: str  # the array module of the learner's device
     stub_header: str  # the imports at the top of every stub module
     devices: tuple[str, ...]  # what --device may pick for the learner's arrays
+    stub_note: str = ""  # comment lines that open every stub's body: how a kernel of this track is built
+    rules: str = "Rules: work on NumPy arrays, return new arrays in the input's dtype, never write into the arguments."
+    timed: bool = True  # raced against the spec once it passes
 
     def spec_table(self) -> ModuleType:
         return importlib.import_module(self.spec)
@@ -40,8 +44,31 @@ class Track:
     def modules(self) -> list[str]:
         return list(dict.fromkeys(self.module_of(k) for k in KERNEL_TABLE))
 
+    def file_of(self, module: str) -> str:
+        """The learner's file of an exercise's module."""
+        return f"{module}.py"
+
+    def stub_files(self) -> dict[str, str]:
+        """The learner's source files (name -> text) that ``init`` writes."""
+        from minicv.exercises.scaffold import package_init, stub_module
+
+        return {"__init__.py": package_init(self), **{self.file_of(m): stub_module(m, self) for m in self.modules()}}
+
     def load(self, folder: Path) -> LearnerTable:
         return LearnerTable.load(self, folder)
+
+    def compile_error(self, err: BaseException, folder: Path) -> str:
+        """A compiler's error (here Numba's) in one line with the learner's file and line; '' for others."""
+        return _numba_message(err, folder)
+
+    def describe(self, err: BaseException, folder: Path) -> str:
+        """One learner-facing line for an error in the learner's code: where, and what went wrong."""
+        return self.compile_error(err, folder) or f"{where(err, folder)}{type(err).__name__}: {err}".strip()
+
+    def error(self, err: BaseException, folder: Path) -> LearnerError:
+        compiled = self.compile_error(err, folder)
+        return LearnerError(compiled or self.describe(err, folder), isinstance(err, NotImplementedError),
+                            bool(compiled))
 
 
 NUMPY = Track(
@@ -51,7 +78,18 @@ NUMPY = Track(
     stub_header="import numpy as np",
     devices=("numpy",),
 )
-TRACKS = {NUMPY.name: NUMPY}
+NUMBA = Track(
+    name="numba",
+    spec="minicv.kernels.numpy",  # graded against the same spec, with the same rows and messages
+    array_module="numpy",
+    stub_header="import numpy as np\nfrom numba import njit, prange  # noqa: F401 (yours to use)",
+    devices=("numpy",),
+    stub_note="    # Allocate the outputs here (np.empty/np.zeros in the input's dtype), fill them in an @njit\n"
+    "    # function of your own (parallel=True with prange over independent (n, c) planes), return them.\n",
+    rules="Rules: the kernels are called with NumPy arrays and return new arrays in the input's dtype; do the "
+    "loops in @njit functions (Numba compiles each on its first call, for each dtype), never write into the "
+    "arguments.",
+)
 
 
 @dataclass(frozen=True)
@@ -60,10 +98,30 @@ class LearnerError:
 
     message: str
     not_started: bool = False  # a stub's NotImplementedError
+    compiling: bool = False  # a compiler (Numba, g++, NVRTC) rejected the learner's code
 
-    @classmethod
-    def from_exception(cls, err: BaseException, folder: Path) -> LearnerError:
-        return cls(f"{where(err, folder)}{type(err).__name__}: {err}".strip(), isinstance(err, NotImplementedError))
+
+def _numba_message(err: BaseException, folder: Path) -> str:
+    """Numba's compile error in one line: the learner's file and line, and what Numba found wrong
+    (its message runs to pages: candidate signatures, the pipeline, the source)."""
+    if not type(err).__module__.startswith("numba.") or getattr(err, "loc", None) is None:
+        return ""
+    lines = [line.strip() for line in str(err).splitlines()]
+    if lines and lines[0].startswith("Failed in"):  # the pipeline step that failed, not the reason
+        lines = lines[1:]
+    what = []
+    for line in lines:
+        if line.startswith(("There are", "During:", "File ", "- Of which")):
+            break
+        what.append(line)
+    place = learner_place(Path(err.loc.filename), err.loc.line, folder)
+    return f"{place}Numba could not compile it: {' '.join(' '.join(what).split())}"
+
+
+def learner_place(path: Path, line: int | None, folder: Path) -> str:
+    """'conv.py, line 12: ' for a file inside the learner's folder, '' for any other."""
+    path, folder = path.resolve(), folder.resolve()
+    return f"{path.relative_to(folder)}, line {line}: " if path.is_relative_to(folder) and line else ""
 
 
 def where(err: BaseException, folder: Path) -> str:
@@ -73,12 +131,23 @@ def where(err: BaseException, folder: Path) -> str:
     if isinstance(err, SyntaxError) and err.filename:
         frames.append(traceback.FrameSummary(err.filename, err.lineno or 0, "<module>"))
     for frame in reversed(frames):
-        path = Path(frame.filename).resolve()
-        if path.is_relative_to(folder):
-            return f"{path.relative_to(folder)}, line {frame.lineno}: "
+        place = learner_place(Path(frame.filename), frame.lineno, folder)
+        if place:
+            return place
     return ""
 
 
+@dataclass(frozen=True)
+class Run:
+    """Another way to run the learner's kernels (cudasim's reverse thread order, a GPU), graded on the
+    kernel's own calls once the main run passes; ``hint`` replaces the usual one when only this run fails."""
+
+    label: str
+    functions: dict[str, Callable[..., Any]]
+    hint: str = ""
+
+
+@dataclass
 class LearnerTable:
     """The learner's kernels by name, and why a missing one is missing (an import error, say).
 
@@ -87,8 +156,10 @@ class LearnerTable:
     package, and the grader needs each module alone so that one broken file fails only its kernels.
     """
 
-    def __init__(self, folder: Path, functions: dict[str, Callable[..., Any]], errors: dict[str, LearnerError]):
-        self.folder, self.functions, self.errors = folder, functions, errors
+    folder: Path
+    functions: dict[str, Callable[..., Any]]
+    errors: dict[str, LearnerError]
+    runs: list[Run] = field(default_factory=list)
 
     @classmethod
     def load(cls, track: Track, folder: Path) -> LearnerTable:
@@ -112,7 +183,7 @@ class LearnerTable:
                 module = importlib.import_module(f"{package}.{module_name}")
             except Exception as err:  # a learner's file may fail to import in any way: report it per kernel
                 for k in kernels:
-                    errors[k] = LearnerError.from_exception(err, folder)
+                    errors[k] = track.error(err, folder)
                 continue
             for k in kernels:
                 fn = getattr(module, k, None)
@@ -144,6 +215,15 @@ def _missing(kernel: str, error: LearnerError | None) -> Callable[..., Any]:
 def mixed_table(spec: Any, kernel: str, function: Callable[..., Any]) -> Any:
     """The spec's table with one kernel replaced: grades that kernel alone through the engine."""
     return _Table({k: function if k == kernel else getattr(spec, k) for k in KERNEL_TABLE})
+
+
+def recorded_track(folder: Path) -> str | None:
+    """The track ``init`` wrote ``folder`` for (its TRACK_FILE), or None."""
+    path = Path(folder) / TRACK_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
+TRACK_FILE = ".minicv-track"
 
 
 def register_student(folder: Path, track: Track = NUMPY) -> LearnerTable:
