@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import minicv.kernels.cuda.launch as cuda_launch
+import minicv.kernels.numba as numba_kernels
 import minicv.kernels.numpy as spec
 import nbformat
 import numpy as np
@@ -247,3 +249,146 @@ def test_the_engine_stages_name_a_kernel_that_disagrees(tmp_path, stage):
     row = (grader._against_torch if stage == "against PyTorch" else grader._gradcheck)("conv2d_forward", doubled, cases)
     assert row.status == FAILING and row.stage == stage
     assert "case 'conv2d 3x3 padding 1'" in row.detail
+
+
+# ---- the Numba and CUDA tracks ---------------------------------------------------------------------------
+
+NUMBA_DIR = Path(numba_kernels.__file__).parent
+CUDA_DIR = Path(cuda_launch.__file__).parent
+
+
+def _init_track(folder: Path, track: str) -> Path:
+    assert main(["exercises", "init", str(folder), "--track", track]) == 0
+    return folder
+
+
+def _with_project_kernels(folder: Path, track: str) -> Path:
+    """The project's own kernels of the track copied over the stubs (all its files, helpers included)."""
+    _init_track(folder, track)
+    for path in NUMBA_DIR.glob("*.py") if track == "numba" else [*CUDA_DIR.glob("*.cu"), *CUDA_DIR.glob("*.cuh")]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def _mutate(path: Path, right: str, wrong: str) -> int:
+    """Replace ``right`` by ``wrong`` in the learner's file; the line number of the change."""
+    text = path.read_text()
+    assert text.count(right) == 1, right
+    path.write_text(text.replace(right, wrong))
+    return text[: text.index(right)].count("\n") + 1
+
+
+@pytest.mark.parametrize("track", ["numba", "cuda"])
+def test_a_fresh_init_of_a_track_grades_every_kernel_not_started(tmp_path, capsys, track):
+    folder = _init_track(tmp_path / "mine", track)
+    assert "wrote" in capsys.readouterr().out
+    code, out = _grade(capsys, folder, "--no-timing")  # the track init recorded in the folder
+    assert code == 1
+    assert f"({track} track" in out
+    assert _rows(out) == dict.fromkeys(LECTURE_ORDER, "not started")
+
+
+def test_the_numba_stubs_have_the_specs_signatures_and_contracts(tmp_path):
+    from minicv.exercises.tracks import NUMBA
+
+    learner = NUMBA.load(_init_track(tmp_path / "mine", "numba"))
+    assert sorted(learner.functions) == sorted(KERNEL_TABLE)
+    for kernel, function in learner.functions.items():
+        assert list(inspect.signature(function).parameters) == list(inspect.signature(getattr(spec, kernel)).parameters)
+        assert inspect.getdoc(function) == inspect.cleandoc(CONTRACTS[kernel])
+    assert "from numba import njit" in (tmp_path / "mine" / "conv.py").read_text()
+
+
+def test_the_cuda_stubs_have_the_project_kernels_names_and_parameters(tmp_path):
+    from minicv.exercises.cuda import _KERNEL, CUDA_FILES, NOT_STARTED
+
+    folder = _init_track(tmp_path / "mine", "cuda")
+    for file in CUDA_FILES.values():
+        ours, theirs = ((d / file).read_text() for d in (folder, CUDA_DIR))
+        kernels = [k.group(2, 3, 4) for k in _KERNEL.finditer(theirs)]
+        assert [k.group(2, 3, 4) for k in _KERNEL.finditer(ours)] == kernels
+        assert ours.count(f"    // {NOT_STARTED}\n") == len(kernels)
+    assert (folder / "common.cuh").read_text() == (CUDA_DIR / "common.cuh").read_text()
+
+
+def test_a_folder_holds_one_track(tmp_path):
+    folder = _init_track(tmp_path / "mine", "numba")
+    with pytest.raises(SystemExit, match="holds the numba track"):
+        main(["exercises", "init", str(folder), "--track", "cuda"])
+
+
+def test_the_numba_track_passes_with_the_projects_kernels_and_fails_a_mutated_one(tmp_path, capsys):
+    folder = _with_project_kernels(tmp_path / "mine", "numba")
+    code, out = _grade(capsys, folder, "--only", "upsample_nearest_backward", "--no-timing")
+    assert code == 0 and _rows(out) == {"upsample_nearest_backward": "passing"}, out
+    _mutate(folder / "upsample.py", "row[src_w[j]] += source[j]", "row[src_w[j]] = source[j]")
+    code, out = _grade(capsys, folder, "--only", "upsample_nearest_backward", "--no-timing")
+    assert code == 1 and _rows(out) == {"upsample_nearest_backward": "FAILING (against the spec)"}, out
+    assert "first wrong element" in out
+
+
+def test_a_numba_compile_error_is_one_line_with_the_learners_file_and_line(tmp_path, capsys):
+    folder = _with_project_kernels(tmp_path / "mine", "numba")
+    line = _mutate(folder / "upsample.py", "row[src_w[j]] += source[j]", 'row[src_w[j]] += source[j] + "s"')
+    code, out = _grade(capsys, folder, "--only", "upsample_nearest_backward", "--no-timing")
+    assert code == 1 and _rows(out) == {"upsample_nearest_backward": "FAILING (compile)"}, out
+    message = " ".join(out.split())
+    assert f"upsample.py, line {line}: Numba could not compile it: No implementation of function" in message
+    assert "candidate" not in message and "During:" not in message  # Numba's pages are cut to their point
+
+
+def test_the_cuda_track_passes_with_the_projects_kernels_and_fails_a_mutated_one(tmp_path, capsys):
+    folder = _with_project_kernels(tmp_path / "mine", "cuda")
+    code, out = _grade(capsys, folder, "--no-timing")
+    assert code == 0, out
+    assert all(verdict == "passing" for verdict in _rows(out).values()) and len(_rows(out)) == 10, out
+    _mutate(folder / "pool.cu", "if (value > best || isnan(value))", "if (value < best || isnan(value))")
+    code, out = _grade(capsys, folder, "--only", "max_pool2d_forward", "--no-timing")
+    assert code == 1 and _rows(out) == {"max_pool2d_forward": "FAILING (against the spec)"}, out
+
+
+def test_a_cuda_compile_error_is_one_line_and_fails_only_its_files_kernels(tmp_path, capsys):
+    folder = _init_track(tmp_path / "mine", "cuda")
+    line = _mutate(folder / "upsample.cu", "T* __restrict__ y,\n", "T* __restrict__ y, oops,\n")
+    code, out = _grade(capsys, folder, "--no-timing")
+    rows = _rows(out)
+    assert code == 1
+    assert rows["upsample_nearest_forward"] == rows["upsample_nearest_backward"] == "FAILING (compile)"
+    assert f"upsample.cu, line {line}: g++ could not compile it:" in out and "oops" in out
+    assert rows["conv2d_forward"] == "not started"
+
+
+# A kernel of the learner's own: thread 0 of each block stages src_w in shared memory for the others.
+STAGED_UPSAMPLE = r"""
+template <typename T>
+__global__ void upsample_nearest_forward_kernel(const T* __restrict__ x, const long long* __restrict__ src_h,
+                                                const long long* __restrict__ src_w, T* __restrict__ y,
+                                                long long count, int H, int W, int H_out, int W_out) {
+    __shared__ long long columns[1024];
+    if (threadIdx.x == 0)
+        for (int j = 0; j < W_out; ++j) columns[j] = src_w[j];
+    __syncthreads();
+    GRID_STRIDE_LOOP(e, count) {
+        const int j = e % W_out, i = e / W_out % H_out;
+        y[e] = x[e / (static_cast<long long>(H_out) * W_out) * H * W + src_h[i] * W + columns[j]];
+    }
+}
+"""
+
+
+def test_a_missing_barrier_passes_in_order_fails_in_reverse_and_gets_its_hint(tmp_path, capsys):
+    # conv.cu, the project's one kernel with shared memory, fails in both orders without either of its
+    # barriers (every thread reads what threads before AND after it load), so a kernel of this shape is
+    # where the forward order hides the race: thread 0 writes, every later thread reads.
+    folder = _with_project_kernels(tmp_path / "mine", "cuda")
+    source = (folder / "upsample.cu").read_text()
+    start, end = source.index("// y[plane, i, j]"), source.index("// gx[plane, h, w]")
+    (folder / "upsample.cu").write_text(source[:start] + STAGED_UPSAMPLE + source[end:])
+    code, out = _grade(capsys, folder, "--only", "upsample_nearest_forward", "--no-timing")
+    assert code == 0, out
+    _mutate(folder / "upsample.cu", "    __syncthreads();\n", "")
+    code, out = _grade(capsys, folder, "--only", "upsample_nearest_forward", "--no-timing")
+    assert code == 1 and _rows(out) == {"upsample_nearest_forward": "FAILING (cudasim, threads in reverse order)"}
+    from minicv.exercises.hints import MISSING_BARRIER
+
+    assert MISSING_BARRIER in " ".join(out.split())

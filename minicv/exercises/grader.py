@@ -89,7 +89,8 @@ class Grader:
     def grade(self, kernel: str) -> Row:
         if kernel not in self.learner.functions:
             error = self.learner.errors.get(kernel, LearnerError("not written"))
-            return Row(kernel, NOT_STARTED if error.not_started else FAILING, "import", error.message)
+            stage = "compile" if error.compiling else "import"
+            return Row(kernel, NOT_STARTED if error.not_started else FAILING, stage, error.message)
         function = self.learner.functions[kernel]
         calls = [c for c in self.calls if c.kernel == kernel and not c.case.timing]
         row = self._own_calls(kernel, function, calls)
