@@ -28,7 +28,7 @@ from minicv.check import CASES
 from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
-from minicv.demo import BEST_BY
+from minicv.demo import BEST_BY, SHOWN, predict_shown, write_pictures
 from minicv.devices import canonical_name, require_device
 from minicv.errors import ArgumentError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
@@ -287,6 +287,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     # fit leaves the best epoch's weights in the model: the test scores minicv eval gives best.npz
     print(json.dumps(evaluate(model, task, DataLoader(test_items, 64), args.device), indent=2))
+    write_pictures(out, test_items[:SHOWN], {args.model: predict_shown(model, task, test_items, args.device)},
+                   {args.model: history}, names)
+    print(f"minicv train: pictures of the best epoch's predictions in {out}")
     print(f"minicv train: last epoch ({history[-1]['epoch']}) in {out / 'checkpoint.npz'}")
     if (out / "best.npz").exists():
         print(f"minicv train: best epoch ({read_meta(out / 'best.npz')['epoch']}, by validation "

@@ -97,13 +97,10 @@ def run_demo(
         scores = evaluate(model, task, DataLoader(test_items, 100), device)
         results[name] = {"task": task_name, **scores, **profile(model, (3, 64, 64)), "train_seconds": seconds}
         histories[name] = history
-        shown = np.stack([item["image"] for item in test_items[:SHOWN]])
-        model.eval()
-        with minicv.no_grad():
-            predictions[name] = task.predict(model, shown, device)
+        predictions[name] = predict_shown(model, task, test_items, device)
         print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f" ({seconds:.0f} s)")
     _write_table(out, results)
-    _write_pictures(out, test_items[:SHOWN], predictions, histories)
+    write_pictures(out, test_items[:SHOWN], predictions, histories)
     print(f"minicv demo: results in {out}/results.md")
     return results
 
@@ -124,7 +121,17 @@ def _write_table(out: Path, results: dict[str, dict]) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def _write_pictures(out: Path, items: list[dict], predictions: dict, histories: dict) -> None:
+def predict_shown(model, task, items: list[dict], device: str):
+    """The model's predictions for the first SHOWN items, the ones the pictures show."""
+    model.eval()
+    with minicv.no_grad():
+        return task.predict(model, np.stack([item["image"] for item in items[:SHOWN]]), device)
+
+
+def write_pictures(out: Path, items: list[dict], predictions: dict, histories: dict,
+                   object_names: Sequence[str] = OBJECT_NAMES) -> None:
+    """Masks (segmentation.png) or boxes (localization.png) of ``predictions`` (model name -> its
+    predictions for ``items``) beside the truth, and the validation curves of ``histories``."""
     segmenters = [n for n in predictions if TASKS[n] == "segmentation"]
     if segmenters:
         rows = [
@@ -142,7 +149,7 @@ def _write_pictures(out: Path, items: list[dict], predictions: dict, histories: 
             right = label == item["label"]
             drawn = [
                 (item["box"], "", (255, 255, 255)),
-                (box, f"{OBJECT_NAMES[label]} IoU {iou:.2f}", (40, 220, 40) if right else (230, 40, 40)),
+                (box, f"{object_names[label]} IoU {iou:.2f}", (40, 220, 40) if right else (230, 40, 40)),
             ]
             tiles.append(np.asarray(viz.draw_boxes(item["image"], drawn)))
         viz.grid([tiles], [""] * len(tiles), out / "localization.png", scale=1)

@@ -62,7 +62,7 @@ def test_train_writes_runs_model_by_default_and_names_its_checkpoints(tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--model", "naive", *TINY, "--epochs", "2"]) == 0
     run = tmp_path / "runs" / "naive"
-    assert {"checkpoint.npz", "best.npz", "history.json"} <= {p.name for p in run.iterdir()}
+    assert {"checkpoint.npz", "best.npz", "history.json", "segmentation.png"} <= {p.name for p in run.iterdir()}
     out = capsys.readouterr().out
     assert "runs/naive/checkpoint.npz" in out and "runs/naive/best.npz" in out
     # the best epoch is chosen on validation scenes: the history's scores are not the test scores printed
@@ -333,3 +333,16 @@ def test_usage_errors_print_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr == f"minicv train: error: --data {tmp_path / 'nowhere'}: no such folder (expected " \
         "'scenes' or a folder of images/ with masks/ or boxes.csv)\n"
+
+
+def test_train_draws_its_predictions_for_a_localization_folder(tmp_path):
+    """The pictures name the folder's own classes, not the built-in scenes' ones."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    rows = ["file,class,x,y,w,h"] + [f"p{i}.png,{'cat' if i % 2 else 'dog'},2,3,8,9" for i in range(6)]
+    for i in range(6):
+        _photo(tmp_path / "data" / "images" / f"p{i}.png", 16, 16)
+    (tmp_path / "data" / "boxes.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "loc", "--data", str(tmp_path / "data"), "--classes", "dog,cat",
+                 "--out", str(run), *TINY]) == 0
+    assert Image.open(run / "localization.png").size[0] > 16 and (run / "curves_localization.png").exists()

@@ -207,7 +207,7 @@ TRAIN = ["--model", "segnet", "--epochs", "1", "--train-size", "4", "--test-size
 def test_segnet_trains_on_the_learners_kernels(tmp_path):
     folder = _with_spec(tmp_path / "mine")
     assert main(["exercises", "train", str(folder), *TRAIN, "--out", str(tmp_path / "run")]) == 0
-    assert (tmp_path / "run" / "checkpoint.npz").exists()
+    assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "segmentation.png").exists()
     assert get_device("student").kernels.conv2d_forward.__module__.startswith("minicv_learner_")
 
 
