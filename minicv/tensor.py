@@ -1,4 +1,11 @@
-"""Tensor: an array on a device, the gradient accumulated into it, and the node that made it."""
+"""Tensor: an array on a device, the gradient accumulated into it, and the node that made it.
+
+The engine's one import cycle runs through here: a Tensor's operators (``+``, ``@``, ``.sum()``,
+``.to()``) are the differentiable ops of ``minicv.functional.basic``, and those ops (and ``autograd``,
+which records them) take and make Tensors. The cycle is cut at call time: this module imports
+``functional.basic`` inside the methods that use it (``_basic()``, ``to``), and ``autograd`` imports
+Tensor inside ``Function.apply``, when every module is loaded.
+"""
 
 from __future__ import annotations
 

@@ -346,3 +346,8 @@ def test_train_draws_its_predictions_for_a_localization_folder(tmp_path):
     assert main(["train", "--model", "loc", "--data", str(tmp_path / "data"), "--classes", "dog,cat",
                  "--out", str(run), *TINY]) == 0
     assert Image.open(run / "localization.png").size[0] > 16 and (run / "curves_localization.png").exists()
+
+
+def test_python_dash_m_minicv_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "minicv", "train", "--model", "nope"], capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
