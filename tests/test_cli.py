@@ -349,5 +349,6 @@ def test_train_draws_its_predictions_for_a_localization_folder(tmp_path):
 
 
 def test_python_dash_m_minicv_is_the_command():
-    result = subprocess.run([sys.executable, "-m", "minicv", "train", "--model", "nope"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "minicv", "train", "--model", "nope"], capture_output=True,
+                            text=True)
     assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
