@@ -8,6 +8,7 @@ The convolution algorithm is a module setting: ``set_conv_algorithm("direct" | "
 
 # ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
 from .. import KERNEL_TABLE
+from .batchnorm import batch_norm_backward, batch_norm_forward
 from .conv import (
     conv2d_backward_input,
     conv2d_backward_weight,
