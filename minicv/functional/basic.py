@@ -6,10 +6,9 @@ own files and run on the hand-written kernels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
-
-import math
 
 import numpy as np
 
