@@ -61,6 +61,23 @@ softmax_cross_entropy_backward(x, target, weight, ignore_index, label_smoothing,
     gx[n, c, p] = g[n, p] * valid * ((1 - eps) * weight[t] * (softmax[c] - [c == t])
                                      + eps / C * (softmax[c] * sum(weight) - weight[c]))
     g (N, P) is the upstream gradient of each pixel's loss (the engine folds the reduction into it).
+
+batch_norm_forward(x, mean, var, weight, bias, eps, training) -> (y, mean, var)
+    x (N, C, P) (the engine views NC, NCL, NCHW, ... input so); weight, bias, mean, var (C,) in x's
+    dtype (the engine passes ones and zeros for an absent weight and bias). Over the M = N * P values
+    of each channel, with inv_std = 1 / sqrt(var + eps):
+      y[n, c, p] = (x[n, c, p] - mean[c]) * inv_std[c] * weight[c] + bias[c]
+    training: mean and var are the batch's own (var biased: divided by M), computed by the kernel and
+    returned (the given ones are not read and may be None); otherwise the given (running) ones are used
+    and returned. The statistics are accumulated in float64 in two passes (mean, then the mean of
+    (x - mean)^2): the variance of nearly equal values is ill-conditioned, and E[x^2] - E[x]^2 would
+    cancel away its digits. The running-statistics update (momentum, unbiased variance) is the engine's.
+batch_norm_backward(gy, x, mean, var, weight, eps, training) -> (gx, gweight, gbias)
+    gy, x (N, C, P); mean, var as the forward returned them. With x_hat = (x - mean) * inv_std:
+      gbias = sum gy and gweight = sum gy * x_hat over (n, p), accumulated in float64;
+      gx = weight * inv_std * gy                                         (not training)
+      gx = weight * inv_std * (gy - gbias / M - x_hat * gweight / M)     (training: the batch
+    statistics depend on x too). The gradients of the running mean and var are not computed.
 """
 
 KERNEL_TABLE = (
@@ -74,4 +91,6 @@ KERNEL_TABLE = (
     "upsample_nearest_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
+    "batch_norm_forward",
+    "batch_norm_backward",
 )

@@ -71,6 +71,10 @@ CASES: dict[str, Case] = {
         lambda rng: ([rng.standard_normal((2, 5, 5, 6))], {"target": _labels(rng)}),
         lambda x, target: F.cross_entropy(x, target, label_smoothing=0.1),
     ),
+    "batch_norm": Case(
+        lambda rng: ([rng.standard_normal((3, 4, 5, 6)) * 2 + 1, rng.standard_normal(4), rng.standard_normal(4)], {}),
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+    ),
 }
 
 
@@ -130,6 +134,7 @@ def check_torch(name: str) -> dict:
         ),
         "interpolate": lambda x: TF.interpolate(x, size=(11, 8), mode="nearest"),
         "cross_entropy": lambda x, target: TF.cross_entropy(x, target, label_smoothing=0.1),
+        "batch_norm": lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
     }[name]
     t_out = torch_case(*inputs, **fixed)
     weights = np.random.default_rng(1).standard_normal(t_out.shape)

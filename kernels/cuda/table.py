@@ -2,8 +2,8 @@
 
 Every function takes the backend first, then the arguments of the table (minicv.kernels documents the
 contract): it allocates the outputs with ``backend.xp``, launches the kernels of pool.cu, upsample.cu,
-loss.cu (here) or conv.cu (conv.py), and turns the bad-index flag a kernel raises into an IndexError.
-``bind(backend)`` gives the ten table functions with the backend filled in: minicv.kernels.cuda binds them
+loss.cu, batchnorm.cu (here) or conv.cu (conv.py), and turns the bad-index flag a kernel raises into an IndexError.
+``bind(backend)`` gives the table's functions with the backend filled in: minicv.kernels.cuda binds them
 to CuPy, minicv.kernels.cudasim to cudasim.
 
 The checks here are the ones that keep the kernels inside their buffers (shapes that must agree, indices
@@ -21,6 +21,8 @@ import numpy as np
 from .. import KERNEL_TABLE
 from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 from .launch import Backend, ctype, launch_elements
+
+BATCH_NORM_THREADS = 256  # THREADS of batchnorm.cu
 
 Pair = tuple[int, int]
 Array = Any  # numpy.ndarray or cupy.ndarray
@@ -213,13 +215,72 @@ def softmax_cross_entropy_backward(backend: Backend, x: Array, target: Array, we
     return gx
 
 
+# ---- batch norm (batchnorm.cu) -----------------------------------------------------------------------
+
+def _launch_per_channel(backend: Backend, name_expression: str, channels: int, args: tuple) -> None:
+    """One block of batchnorm.cu's THREADS threads per channel (at most backend.max_blocks blocks, which
+    take the channels grid-stride)."""
+    blocks = min(channels, backend.max_blocks)
+    backend.kernel("batchnorm.cu", name_expression)((blocks, 1, 1), (BATCH_NORM_THREADS, 1, 1), args)
+
+
+def _batch_norm_operands(backend: Backend, x: Array, **per_channel: Array) -> list[Array]:
+    (x,) = _contiguous(backend, x)
+    if x.ndim != 3:
+        raise ValueError(f"CUDA kernels: batch norm takes x of shape (N, C, P), got {tuple(x.shape)}")
+    arrays = _contiguous(backend, *per_channel.values())
+    for name, a in zip(per_channel, arrays, strict=True):
+        _check(name, a, x.shape[1:2], x.dtype)
+    return [x, *arrays]
+
+
+def batch_norm_forward(backend: Backend, x: Array, mean: Array | None, var: Array | None, weight: Array,
+                       bias: Array, eps: float, training: bool) -> tuple[Array, Array, Array]:
+    """(y, mean, var): in training the batch statistics first (one block per channel), then y (one thread
+    per element)."""
+    if training:
+        mean, var = (backend.xp.empty(x.shape[1:2], dtype=x.dtype) for _ in range(2))
+    x, mean, var, weight, bias = _batch_norm_operands(backend, x, mean=mean, var=var, weight=weight, bias=bias)
+    n, c, p = x.shape
+    (channels,) = _int32(c)
+    if training and c:
+        _launch_per_channel(backend, f"batch_norm_stats_kernel<{ctype(x.dtype)}>", c,
+                            (x, mean, var, channels, np.int64(n * p), np.int64(p)))
+    y = backend.xp.empty(x.shape, dtype=x.dtype)
+    launch_elements(backend, "batchnorm.cu", f"batch_norm_transform_kernel<{ctype(x.dtype)}>", y.size,
+                    (x, mean, var, weight, bias, y, np.int64(y.size), channels, np.int64(p), np.float64(eps)))
+    return y, mean, var
+
+
+def batch_norm_backward(backend: Backend, gy: Array, x: Array, mean: Array, var: Array, weight: Array, eps: float,
+                        training: bool) -> tuple[Array, Array, Array]:
+    """(gx, gweight, gbias): the sums first (one block per channel), then gx (one thread per element)."""
+    x, mean, var, weight = _batch_norm_operands(backend, x, mean=mean, var=var, weight=weight)
+    (gy,) = _contiguous(backend, gy)
+    _check("gy", gy, x.shape, x.dtype)
+    n, c, p = x.shape
+    (channels,) = _int32(c)
+    gweight, gbias = (backend.xp.empty(x.shape[1:2], dtype=x.dtype) for _ in range(2))
+    gx = backend.xp.empty(x.shape, dtype=x.dtype)
+    t = ctype(x.dtype)
+    if c:
+        _launch_per_channel(backend, f"batch_norm_backward_reduce_kernel<{t}>", c,
+                            (gy, x, mean, var, gweight, gbias, channels, np.int64(n * p), np.int64(p),
+                             np.float64(eps)))
+    launch_elements(backend, "batchnorm.cu", f"batch_norm_backward_input_kernel<{t}>", gx.size,
+                    (gy, x, mean, var, weight, gweight, gbias, gx, np.int64(gx.size), channels, np.int64(p),
+                     np.float64(eps), np.int32(bool(training))))
+    return gx, gweight, gbias
+
+
 # ---- binding ------------------------------------------------------------------------------------------
 
 _FUNCTIONS: dict[str, Callable] = {
     f.__name__: f
     for f in (conv2d_forward, conv2d_backward_input, conv2d_backward_weight, max_pool2d_forward,
               unpool_scatter, unpool_gather, upsample_nearest_forward, upsample_nearest_backward,
-              softmax_cross_entropy_forward, softmax_cross_entropy_backward)
+              softmax_cross_entropy_forward, softmax_cross_entropy_backward, batch_norm_forward,
+              batch_norm_backward)
 }
 assert tuple(_FUNCTIONS) == KERNEL_TABLE, "the CUDA table must follow minicv.kernels.KERNEL_TABLE"
 

@@ -10,5 +10,5 @@ from ..cuda.table import bind
 from .runtime import CudasimBackend
 
 backend = CudasimBackend()
-globals().update(bind(backend))  # the ten functions of minicv.kernels.KERNEL_TABLE
+globals().update(bind(backend))  # the functions of minicv.kernels.KERNEL_TABLE
 __all__ = list(KERNEL_TABLE)

@@ -10,6 +10,7 @@ on-disk cache yet compiles on its first call, announced once on stderr (``notice
 # ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
 from .. import KERNEL_TABLE
 from . import notice  # says so on stderr when a kernel compiles (a cold cache: the first run on a CPU)
+from .batchnorm import batch_norm_backward, batch_norm_forward
 from .conv import (
     conv2d_backward_input,
     conv2d_backward_weight,

@@ -91,6 +91,16 @@ def _drawn_conv(rng: np.random.Generator) -> Inputs:
     return [rng.standard_normal((2, 4, 6, 7)), rng.standard_normal((6, 2, 2, 3))], {}
 
 
+def _batch_norm_inputs(shape: tuple[int, ...], running: bool = False):
+    """x (offset and scaled, as activations are), weight and bias; running statistics as fixed inputs."""
+    def make(rng: np.random.Generator) -> Inputs:
+        c = shape[1]
+        fixed = {"running_mean": rng.standard_normal(c), "running_var": rng.uniform(0.5, 2.0, c)} if running else {}
+        return [rng.standard_normal(shape) * 2 + 1, rng.standard_normal(c), rng.standard_normal(c)], fixed
+
+    return make
+
+
 CASES: tuple[OpCase, ...] = (
     # cross-entropy
     OpCase("cross_entropy (2, 4, 3, 3) with ignored pixels", _logits(1.0, (2, 4, 3, 3)),
@@ -135,6 +145,13 @@ CASES: tuple[OpCase, ...] = (
            lambda f, x, w: f.conv_transpose2d(x, w, stride=2, padding=1)),
     OpCase("conv_transpose2d 3x3 stride 2 output_padding 1", _normal((2, 2, 3, 3), (2, 2, 3, 3)),
            lambda f, x, w: f.conv_transpose2d(x, w, stride=2, output_padding=1)),
+    # batch norm
+    OpCase("batch_norm training (2, 3, 4, 4)", _batch_norm_inputs((2, 3, 4, 4)),
+           lambda f, x, w, b: f.batch_norm(x, None, None, w, b, training=True)),
+    OpCase("batch_norm training (5, 2), one value per channel and image", _batch_norm_inputs((5, 2)),
+           lambda f, x, w, b: f.batch_norm(x, None, None, w, b, training=True, eps=0.1), dtype="float64"),
+    OpCase("batch_norm eval with running statistics", _batch_norm_inputs((2, 3, 3, 5), running=True),
+           lambda f, x, w, b, running_mean, running_var: f.batch_norm(x, running_mean, running_var, w, b)),
     # timing only
     OpCase("timing: cross_entropy (8, 10, 32, 32)", _logits(1.0, (8, 10, 32, 32)),
            lambda f, x, target: f.cross_entropy(x, target), timing=True),
@@ -145,6 +162,8 @@ CASES: tuple[OpCase, ...] = (
            lambda f, x: f.interpolate(x, scale_factor=2), timing=True),
     OpCase("timing: conv2d 3x3, (4, 16, 32, 32)", _normal((4, 16, 32, 32), (16, 16, 3, 3)),
            lambda f, x, w: f.conv2d(x, w, padding=1), timing=True),
+    OpCase("timing: batch_norm training, (8, 16, 32, 32)", _batch_norm_inputs((8, 16, 32, 32)),
+           lambda f, x, w, b: f.batch_norm(x, None, None, w, b, training=True), timing=True),
 )
 
 

@@ -111,6 +111,31 @@ EXERCISES: tuple[Exercise, ...] = (
             "co // (C_out / groups); a group's outputs see only its own inputs.",
         ),
     ),
+    Exercise(
+        5,
+        "Batch normalisation",
+        "batchnorm",
+        ("batch_norm_forward", "batch_norm_backward"),
+        "Every segmenter runs batch norm after every convolution: each channel is shifted and scaled to "
+        "mean 0 and variance 1 over the batch (then by a learned weight and bias), which keeps the "
+        "activations of a deep network in range while it trains. The engine views any input as (N, C, P).",
+        (
+            "Why is the variance computed in two passes (the mean first, then the mean of (x - mean)^2) "
+            "and not as mean(x^2) - mean(x)^2? Try both in float32 on `1000 + np.arange(4)`.",
+            "In training, why is gx not simply weight * inv_std * gy? What does a gradient that is the same "
+            "for every value of a channel do to y, and so to the loss?",
+            "At eval time the running statistics are used instead of the batch's: why must a model not "
+            "normalise one test image by its own statistics?",
+        ),
+        (
+            "Forward: `mean = x.mean(axis=(0, 2))`, then `var = ((x - mean[:, None]) ** 2).mean(axis=(0, 2))`; "
+            "`x[:, :, None]`-style broadcasting needs the per-channel arrays as `a[None, :, None]`.",
+            "Accumulate the sums in float64 (`x.mean(axis=(0, 2), dtype=np.float64)`) and return the results "
+            "in x's dtype.",
+            "Backward: gbias = sum of gy, gweight = sum of gy * x_hat over axes (0, 2); in training subtract "
+            "the mean of gy and x_hat times the mean of gy * x_hat before scaling by weight * inv_std.",
+        ),
+    ),
 )
 
 LECTURE_ORDER: tuple[str, ...] = tuple(k for exercise in EXERCISES for k in exercise.kernels)
@@ -286,5 +311,51 @@ CONTRACTS: dict[str, str] = {
     >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
     >>> conv2d_backward_weight(x, np.ones((1, 1, 2, 2)), (1, 1, 2, 2), (2, 2), (0, 0), (1, 1), 1).tolist()
     [[[[20.0, 24.0], [36.0, 40.0]]]]
+    """,
+    "batch_norm_forward": f"""Batch normalisation: (y, mean, var), each channel normalised over the batch.
+
+    x: (N, C, P). mean, var: (C,), the running statistics (read only when training is False; they may
+    be None when it is True). weight, bias: (C,). eps: float. training: bool.
+    Returns y (N, C, P), mean (C,) and var (C,), all in x's dtype. Over the M = N * P values of channel c,
+    with the batch's own mean and (biased: divided by M) variance in training, the given ones otherwise:
+        y[n, c, p] = (x[n, c, p] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+    Return the mean and var you normalised by (the engine updates the running statistics from them).
+    Compute the variance as the mean of (x - mean)^2, summing in float64: E[x^2] - E[x]^2 loses every
+    digit on nearly equal values.
+
+    {_ARRAYS}
+
+    Example: one channel holding 1, 5, 5, 1 (mean 3, variance 4), weight 2, bias 0.5:
+    >>> x = np.array([[[1.0, 5.0]], [[5.0, 1.0]]]); w, b = np.array([2.0]), np.array([0.5])  # x[n, 0, p]
+    >>> y, mean, var = batch_norm_forward(x, None, None, w, b, 0.0, True)
+    >>> y.tolist(), mean.tolist(), var.tolist()
+    ([[[-1.5, 2.5]], [[2.5, -1.5]]], [3.0], [4.0])
+    >>> running_mean, running_var = np.array([1.0]), np.array([4.0])  # eval: the given statistics
+    >>> batch_norm_forward(x, running_mean, running_var, w, b, 0.0, False)[0].tolist()
+    [[[0.5, 4.5]], [[4.5, 0.5]]]
+    """,
+    "batch_norm_backward": f"""The gradients of batch normalisation: (gx, gweight, gbias).
+
+    gy, x: (N, C, P). mean, var: (C,), what the forward returned. weight: (C,). eps, training: as in
+    the forward. Returns gx (N, C, P), gweight (C,) and gbias (C,) in x's dtype. With
+    inv_std = 1 / sqrt(var + eps) and x_hat = (x - mean) * inv_std, sums over the M = N * P values of a
+    channel:
+        gbias = sum gy        gweight = sum gy * x_hat
+        gx = weight * inv_std * gy                                        (training False)
+        gx = weight * inv_std * (gy - gbias / M - x_hat * gweight / M)    (training True: the batch's
+                                                                           mean and var depend on x too)
+
+    {_ARRAYS}
+
+    Example: the channel above (mean 3, var 4, so x_hat = -1, 1, 1, -1), weight 2, and a gradient on the
+    first value only:
+    >>> x = np.array([[[1.0, 5.0]], [[5.0, 1.0]]]); gy = np.array([[[1.0, 0.0]], [[0.0, 0.0]]])
+    >>> mean, var, w = np.array([3.0]), np.array([4.0]), np.array([2.0])
+    >>> gx, gweight, gbias = batch_norm_backward(gy, x, mean, var, w, 0.0, True)
+    >>> gx.tolist(), gweight.tolist(), gbias.tolist()
+    ([[[0.5, 0.0]], [[0.0, -0.5]]], [-1.0], [1.0])
+    >>> same_everywhere = np.ones((2, 1, 2))  # shifts every y alike: the batch mean takes it all back
+    >>> batch_norm_backward(same_everywhere, x, mean, var, w, 0.0, True)[0].tolist()
+    [[[0.0, 0.0]], [[0.0, 0.0]]]
     """,
 }

@@ -47,6 +47,8 @@ OUTPUT_NAMES = {
     "unpool_scatter": ("out",),
     "unpool_gather": ("out",),
     "conv2d_backward_weight": ("gw",),
+    "batch_norm_forward": ("y", "mean", "var"),
+    "batch_norm_backward": ("gx", "gweight", "gbias"),
 }
 TIMING_RUNS = 5  # best of: the spec and the learner alternate, so a busy machine slows both
 FASTER_MARGIN = 1.1  # "faster than the spec" only beyond timing noise

@@ -6,6 +6,7 @@ own files and run on the hand-written kernels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from minicv.autograd import Function
 from minicv.devices import Device
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
-from minicv.functional._checks import check_float_tensor
+from minicv.functional._checks import check_float_tensor, contiguous
 from minicv.tensor import Tensor
 
 
@@ -580,39 +581,30 @@ def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
 
 # --------------------------------------------------------------------------- batch norm
 class BatchNorm(Function):
-    """Normalise over every axis but the channel axis 1, with given statistics or the batch's own."""
+    """Normalise over every axis but the channel axis 1, with given statistics or the batch's own: the
+    device's batch_norm kernels on x viewed as (N, C, P)."""
 
     def __init__(self, eps: float, use_batch_stats: bool):
         self.eps, self.use_batch_stats = eps, use_batch_stats
 
     def forward(self, x, mean, var, weight, bias):
         xp = self.xp
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        if self.use_batch_stats:
-            mean = x.mean(axis=self.axes)
-            var = x.var(axis=self.axes)
-        self.batch_mean, self.batch_var = mean, var
-        self.inv_std = (1 / xp.sqrt(var + self.eps)).reshape(shape)
-        self.x_hat = (x - mean.reshape(shape)) * self.inv_std
-        self.weight = xp.ones(x.shape[1], x.dtype) if weight is None else weight
-        self.shape = shape
-        y = self.x_hat * self.weight.reshape(shape)
-        return y + bias.reshape(shape) if bias is not None else y
+        self.shape = x.shape
+        self.x = contiguous(x).reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+        channels = x.shape[1]
+        self.weight = xp.ones(channels, x.dtype) if weight is None else contiguous(weight)
+        bias = xp.zeros(channels, x.dtype) if bias is None else contiguous(bias)
+        if not self.use_batch_stats:
+            mean, var = contiguous(mean), contiguous(var)
+        y, self.batch_mean, self.batch_var = self.kernels.batch_norm_forward(
+            self.x, mean, var, self.weight, bias, self.eps, self.use_batch_stats)
+        return y.reshape(self.shape)
 
     def backward(self, gy):
-        g_bias = gy.sum(axis=self.axes)
-        g_weight = (gy * self.x_hat).sum(axis=self.axes)
-        g_xhat = gy * self.weight.reshape(self.shape)
-        if self.use_batch_stats:
-            # the batch statistics depend on x too: project out their part of the gradient
-            g_x = self.inv_std * (
-                g_xhat - g_xhat.mean(axis=self.axes, keepdims=True)
-                - self.x_hat * (g_xhat * self.x_hat).mean(axis=self.axes, keepdims=True)
-            )
-        else:
-            g_x = g_xhat * self.inv_std
-        return g_x, None, None, g_weight, g_bias
+        gy = contiguous(gy).reshape(self.x.shape)
+        g_x, g_weight, g_bias = self.kernels.batch_norm_backward(
+            gy, self.x, self.batch_mean, self.batch_var, self.weight, self.eps, self.use_batch_stats)
+        return g_x.reshape(self.shape), None, None, g_weight, g_bias
 
 
 def batch_norm(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import minicv as mc
 import minicv.functional as F
-from minicv.errors import ArgumentError, OutOfRangeError
+from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from tests.reference import assert_close, float64_reference
 
 # the device and dtype fixtures are plain strings and types: sharing them across examples is safe
@@ -248,6 +248,30 @@ def test_batch_norm_eval_uses_running_stats_and_leaves_them(device, dtype, seed,
     compare(ours, theirs, [x, *affine_arrays], device)
     for s, original in zip(mc_stats, stats, strict=True):
         np.testing.assert_array_equal(s.numpy(), original)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (5, 2), (1, 2, 7)])
+def test_batch_norm_gradcheck(device, training, shape):
+    """float64 central differences through the device's batch_norm kernels, NCHW, NC and N=1 NCL input."""
+    rng = np.random.default_rng(7)
+    x, weight, bias = (mc.tensor(rng.standard_normal(s) * 2 + 1, device=device, requires_grad=True)
+                       for s in (shape, shape[1:2], shape[1:2]))
+    running = [mc.tensor(rng.standard_normal(shape[1]), device=device),
+               mc.tensor(rng.uniform(0.5, 2.0, shape[1]), device=device)]
+    stats = [None, None] if training else running  # gradcheck calls it again and again: no running update
+    assert mc.gradcheck(lambda t, w, b: F.batch_norm(t, *stats, w, b, training=training, eps=1e-3),
+                        (x, weight, bias))
+
+
+def test_batch_norm_refuses_mixed_dtypes_as_pytorch_does():
+    x = mc.ones(2, 3, dtype=np.float32)
+    with pytest.raises(DtypeError, match="expected weight of dtype float32"):
+        F.batch_norm(x, None, None, mc.ones(3, dtype=np.float64), training=True)
+    with pytest.raises(DtypeError, match="expected running_mean of dtype float32"):
+        F.batch_norm(x, mc.zeros(3, dtype=np.float64), mc.ones(3, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="mixed dtype"):
+        TF.batch_norm(torch.ones(2, 3), None, None, torch.ones(3, dtype=torch.float64), training=True)
 
 
 def test_batch_norm_errors():

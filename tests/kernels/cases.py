@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from hypothesis import assume
 from hypothesis import strategies as st
 
+from tests.reference import assert_close as assert_near
+from tests.reference import float64_reference
+
 DTYPES = (np.float32, np.float64)
 # float64 also gets a tiny atol: sums that cancel to ~0 have no meaningful relative error.
 TOLERANCE = {
@@ -315,3 +318,76 @@ def check_out_of_range_target(forward: Callable, backward: Callable, bad_target:
     with pytest.raises(IndexError) as error:
         backward(*args, np.zeros((2, 2, 4)), np.ones((2, 4)))
     assert str(error.value) == message
+
+
+# --- batch norm -------------------------------------------------------------------------------------
+
+
+@st.composite
+def batch_norm_cases(draw, max_batch: int = 3, max_channels: int = 4, max_pixels: int = 40):
+    """(x (N, C, P), mean, var, weight, bias, eps, training, gy): the kernels' arguments and an upstream
+    gradient. N = 1 and P = 1 are drawn; training needs M = N * P >= 3 here. (With M = 2, x_hat = +-1
+    whatever x, so moving the inputs shows no conditioning, yet float32 kernels that centre x on the
+    float32 mean, PyTorch's included, lose digits when the two values nearly agree: M = 2 is tested by
+    tests/functional/test_basic.py, on well-spread values.) mean and var are None in training (the
+    kernels must not read them). The values are
+    an offset plus a spread: a large offset over a small spread gives nearly equal values, whose variance
+    is ill-conditioned. weight and bias are random, or the ones and zeros the engine passes for None."""
+    n, c, p = draw(st.integers(1, max_batch)), draw(st.integers(1, max_channels)), draw(st.integers(1, max_pixels))
+    training = draw(st.booleans())
+    assume(not training or n * p >= 3)
+    dtype, rng = draw(dtypes), np.random.default_rng(draw(seeds))
+    offset, spread = draw(st.sampled_from([0.0, 3.0, 300.0])), draw(st.sampled_from([1.0, 0.01]))
+    x = (offset + spread * rng.standard_normal((n, c, p))).astype(dtype)
+    mean, var = None, None
+    if not training:
+        mean, var = rng.standard_normal(c).astype(dtype), rng.uniform(0.01, 3.0, c).astype(dtype)
+    if draw(st.booleans()):
+        weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    else:
+        weight, bias = np.ones(c, dtype), np.zeros(c, dtype)
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.5]))
+    return x, mean, var, weight, bias, eps, training, rng.standard_normal((n, c, p)).astype(dtype)
+
+
+def torch_batch_norm(x, mean, var, weight, bias, eps, training) -> tuple:
+    """(y, mean, var) of PyTorch, the kernels' outputs: the statistics used (the batch's, var biased)."""
+    y = F.batch_norm(x, mean, var, weight, bias, training=training, eps=eps)
+    if training:
+        return y, x.mean(dim=(0, 2)), x.var(dim=(0, 2), unbiased=False)
+    return y, mean.clone(), var.clone()
+
+
+def _gx_rounding(x, gy, weight, mean, var, eps) -> np.ndarray:
+    """What rounding the last step of the training gradient, gx = weight * inv_std * (gy - mean(gy) -
+    x_hat * mean(gy * x_hat)), leaves in gx: a few ulps of its terms. With M = 2 values per channel and a
+    small eps, gx is nearly zero whatever the inputs, so moving them (the reference's allowance) does not
+    show this. mean, var: the float64 statistics."""
+    x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = (x64 - mean[:, None]) * inv_std[:, None]
+    per_channel_terms = np.abs(gy64.mean(axis=(0, 2)))[:, None], np.abs((gy64 * x_hat).mean(axis=(0, 2)))[:, None]
+    terms = np.abs(gy64) + per_channel_terms[0] + np.abs(x_hat) * per_channel_terms[1]
+    return 8 * np.finfo(x.dtype).eps * np.abs(weight * inv_std)[:, None] * terms
+
+
+def check_batch_norm(forward: Callable, backward: Callable, x, mean, var, weight, bias, eps, training, gy) -> None:
+    """A device's batch-norm kernels (y, mean, var, then gx, gweight, gbias) against PyTorch's float64
+    answer and against the spec, within the dtype's tolerance plus what the conditioning of the inputs
+    allows (tests/reference.py): a float32 variance of nearly equal values is only so exact."""
+    args = (x, mean, var, weight, bias, eps, training)
+    grad = [True, False, False, True, True]
+    expected = float64_reference(lambda *a: torch_batch_norm(*a, eps, training), [x, mean, var, weight, bias],
+                                 x.dtype, grad, gy)
+    y, mean_used, var_used = map(to_host, forward(*args))
+    gradients = map(to_host, backward(gy, x, mean_used, var_used, weight, eps, training))
+    y_spec, mean_spec, var_spec = spec.batch_norm_forward(*args)
+    spec_gradients = spec.batch_norm_backward(gy, x, mean_spec, var_spec, weight, eps, training)
+    names = ("y", "mean", "var", "gx", "gweight", "gbias")
+    expected[3] = (expected[3][0], expected[3][1] + _gx_rounding(x, gy, weight, expected[1][0], expected[2][0], eps))
+    for name, actual, (e, allowance), s in zip(names, (y, mean_used, var_used, *gradients), expected,
+                                               (y_spec, mean_spec, var_spec, *spec_gradients), strict=True):
+        assert actual.dtype == x.dtype, name
+        assert_near(actual, e, x.dtype, name, allowance)
+        assert_near(actual, s, x.dtype, f"{name} (against the spec)", 2 * allowance)
+

@@ -22,6 +22,8 @@ from cases import (
     ShapeOnly,
     assert_close,
     assert_same,
+    batch_norm_cases,
+    check_batch_norm,
     check_max_pool,
     check_out_of_range_target,
     cross_entropy_cases,
@@ -289,6 +291,41 @@ def test_softmax_cross_entropy_nan_logit_makes_the_maximum_nan(table, dtype) -> 
 def test_out_of_range_target_raises_like_torch(table, bad_target, ignore_index) -> None:
     check_out_of_range_target(functools.partial(table, "softmax_cross_entropy_forward"),
                               functools.partial(table, "softmax_cross_entropy_backward"), bad_target, ignore_index)
+
+
+# --- batch norm -------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(batch_norm_cases(max_pixels=300))
+def test_batch_norm_forward_and_backward(table, case) -> None:
+    check_batch_norm(functools.partial(table, "batch_norm_forward"), functools.partial(table, "batch_norm_backward"),
+                     *case)
+
+
+def test_batch_norm_sums_do_not_depend_on_the_schedule_or_the_grid() -> None:
+    """One block per channel sums in a fixed order (a shared-memory tree, no atomics): the result is the same
+    to the bit in both schedules and whether a block takes one channel or several (the grid-stride loop
+    over channels that cudasim's capped grid uses)."""
+    import minicv.kernels.cudasim as cudasim
+
+    rng = np.random.default_rng(5)
+    x, gy = (rng.standard_normal((3, 11, 700)) for _ in range(2))
+    weight, bias = rng.standard_normal(11), rng.standard_normal(11)
+    results = []
+    for schedule in ("forward", "reverse"):
+        for max_blocks in (1, 3, 10_000):
+            cudasim.backend.max_blocks = max_blocks
+            try:
+                with cudasim_runtime.schedule(schedule):
+                    y, mean, var = cudasim.batch_norm_forward(x, None, None, weight, bias, 1e-5, True)
+                    results.append((y, mean, var, *cudasim.batch_norm_backward(gy, x, mean, var, weight, 1e-5, True)))
+            finally:
+                del cudasim.backend.max_blocks  # back to the class default
+    for result in results[1:]:
+        for a, b in zip(result, results[0], strict=True):
+            assert_same(a, b)
+    assert_close(results[0][1], spec.batch_norm_forward(x, None, None, weight, bias, 1e-5, True)[1])
 
 
 # --- the launch code --------------------------------------------------------------------------------

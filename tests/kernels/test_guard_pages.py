@@ -72,6 +72,7 @@ POOLS = [((2, 3, 7, 9), 2, 2, 0, 1), ((1, 2, 5, 33), 3, 1, 1, 1), ((2, 1, 8, 8),
          ((1, 1, 1, 1), 1, 1, 0, 1), ((1, 3, 9, 70), 3, 2, 1, 2)]
 UPSAMPLES = [((2, 3, 5, 7), (10, 14)), ((1, 1, 1, 1), (3, 1)), ((1, 2, 4, 40), (7, 81))]
 CROSS_ENTROPIES = [(2, 5, 37), (1, 1, 1), (1, 21, 1000), (3, 3, 65)]
+BATCH_NORMS = [(2, 3, 37), (1, 1, 2), (3, 5, 1), (1, 2, 1000), (4, 16, 65)]
 
 
 def run_cases(device: str, dtype: type, at: str) -> None:
@@ -131,6 +132,17 @@ def run_cases(device: str, dtype: type, at: str) -> None:
             args = (place(x), place(target), place(weight), -100, label_smoothing)
             _, stats = kernels.softmax_cross_entropy_forward(*args)
             kernels.softmax_cross_entropy_backward(*args, place(stats), place(g))
+    for shape in BATCH_NORMS:
+        x, gy = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+        weight, bias, mean = (rng.standard_normal(shape[1]).astype(dtype) for _ in range(3))
+        var = rng.uniform(0.5, 2.0, shape[1]).astype(dtype)
+        for training in (True, False):
+            say("batch_norm", shape, "training" if training else "eval")
+            _, mean_used, var_used = kernels.batch_norm_forward(place(x), None if training else place(mean),
+                                                                None if training else place(var), place(weight),
+                                                                place(bias), 1e-5, training)
+            kernels.batch_norm_backward(place(gy), place(x), place(mean_used), place(var_used), place(weight), 1e-5,
+                                        training)
 
 
 def main(argv: list[str]) -> None:

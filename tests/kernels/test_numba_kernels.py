@@ -17,6 +17,8 @@ from cases import (
     DTYPES,
     assert_close,
     assert_same,
+    batch_norm_cases,
+    check_batch_norm,
     check_max_pool,
     check_out_of_range_target,
     conv_cases,
@@ -425,3 +427,13 @@ def test_softmax_cross_entropy_backward_refuses_saved_arrays_of_another_shape():
         nb.softmax_cross_entropy_backward(x, target, np.ones(3), -100, 0.0, stats[0], np.ones((1, 4)))
     with pytest.raises(ValueError, match=r"g has shape \(4,\), expected \(1, 4\)"):
         nb.softmax_cross_entropy_backward(x, target, np.ones(3), -100, 0.0, stats, np.ones(4))
+
+
+# --- batch norm -------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(batch_norm_cases())
+def test_batch_norm_forward_and_backward_match_torch_and_spec(case):
+    check_batch_norm(nb.batch_norm_forward, nb.batch_norm_backward, *case)
+

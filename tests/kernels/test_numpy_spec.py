@@ -13,6 +13,8 @@ from cases import (
     DTYPES,
     assert_close,
     assert_same,
+    batch_norm_cases,
+    check_batch_norm,
     check_max_pool,
     check_out_of_range_target,
     conv_cases,
@@ -277,3 +279,13 @@ def test_empty_batch_gives_empty_results_and_a_zero_weight_gradient():
     loss, stats = spec.softmax_cross_entropy_forward(*args)
     assert loss.shape == (0, 25) and stats.shape == (2, 0, 25)
     assert spec.softmax_cross_entropy_backward(*args, stats, loss).shape == (0, 2, 25)
+
+
+# --- batch norm -------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(batch_norm_cases())
+def test_batch_norm_forward_and_backward_match_torch_and_spec(case):
+    check_batch_norm(spec.batch_norm_forward, spec.batch_norm_backward, *case)
+

@@ -1,0 +1,122 @@
+"""Batch normalisation on the CPU: one channel per task (parallel over channels), forward and backward.
+
+A channel's values x[:, c, :] are N rows of P contiguous values. The forward makes three passes over
+them: the sum (for the mean), the sum of squared deviations from that mean (the variance: two passes, as
+in the spec, never E[x^2] - E[x]^2), then y. The backward makes two: the sums of gy and gy * (x - mean),
+then gx. Only the first pass reads x from memory; a channel of a typical layer (8 x 64 x 64 float32 is
+128 KiB) is still in L2 for the next.
+
+The sums are accumulated in float64 (x converted on the fly) in functions compiled with
+``fastmath={"reassoc"}`` (only they: the elementwise passes keep the spec's exact arithmetic): LLVM may
+then split a sum into vector lanes, which it must not do for a strict left-to-right sum. The order of
+the additions is fixed by the compiled code, not by the thread count: a result does not change from run
+to run. The elementwise passes run in x's dtype, with per-channel coefficients computed in float64 and
+rounded once (the spec's arithmetic).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _sum(x, ch):
+    """sum of x[:, ch, :] in float64."""
+    total = 0.0
+    for b in range(x.shape[0]):
+        row = x[b, ch]  # contiguous (C layout) for a C-contiguous x: LLVM vectorises its loop
+        for q in range(row.size):
+            total += np.float64(row[q])
+    return total
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _sum_squared_deviations(x, ch, mean):
+    """sum of (x[:, ch, :] - mean)^2 in float64, mean a float64."""
+    total = 0.0
+    for b in range(x.shape[0]):
+        row = x[b, ch]
+        for q in range(row.size):
+            d = np.float64(row[q]) - mean
+            total += d * d
+    return total
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _sums_of_gradient(gy, x, ch, mean):
+    """(sum gy, sum gy * (x - mean)) over channel ch in float64, mean in x's dtype."""
+    total, weighted = 0.0, 0.0
+    for b in range(x.shape[0]):
+        g, row = gy[b, ch], x[b, ch]
+        for q in range(row.size):
+            total += np.float64(g[q])
+            weighted += np.float64(g[q]) * (np.float64(row[q]) - np.float64(mean))
+    return total, weighted
+
+
+@njit(parallel=True, cache=True)
+def _forward(x, mean, var, weight, bias, eps, training, y):
+    """y = (x - mean) * (weight * inv_std) + bias; in training, first mean and var of the batch into
+    mean and var."""
+    n, c, p = x.shape
+    count = n * p
+    for ch in prange(c):
+        if training:
+            batch_mean = _sum(x, ch) / count
+            mean[ch] = batch_mean
+            var[ch] = _sum_squared_deviations(x, ch, batch_mean) / count
+        scale = x.dtype.type(weight[ch] / np.sqrt(np.float64(var[ch]) + eps))
+        shift, offset = bias[ch], mean[ch]
+        for b in range(n):
+            row, out = x[b, ch], y[b, ch]
+            for q in range(p):
+                out[q] = (row[q] - offset) * scale + shift
+
+
+@njit(parallel=True, cache=True)
+def _backward(gy, x, mean, var, weight, eps, training, gx, gweight, gbias):
+    n, c, p = x.shape
+    count = n * p
+    for ch in prange(c):
+        inv_std = 1.0 / np.sqrt(np.float64(var[ch]) + eps)
+        total, weighted = _sums_of_gradient(gy, x, ch, mean[ch])
+        gbias[ch] = total
+        gweight[ch] = weighted * inv_std
+        scale = x.dtype.type(weight[ch] * inv_std)
+        # training: gx = scale * (gy - sum(gy) / M - (x - mean) * inv_std * gweight / M); eval: scale * gy
+        mean_gy = x.dtype.type(total / count if training else 0.0)
+        projection = x.dtype.type(inv_std * inv_std * weighted / count if training else 0.0)
+        offset = mean[ch]
+        for b in range(n):
+            g, row, out = gy[b, ch], x[b, ch], gx[b, ch]
+            for q in range(p):
+                out[q] = scale * (g[q] - mean_gy - (row[q] - offset) * projection)
+
+
+def _check_channels(x: np.ndarray, **per_channel: np.ndarray) -> None:
+    """The loops index these by channel: each must hold x.shape[1] values."""
+    for name, a in per_channel.items():
+        if a.shape != x.shape[1:2]:
+            raise ValueError(f"batch norm kernels: {name} has shape {a.shape}, expected {x.shape[1:2]}")
+
+
+def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray | None, weight: np.ndarray,
+                       bias: np.ndarray, eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if training:
+        mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+    _check_channels(x, mean=mean, var=var, weight=weight, bias=bias)
+    y = np.empty_like(x)
+    if x.shape[1]:
+        _forward(x, mean, var, weight, bias, float(eps), bool(training), y)
+    return y, mean, var
+
+
+def batch_norm_backward(gy: np.ndarray, x: np.ndarray, mean: np.ndarray, var: np.ndarray, weight: np.ndarray,
+                        eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if gy.shape != x.shape:
+        raise ValueError(f"batch_norm_backward: gy has shape {gy.shape}, expected {x.shape}")
+    _check_channels(x, mean=mean, var=var, weight=weight)
+    gx = np.empty_like(x)
+    gweight, gbias = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+    if x.shape[1]:
+        _backward(gy, x, mean, var, weight, float(eps), bool(training), gx, gweight, gbias)
+    return gx, gweight, gbias
