@@ -1101,3 +1101,35 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
     results["files"] = [str(stem.with_suffix(s)) for s in (".json", ".md", ".png")]
     print(f"minicv bench: wrote {', '.join(results['files'])}")
     return results
+
+
+def add_options(parser: Any) -> None:
+    """The options ``minicv bench`` and ``python -m benchmarks`` share beyond their first ones."""
+    from minicv.models import TASKS
+
+    parser.add_argument("--isa", default="native",
+                        help="native (this process), avx2 (a child process running AVX2 code in numba and "
+                             "PyTorch), or native,avx2 for both side by side (default: native)")
+    parser.add_argument("--breakdown", default=None, choices=list(TASKS), metavar="MODEL",
+                        help="instead of the benchmark, time one training step of MODEL (e.g. segnet) kernel by "
+                             "kernel and op by op, on numba; print it and write <out>/<machine>-breakdown-MODEL.md")
+
+
+def run_from_args(args: Any) -> dict:
+    """What the parsed options of either command ask for: the benchmark, or a step's breakdown."""
+    if args.breakdown is None:
+        return run_bench(Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed,
+                         malloc=args.malloc, isa=args.isa)
+    from minicv.bench_train import QUICK_TRAIN_SIZES, breakdown, breakdown_markdown
+
+    n, hw = QUICK_TRAIN_SIZES[0] if args.quick else (8, 128)
+    result = breakdown(args.breakdown, n=n, hw=hw, seed=args.seed)
+    info = machine_info([])
+    table = breakdown_markdown(result, info)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{machine_slug(info)}-breakdown-{args.breakdown}{'-quick' if args.quick else ''}.md"
+    path.write_text(table)
+    print(table + f"\nminicv bench: wrote {path}")
+    return {**result, "files": [str(path)]}
+

@@ -45,8 +45,8 @@ def parse_isas(isa: str | Sequence[str]) -> tuple[str, ...]:
     names = [n.strip() for part in ([isa] if isinstance(isa, str) else isa) for n in part.split(",") if n.strip()]
     unknown = [n for n in names if n not in ISAS]
     if unknown or not names:
-        raise SystemExit(f"minicv bench: --isa {','.join(names) or repr(isa)}: expected {' or '.join(ISAS)}, "
-                         f"or both comma-separated (native,avx2)")
+        given, bad = ",".join(names) or repr(isa), ", ".join(unknown) or "empty"
+        raise SystemExit(f"minicv bench: --isa {given}: unknown {bad}; expected {' or '.join(ISAS)}, or both comma-separated (native,avx2)")
     return tuple(dict.fromkeys(names))
 
 
