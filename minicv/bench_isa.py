@@ -46,7 +46,8 @@ def parse_isas(isa: str | Sequence[str]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in ISAS]
     if unknown or not names:
         given, bad = ",".join(names) or repr(isa), ", ".join(unknown) or "empty"
-        raise SystemExit(f"minicv bench: --isa {given}: unknown {bad}; expected {' or '.join(ISAS)}, or both comma-separated (native,avx2)")
+        raise SystemExit(f"minicv bench: --isa {given}: unknown {bad}; expected {' or '.join(ISAS)}, "
+                         "or both comma-separated (native,avx2)")
     return tuple(dict.fromkeys(names))
 
 
@@ -102,7 +103,7 @@ def conv_kernel_asm() -> tuple[str, str]:
     if not found:
         raise RuntimeError("no compiled numba conv kernel found in minicv.kernels.numba")
     name, dispatcher = next(((n, d) for n, d in found if "winograd_tiles" in n), found[0])
-    options = {k: v for k, v in dispatcher.targetoptions.items() if k != "cache"}
+    options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "nopython")}
     fresh = njit(**options)(dispatcher.py_func)
     signature = dispatcher.signatures[0]
     fresh.compile(signature)
