@@ -55,7 +55,8 @@ EXAMPLES = {
         "  minicv predict --checkpoint runs/segnet/best.npz photo.png --out predictions"
     ),
     "check": "examples:\n  minicv check\n  minicv check --device numba --op conv2d --dtype float64",
-    "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d",
+    "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d\n"
+             "  minicv bench --isa native,avx2 --op train_step\n  minicv bench --breakdown segnet",
 }
 
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                  seed="the random inputs", every_device="every device present; cudasim only with --quick")
     bench.add_argument("--op", default=None, choices=SELECTIONS,
                        help="only this op, the training steps (train_step) or the cold start (cold_start) "
-                            "(default: all; the cold start not with --quick)")
+                            "(default: every op), the cold start not with --quick")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run: targets "
                        "are not judged)")
     bench.add_argument("--malloc", default="reuse", choices=MALLOC_CHOICES,
