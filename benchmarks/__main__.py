@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--device D] [--op OP] [--out DIR] [--seed S]``: the harness of minicv.bench."""
+"""``python -m benchmarks [--quick] [--device D] [--op OP] [--out DIR] [--seed S] [--isa ISA] [--breakdown MODEL]``:
+the harness of minicv.bench."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from minicv.bench import MALLOC_CHOICES, OPS, run_bench
+from minicv.bench import MALLOC_CHOICES, SELECTIONS, add_options, run_from_args
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -19,13 +20,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a smoke run)")
     parser.add_argument("--device", action="append", default=None,
                         help="only this minicv device (numpy, numba/cpu, cudasim, cuda); repeat for several")
-    parser.add_argument("--op", default=None, choices=OPS, help="only this op")
+    parser.add_argument("--op", default=None, choices=SELECTIONS,
+                        help="only this op, the training steps (train_step) or the cold start (cold_start)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--malloc", default="reuse", choices=MALLOC_CHOICES,
                         help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
+    add_options(parser)
     args = parser.parse_args(argv)
-    run_bench(args.out, device=args.device, op=args.op, quick=args.quick, seed=args.seed, malloc=args.malloc)
+    run_from_args(args)
     return 0
 
 

@@ -54,6 +54,8 @@ class Problem:
     op: ClassVar[str] = ""  # the minicv.functional / torch.nn.functional name
     bound: ClassVar[str] = "memory"  # "compute": rate in GFLOP/s; "memory": rate in GB/s
     differentiable: ClassVar[tuple[str, ...]] = ("x",)  # the inputs that get gradients
+    kernel_path: ClassVar[bool] = True  # whether a "kernels" path (the kernel-table calls alone) exists
+    devices: ClassVar[tuple[str, ...] | None] = None  # the minicv devices it runs on (None: every one)
 
     def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -79,6 +81,10 @@ class Problem:
     @property
     def label(self) -> str:
         raise NotImplementedError
+
+    def step(self, path: str, case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
+        """One run of the case through ``path`` ("op", "kernels" or "torch"), as a no-argument callable."""
+        return STEPS[path](case, backend, arrays)
 
 
 def _nbytes(itemsize: int, *shapes: tuple[int, ...]) -> int:
@@ -616,6 +622,9 @@ def _step_torch(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> 
     return forward_backward if case.backward else forward
 
 
+STEPS = {"op": _step_minicv, "kernels": _step_kernels, "torch": _step_torch}
+
+
 @dataclass(frozen=True)
 class Plan:
     """How long to time: warm-up calls (the first one compiles), then repeats filling a time budget."""
@@ -656,17 +665,19 @@ class Job:
     path: str  # "op", "kernels" or "torch"
     algorithm: str = ""  # the conv algorithm ("" where the device has one, or for memory-bound ops)
 
-    def run(self, plan: Plan, arrays: dict[str, np.ndarray]) -> dict:
-        """Time the job on the problem's host ``arrays``; the row, with an error in place of times if it fails."""
+    def run(self, plan: Plan, arrays: dict[str, np.ndarray], isa: str = "native") -> dict:
+        """Time the job on the problem's host ``arrays``; the row, with an error in place of times if it fails.
+
+        ``isa`` names the instruction set this process's code runs (see minicv.bench_isa).
+        """
         problem = self.case.problem
         row = {
             "group": self.case.group, "op": problem.op, "case": problem.label, "pass": self.case.passes,
             "device": self.backend.name, "path": self.path, "algorithm": self.algorithm or None,
-            "bound": problem.bound, "work": problem.work(self.case.backward, 4),
+            "bound": problem.bound, "work": problem.work(self.case.backward, 4), "isa": isa,
         }
         try:
-            make = {"op": _step_minicv, "kernels": _step_kernels, "torch": _step_torch}[self.path]
-            step = make(self.case, self.backend, arrays)
+            step = problem.step(self.path, self.case, self.backend, arrays)
             with self.backend.algorithm(self.algorithm):
                 row.update(summarize(plan.measure(step, self.backend.timer())))
             row["gflops" if problem.bound == "compute" else "gbps"] = row["work"] / row["median_s"] / 1e9
@@ -681,6 +692,9 @@ def plan_jobs(cases: list[Case], backends: list[Backend]) -> list[Job]:
         for backend in backends:
             if case.gpu_only and not backend.on_gpu:
                 continue
+            runs_on = case.problem.devices
+            if runs_on is not None and not backend.is_torch and backend.name not in runs_on:
+                continue
             if backend.is_torch:
                 jobs.append(Job(case, backend, "torch"))
                 continue
@@ -689,7 +703,7 @@ def plan_jobs(cases: list[Case], backends: list[Backend]) -> list[Job]:
                 # what a user gets: the device's current (default) conv algorithm, named in the row
                 default = backend.kernels.get_conv_algorithm() if conv and backend.algorithms else ""
                 jobs.append(Job(case, backend, "op", default))
-            if case.group.startswith("sweep"):
+            if case.group.startswith("sweep") or not case.problem.kernel_path:
                 continue  # the sweeps plot what a user sees: the ops
             algorithms = backend.algorithms if conv else ()
             jobs += [Job(case, backend, "kernels", a) for a in algorithms or ("",)]
@@ -786,13 +800,13 @@ def machine_slug(info: dict) -> str:
 
 def add_ratios(rows: list[dict], copy_gbps: dict[str, float]) -> None:
     """vs torch (torch time / minicv time, same case, same kind of device) and % of copy bandwidth."""
-    torch_time = {(r["group"], r["case"], r["pass"], r["device"]): r["median_s"]
+    torch_time = {(r["group"], r["case"], r["pass"], r["device"], r.get("isa")): r["median_s"]
                   for r in rows if r["path"] == "torch" and "median_s" in r}
     for r in rows:
         if "median_s" not in r:
             continue
         baseline = "torch-cuda" if r["device"] in ("cuda", "torch-cuda") else "torch-cpu"
-        reference = torch_time.get((r["group"], r["case"], r["pass"], baseline))
+        reference = torch_time.get((r["group"], r["case"], r["pass"], baseline, r.get("isa")))
         if reference is not None and r["path"] != "torch":
             r["vs_torch"] = reference / r["median_s"]
         copy = copy_gbps.get("gpu" if r["device"] in ("cuda", "torch-cuda") else "cpu")
@@ -801,11 +815,14 @@ def add_ratios(rows: list[dict], copy_gbps: dict[str, float]) -> None:
 
 
 def judge_targets(rows: list[dict], cases: list[Case]) -> None:
-    """Mark each CPU target on numba's op row (what a user calls): met or missed."""
-    targets = {(c.problem.label, c.passes): c.target for c in cases if c.target}
+    """Mark each CPU target on numba's op row (what a user calls), under every ISA: met or missed."""
+    targets = {(c.group, c.problem.label, c.passes): c.target for c in cases if c.target}
     for r in rows:
-        target = targets.get((r["case"], r["pass"]))
-        if r["group"] != "issue" or target is None or (r["device"], r["path"]) != ("numba", "op"):
+        target = targets.get((r["group"], r["case"], r["pass"]))
+        if r.get("op") == "cold_start":
+            r["target"] = f"compile s <= {COLD_COMPILE_TARGET_S:g}"
+            r["met"] = bool(r["compile_s"] <= COLD_COMPILE_TARGET_S)
+        if target is None or (r["device"], r["path"]) != ("numba", "op"):
             continue
         metric, threshold = target
         value = r.get("vs_torch" if metric == "vs torch" else "gbps")
@@ -844,20 +861,43 @@ def markdown(results: dict) -> str:
         "stride-2 transposed convs it serves, so its rate can pass the machine's FMA peak.",
     ]
     lines += [f"\nNote: {name}: {note}" for name, note in results["notes"].items()]
+    lines += _isa_lines(results)
     header = ("| case | pass | device | path | algorithm | median ms | IQR ms | rate | % copy | vs torch | target |\n"
               "|---|---|---|---|---|---:|---:|---:|---:|---:|---|")
-    for group in dict.fromkeys(r["group"] for r in rows):
-        lines += ["", f"## {group}", "", header]
-        for r in (r for r in rows if r["group"] == group):
-            lines.append(_markdown_row(r))
+    isas = list(dict.fromkeys(r.get("isa", "native") for r in rows))
+    for isa in isas:
+        for group in dict.fromkeys(r["group"] for r in rows if r.get("isa", "native") == isa):
+            lines += ["", f"## {group}" + (f" ({isa})" if len(isas) > 1 else ""), "", header]
+            for r in (r for r in rows if r["group"] == group and r.get("isa", "native") == isa):
+                lines.append(_markdown_row(r))
     return "\n".join(lines) + "\n"
+
+
+def _isa_lines(results: dict) -> list[str]:
+    """The evidence of each ISA's run, and the training steps' geometric means."""
+    from minicv.bench_isa import describe
+    from minicv.bench_train import geometric_means
+
+    lines = []
+    if results.get("isa"):
+        lines += ["", f"ISAs in this run: {', '.join(results['isa'])} (each row's `isa`; AVX2 rows from a child "
+                      "process, numba for haswell and PyTorch with ATEN_CPU_CAPABILITY=avx2):"]
+        lines += [f"- {describe(evidence)}" for evidence in results["isa"].values()]
+    means = geometric_means(results["results"])
+    if means:
+        lines += ["", "Training steps, numba vs PyTorch, geometric mean over the five models (target >= 1.2): "
+                  + ", ".join(f"{key} {mean:.2f}" for key, mean in means.items())]
+    return lines
 
 
 def _markdown_row(r: dict) -> str:
     cells = [r["case"], r["pass"], r["device"], r["path"], r["algorithm"] or ""]
     if "error" in r:
         return "| " + " | ".join(cells + [f"error: {r['error']}".replace("|", "/")] + [""] * 5) + " |"
-    rate = f"{r['gflops']:.3g} GFLOP/s" if "gflops" in r else f"{r['gbps']:.3g} GB/s"
+    if "compile_s" in r:  # the cold start: one wall time, its compile share, no rate
+        rate = f"compile {r['compile_s']:.3g} s (warm {r['warm_s']:.3g} s)"
+    else:
+        rate = f"{r['gflops']:.3g} GFLOP/s" if "gflops" in r else f"{r['gbps']:.3g} GB/s"
     target = ""
     if "target" in r:
         target = f"{r['target']}: " + {True: "met", False: "**missed**", None: "no torch"}[r["met"]]
@@ -903,6 +943,8 @@ def plot(results: dict, path: Path) -> None:
 
 
 OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "interpolate", "cross_entropy")
+SELECTIONS = (*OPS, "train_step", "cold_start")  # what --op may pick: an op, the training steps, the cold start
+COLD_COMPILE_TARGET_S = 30.0  # the issue's target for compiling what the demo uses
 MALLOC_CHOICES = ("reuse", "system")
 CUDASIM_NEEDS_QUICK = "cudasim runs CUDA threads as fibers on the CPU; use it with --quick"
 
@@ -932,46 +974,45 @@ def select_backends(device: str | Sequence[str] | None, quick: bool) -> tuple[li
     return backends, notes
 
 
-def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | None = None, quick: bool = False,
-              seed: int = 0, malloc: str = "reuse") -> dict:
-    """Time the cases, write ``<out>/<machine>[-quick].json``, ``.md`` and ``.png``; return the results.
+@dataclass
+class Setup:
+    """What one process times: its backends, the cases and their jobs, and how long to time each."""
 
-    ``malloc="reuse"`` makes the process keep freed memory (``reuse_freed_memory``) for the rest of its
-    life; ``"system"`` leaves glibc's default.
-    """
-    from tqdm import tqdm
+    backends: list[Backend]
+    torches: list[Backend]
+    notes: dict[str, str]
+    cases: list[Case]
+    jobs: list[Job]
+    plan: Plan
 
-    if op is not None and op not in OPS:
-        raise SystemExit(f"minicv bench: unknown op {op!r}; expected one of {', '.join(OPS)}")
-    if malloc not in MALLOC_CHOICES:
-        raise SystemExit(f"minicv bench: unknown malloc {malloc!r}; expected one of {', '.join(MALLOC_CHOICES)}")
-    if malloc == "reuse" and not reuse_freed_memory():
-        malloc = "system"
+
+def setup(device: str | Sequence[str] | None, op: str | None, quick: bool) -> Setup:
+    """The backends, cases and jobs of a run (``op``: one of SELECTIONS, or None for all but the cold start
+    of a quick run)."""
+    from minicv.bench_train import TrainStep, train_cases
+
+    if op is not None and op not in SELECTIONS:
+        raise SystemExit(f"minicv bench: unknown op {op!r}; expected one of {', '.join(SELECTIONS)}")
     backends, notes = select_backends(device, quick)
     torches = [t for t in torch_backends() if any(baseline_of(b) == t.name for b in backends)]
     if not torches:
         notes["torch"] = "PyTorch is not installed: no baseline, no ratios"
     gpu = any(b.on_gpu for b in backends)
-    cases = issue_cases(quick) + (gpu_cases() if gpu and not quick else []) + sweep_cases(quick, gpu)
+    stepped = any(b.name in TrainStep.devices for b in backends)  # a device that runs the training steps
+    cases = issue_cases(quick) + (gpu_cases() if gpu and not quick else []) + sweep_cases(quick, gpu) \
+        + (train_cases(quick) if stepped else [])
     cases = [c for c in cases if op is None or c.problem.op == op]
-    plan = QUICK_PLAN if quick else FULL_PLAN
+    return Setup(backends, torches, notes, cases, plan_jobs(cases, backends + torches),
+                 QUICK_PLAN if quick else FULL_PLAN)
 
-    copy_gbps = {}
-    for b in backends:
-        copy_gbps.setdefault("gpu" if b.on_gpu else "cpu", copy_bandwidth(b, plan, 2**24 if quick else 2**28))
-    jobs = plan_jobs(cases, backends + torches)
 
-    def results_of(info: dict, rows: list[dict]) -> dict:
-        return {"machine": info, "quick": quick, "seed": seed, "malloc": malloc, "plan": plan.__dict__,
-                "notes": notes, "copy_bandwidth_gbps": copy_gbps, "results": rows}
+def time_jobs(jobs: list[Job], plan: Plan, seed: int, isa: str, rows: list[dict],
+              on_row: Callable[[], None] = lambda: None) -> None:
+    """Time each job in this process, appending its row to ``rows`` (then calling ``on_row``)."""
+    from tqdm import tqdm
 
-    info = machine_info(backends + torches)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / (machine_slug(info) + ("-quick" if quick else ""))
-    # The rows so far, rewritten after each one: a run cut short (a time limit, Ctrl-C) keeps them.
-    partial = stem.with_suffix(".partial.json")
-    rows, arrays, arrays_of = [], {}, None
-    with tqdm(jobs, desc="minicv bench", unit="case") as progress:
+    arrays, arrays_of = {}, None
+    with tqdm(jobs, desc=f"minicv bench ({isa})", unit="case") as progress:
         for job in progress:
             problem = job.case.problem
             progress.set_postfix_str(f"{problem.label} {job.case.passes} {job.backend.name} {job.path}",
@@ -979,13 +1020,80 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
             if problem != arrays_of:  # jobs come case by case: one problem's inputs are held at a time
                 arrays, arrays_of = {}, problem  # (the previous ones freed before the next are made)
                 arrays = problem.arrays(np.random.default_rng(seed), np.float32)
-            rows.append(job.run(plan, arrays))
-            partial.write_text(json.dumps(results_of(info, rows), indent=1) + "\n")
+            rows.append(job.run(plan, arrays, isa))
+            on_row()
+
+
+def time_isa(isa: str, device: str | Sequence[str] | None, op: str | None, quick: bool, seed: int,
+             malloc: str) -> list[dict]:
+    """The rows of a run's jobs, timed in this process (a child running ``isa``'s code)."""
+    if malloc == "reuse":
+        reuse_freed_memory()
+    run = setup(device, op, quick)
+    rows: list[dict] = []
+    time_jobs(run.jobs, run.plan, seed, isa, rows)
+    return rows
+
+
+def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | None = None, quick: bool = False,
+              seed: int = 0, malloc: str = "reuse", isa: str | Sequence[str] = "native") -> dict:
+    """Time the cases, write ``<out>/<machine>[-quick].json``, ``.md`` and ``.png``; return the results.
+
+    ``malloc="reuse"`` makes the process keep freed memory (``reuse_freed_memory``) for the rest of its
+    life; ``"system"`` leaves glibc's default. ``isa``: "native" (this process), "avx2" (a child process
+    running AVX2 code, minicv.bench_isa), or both ("native,avx2"); every row names its ISA.
+    """
+    from minicv import bench_isa
+
+    isas = bench_isa.parse_isas(isa)
+    if malloc not in MALLOC_CHOICES:
+        raise SystemExit(f"minicv bench: unknown malloc {malloc!r}; expected one of {', '.join(MALLOC_CHOICES)}")
+    missing = [name for name in isas if not bench_isa.host_has(name)]
+    if missing:
+        raise SystemExit(f"minicv bench: --isa {','.join(missing)}: this CPU has no {', '.join(missing).upper()}")
+    run = setup(device, op, quick)
+    if malloc == "reuse" and not reuse_freed_memory():
+        malloc = "system"
+    cold = any(b.name == "numba" for b in run.backends) and (op == "cold_start" or (op is None and not quick))
+    copy_gbps = {}
+    for b in run.backends:
+        copy_gbps.setdefault("gpu" if b.on_gpu else "cpu", copy_bandwidth(b, run.plan, 2**24 if quick else 2**28))
+    evidence: dict[str, dict] = {}
+
+    def results_of(info: dict, rows: list[dict]) -> dict:
+        return {"machine": info, "quick": quick, "seed": seed, "malloc": malloc, "plan": run.plan.__dict__,
+                "notes": run.notes, "copy_bandwidth_gbps": copy_gbps, "isa": evidence, "results": rows}
+
+    info = machine_info(run.backends + run.torches)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / (machine_slug(info) + ("-quick" if quick else ""))
+    # The rows so far, rewritten after each one: a run cut short (a time limit, Ctrl-C) keeps them.
+    partial = stem.with_suffix(".partial.json")
+    rows: list[dict] = []
+
+    def save_partial() -> None:
+        partial.write_text(json.dumps(results_of(info, rows), indent=1) + "\n")
+
+    options = dict(device=device, op=op, quick=quick, seed=seed, malloc=malloc)
+    for name in isas:
+        if name == "native":
+            if len(isas) > 1:  # the evidence beside the other ISA's (it compiles one kernel afresh)
+                evidence[name] = bench_isa.isa_evidence(name)
+            time_jobs(run.jobs, run.plan, seed, name, rows, save_partial)
+        else:
+            child = bench_isa.run_child(name, options)
+            evidence[name] = child["evidence"]
+            rows += child["rows"]
+            save_partial()
+    for name in isas if cold else ():
+        print(f"minicv bench: cold start ({name}): a fresh process compiling every kernel the demo uses...")
+        rows.append(bench_isa.cold_start(name))
+        save_partial()
     add_ratios(rows, copy_gbps)
     if not quick:  # the targets are for the issue's sizes: a quick run's tiny ones would "miss" them
-        judge_targets(rows, cases)
+        judge_targets(rows, run.cases)
 
-    results = results_of(machine_info(backends + torches), rows)  # the load average at the end
+    results = results_of(machine_info(run.backends + run.torches), rows)  # the load average at the end
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     partial.unlink(missing_ok=True)
     stem.with_suffix(".md").write_text(markdown(results))
@@ -993,3 +1101,35 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
     results["files"] = [str(stem.with_suffix(s)) for s in (".json", ".md", ".png")]
     print(f"minicv bench: wrote {', '.join(results['files'])}")
     return results
+
+
+def add_options(parser: Any) -> None:
+    """The options ``minicv bench`` and ``python -m benchmarks`` share beyond their first ones."""
+    from minicv.models import TASKS
+
+    parser.add_argument("--isa", default="native",
+                        help="native (this process), avx2 (a child process running AVX2 code in numba and "
+                             "PyTorch), or native,avx2 for both side by side (default: native)")
+    parser.add_argument("--breakdown", default=None, choices=list(TASKS), metavar="MODEL",
+                        help="instead of the benchmark, time one training step of MODEL (e.g. segnet) kernel by "
+                             "kernel and op by op, on numba; print it and write <out>/<machine>-breakdown-MODEL.md")
+
+
+def run_from_args(args: Any) -> dict:
+    """What the parsed options of either command ask for: the benchmark, or a step's breakdown."""
+    if args.breakdown is None:
+        return run_bench(Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed,
+                         malloc=args.malloc, isa=args.isa)
+    from minicv.bench_train import QUICK_TRAIN_SIZES, breakdown, breakdown_markdown
+
+    n, hw = QUICK_TRAIN_SIZES[0] if args.quick else (8, 128)
+    result = breakdown(args.breakdown, n=n, hw=hw, seed=args.seed)
+    info = machine_info([])
+    table = breakdown_markdown(result, info)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{machine_slug(info)}-breakdown-{args.breakdown}{'-quick' if args.quick else ''}.md"
+    path.write_text(table)
+    print(table + f"\nminicv bench: wrote {path}")
+    return {**result, "files": [str(path)]}
+

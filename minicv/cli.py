@@ -23,7 +23,7 @@ from PIL import Image
 
 import minicv
 from minicv import optim
-from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, OPS
+from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, SELECTIONS, add_options
 from minicv.check import CASES
 from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
@@ -55,7 +55,8 @@ EXAMPLES = {
         "  minicv predict --checkpoint runs/segnet/best.npz photo.png --out predictions"
     ),
     "check": "examples:\n  minicv check\n  minicv check --device numba --op conv2d --dtype float64",
-    "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d",
+    "bench": "examples:\n  minicv bench --quick\n  minicv bench --device numba --op conv2d\n"
+             "  minicv bench --isa native,avx2 --op train_step\n  minicv bench --breakdown segnet",
 }
 
 
@@ -153,11 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results",
                  seed="the random inputs", every_device="every device present; cudasim only with --quick")
-    bench.add_argument("--op", default=None, choices=OPS, help="only this op (default: every op)")
+    bench.add_argument("--op", default=None, choices=SELECTIONS,
+                       help="only this op, the training steps (train_step) or the cold start (cold_start) "
+                            "(default: every op), the cold start not with --quick")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run: targets "
                        "are not judged)")
     bench.add_argument("--malloc", default="reuse", choices=MALLOC_CHOICES,
                        help="reuse: keep freed memory, so no call pays page faults (default); system: glibc's default")
+    add_options(bench)
 
     exercises.add_parser(sub)
     return parser
@@ -446,12 +450,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from minicv.bench import run_bench
+    from minicv.bench import run_from_args
 
     if args.device is not None and canonical_name(args.device) == "cudasim" and not args.quick:
         raise UsageError(f"--device cudasim: {CUDASIM_NEEDS_QUICK}")
-    run_bench(out=Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed,
-              malloc=args.malloc)
+    run_from_args(args)
     return 0
 
 

@@ -274,3 +274,127 @@ def test_several_devices_in_one_run(tmp_path: Path) -> None:
     """--device may repeat: the CPU-vs-GPU plot needs numba and cuda in the same run."""
     results = run_bench(tmp_path, device=["numpy", "cpu", "numba"], op="interpolate", quick=True, malloc="system")
     assert {r["device"] for r in results["results"]} == {"numpy", "numba", "torch-cpu"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training steps, the step's breakdown, the AVX2 child and the cold start.
+
+from minicv import bench_isa, bench_train  # noqa: E402 (grouped with their tests)
+from minicv.models import TASKS  # noqa: E402
+
+
+@pytest.mark.parametrize("model", list(TASKS))
+def test_torch_twin_gives_the_same_loss(model: str) -> None:
+    """The PyTorch twin is the same network: same loss on the same batch, before and after an SGD step
+    (so its gradients and update agree too)."""
+    problem = bench_train.TrainStep(model, 2, 32)
+    arrays = problem.arrays(np.random.default_rng(1), np.float32)
+    mine, theirs = problem.minicv_step("numba", arrays), problem.torch_step("cpu", arrays)
+    for _ in range(2):
+        assert mine().item() == pytest.approx(theirs().item(), rel=1e-4, abs=1e-4)
+
+
+def test_torch_twin_refuses_what_it_cannot_copy() -> None:
+    with pytest.raises(TypeError, match="expected one of NaiveSegmenter.*but got Sequential"):
+        bench_train.torch_twin(bench_train.nn.Sequential(bench_train.nn.ReLU()))
+
+
+def test_train_step_rows_for_the_five_models_with_ratios(tmp_path: Path) -> None:
+    results = run_bench(tmp_path, device="numba", op="train_step", quick=True, malloc="system")
+    rows = results["results"]
+    assert [r for r in rows if "error" in r] == []
+    sizes = {f"N{n} 3x{hw}x{hw}" for n, hw in bench_train.QUICK_TRAIN_SIZES}
+    numba = [r for r in rows if r["device"] == "numba"]
+    assert {r["case"] for r in numba} == {f"{m} {s}" for m in TASKS for s in sizes}
+    assert {r["case"] for r in rows if r["device"] == "torch-cpu"} == {r["case"] for r in numba}
+    assert all(r["op"] == "train_step" and r["path"] == "op" and r["vs_torch"] > 0 and r["isa"] == "native"
+               for r in numba)
+    assert {key.split(" ", 1)[1] for key in bench_train.geometric_means(rows)} == sizes
+    assert "geometric mean over the five models" in Path(results["files"][1]).read_text()
+
+
+def test_full_train_steps_are_the_demos_and_the_issues_sizes() -> None:
+    from minicv.demo import BATCH_SIZE
+
+    cases = bench_train.train_cases(quick=False)
+    assert {c.problem.label for c in cases} == {f"{m} N{n} 3x{hw}x{hw}" for m in TASKS
+                                                for n, hw in ((BATCH_SIZE, 64), (8, 128))}
+    assert all(c.target == ("vs torch", 1.0) for c in cases)
+
+
+def test_breakdown_lists_the_kernel_table_functions(tmp_path: Path) -> None:
+    from minicv.kernels import KERNEL_TABLE
+
+    subprocess.run([sys.executable, "-m", "benchmarks", "--breakdown", "segnet", "--quick", "--out", str(tmp_path)],
+                   cwd=REPO, check=True, capture_output=True)
+    (written,) = tmp_path.glob("*-breakdown-segnet-quick.md")
+    table = written.read_text()
+    used = {"conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "max_pool2d_forward",
+            "unpool_scatter", "unpool_gather", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"}
+    assert used <= set(KERNEL_TABLE)
+    for name in used:  # every kernel a SegNet step calls, each on its own row
+        assert f"| kernel {name} |" in table
+    assert "| op BatchNorm.forward |" in table and "| optimizer SGD.step |" in table and "| other " in table
+    shares = [float(line.split("|")[3].strip().rstrip("%")) for line in table.splitlines()
+              if line.startswith("| ") and not line.startswith("| where")]
+    assert sum(shares) == pytest.approx(100, abs=0.5)
+
+
+def test_breakdown_restores_what_it_timed() -> None:
+    import minicv.kernels.numba as kernels
+
+    from minicv.functional.conv import Conv2d as ConvFunction
+
+    before = (kernels.conv2d_forward, ConvFunction.__dict__["forward"], bench_train.optim.Optimizer.step)
+    bench_train.breakdown("naive", n=1, hw=8, steps=1)
+    assert (kernels.conv2d_forward, ConvFunction.__dict__["forward"], bench_train.optim.Optimizer.step) == before
+
+
+def test_unknown_isa_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--isa native,avx3: unknown avx3; expected native or avx2, or both"):
+        run_bench(tmp_path, quick=True, isa="native,avx3")
+    assert bench_isa.parse_isas("native, avx2,native") == ("native", "avx2")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not bench_isa.host_has("avx2"), reason="this CPU has no AVX2 at all: no AVX2 code can run here")
+def test_avx2_child_runs_avx2_code_and_says_so(tmp_path: Path) -> None:
+    """--isa native,avx2: the AVX2 rows come from a child whose numba conv kernel has no zmm register and
+    whose PyTorch reports AVX2; the header names both ISAs; ratios pair each ISA with its own PyTorch."""
+    results = run_bench(tmp_path, device="numba", op="cross_entropy", quick=True, malloc="system",
+                        isa="native,avx2")
+    avx2 = results["isa"]["avx2"]
+    assert avx2["zmm"] == 0 and avx2["ymm"] > 0 and avx2["numba_cpu"] == "haswell"
+    assert avx2["torch_capability"] == "AVX2"
+    if "avx512f" in bench_isa.host_features():  # the native run's evidence shows what the child left out
+        assert results["isa"]["native"]["zmm"] > 0
+    rows = results["results"]
+    assert {r["isa"] for r in rows} == {"native", "avx2"}
+    assert {(r["case"], r["pass"], r["device"]) for r in rows if r["isa"] == "avx2"} == \
+        {(r["case"], r["pass"], r["device"]) for r in rows if r["isa"] == "native"}
+    torch_time = {(r["case"], r["pass"], r["isa"]): r["median_s"] for r in rows if r["device"] == "torch-cpu"}
+    for r in (r for r in rows if r["device"] == "numba"):
+        assert r["vs_torch"] == pytest.approx(torch_time[r["case"], r["pass"], r["isa"]] / r["median_s"])
+    table = Path(results["files"][1]).read_text()
+    assert "ISAs in this run: native, avx2" in table and "## issue (avx2)" in table
+    assert "PyTorch capability AVX2" in table
+
+
+def test_evidence_against_the_isa_is_a_problem() -> None:
+    evidence = {"zmm": 3, "conv_kernel": "conv._winograd_tiles", "torch_capability": "AVX512"}
+    assert bench_isa.evidence_problems("avx2", evidence) == [
+        "numba's conv._winograd_tiles uses zmm (AVX-512) registers 3 times",
+        "PyTorch reports capability AVX512, not AVX2"]
+    assert bench_isa.evidence_problems("native", evidence) == []
+
+
+def test_cold_start_row(tmp_path: Path) -> None:
+    """A fresh process with an empty cache, then again on the cache it filled: compile = cold - warm."""
+    results = run_bench(tmp_path, device="numba", op="cold_start", quick=True, malloc="system")
+    (row,) = results["results"]
+    assert row["op"] == "cold_start" and row["isa"] == "native" and row["device"] == "numba"
+    assert row["median_s"] > row["warm_s"] > 0 and row["compile_s"] == pytest.approx(row["median_s"] - row["warm_s"])
+    assert "compile " in Path(results["files"][1]).read_text()
+    rows = [{**row, "compile_s": 12.0}, {**row, "compile_s": 31.0}]
+    bench.judge_targets(rows, [])
+    assert [(r["target"], r["met"]) for r in rows] == [("compile s <= 30", True), ("compile s <= 30", False)]

@@ -1,0 +1,230 @@
+"""The benchmark under another instruction set, and the cold start, each in a child process.
+
+``--isa avx2`` runs the whole comparison with AVX2 code on a host that has more (AVX-512): a child
+process in which Numba compiles for Haswell (``NUMBA_CPU_NAME=haswell`` with Haswell's feature string
+in ``NUMBA_CPU_FEATURES``: the name alone keeps the host's AVX-512 features) into a cache of its own,
+and PyTorch dispatches its AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``). The child first checks that
+this is so, and its evidence goes into the results: one numba conv kernel compiled afresh there has no
+zmm (AVX-512) register in its machine code, and PyTorch reports the capability. The cold start is a
+fresh process with an empty Numba cache running one training step of each demo model at a tiny size,
+run twice (cold, then on the cache it filled): the difference is the compile time.
+
+Run as ``python -m minicv.bench_isa bench|cold-start ISA ...`` by ``minicv.bench``, never by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ISAS = ("native", "avx2")
+# LLVM's features of the Haswell CPU (the first AVX2 + FMA one): what a 2013-2024 laptop's CPU has at least
+HASWELL_FEATURES = ("+64bit,+aes,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+invpcid,"
+                    "+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,"
+                    "+xsave,+xsaveopt,-avx512f")
+ENVIRONMENTS = {  # what each ISA other than the host's own sets in the child's environment
+    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES, "ATEN_CPU_CAPABILITY": "avx2"},
+}
+TORCH_CAPABILITY = {"avx2": "AVX2"}  # what torch.backends.cpu.get_cpu_capability() must say in the child
+COLD_START_SIZE = (2, 16)  # batch, image side: tiny, the kernels compiled are those of any size
+SIMD_REPORT = "isa_choice"  # kernels/numba/simd.py's report of its ISA / vector width, read where it exists
+
+
+def parse_isas(isa: str | Sequence[str]) -> tuple[str, ...]:
+    """``"native"``, ``"avx2"``, ``"native,avx2"`` (or a sequence of those) -> the ISAs, each once, in order."""
+    names = [n.strip() for part in ([isa] if isinstance(isa, str) else isa) for n in part.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ISAS]
+    if unknown or not names:
+        given, bad = ",".join(names) or repr(isa), ", ".join(unknown) or "empty"
+        raise SystemExit(f"minicv bench: --isa {given}: unknown {bad}; expected {' or '.join(ISAS)}, "
+                         "or both comma-separated (native,avx2)")
+    return tuple(dict.fromkeys(names))
+
+
+def host_features() -> set[str]:
+    import llvmlite.binding as llvm
+
+    return {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",") if f.startswith("+")}
+
+
+def host_has(isa: str) -> bool:
+    """Whether this CPU can run ``isa``'s code (the child would die of an illegal instruction otherwise)."""
+    return isa == "native" or isa in host_features()
+
+
+def cache_dir(isa: str) -> Path:
+    """The child's own Numba cache: kept between runs, so that only the first one per ISA compiles."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "minicv" / f"numba-{isa}"
+
+
+def child_env(isa: str, numba_cache: Path | None) -> dict[str, str]:
+    env = {**os.environ, **ENVIRONMENTS.get(isa, {})}
+    if numba_cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(numba_cache)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evidence, taken inside the process whose code it describes.
+
+
+def conv_kernel_asm() -> tuple[str, str]:
+    """(name, machine code) of one numba conv kernel, compiled afresh in this process.
+
+    Numba cannot show the code of a kernel loaded from its cache, so the Winograd tile kernel (the one
+    built on simd's vectors), or failing that the first compiled conv kernel, is compiled again,
+    uncached, for the signature a small conv just used.
+    """
+    import numpy as np
+    from numba import njit
+    from numba.core.registry import CPUDispatcher
+
+    import minicv.kernels.numba as kernels
+
+    x, w = np.ones((1, 8, 8, 8), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    kernels.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)  # the device's default algorithm: Winograd
+    found = []
+    for module in pkgutil.iter_modules(kernels.__path__):
+        if "conv" in module.name:
+            mod = importlib.import_module(f"{kernels.__name__}.{module.name}")
+            found += [(f"{module.name}.{name}", d) for name, d in vars(mod).items()
+                      if isinstance(d, CPUDispatcher) and d.signatures]
+    if not found:
+        raise RuntimeError("no compiled numba conv kernel found in minicv.kernels.numba")
+    name, dispatcher = next(((n, d) for n, d in found if "winograd_tiles" in n), found[0])
+    options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = njit(**options)(dispatcher.py_func)
+    signature = dispatcher.signatures[0]
+    fresh.compile(signature)
+    return name, fresh.inspect_asm(signature)
+
+
+def isa_evidence(isa: str) -> dict[str, Any]:
+    """What this process's code really uses: numba's CPU, one conv kernel's registers, PyTorch's capability."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+
+    name, asm = conv_kernel_asm()
+    evidence: dict[str, Any] = {
+        "isa": isa,
+        "numba_cpu": config.CPU_NAME or llvm.get_host_cpu_name(),
+        "numba_cpu_features": "set (NUMBA_CPU_FEATURES)" if config.CPU_FEATURES else "the host's",
+        "conv_kernel": name,
+        "zmm": asm.count("%zmm"),
+        "ymm": asm.count("%ymm"),
+    }
+    simd = importlib.import_module("minicv.kernels.numba.simd")
+    report = getattr(simd, SIMD_REPORT, None)
+    evidence["simd"] = report() if callable(report) else {"vector_bytes": getattr(simd, "VECTOR_BYTES", None)}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        evidence["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+    return evidence
+
+
+def evidence_problems(isa: str, evidence: dict[str, Any]) -> list[str]:
+    """What contradicts the ISA's promise (an empty list: it does what it says)."""
+    problems = []
+    if isa == "avx2" and evidence["zmm"]:
+        problems.append(f"numba's {evidence['conv_kernel']} uses zmm (AVX-512) registers {evidence['zmm']} times")
+    expected = TORCH_CAPABILITY.get(isa)
+    if expected and evidence.get("torch_capability", expected) != expected:
+        problems.append(f"PyTorch reports capability {evidence['torch_capability']}, not {expected}")
+    return problems
+
+
+def describe(evidence: dict[str, Any]) -> str:
+    """One line of the report's header."""
+    return (f"{evidence['isa']}: numba for {evidence['numba_cpu']} ({evidence['numba_cpu_features']} features), "
+            f"{evidence['conv_kernel']} compiled here uses {evidence['zmm']} zmm and {evidence['ymm']} ymm "
+            f"register operands; simd {evidence['simd']}; PyTorch capability {evidence.get('torch_capability', '-')}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The children.
+
+
+def _run_child(args: list[str], env: dict[str, str], what: str) -> float:
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "minicv.bench_isa", *args], env=env)
+    if done.returncode:
+        raise SystemExit(f"minicv bench: {what} failed (exit status {done.returncode}; its error is above)")
+    return time.perf_counter() - began
+
+
+def run_child(isa: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's rows (``minicv.bench.time_isa(isa, **options)``) and the evidence, from a child
+    process running ``isa``'s code."""
+    if not host_has(isa):
+        raise SystemExit(f"minicv bench: --isa {isa}: this CPU has no {isa.upper()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "rows.json"
+        _run_child(["bench", isa, json.dumps(options), str(result)], child_env(isa, cache_dir(isa)),
+                   f"the {isa} child process")
+        return json.loads(result.read_text())
+
+
+def cold_start(isa: str) -> dict[str, Any]:
+    """A results row: the wall time of a fresh process with an empty numba cache running one training step
+    of each demo model (cold), then of the same on the cache it filled (warm); compile = cold - warm."""
+    from minicv.models import TASKS
+
+    n, hw = COLD_START_SIZE
+    with tempfile.TemporaryDirectory() as cache:
+        env = child_env(isa, Path(cache))
+        what = f"the cold-start child process ({isa})"
+        cold = _run_child(["cold-start", isa], env, what)
+        warm = _run_child(["cold-start", isa], env, what)  # the same work on the cache the cold run filled
+    return {
+        "group": "cold start", "op": "cold_start", "isa": isa, "pass": "step", "device": "numba", "path": "op",
+        "algorithm": None, "bound": "time", "work": 0,
+        "case": f"import + one step of {', '.join(TASKS)} (N{n} 3x{hw}x{hw}), empty numba cache",
+        "median_s": cold, "q1_s": cold, "q3_s": cold, "min_s": cold, "max_s": cold, "repeats": 1,
+        "warm_s": warm, "compile_s": cold - warm,
+    }
+
+
+def _child_cold_start() -> None:
+    """One training step of each demo model on the numba device (the cold-start child's work)."""
+    import numpy as np
+
+    from minicv.bench_train import TrainStep
+    from minicv.models import TASKS
+
+    n, hw = COLD_START_SIZE
+    for model in TASKS:
+        problem = TrainStep(model, n, hw)
+        problem.minicv_step("numba", problem.arrays(np.random.default_rng(0), np.float32))()
+
+
+def main(argv: Sequence[str]) -> int:
+    command, isa, *rest = argv
+    if command == "cold-start":
+        _child_cold_start()
+        return 0
+    evidence = isa_evidence(isa)
+    problems = evidence_problems(isa, evidence)
+    if problems:
+        print(f"minicv bench: --isa {isa} does not run {isa} code here: {'; '.join(problems)}", file=sys.stderr)
+        return 3
+    from minicv.bench import time_isa
+
+    options, result = json.loads(rest[0]), Path(rest[1])
+    result.write_text(json.dumps({"evidence": evidence, "rows": time_isa(isa, **options)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
