@@ -12,7 +12,9 @@
 // run. The variance takes two passes (the mean first, then the mean of (x - mean)^2), never
 // E[x^2] - E[x]^2, which cancels away the digits of nearly equal values. The elementwise outputs (y,
 // gx) run one thread per element with GRID_STRIDE_LOOP, in T (the per-channel factors too: a double
-// sqrt per element would be slow on GPUs with little double throughput).
+// sqrt per element would be slow on GPUs with little double throughput), and centre x on the rounded
+// mean, then on low[c], the part of the batch mean that rounding it to T dropped (kernels/numpy/
+// batchnorm.py says why); the backward finds low again from x, as the mean of x - mean.
 #include "common.cuh"
 
 constexpr int THREADS = 256;  // per block of the per-channel kernels: a power of two, for the tree
@@ -39,7 +41,7 @@ __device__ __forceinline__ long long channel_offset(long long i, int C, int c, l
 // mean[c], var[c] (biased) of the batch, for every channel c. Launched with THREADS threads a block.
 template <typename T>
 __global__ void batch_norm_stats_kernel(const T* __restrict__ x, T* __restrict__ mean, T* __restrict__ var,
-                                        int C, long long M, long long P) {
+                                        T* __restrict__ low, int C, long long M, long long P) {
     __shared__ double partial[THREADS];
     for (int c = blockIdx.x; c < C; c += gridDim.x) {  // every thread of a block takes the same channels
         double sum = 0;
@@ -54,6 +56,7 @@ __global__ void batch_norm_stats_kernel(const T* __restrict__ x, T* __restrict__
         if (threadIdx.x == 0) {
             mean[c] = channel_mean;
             var[c] = channel_var;
+            low[c] = channel_mean - static_cast<double>(mean[c]);
         }
     }
 }
@@ -61,35 +64,40 @@ __global__ void batch_norm_stats_kernel(const T* __restrict__ x, T* __restrict__
 // y = (x - mean) * (weight * inv_std) + bias, one thread per element.
 template <typename T>
 __global__ void batch_norm_transform_kernel(const T* __restrict__ x, const T* __restrict__ mean,
-                                            const T* __restrict__ var, const T* __restrict__ weight,
-                                            const T* __restrict__ bias, T* __restrict__ y, long long count, int C,
-                                            long long P, double eps) {
+                                            const T* __restrict__ var, const T* __restrict__ low,
+                                            const T* __restrict__ weight, const T* __restrict__ bias,
+                                            T* __restrict__ y, long long count, int C, long long P, double eps) {
     GRID_STRIDE_LOOP(i, count) {
         const int c = static_cast<int>(i / P % C);
         const T scale = weight[c] / sqrt(var[c] + static_cast<T>(eps));
-        y[i] = (x[i] - mean[c]) * scale + bias[c];
+        y[i] = ((x[i] - mean[c]) - low[c]) * scale + bias[c];
     }
 }
 
-// gbias[c] = sum gy and gweight[c] = sum gy * (x - mean) * inv_std, for every channel c. THREADS a block.
+// gbias[c] = sum gy and gweight[c] = sum gy * (x - batch mean) * inv_std, for every channel c, and
+// low[c] (training: the mean of x - mean, what the rounded mean dropped; eval: 0). THREADS a block.
 template <typename T>
 __global__ void batch_norm_backward_reduce_kernel(const T* __restrict__ gy, const T* __restrict__ x,
                                                   const T* __restrict__ mean, const T* __restrict__ var,
-                                                  T* __restrict__ gweight, T* __restrict__ gbias, int C, long long M,
-                                                  long long P, double eps) {
+                                                  T* __restrict__ gweight, T* __restrict__ gbias, T* __restrict__ low,
+                                                  int C, long long M, long long P, double eps, int training) {
     __shared__ double partial[THREADS];
     for (int c = blockIdx.x; c < C; c += gridDim.x) {
-        double sum = 0, weighted = 0;
+        double sum = 0, weighted = 0, centred = 0;
         for (long long i = threadIdx.x; i < M; i += THREADS) {
             const long long offset = channel_offset(i, C, c, P);
+            const double deviation = static_cast<double>(x[offset]) - mean[c];
             sum += gy[offset];
-            weighted += static_cast<double>(gy[offset]) * (static_cast<double>(x[offset]) - mean[c]);
+            weighted += static_cast<double>(gy[offset]) * deviation;
+            centred += deviation;
         }
         const double channel_sum = block_sum(sum, partial);
         const double channel_weighted = block_sum(weighted, partial);
+        const double channel_low = training ? block_sum(centred, partial) / M : 0.0;
         if (threadIdx.x == 0) {
             gbias[c] = channel_sum;
-            gweight[c] = channel_weighted / sqrt(static_cast<double>(var[c]) + eps);
+            gweight[c] = (channel_weighted - channel_low * channel_sum) / sqrt(static_cast<double>(var[c]) + eps);
+            low[c] = channel_low;
         }
     }
 }
@@ -98,9 +106,10 @@ __global__ void batch_norm_backward_reduce_kernel(const T* __restrict__ gy, cons
 template <typename T>
 __global__ void batch_norm_backward_input_kernel(const T* __restrict__ gy, const T* __restrict__ x,
                                                  const T* __restrict__ mean, const T* __restrict__ var,
-                                                 const T* __restrict__ weight, const T* __restrict__ gweight,
-                                                 const T* __restrict__ gbias, T* __restrict__ gx, long long count,
-                                                 int C, long long P, double eps, int training) {
+                                                 const T* __restrict__ low, const T* __restrict__ weight,
+                                                 const T* __restrict__ gweight, const T* __restrict__ gbias,
+                                                 T* __restrict__ gx, long long count, int C, long long P, double eps,
+                                                 int training) {
     const T M = static_cast<T>(count / C);
     GRID_STRIDE_LOOP(i, count) {
         const int c = static_cast<int>(i / P % C);
@@ -109,7 +118,7 @@ __global__ void batch_norm_backward_input_kernel(const T* __restrict__ gy, const
         if (training) {
             const T mean_gy = gbias[c] / M;
             const T projection = inv_std * gweight[c] / M;
-            gx[i] = scale * (gy[i] - mean_gy - (x[i] - mean[c]) * projection);
+            gx[i] = scale * (gy[i] - mean_gy - ((x[i] - mean[c]) - low[c]) * projection);
         } else {
             gx[i] = scale * gy[i];
         }

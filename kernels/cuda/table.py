@@ -243,12 +243,13 @@ def batch_norm_forward(backend: Backend, x: Array, mean: Array | None, var: Arra
     x, mean, var, weight, bias = _batch_norm_operands(backend, x, mean=mean, var=var, weight=weight, bias=bias)
     n, c, p = x.shape
     (channels,) = _int32(c)
+    low = backend.xp.zeros(x.shape[1:2], dtype=x.dtype)  # what rounding the batch mean dropped
     if training and c:
         _launch_per_channel(backend, f"batch_norm_stats_kernel<{ctype(x.dtype)}>", c,
-                            (x, mean, var, channels, np.int64(n * p), np.int64(p)))
+                            (x, mean, var, low, channels, np.int64(n * p), np.int64(p)))
     y = backend.xp.empty(x.shape, dtype=x.dtype)
     launch_elements(backend, "batchnorm.cu", f"batch_norm_transform_kernel<{ctype(x.dtype)}>", y.size,
-                    (x, mean, var, weight, bias, y, np.int64(y.size), channels, np.int64(p), np.float64(eps)))
+                    (x, mean, var, low, weight, bias, y, np.int64(y.size), channels, np.int64(p), np.float64(eps)))
     return y, mean, var
 
 
@@ -260,15 +261,15 @@ def batch_norm_backward(backend: Backend, gy: Array, x: Array, mean: Array, var:
     _check("gy", gy, x.shape, x.dtype)
     n, c, p = x.shape
     (channels,) = _int32(c)
-    gweight, gbias = (backend.xp.empty(x.shape[1:2], dtype=x.dtype) for _ in range(2))
+    gweight, gbias, low = (backend.xp.empty(x.shape[1:2], dtype=x.dtype) for _ in range(3))
     gx = backend.xp.empty(x.shape, dtype=x.dtype)
     t = ctype(x.dtype)
     if c:
         _launch_per_channel(backend, f"batch_norm_backward_reduce_kernel<{t}>", c,
-                            (gy, x, mean, var, gweight, gbias, channels, np.int64(n * p), np.int64(p),
-                             np.float64(eps)))
+                            (gy, x, mean, var, gweight, gbias, low, channels, np.int64(n * p), np.int64(p),
+                             np.float64(eps), np.int32(bool(training))))
     launch_elements(backend, "batchnorm.cu", f"batch_norm_backward_input_kernel<{t}>", gx.size,
-                    (gy, x, mean, var, weight, gweight, gbias, gx, np.int64(gx.size), channels, np.int64(p),
+                    (gy, x, mean, var, low, weight, gweight, gbias, gx, np.int64(gx.size), channels, np.int64(p),
                      np.float64(eps), np.int32(bool(training))))
     return gx, gweight, gbias
 

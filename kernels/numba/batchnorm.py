@@ -11,7 +11,8 @@ The sums are accumulated in float64 (x converted on the fly) in functions compil
 then split a sum into vector lanes, which it must not do for a strict left-to-right sum. The order of
 the additions is fixed by the compiled code, not by the thread count: a result does not change from run
 to run. The elementwise passes run in x's dtype, with per-channel coefficients computed in float64 and
-rounded once (the spec's arithmetic).
+rounded once, and x centred on the rounded mean, then on ``low``, what rounding dropped (the spec's
+arithmetic, and why).
 """
 
 import numpy as np
@@ -43,14 +44,16 @@ def _sum_squared_deviations(x, ch, mean):
 
 @njit(fastmath={"reassoc"}, cache=True)
 def _sums_of_gradient(gy, x, ch, mean):
-    """(sum gy, sum gy * (x - mean)) over channel ch in float64, mean in x's dtype."""
-    total, weighted = 0.0, 0.0
+    """(sum gy, sum gy * (x - mean), sum (x - mean)) over channel ch in float64, mean in x's dtype."""
+    total, weighted, centred = 0.0, 0.0, 0.0
     for b in range(x.shape[0]):
         g, row = gy[b, ch], x[b, ch]
         for q in range(row.size):
+            d = np.float64(row[q]) - np.float64(mean)
             total += np.float64(g[q])
-            weighted += np.float64(g[q]) * (np.float64(row[q]) - np.float64(mean))
-    return total, weighted
+            weighted += np.float64(g[q]) * d
+            centred += d
+    return total, weighted, centred
 
 
 @njit(parallel=True, cache=True)
@@ -60,16 +63,18 @@ def _forward(x, mean, var, weight, bias, eps, training, y):
     n, c, p = x.shape
     count = n * p
     for ch in prange(c):
+        low = x.dtype.type(0)  # the given statistics are exact: nothing was dropped
         if training:
             batch_mean = _sum(x, ch) / count
             mean[ch] = batch_mean
             var[ch] = _sum_squared_deviations(x, ch, batch_mean) / count
+            low = x.dtype.type(batch_mean - np.float64(mean[ch]))
         scale = x.dtype.type(weight[ch] / np.sqrt(np.float64(var[ch]) + eps))
         shift, offset = bias[ch], mean[ch]
         for b in range(n):
             row, out = x[b, ch], y[b, ch]
             for q in range(p):
-                out[q] = (row[q] - offset) * scale + shift
+                out[q] = ((row[q] - offset) - low) * scale + shift
 
 
 @njit(parallel=True, cache=True)
@@ -78,18 +83,20 @@ def _backward(gy, x, mean, var, weight, eps, training, gx, gweight, gbias):
     count = n * p
     for ch in prange(c):
         inv_std = 1.0 / np.sqrt(np.float64(var[ch]) + eps)
-        total, weighted = _sums_of_gradient(gy, x, ch, mean[ch])
+        total, weighted, centred = _sums_of_gradient(gy, x, ch, mean[ch])
+        low = centred / count if training else 0.0  # what the rounded batch mean dropped
+        weighted -= low * total  # sum gy * (x - batch mean)
         gbias[ch] = total
         gweight[ch] = weighted * inv_std
         scale = x.dtype.type(weight[ch] * inv_std)
         # training: gx = scale * (gy - sum(gy) / M - (x - mean) * inv_std * gweight / M); eval: scale * gy
         mean_gy = x.dtype.type(total / count if training else 0.0)
         projection = x.dtype.type(inv_std * inv_std * weighted / count if training else 0.0)
-        offset = mean[ch]
+        offset, low_x = mean[ch], x.dtype.type(low)
         for b in range(n):
             g, row, out = gy[b, ch], x[b, ch], gx[b, ch]
             for q in range(p):
-                out[q] = scale * (g[q] - mean_gy - (row[q] - offset) * projection)
+                out[q] = scale * (g[q] - mean_gy - ((row[q] - offset) - low_x) * projection)
 
 
 def _check_channels(x: np.ndarray, **per_channel: np.ndarray) -> None:
