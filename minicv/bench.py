@@ -82,7 +82,8 @@ class Problem:
     def label(self) -> str:
         raise NotImplementedError
 
-    def step(self, path: str, case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
+    def step(self, path: str, case: BenchCase, backend: BenchBackend,
+             arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
         """One run of the case through ``path`` ("op", "kernels" or "torch"), as a no-argument callable."""
         return STEPS[path](case, backend, arrays)
 
@@ -92,7 +93,7 @@ def _nbytes(itemsize: int, *shapes: tuple[int, ...]) -> int:
 
 
 @dataclass(frozen=True)
-class Conv2d(Problem):
+class Conv2dProblem(Problem):
     n: int
     c_in: int
     c_out: int
@@ -143,7 +144,7 @@ class Conv2d(Problem):
 
 
 @dataclass(frozen=True)
-class ConvTranspose2d(Problem):
+class ConvTranspose2dProblem(Problem):
     n: int
     c_in: int
     c_out: int
@@ -196,7 +197,7 @@ class ConvTranspose2d(Problem):
 
 
 @dataclass(frozen=True)
-class MaxPool2d(Problem):
+class MaxPool2dProblem(Problem):
     """max_pool2d with return_indices=True (kernel = stride, no padding)."""
 
     n: int
@@ -243,7 +244,7 @@ class MaxPool2d(Problem):
 
 
 @dataclass(frozen=True)
-class MaxUnpool2d(Problem):
+class MaxUnpool2dProblem(Problem):
     """max_unpool2d of a k x k max pool's values and indices back to hw x hw."""
 
     n: int
@@ -292,7 +293,7 @@ class MaxUnpool2d(Problem):
 
 
 @dataclass(frozen=True)
-class Nearest(Problem):
+class NearestProblem(Problem):
     """interpolate(mode='nearest', scale_factor=scale)."""
 
     n: int
@@ -335,7 +336,7 @@ class Nearest(Problem):
 
 
 @dataclass(frozen=True)
-class CrossEntropy(Problem):
+class CrossEntropyProblem(Problem):
     """cross_entropy(x, target) per pixel, reduction='mean'."""
 
     n: int
@@ -383,7 +384,7 @@ class CrossEntropy(Problem):
 
 
 @dataclass(frozen=True)
-class Case:
+class BenchCase:
     """A problem, forward or forward+backward, in a group of the report, with its CPU target if any."""
 
     problem: Problem
@@ -401,13 +402,13 @@ class Case:
 # The cases: the issue's sizes (and their targets), the GPU sizes, and the sweeps of the plot.
 
 SWEEPS = {  # family -> (problem at size s, CPU sizes, sizes added where a GPU is present)
-    "conv2d 3x3 N8 64->64": (lambda s: Conv2d(8, 64, 64, s), (8, 16, 32, 64), (128,)),
-    "nearest x2 N8 C64": (lambda s: Nearest(8, 64, s), (16, 32, 64, 128), (256,)),
+    "conv2d 3x3 N8 64->64": (lambda s: Conv2dProblem(8, 64, 64, s), (8, 16, 32, 64), (128,)),
+    "nearest x2 N8 C64": (lambda s: NearestProblem(8, 64, s), (16, 32, 64, 128), (256,)),
 }
 QUICK_SWEEPS = {family: (make, (4, 8), ()) for family, (make, _, _) in SWEEPS.items()}
 
 
-def issue_cases(quick: bool) -> list[Case]:
+def issue_cases(quick: bool) -> list[BenchCase]:
     """The issue's problems; --quick shrinks every one to a few kilobytes, keeping its kind."""
     if quick:
         conv, pool, classes = dict(n=2, c_in=8, c_out=8, hw=8), dict(n=2, c=4, hw=8), dict(n=2, classes=5, hw=8)
@@ -418,41 +419,41 @@ def issue_cases(quick: bool) -> list[Case]:
         small = dict(n=8, c_in=128, c_out=128, hw=32)
     ratio, bandwidth = "vs torch", "GB/s"
     return [
-        Case(Conv2d(**conv), False, "issue", (ratio, 1.0)),
-        Case(Conv2d(**conv), True, "issue", (ratio, 1.0)),
-        Case(Conv2d(**small), False, "issue", (ratio, 0.9)),
-        Case(Conv2d(**conv, stride=2), True, "issue", (ratio, 1.0)),
-        Case(ConvTranspose2d(**conv), False, "issue", (ratio, 1.5)),
-        Case(ConvTranspose2d(**conv), True, "issue"),
-        Case(MaxPool2d(**pool), False, "issue", (bandwidth, 18.0)),
-        Case(MaxPool2d(**pool), True, "issue"),
-        Case(MaxUnpool2d(**pool), False, "issue", (bandwidth, 18.0)),
-        Case(MaxUnpool2d(**pool), True, "issue"),
-        Case(Nearest(pool["n"], pool["c"], pool["hw"] // 2), False, "issue", (bandwidth, 18.0)),
-        Case(Nearest(pool["n"], pool["c"], pool["hw"] // 2), True, "issue"),
-        Case(CrossEntropy(**classes), False, "issue"),
-        Case(CrossEntropy(**classes), True, "issue", (ratio, 2.0)),
+        BenchCase(Conv2dProblem(**conv), False, "issue", (ratio, 1.0)),
+        BenchCase(Conv2dProblem(**conv), True, "issue", (ratio, 1.0)),
+        BenchCase(Conv2dProblem(**small), False, "issue", (ratio, 0.9)),
+        BenchCase(Conv2dProblem(**conv, stride=2), True, "issue", (ratio, 1.0)),
+        BenchCase(ConvTranspose2dProblem(**conv), False, "issue", (ratio, 1.5)),
+        BenchCase(ConvTranspose2dProblem(**conv), True, "issue"),
+        BenchCase(MaxPool2dProblem(**pool), False, "issue", (bandwidth, 18.0)),
+        BenchCase(MaxPool2dProblem(**pool), True, "issue"),
+        BenchCase(MaxUnpool2dProblem(**pool), False, "issue", (bandwidth, 18.0)),
+        BenchCase(MaxUnpool2dProblem(**pool), True, "issue"),
+        BenchCase(NearestProblem(pool["n"], pool["c"], pool["hw"] // 2), False, "issue", (bandwidth, 18.0)),
+        BenchCase(NearestProblem(pool["n"], pool["c"], pool["hw"] // 2), True, "issue"),
+        BenchCase(CrossEntropyProblem(**classes), False, "issue"),
+        BenchCase(CrossEntropyProblem(**classes), True, "issue", (ratio, 2.0)),
     ]
 
 
-def gpu_cases() -> list[Case]:
+def gpu_cases() -> list[BenchCase]:
     """The issue's GPU sizes beyond the CPU ones: N64 128->128 32x32 convs, memory-bound ops at N64 C64 256."""
     big = dict(n=64, c=64, hw=256)
     return [
-        Case(Conv2d(64, 128, 128, 32), False, "gpu", gpu_only=True),
-        Case(Conv2d(64, 128, 128, 32), True, "gpu", gpu_only=True),
-        Case(MaxPool2d(**big), False, "gpu", gpu_only=True),
-        Case(MaxUnpool2d(**big), False, "gpu", gpu_only=True),
-        Case(Nearest(64, 64, 128), False, "gpu", gpu_only=True),
-        Case(CrossEntropy(64, 21, 256), True, "gpu", gpu_only=True),
+        BenchCase(Conv2dProblem(64, 128, 128, 32), False, "gpu", gpu_only=True),
+        BenchCase(Conv2dProblem(64, 128, 128, 32), True, "gpu", gpu_only=True),
+        BenchCase(MaxPool2dProblem(**big), False, "gpu", gpu_only=True),
+        BenchCase(MaxUnpool2dProblem(**big), False, "gpu", gpu_only=True),
+        BenchCase(NearestProblem(64, 64, 128), False, "gpu", gpu_only=True),
+        BenchCase(CrossEntropyProblem(64, 21, 256), True, "gpu", gpu_only=True),
     ]
 
 
-def sweep_cases(quick: bool, gpu: bool) -> list[Case]:
+def sweep_cases(quick: bool, gpu: bool) -> list[BenchCase]:
     cases = []
     for family, (make, sizes, gpu_sizes) in (QUICK_SWEEPS if quick else SWEEPS).items():
-        cases += [Case(make(s), False, f"sweep {family}") for s in sizes]
-        cases += [Case(make(s), False, f"sweep {family}", gpu_only=True) for s in (gpu_sizes if gpu else ())]
+        cases += [BenchCase(make(s), False, f"sweep {family}") for s in sizes]
+        cases += [BenchCase(make(s), False, f"sweep {family}", gpu_only=True) for s in (gpu_sizes if gpu else ())]
     return cases
 
 
@@ -461,7 +462,7 @@ def sweep_cases(quick: bool, gpu: bool) -> list[Case]:
 
 
 @dataclass
-class Backend:
+class BenchBackend:
     """A minicv device (its array module, kernels, whether its ops load) or PyTorch on one device."""
 
     name: str  # numpy, numba, cudasim, cuda, torch-cpu, torch-cuda
@@ -510,7 +511,7 @@ def _event_time(fn: Callable[[], Any], event: Callable[[], Any], elapsed_ms: Cal
     return elapsed_ms(start, end) / 1e3
 
 
-def minicv_backend(name: str) -> Backend | None:
+def minicv_backend(name: str) -> BenchBackend | None:
     """The backend of a minicv device present here, None when it cannot run at all.
 
     A CPU device whose kernel table is still incomplete is kept with ``ops_load=False``: the kernels it
@@ -529,7 +530,7 @@ def minicv_backend(name: str) -> Backend | None:
         except Exception:
             return None
         xp, ops_load, note = np, False, f"ops not loaded ({err}); kernels timed as far as they exist"
-    return Backend(name, name == "cuda", xp, kernels, ops_load, conv_algorithms(kernels), note)
+    return BenchBackend(name, name == "cuda", xp, kernels, ops_load, conv_algorithms(kernels), note)
 
 
 def conv_algorithms(kernels: Any) -> tuple[str, ...]:
@@ -545,21 +546,21 @@ def conv_algorithms(kernels: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def torch_backends() -> list[Backend]:
+def torch_backends() -> list[BenchBackend]:
     """PyTorch on the CPU, and on the GPU when one is present (TF32 off: float32 means float32)."""
     try:
         import torch
     except ImportError:
         return []
-    backends = [Backend("torch-cpu", on_gpu=False)]
+    backends = [BenchBackend("torch-cpu", on_gpu=False)]
     if torch.cuda.is_available():
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-        backends.append(Backend("torch-cuda", on_gpu=True))
+        backends.append(BenchBackend("torch-cuda", on_gpu=True))
     return backends
 
 
-def baseline_of(backend: Backend) -> str:
+def baseline_of(backend: BenchBackend) -> str:
     return "torch-cuda" if backend.on_gpu else "torch-cpu"
 
 
@@ -567,7 +568,7 @@ def baseline_of(backend: Backend) -> str:
 # One run of a case on a backend, as a no-argument callable; the timing loop.
 
 
-def _step_minicv(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
+def _step_minicv(case: BenchCase, backend: BenchBackend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
     problem, device = case.problem, backend.name
     t = {k: Tensor(v, device=device, requires_grad=case.backward and k in problem.differentiable)
          for k, v in arrays.items()}
@@ -586,7 +587,7 @@ def _step_minicv(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) ->
     return forward_backward if case.backward else forward
 
 
-def _step_kernels(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
+def _step_kernels(case: BenchCase, backend: BenchBackend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
     problem, kernels = case.problem, backend.kernels
     a = {k: backend.xp.ascontiguousarray(backend.xp.asarray(v)) for k, v in arrays.items()}
 
@@ -598,7 +599,7 @@ def _step_kernels(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -
     return run
 
 
-def _step_torch(case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
+def _step_torch(case: BenchCase, backend: BenchBackend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
     import torch
 
     problem = case.problem
@@ -660,8 +661,8 @@ def summarize(times: list[float]) -> dict[str, float | int]:
 class Job:
     """One row of the results: a case on a backend through one path (op, kernels, or torch)."""
 
-    case: Case
-    backend: Backend
+    case: BenchCase
+    backend: BenchBackend
     path: str  # "op", "kernels" or "torch"
     algorithm: str = ""  # the conv algorithm ("" where the device has one, or for memory-bound ops)
 
@@ -686,7 +687,7 @@ class Job:
         return row
 
 
-def plan_jobs(cases: list[Case], backends: list[Backend]) -> list[Job]:
+def plan_jobs(cases: list[BenchCase], backends: list[BenchBackend]) -> list[Job]:
     jobs = []
     for case in cases:
         for backend in backends:
@@ -714,7 +715,7 @@ def plan_jobs(cases: list[Case], backends: list[Backend]) -> list[Job]:
 # Copy bandwidth, the machine, ratios and targets.
 
 
-def copy_bandwidth(backend: Backend, plan: Plan, nbytes: int) -> float:
+def copy_bandwidth(backend: BenchBackend, plan: Plan, nbytes: int) -> float:
     """GB/s of one large copy on the backend's device (bytes read + bytes written per second)."""
     xp = backend.xp
     src = xp.ones(nbytes // 4, dtype=np.float32)
@@ -741,7 +742,7 @@ def reuse_freed_memory() -> bool:
         return False
 
 
-def machine_info(backends: list[Backend]) -> dict:
+def machine_info(backends: list[BenchBackend]) -> dict:
     info = {
         "cpu": _cpu_model(),
         "cpu_arch": _cpu_arch(),
@@ -814,7 +815,7 @@ def add_ratios(rows: list[dict], copy_gbps: dict[str, float]) -> None:
             r["pct_copy"] = 100 * r["gbps"] / copy
 
 
-def judge_targets(rows: list[dict], cases: list[Case]) -> None:
+def judge_targets(rows: list[dict], cases: list[BenchCase]) -> None:
     """Mark each CPU target on numba's op row (what a user calls), under every ISA: met or missed."""
     targets = {(c.group, c.problem.label, c.passes): c.target for c in cases if c.target}
     for r in rows:
@@ -949,7 +950,7 @@ MALLOC_CHOICES = ("reuse", "system")
 CUDASIM_NEEDS_QUICK = "cudasim runs CUDA threads as fibers on the CPU; use it with --quick"
 
 
-def select_backends(device: str | Sequence[str] | None, quick: bool) -> tuple[list[Backend], dict[str, str]]:
+def select_backends(device: str | Sequence[str] | None, quick: bool) -> tuple[list[BenchBackend], dict[str, str]]:
     """The minicv devices to time (those present, or those asked for) and notes on those left out."""
     notes: dict[str, str] = {}
     if device is not None:
@@ -978,10 +979,10 @@ def select_backends(device: str | Sequence[str] | None, quick: bool) -> tuple[li
 class Setup:
     """What one process times: its backends, the cases and their jobs, and how long to time each."""
 
-    backends: list[Backend]
-    torches: list[Backend]
+    backends: list[BenchBackend]
+    torches: list[BenchBackend]
     notes: dict[str, str]
-    cases: list[Case]
+    cases: list[BenchCase]
     jobs: list[Job]
     plan: Plan
 
@@ -989,7 +990,7 @@ class Setup:
 def setup(device: str | Sequence[str] | None, op: str | None, quick: bool) -> Setup:
     """The backends, cases and jobs of a run (``op``: one of SELECTIONS, or None for all but the cold start
     of a quick run)."""
-    from minicv.bench_train import TrainStep, train_cases
+    from minicv.bench_train import TrainStepProblem, train_cases
 
     if op is not None and op not in SELECTIONS:
         raise SystemExit(f"minicv bench: unknown op {op!r}; expected one of {', '.join(SELECTIONS)}")
@@ -998,7 +999,7 @@ def setup(device: str | Sequence[str] | None, op: str | None, quick: bool) -> Se
     if not torches:
         notes["torch"] = "PyTorch is not installed: no baseline, no ratios"
     gpu = any(b.on_gpu for b in backends)
-    stepped = any(b.name in TrainStep.devices for b in backends)  # a device that runs the training steps
+    stepped = any(b.name in TrainStepProblem.devices for b in backends)  # a device that runs the training steps
     cases = issue_cases(quick) + (gpu_cases() if gpu and not quick else []) + sweep_cases(quick, gpu) \
         + (train_cases(quick) if stepped else [])
     cases = [c for c in cases if op is None or c.problem.op == op]

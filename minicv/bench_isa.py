@@ -200,12 +200,12 @@ def _child_cold_start() -> None:
     """One training step of each demo model on the numba device (the cold-start child's work)."""
     import numpy as np
 
-    from minicv.bench_train import TrainStep
+    from minicv.bench_train import TrainStepProblem
     from minicv.models import TASKS
 
     n, hw = COLD_START_SIZE
     for model in TASKS:
-        problem = TrainStep(model, n, hw)
+        problem = TrainStepProblem(model, n, hw)
         problem.minicv_step("numba", problem.arrays(np.random.default_rng(0), np.float32))()
 
 

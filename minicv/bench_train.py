@@ -26,7 +26,7 @@ import minicv
 import minicv.functional as F
 from minicv import nn, optim
 from minicv.autograd import Function
-from minicv.bench import Backend, Case, Problem
+from minicv.bench import BenchBackend, BenchCase, Problem
 from minicv.data import CLASS_NAMES, OBJECT_NAMES
 from minicv.demo import BATCH_SIZE
 from minicv.devices import get_device
@@ -134,7 +134,7 @@ def torch_twin(model: nn.Module) -> Any:
 
 
 @dataclass(frozen=True)
-class TrainStep(Problem):
+class TrainStepProblem(Problem):
     """One SGD-with-momentum step of ``model`` on a batch of ``n`` 3 x hw x hw images."""
 
     model: str
@@ -209,12 +209,13 @@ class TrainStep(Problem):
 
         return step
 
-    def step(self, path: str, case: Case, backend: Backend, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
+    def step(self, path: str, case: BenchCase, backend: BenchBackend,
+             arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
         if path == "op":
             return self.minicv_step(backend.name, arrays)
         if path == "torch":
             return self.torch_step("cuda" if backend.on_gpu else "cpu", arrays)
-        raise ValueError(f"TrainStep: no {path!r} path (expected 'op' or 'torch')")
+        raise ValueError(f"TrainStepProblem: no {path!r} path (expected 'op' or 'torch')")
 
 
 @functools.cache
@@ -222,10 +223,10 @@ def _flops_per_image(model: str, hw: int) -> int:
     return profile(build(model, hw), (3, hw, hw))["flops"]
 
 
-def train_cases(quick: bool) -> list[Case]:
+def train_cases(quick: bool) -> list[BenchCase]:
     """A step of each model at the demo's batch and image size and at 8x3x128x128 (--quick: tiny ones),
     each with the issue's target: at least as fast as PyTorch."""
-    return [Case(TrainStep(model, n, hw), True, "train step", ("vs torch", 1.0))
+    return [BenchCase(TrainStepProblem(model, n, hw), True, "train step", ("vs torch", 1.0))
             for n, hw in (QUICK_TRAIN_SIZES if quick else TRAIN_SIZES) for model in TASKS]
 
 
@@ -311,7 +312,7 @@ def breakdown(model: str = "segnet", device: str = "numba", n: int = 8, hw: int 
     of each kernel-table function, of each op outside its kernels, of the optimizer, and of the rest."""
     if model not in TASKS:
         raise SystemExit(f"minicv bench: unknown model {model!r} for --breakdown; expected one of {', '.join(TASKS)}")
-    problem = TrainStep(model, n, hw)
+    problem = TrainStepProblem(model, n, hw)
     step = problem.minicv_step(device, problem.arrays(np.random.default_rng(seed), np.float32))
     step()  # compiles, allocates: not timed
     timers = _Timers()

@@ -26,7 +26,7 @@ TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 
 
 @dataclass(frozen=True)
-class Case:
+class CheckCase:
     """An op applied to fixed differentiable inputs (and fixed non-differentiable ones)."""
 
     make: Callable[[np.random.Generator], tuple[list[np.ndarray], dict]]
@@ -49,36 +49,36 @@ def _labels(rng: np.random.Generator) -> np.ndarray:
     return labels
 
 
-CASES: dict[str, Case] = {
-    "conv2d": Case(
+CASES: dict[str, CheckCase] = {
+    "conv2d": CheckCase(
         lambda rng: ([rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, 3, 3))], {}),
         lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=1, dilation=(1, 2), groups=2),
     ),
-    "conv_transpose2d": Case(
+    "conv_transpose2d": CheckCase(
         lambda rng: ([rng.standard_normal((2, 4, 4, 5)), rng.standard_normal((4, 3, 4, 4))], {}),
         lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1),
     ),
-    "max_pool2d": Case(
+    "max_pool2d": CheckCase(
         lambda rng: ([_distinct(rng, 2, 3, 9, 8)], {}),
         lambda x: F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True),
     ),
-    "max_unpool2d": Case(lambda rng: ([_distinct(rng, 2, 3, 8, 6)], {}), _pool_then_unpool),
-    "interpolate": Case(
+    "max_unpool2d": CheckCase(lambda rng: ([_distinct(rng, 2, 3, 8, 6)], {}), _pool_then_unpool),
+    "interpolate": CheckCase(
         lambda rng: ([rng.standard_normal((2, 3, 5, 4))], {}),
         lambda x: F.interpolate(x, size=(11, 8), mode="nearest"),
     ),
-    "cross_entropy": Case(
+    "cross_entropy": CheckCase(
         lambda rng: ([rng.standard_normal((2, 5, 5, 6))], {"target": _labels(rng)}),
         lambda x, target: F.cross_entropy(x, target, label_smoothing=0.1),
     ),
-    "batch_norm": Case(
+    "batch_norm": CheckCase(
         lambda rng: ([rng.standard_normal((3, 4, 5, 6)) * 2 + 1, rng.standard_normal(4), rng.standard_normal(4)], {}),
         lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
     ),
 }
 
 
-def _run(case: Case, arrays: list[np.ndarray], extra: dict, device: str, dtype: str):
+def _run(case: CheckCase, arrays: list[np.ndarray], extra: dict, device: str, dtype: str):
     """Output and input gradients (NumPy) of the op on ``device`` in ``dtype``."""
     inputs = [Tensor(a.astype(dtype), requires_grad=True, device=device) for a in arrays]
     fixed = {k: Tensor(v, device=device) for k, v in extra.items()}

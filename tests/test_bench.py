@@ -17,7 +17,15 @@ import torch
 from PIL import Image
 
 from minicv import bench
-from minicv.bench import Conv2d, ConvTranspose2d, CrossEntropy, MaxPool2d, MaxUnpool2d, Nearest, run_bench
+from minicv.bench import (
+    Conv2dProblem,
+    ConvTranspose2dProblem,
+    CrossEntropyProblem,
+    MaxPool2dProblem,
+    MaxUnpool2dProblem,
+    NearestProblem,
+    run_bench,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_PROBLEMS = list(dict.fromkeys(c.problem for c in bench.issue_cases(quick=True)))
@@ -35,11 +43,11 @@ def test_kernel_path_computes_what_torch_computes(problem: bench.Problem) -> Non
     out.backward(t["gy"] if out.ndim else None)
 
     forward = {
-        MaxPool2d: lambda: saved[0],
-        CrossEntropy: lambda: saved[0].mean(),  # per-pixel losses; the op's reduction is the mean
+        MaxPool2dProblem: lambda: saved[0],
+        CrossEntropyProblem: lambda: saved[0].mean(),  # per-pixel losses; the op's reduction is the mean
     }.get(type(problem), lambda: saved)()
     np.testing.assert_allclose(forward, out.detach().numpy(), rtol=1e-10, atol=1e-12)
-    if isinstance(problem, MaxPool2d):
+    if isinstance(problem, MaxPool2dProblem):
         torch_indices = torch.nn.functional.max_pool2d(t["x"], problem.k, return_indices=True)[1]
         np.testing.assert_array_equal(saved[1], torch_indices.numpy())
     assert len(grads) == len(problem.differentiable)
@@ -57,27 +65,28 @@ def test_case_names_are_unique(quick: bool) -> None:
 
 def test_work_counts() -> None:
     """FLOPs are 2 * MACs (x3 with the backward); bytes count each input read and each output written once."""
-    conv = Conv2d(n=2, c_in=3, c_out=5, hw=6, stride=2)  # 3x3 s2 p1: 6x6 -> 3x3
+    conv = Conv2dProblem(n=2, c_in=3, c_out=5, hw=6, stride=2)  # 3x3 s2 p1: 6x6 -> 3x3
     assert conv.work(False, 4) == 2 * (2 * 5 * 3 * 3) * (3 * 3 * 3)
     assert conv.work(True, 4) == 3 * conv.work(False, 4)
-    transposed = ConvTranspose2d(n=1, c_in=2, c_out=3, hw=4)  # every input pixel meets 4x4 taps per output channel
+    # every input pixel meets 4x4 taps per output channel
+    transposed = ConvTranspose2dProblem(n=1, c_in=2, c_out=3, hw=4)
     assert transposed.out_hw == 8
     assert transposed.work(False, 4) == 2 * (1 * 2 * 16) * 3 * 16
 
     # x (1, 1, 4, 4) read; y (1, 1, 2, 2) and int64 indices written; backward: gy read, gx written.
-    assert MaxPool2d(1, 1, 4).work(False, 4) == 16 * 4 + 4 * 4 + 4 * 8
-    assert MaxPool2d(1, 1, 4).work(True, 4) == 16 * 4 + 4 * 4 + 4 * 8 + 4 * 4 + 16 * 4
+    assert MaxPool2dProblem(1, 1, 4).work(False, 4) == 16 * 4 + 4 * 4 + 4 * 8
+    assert MaxPool2dProblem(1, 1, 4).work(True, 4) == 16 * 4 + 4 * 4 + 4 * 8 + 4 * 4 + 16 * 4
     # values and int64 indices (1, 1, 2, 2) read, out (1, 1, 4, 4) written
-    assert MaxUnpool2d(1, 1, 4).work(False, 4) == 4 * 4 + 4 * 8 + 16 * 4
-    assert Nearest(1, 2, 3).work(False, 8) == (2 * 9 + 2 * 36) * 8
-    assert Nearest(1, 2, 3).work(True, 8) == 2 * (2 * 9 + 2 * 36) * 8
+    assert MaxUnpool2dProblem(1, 1, 4).work(False, 4) == 4 * 4 + 4 * 8 + 16 * 4
+    assert NearestProblem(1, 2, 3).work(False, 8) == (2 * 9 + 2 * 36) * 8
+    assert NearestProblem(1, 2, 3).work(True, 8) == 2 * (2 * 9 + 2 * 36) * 8
     # logits (2, 4, 3, 3) and int64 targets (2, 3, 3) read; backward writes the logits' gradient
-    assert CrossEntropy(2, 4, 3).work(False, 4) == 72 * 4 + 18 * 8
-    assert CrossEntropy(2, 4, 3).work(True, 4) == 72 * 4 + 18 * 8 + 72 * 4
+    assert CrossEntropyProblem(2, 4, 3).work(False, 4) == 72 * 4 + 18 * 8
+    assert CrossEntropyProblem(2, 4, 3).work(True, 4) == 72 * 4 + 18 * 8 + 72 * 4
 
 
 def test_unpool_indices_are_one_per_pooling_window() -> None:
-    problem = MaxUnpool2d(2, 3, 8)
+    problem = MaxUnpool2dProblem(2, 3, 8)
     indices = problem.arrays(np.random.default_rng(0), np.float32)["indices"]
     rows, cols = np.divmod(indices, 8)
     assert indices.shape == (2, 3, 4, 4)
@@ -241,13 +250,14 @@ def test_torch_runs_on_its_own_aligned_copies() -> None:
     seen = {}
 
     @dataclasses.dataclass(frozen=True)
-    class Probe(Nearest):
+    class Probe(NearestProblem):
         def torch(self, t):
             seen.update(t)
             return super().torch(t)
 
     arrays = Probe(1, 2, 3).arrays(np.random.default_rng(0), np.float32)
-    bench._step_torch(bench.Case(Probe(1, 2, 3), True, "issue"), bench.Backend("torch-cpu", on_gpu=False), arrays)()
+    case, backend = bench.BenchCase(Probe(1, 2, 3), True, "issue"), bench.BenchBackend("torch-cpu", on_gpu=False)
+    bench._step_torch(case, backend, arrays)()
     for name, array in arrays.items():
         if name in seen:
             assert not np.shares_memory(seen[name].detach().numpy(), array)
@@ -287,7 +297,7 @@ from minicv.models import TASKS  # noqa: E402
 def test_torch_twin_gives_the_same_loss(model: str) -> None:
     """The PyTorch twin is the same network: same loss on the same batch, before and after an SGD step
     (so its gradients and update agree too)."""
-    problem = bench_train.TrainStep(model, 2, 32)
+    problem = bench_train.TrainStepProblem(model, 2, 32)
     arrays = problem.arrays(np.random.default_rng(1), np.float32)
     mine, theirs = problem.minicv_step("numba", arrays), problem.torch_step("cpu", arrays)
     for _ in range(2):
@@ -330,11 +340,12 @@ def test_breakdown_lists_the_kernel_table_functions(tmp_path: Path) -> None:
     (written,) = tmp_path.glob("*-breakdown-segnet-quick.md")
     table = written.read_text()
     used = {"conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "max_pool2d_forward",
-            "unpool_scatter", "unpool_gather", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"}
+            "unpool_scatter", "unpool_gather", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+            "batch_norm_forward", "batch_norm_backward"}
     assert used <= set(KERNEL_TABLE)
     for name in used:  # every kernel a SegNet step calls, each on its own row
         assert f"| kernel {name} |" in table
-    assert "| op BatchNorm.forward |" in table and "| optimizer SGD.step |" in table and "| other " in table
+    assert "| op Conv2dFunction.forward |" in table and "| optimizer SGD.step |" in table and "| other " in table
     shares = [float(line.split("|")[3].strip().rstrip("%")) for line in table.splitlines()
               if line.startswith("| ") and not line.startswith("| where")]
     assert sum(shares) == pytest.approx(100, abs=0.5)
@@ -343,11 +354,11 @@ def test_breakdown_lists_the_kernel_table_functions(tmp_path: Path) -> None:
 def test_breakdown_restores_what_it_timed() -> None:
     import minicv.kernels.numba as kernels
 
-    from minicv.functional.conv import Conv2d as ConvFunction
+    from minicv.functional.conv import Conv2dFunction
 
-    before = (kernels.conv2d_forward, ConvFunction.__dict__["forward"], bench_train.optim.Optimizer.step)
+    before = (kernels.conv2d_forward, Conv2dFunction.__dict__["forward"], bench_train.optim.Optimizer.step)
     bench_train.breakdown("naive", n=1, hw=8, steps=1)
-    assert (kernels.conv2d_forward, ConvFunction.__dict__["forward"], bench_train.optim.Optimizer.step) == before
+    assert (kernels.conv2d_forward, Conv2dFunction.__dict__["forward"], bench_train.optim.Optimizer.step) == before
 
 
 def test_unknown_isa_is_refused(tmp_path: Path) -> None:

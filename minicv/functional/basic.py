@@ -76,7 +76,7 @@ def _binary(fn: type[Function], a: Any, b: Any) -> Tensor:
     like = a if isinstance(a, Tensor) else b
     a, b = (v if isinstance(v, Tensor) or np.ndim(v) == 0 else Tensor(v, device=like.device) for v in (a, b))
     dtype = _result_dtype(a, b)
-    if fn is Div and dtype.kind != "f":
+    if fn is DivFunction and dtype.kind != "f":
         dtype = np.dtype(np.float32)  # true division of integers: the default float, as PyTorch
     return fn().apply(_operand(a, like, dtype), _operand(b, like, dtype))
 
@@ -85,7 +85,7 @@ def _shape_of(x: Any) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
-class Add(Function):
+class AddFunction(Function):
     def forward(self, a, b):
         self.shapes = _shape_of(a), _shape_of(b)
         return a + b
@@ -94,7 +94,7 @@ class Add(Function):
         return _unbroadcast(gy, self.shapes[0]), _unbroadcast(gy, self.shapes[1])
 
 
-class Sub(Function):
+class SubFunction(Function):
     def forward(self, a, b):
         self.shapes = _shape_of(a), _shape_of(b)
         return a - b
@@ -103,7 +103,7 @@ class Sub(Function):
         return _unbroadcast(gy, self.shapes[0]), _unbroadcast(-gy, self.shapes[1])
 
 
-class Mul(Function):
+class MulFunction(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -112,7 +112,7 @@ class Mul(Function):
         return _unbroadcast(gy * self.b, _shape_of(self.a)), _unbroadcast(gy * self.a, _shape_of(self.b))
 
 
-class Div(Function):
+class DivFunction(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
         return a / b
@@ -123,22 +123,22 @@ class Div(Function):
 
 
 def add(a: Any, b: Any) -> Tensor:
-    return _binary(Add, a, b)
+    return _binary(AddFunction, a, b)
 
 
 def sub(a: Any, b: Any) -> Tensor:
-    return _binary(Sub, a, b)
+    return _binary(SubFunction, a, b)
 
 
 def mul(a: Any, b: Any) -> Tensor:
-    return _binary(Mul, a, b)
+    return _binary(MulFunction, a, b)
 
 
 def div(a: Any, b: Any) -> Tensor:
-    return _binary(Div, a, b)
+    return _binary(DivFunction, a, b)
 
 
-class _Unary(Function):
+class _UnaryFunction(Function):
     """y = f(x) elementwise; subclasses give f and dy/dx in terms of x and y."""
 
     def forward(self, x):
@@ -150,7 +150,7 @@ class _Unary(Function):
         return gy * self.df(self.x, self.y)
 
 
-class Neg(_Unary):
+class NegFunction(_UnaryFunction):
     def f(self, x):
         return -x
 
@@ -158,7 +158,7 @@ class Neg(_Unary):
         return -1
 
 
-class Exp(_Unary):
+class ExpFunction(_UnaryFunction):
     def f(self, x):
         return self.xp.exp(x)
 
@@ -166,7 +166,7 @@ class Exp(_Unary):
         return y
 
 
-class Log(_Unary):
+class LogFunction(_UnaryFunction):
     def f(self, x):
         return self.xp.log(x)
 
@@ -174,7 +174,7 @@ class Log(_Unary):
         return 1 / x
 
 
-class Abs(_Unary):
+class AbsFunction(_UnaryFunction):
     def f(self, x):
         return self.xp.abs(x)
 
@@ -182,7 +182,7 @@ class Abs(_Unary):
         return self.xp.sign(x)
 
 
-class Sqrt(_Unary):
+class SqrtFunction(_UnaryFunction):
     def f(self, x):
         return self.xp.sqrt(x)
 
@@ -190,7 +190,7 @@ class Sqrt(_Unary):
         return 0.5 / y
 
 
-class ReLU(_Unary):
+class ReLUFunction(_UnaryFunction):
     def f(self, x):
         return self.xp.maximum(x, 0)
 
@@ -198,7 +198,7 @@ class ReLU(_Unary):
         return x > 0
 
 
-class Sigmoid(_Unary):
+class SigmoidFunction(_UnaryFunction):
     def f(self, x):
         return 0.5 * self.xp.tanh(0.5 * x) + 0.5  # = 1 / (1 + exp(-x)), without exp's overflow
 
@@ -206,7 +206,7 @@ class Sigmoid(_Unary):
         return y * (1 - y)
 
 
-class Pow(_Unary):
+class PowFunction(_UnaryFunction):
     def __init__(self, exponent: float):
         self.exponent = exponent
 
@@ -218,38 +218,38 @@ class Pow(_Unary):
 
 
 def neg(x: Tensor) -> Tensor:
-    return Neg().apply(x)
+    return NegFunction().apply(x)
 
 
 def exp(x: Tensor) -> Tensor:
-    return Exp().apply(x)
+    return ExpFunction().apply(x)
 
 
 def log(x: Tensor) -> Tensor:
-    return Log().apply(x)
+    return LogFunction().apply(x)
 
 
 def abs(x: Tensor) -> Tensor:  # noqa: A001 (PyTorch's name)
-    return Abs().apply(x)
+    return AbsFunction().apply(x)
 
 
 def sqrt(x: Tensor) -> Tensor:
-    return Sqrt().apply(x)
+    return SqrtFunction().apply(x)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
     check_float_tensor("relu", "input", input)
-    return ReLU().apply(input)
+    return ReLUFunction().apply(input)
 
 
 def sigmoid(input: Tensor) -> Tensor:  # noqa: A002
-    return Sigmoid().apply(input)
+    return SigmoidFunction().apply(input)
 
 
 def pow(x: Tensor, exponent: float) -> Tensor:  # noqa: A001
     if isinstance(exponent, Tensor):
         raise TypeError("pow: exponent must be a number, not a Tensor")
-    return Pow(exponent).apply(x)
+    return PowFunction(exponent).apply(x)
 
 
 # --------------------------------------------------------------------------- reductions
@@ -265,7 +265,7 @@ def _axes(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(d % ndim for d in dims)) if ndim else ()  # a scalar's dim 0 or -1 is itself
 
 
-class Sum(Function):
+class SumFunction(Function):
     def __init__(self, axes: tuple[int, ...], keepdim: bool):
         self.axes, self.keepdim = axes, keepdim
 
@@ -280,7 +280,7 @@ class Sum(Function):
 
 
 def sum(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:  # noqa: A001
-    return Sum(_axes(dim, x.ndim), keepdim).apply(x)
+    return SumFunction(_axes(dim, x.ndim), keepdim).apply(x)
 
 
 def mean(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
@@ -290,7 +290,7 @@ def mean(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = Fals
     return sum(x, dim, keepdim) / count
 
 
-class Amax(Function):
+class AmaxFunction(Function):
     def forward(self, x):
         self.x, self.y = x, x.max()
         return self.y
@@ -301,11 +301,11 @@ class Amax(Function):
 
 
 def amax(x: Tensor) -> Tensor:
-    return Amax().apply(x)
+    return AmaxFunction().apply(x)
 
 
 # --------------------------------------------------------------------------- shapes
-class Reshape(Function):
+class ReshapeFunction(Function):
     def __init__(self, shape: tuple[int, ...]):
         self.shape = shape
 
@@ -320,7 +320,7 @@ class Reshape(Function):
 def reshape(x: Tensor, *shape: Any) -> Tensor:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    return Reshape(tuple(int(s) for s in shape)).apply(x)
+    return ReshapeFunction(tuple(int(s) for s in shape)).apply(x)
 
 
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -343,7 +343,7 @@ def squeeze(x: Tensor, dim: int | None = None) -> Tensor:
     return reshape(x, x.shape[:dim] + x.shape[dim + 1 :]) if x.shape[dim] == 1 else x
 
 
-class Permute(Function):
+class PermuteFunction(Function):
     def __init__(self, dims: tuple[int, ...]):
         self.dims = dims
 
@@ -357,7 +357,7 @@ class Permute(Function):
 def permute(x: Tensor, *dims: Any) -> Tensor:
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = tuple(dims[0])
-    return Permute(tuple(d % x.ndim for d in dims)).apply(x)
+    return PermuteFunction(tuple(d % x.ndim for d in dims)).apply(x)
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
@@ -366,7 +366,7 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     return permute(x, dims)
 
 
-class GetItem(Function):
+class GetItemFunction(Function):
     def __init__(self, index: Any):
         self.index = index
 
@@ -385,10 +385,10 @@ def getitem(x: Tensor, index: Any) -> Tensor:
         index = index.data
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return GetItem(index).apply(x)
+    return GetItemFunction(index).apply(x)
 
 
-class Pad(Function):
+class PadFunction(Function):
     """Constant padding by (before, after) per axis; negative widths crop, as in PyTorch."""
 
     def __init__(self, widths: tuple[tuple[int, int], ...], value: float):
@@ -427,10 +427,10 @@ def pad(input: Tensor, pad: Sequence[Any], mode: str = "constant", value: float 
     for axis, ((lo, hi), n) in enumerate(zip(widths, input.shape, strict=True)):
         if n + lo + hi < 0:
             raise ArgumentError(f"pad: padding {(lo, hi)} of dimension {axis} (size {n}) gives a negative size")
-    return Pad(widths, 0.0 if value is None else value).apply(input)
+    return PadFunction(widths, 0.0 if value is None else value).apply(input)
 
 
-class Concat(Function):
+class ConcatFunction(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -457,10 +457,10 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
                 f"cat(): Sizes of tensors must match except in dimension {axis}: expected shape like "
                 f"{kept[0].shape}, but got {t.shape} for tensor number {i}"
             )
-    return Concat(axis).apply(*kept)
+    return ConcatFunction(axis).apply(*kept)
 
 
-class To(Function):
+class ToFunction(Function):
     def __init__(self, target: Device, dtype: Any):
         self.target, self.dtype = target, dtype
 
@@ -477,13 +477,13 @@ def to(x: Tensor, device: Device, dtype: Any = None) -> Tensor:
     dtype = x.dtype if dtype is None else np.dtype(dtype)
     if device.name == x.device.name and dtype == x.dtype:
         return x
-    y = To(device, dtype).apply(x)
+    y = ToFunction(device, dtype).apply(x)
     y.device = device  # the output lives on the target device, not on the input's
     return y
 
 
 # --------------------------------------------------------------------------- linear algebra
-class MatMul(Function):
+class MatMulFunction(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
         return a @ b
@@ -510,7 +510,7 @@ def _check_same_dtype(op: str, name: str, t: Tensor, other_name: str, other: Ten
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     _check_same_dtype("matmul", "other", b, "input", a)
-    return MatMul().apply(a, b)
+    return MatMulFunction().apply(a, b)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
@@ -537,7 +537,7 @@ def _shift_by_max(x: Any, axis: int) -> Any:
     return x - x.max(axis=axis, keepdims=True) if x.size else x
 
 
-class LogSoftmax(Function):
+class LogSoftmaxFunction(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -550,7 +550,7 @@ class LogSoftmax(Function):
         return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
 
-class Softmax(Function):
+class SoftmaxFunction(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -571,16 +571,16 @@ def _softmax_dim(name: str, x: Tensor, dim: int | None) -> int:
 
 def softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
     check_float_tensor("softmax", "input", input)
-    return Softmax(_softmax_dim("softmax", input, dim)).apply(input)
+    return SoftmaxFunction(_softmax_dim("softmax", input, dim)).apply(input)
 
 
 def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
     check_float_tensor("log_softmax", "input", input)
-    return LogSoftmax(_softmax_dim("log_softmax", input, dim)).apply(input)
+    return LogSoftmaxFunction(_softmax_dim("log_softmax", input, dim)).apply(input)
 
 
 # --------------------------------------------------------------------------- batch norm
-class BatchNorm(Function):
+class BatchNormFunction(Function):
     """Normalise over every axis but the channel axis 1, with given statistics or the batch's own: the
     device's batch_norm kernels on x viewed as (N, C, P)."""
 
@@ -633,7 +633,7 @@ def batch_norm(
     count = input.size // channels
     if training and count <= 1:
         raise ArgumentError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
-    fn = BatchNorm(eps, use_batch_stats=training)
+    fn = BatchNormFunction(eps, use_batch_stats=training)
     y = fn.apply(input, running_mean, running_var, weight, bias)
     if training and running_mean is not None:
         unbiased = fn.batch_var * (count / (count - 1))

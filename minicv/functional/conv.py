@@ -40,7 +40,7 @@ def _add_bias(y: Any, b: Any | None) -> Any:
     return y
 
 
-class _ConvBase(Function):
+class _ConvFunction(Function):
     """Hyper-parameters shared by both convolutions, and the one way both call a kernel."""
 
     def __init__(self, stride: Pair, padding: Pair, dilation: Pair, groups: int):
@@ -60,7 +60,7 @@ class _ConvBase(Function):
         return kernel(*args, self.stride, self.padding, self.dilation, self.groups)
 
 
-class Conv2d(_ConvBase):
+class Conv2dFunction(_ConvFunction):
     """y = conv2d(x, w) + b with symmetric zero padding (asymmetric 'same' padding is done before)."""
 
     def forward(self, x, w, b=None):
@@ -76,7 +76,7 @@ class Conv2d(_ConvBase):
         return gx, gw, gb
 
 
-class ConvTranspose2d(_ConvBase):
+class ConvTranspose2dFunction(_ConvFunction):
     """y = conv_transpose2d(x, w) + b: the input gradient of conv2d(., w), of spatial size out_hw."""
 
     def __init__(self, stride: Pair, padding: Pair, dilation: Pair, groups: int, out_hw: Pair):
@@ -363,7 +363,7 @@ def conv2d(
     _check_float(op, input, weight)
 
     stride = kernel_stride(padded, (kh, kw), stride, (0, 0), dilation)  # padded: p and extra are in it
-    return _apply_batched(Conv2d(stride, padding, dilation, groups), input, weight, bias, pad_end=extra)
+    return _apply_batched(Conv2dFunction(stride, padding, dilation, groups), input, weight, bias, pad_end=extra)
 
 
 # --------------------------------------------------------------------------- conv_transpose2d
@@ -419,4 +419,4 @@ def conv_transpose2d(
     _check_float(op, input, weight)
 
     stride = kernel_stride(out_hw, (kh, kw), stride, padding, dilation)  # out_hw: the input of its conv2d
-    return _apply_batched(ConvTranspose2d(stride, padding, dilation, groups, out_hw), input, weight, bias)
+    return _apply_batched(ConvTranspose2dFunction(stride, padding, dilation, groups, out_hw), input, weight, bias)

@@ -57,7 +57,7 @@ def _divide(a: Any, b: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- cross entropy (class indices)
-class SoftmaxCrossEntropy(Function):
+class SoftmaxCrossEntropyFunction(Function):
     """loss = reduce(per-pixel softmax cross-entropy of logits (N, C, P) against targets (N, P)).
 
     'mean' divides by the summed weight of the non-ignored targets (NaN when there are none, with a
@@ -204,7 +204,7 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
         t = t.reshape(input.shape[0], int(np.prod(input.shape[2:])))
     w = xp.ones(classes, dtype=input.dtype) if weight is None else weight.data.reshape(classes)
     eps = max(float(label_smoothing), 0.0)  # PyTorch ignores a negative label_smoothing
-    return SoftmaxCrossEntropy(t, w, int(ignore_index), eps, reduction, out_shape, weight is None).apply(x)
+    return SoftmaxCrossEntropyFunction(t, w, int(ignore_index), eps, reduction, out_shape, weight is None).apply(x)
 
 
 # --------------------------------------------------------------------------- cross entropy (probabilities)
@@ -284,7 +284,7 @@ def cross_entropy(
 
 
 # --------------------------------------------------------------------------- elementwise regression losses
-class _ElementwiseLoss(Function):
+class _ElementwiseLossFunction(Function):
     """loss = reduce(f(input - target)) with broadcasting; subclasses give f(z) and df/dz."""
 
     def __init__(self, reduction: str):
@@ -306,7 +306,7 @@ class _ElementwiseLoss(Function):
         return _unbroadcast(g, self.shapes[0]), _unbroadcast(-g, self.shapes[1])
 
 
-class SmoothL1Loss(_ElementwiseLoss):
+class SmoothL1LossFunction(_ElementwiseLossFunction):
     """0.5 z^2 / beta for |z| < beta, |z| - 0.5 beta beyond (beta > 0)."""
 
     def __init__(self, reduction: str, beta: float):
@@ -321,7 +321,7 @@ class SmoothL1Loss(_ElementwiseLoss):
         return self.xp.clip(z / self.beta, -1, 1)  # z / beta inside, sign(z) outside
 
 
-class L1Loss(_ElementwiseLoss):
+class L1LossFunction(_ElementwiseLossFunction):
     def f(self, z):
         return self.xp.abs(z)
 
@@ -329,7 +329,7 @@ class L1Loss(_ElementwiseLoss):
         return self.xp.sign(z)
 
 
-class MSELoss(_ElementwiseLoss):
+class MSELossFunction(_ElementwiseLossFunction):
     def f(self, z):
         return z * z
 
@@ -404,7 +404,8 @@ def l1_loss(
 ) -> Tensor:
     """Mean (or sum, or none) of |input - target|, as ``torch.nn.functional.l1_loss``; with ``weight``
     (input's shape) 'mean' is sum(w * |z|) / sum(w)."""
-    return _elementwise_loss("l1_loss", L1Loss, input, target, size_average, reduce, reduction, weight, basic.abs)
+    return _elementwise_loss("l1_loss", L1LossFunction, input, target, size_average, reduce, reduction, weight,
+                             basic.abs)
 
 
 def mse_loss(
@@ -417,7 +418,7 @@ def mse_loss(
 ) -> Tensor:
     """Mean (or sum, or none) of (input - target)^2, as ``torch.nn.functional.mse_loss``; with ``weight``
     (input's shape) 'mean' is sum(w * z^2) / sum(w)."""
-    return _elementwise_loss("mse_loss", MSELoss, input, target, size_average, reduce, reduction, weight,
+    return _elementwise_loss("mse_loss", MSELossFunction, input, target, size_average, reduce, reduction, weight,
                              lambda z: z * z)
 
 
@@ -434,9 +435,9 @@ def smooth_l1_loss(
 
     def make(reduction: str) -> Function:
         if beta == 0.0:
-            return L1Loss(reduction)
+            return L1LossFunction(reduction)
         if beta < 0:
             raise ArgumentError(f"smooth_l1_loss does not support negative values for beta, but got beta={beta}.")
-        return SmoothL1Loss(reduction, float(beta))
+        return SmoothL1LossFunction(reduction, float(beta))
 
     return _elementwise_loss("smooth_l1_loss", make, input, target, size_average, reduce, reduction)

@@ -114,7 +114,7 @@ def _padding_only_windows(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair
     return empty if empty.any() else None
 
 
-class MaxPool2d(Function):
+class MaxPool2dFunction(Function):
     """y, indices = max over each window; backward scatters gy to the winners (summing overlaps).
 
     A window of padding only is a constant (-inf): it sends no gradient anywhere (PyTorch sends it to
@@ -185,12 +185,12 @@ def max_pool2d(
     out_hw = (pooled_size(h, kernel[0], pad[0], strides[0], dil[0], ceil_mode),
               pooled_size(w, kernel[1], pad[1], strides[1], dil[1], ceil_mode))
     _check_pool2d_shape(input.shape, kernel, strides, pad, dil, out_hw)
-    y, indices = MaxPool2d(kernel, strides, pad, dil, out_hw).apply(input)
+    y, indices = MaxPool2dFunction(kernel, strides, pad, dil, out_hw).apply(input)
     return (y, indices) if return_indices else y
 
 
 # --------------------------------------------------------------------------- max_unpool2d
-class MaxUnpool2d(Function):
+class MaxUnpool2dFunction(Function):
     """out = zeros with out.flat[indices] = x (per plane); backward gathers g at the same indices."""
 
     def __init__(self, indices: Any, out_hw: Pair):
@@ -307,4 +307,4 @@ def max_unpool2d(
             f"max_unpool2d: expected input and indices on the same device, but got {input.device.name} "
             f"and {indices.device.name}"
         )
-    return MaxUnpool2d(indices.data, out_hw).apply(input)
+    return MaxUnpool2dFunction(indices.data, out_hw).apply(input)

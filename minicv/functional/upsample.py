@@ -70,7 +70,7 @@ def source_indices(in_size: int, out_size: int, scale_factor: float | None, exac
     return np.minimum(src, in_size - 1)
 
 
-class UpsampleNearest(Function):
+class UpsampleNearestFunction(Function):
     """y[n, c, i, j] = x[n, c, src_h[i], src_w[j]]; the backward sums gy back onto the sources."""
 
     def __init__(self, src_h: np.ndarray, src_w: np.ndarray):
@@ -213,9 +213,9 @@ def interpolate(
     src = [source_indices(n, out, s, exact, float64, shortcut)
            for n, out, s in zip(input.shape[2:], out_sizes, scales, strict=True)]
     if input.ndim == 3:
-        return UpsampleNearest(np.zeros(1, dtype=np.int64), src[0]).apply(input)
+        return UpsampleNearestFunction(np.zeros(1, dtype=np.int64), src[0]).apply(input)
     if input.ndim == 4:
-        return UpsampleNearest(*src).apply(input)
+        return UpsampleNearestFunction(*src).apply(input)
     return _upsample_volume(input, *src)
 
 
@@ -223,8 +223,8 @@ def _upsample_volume(x: Tensor, src_d: np.ndarray, src_h: np.ndarray, src_w: np.
     """(N, C, D, H, W) by the 2-D kernel twice (nearest is separable): every depth slice in (H, W), then
     the depth axis, with each resized (H, W) plane flattened into one row."""
     n, c, d, h, w = x.shape
-    planes = UpsampleNearest(src_h, src_w).apply(basic.reshape(x, n, c * d, h, w))
+    planes = UpsampleNearestFunction(src_h, src_w).apply(basic.reshape(x, n, c * d, h, w))
     plane_size = src_h.size * src_w.size
     rows = basic.reshape(planes, n, c, d, plane_size)
-    volume = UpsampleNearest(src_d, np.arange(plane_size, dtype=np.int64)).apply(rows)
+    volume = UpsampleNearestFunction(src_d, np.arange(plane_size, dtype=np.int64)).apply(rows)
     return basic.reshape(volume, n, c, src_d.size, src_h.size, src_w.size)
