@@ -29,7 +29,7 @@ from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
 from minicv.demo import BEST_BY, SHOWN, predict_shown, write_pictures
-from minicv.devices import canonical_name, require_device
+from minicv.devices import DEFAULT_DEVICE, canonical_name, require_device
 from minicv.errors import ArgumentError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
@@ -38,7 +38,7 @@ from minicv.viz import to_uint8
 
 # Each command's examples name the paths the ones before them write (train writes runs/<model>/).
 EXAMPLES = {
-    "demo": "examples:\n  minicv demo\n  minicv demo --out runs/demo --epochs 6 --device numba",
+    "demo": "examples:\n  minicv demo\n  minicv demo --out runs/demo --epochs 6 --device cuda",
     "train": (
         "examples:\n"
         "  minicv train --model segnet --epochs 5\n"
@@ -90,10 +90,10 @@ POSITIVE_INT, COUNT, POSITIVE_FLOAT = _number(int, 0, True), _number(int, 0, Fal
 
 
 def _common(parser: argparse.ArgumentParser, out: str | None, seed: str | None, every_device: str | None) -> None:
-    """--device (default cpu, or ``every_device``: None, which the command reads as that), and --seed and
-    --out where the command uses them (``None``: it does not)."""
-    parser.add_argument("--device", default=None if every_device else "cpu",
-                        help=f"numpy, numba (alias cpu), cudasim or cuda (default: {every_device or 'cpu'})")
+    """--device (default: the library's DEFAULT_DEVICE, or ``every_device``: None, which the command reads
+    as that), and --seed and --out where the command uses them (``None``: it does not)."""
+    parser.add_argument("--device", default=None if every_device else DEFAULT_DEVICE,
+                        help=f"numpy, numba (alias cpu), cudasim or cuda (default: {every_device or DEFAULT_DEVICE})")
     if seed is not None:
         parser.add_argument("--seed", type=COUNT, default=0, help=f"seed of {seed} (default: 0)")
     if out is not None:
@@ -281,7 +281,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         DataLoader(validation_items, 64),
         optimizer,
         args.epochs,
-        args.device,
         out,
         resume=args.resume,
         desc=args.model,
@@ -290,8 +289,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         keep_best=BEST_BY[task_name],
     )
     # fit leaves the best epoch's weights in the model: the test scores minicv eval gives best.npz
-    print(json.dumps(evaluate(model, task, DataLoader(test_items, 64), args.device), indent=2))
-    write_pictures(out, test_items[:SHOWN], {args.model: predict_shown(model, task, test_items, args.device)},
+    print(json.dumps(evaluate(model, task, DataLoader(test_items, 64)), indent=2))
+    write_pictures(out, test_items[:SHOWN], {args.model: predict_shown(model, task, test_items)},
                    {args.model: history}, names)
     print(f"minicv train: pictures of the best epoch's predictions in {out}")
     print(f"minicv train: last epoch ({history[-1]['epoch']}) in {out / 'checkpoint.npz'}")
@@ -348,7 +347,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with _reading_user_files():
         _, test_items, _, _ = _datasets(args, task_name)
     _check_sizes(model, test_items, args, config["model"])
-    scores = evaluate(model, make_task(task_name, config["num_classes"]), DataLoader(test_items, 64), args.device)
+    scores = evaluate(model, make_task(task_name, config["num_classes"]), DataLoader(test_items, 64))
     print(json.dumps(scores, indent=2))
     return 0
 
@@ -396,35 +395,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 image = load_image(path, args.max_pixels)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             if task.name == "segmentation":
-                mask = predict_mask(task, model, image, args.device)
+                mask = predict_mask(task, model, image)
                 mask_path, overlay_path = out / f"{name}_mask.png", out / f"{name}_overlay.png"
                 viz.palette_mask(mask, len(config["classes"])).save(mask_path)
                 Image.fromarray(viz.overlay(image, mask)).save(overlay_path)
                 print(f"{path}: mask {mask_path}, overlay {overlay_path}")
             else:
-                label, box = predict_box(task, model, image, config["image_size"], args.device)
+                label, box = predict_box(task, model, image, config["image_size"])
                 class_name, box_path = config["classes"][label], out / f"{name}_box.png"
                 viz.draw_boxes(image, [(box, class_name, (255, 40, 40))]).save(box_path)
                 print(f"{path}: {class_name} at (x, y, w, h) = {np.round(box, 1).tolist()}, {box_path}")
     return 0
 
 
-def predict_mask(task, model, image: np.ndarray, device: str) -> np.ndarray:
+def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
     """The mask of an image of any size: padded (edge values) to a size the model takes (a multiple of
     its ``size_multiple``), predicted, cropped back."""
     height, width = image.shape[-2:]
     multiple = model.size_multiple
     padded = np.pad(image, ((0, 0), (0, -height % multiple), (0, -width % multiple)), mode="edge")
-    return task.predict(model, padded[None], device)[0, :height, :width]
+    return task.predict(model, padded[None])[0, :height, :width]
 
 
-def predict_box(task, model, image: np.ndarray, size: Sequence[int], device: str) -> tuple[int, np.ndarray]:
+def predict_box(task, model, image: np.ndarray, size: Sequence[int]) -> tuple[int, np.ndarray]:
     """Class and pixel box of an image of any size: resized to the size the model was trained at, the
     box scaled back."""
     height, width = image.shape[-2:]
     picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.BILINEAR)
     resized = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1) / 255
-    labels, boxes = task.predict(model, resized[None], device)
+    labels, boxes = task.predict(model, resized[None])
     return int(labels[0]), boxes[0] * np.array([width / size[1], height / size[0]] * 2)
 
 

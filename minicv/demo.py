@@ -22,6 +22,7 @@ import numpy as np
 import minicv
 from minicv import metrics, optim, viz
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, SceneDataset
+from minicv.devices import Device
 from minicv.models import TASKS, build_model, profile
 from minicv.train import evaluate, fit, make_task
 
@@ -43,7 +44,7 @@ SHOWN = 6  # test images in the pictures
 
 def run_demo(
     out: Path,
-    device: str = "cpu",
+    device: str | Device | None = None,
     seed: int = 0,
     epochs: int | None = None,
     train_size: int = 2000,
@@ -51,7 +52,8 @@ def run_demo(
     models: Sequence[str] = tuple(TASKS),
     validation_size: int = 200,
 ) -> dict[str, dict]:
-    """Train ``models`` on generated scenes; write the table, pictures and curves into ``out``."""
+    """Train ``models`` on generated scenes, on ``device`` (None: the default device); write the table,
+    pictures and curves into ``out``."""
     unknown = [m for m in models if m not in TASKS]
     if unknown:
         raise ValueError(f"models: unknown {unknown}, expected some of {list(TASKS)}")
@@ -80,7 +82,6 @@ def run_demo(
             DataLoader(validation_items, 100),
             optimizer,
             epochs_here,
-            device,
             out / name,
             desc=name,
             scheduler=optim.CosineAnnealingLR(optimizer, epochs_here) if settings["cosine"] else None,
@@ -94,10 +95,10 @@ def run_demo(
             },
         )
         seconds = time.perf_counter() - began
-        scores = evaluate(model, task, DataLoader(test_items, 100), device)
+        scores = evaluate(model, task, DataLoader(test_items, 100))
         results[name] = {"task": task_name, **scores, **profile(model, (3, 64, 64)), "train_seconds": seconds}
         histories[name] = history
-        predictions[name] = predict_shown(model, task, test_items, device)
+        predictions[name] = predict_shown(model, task, test_items)
         print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f" ({seconds:.0f} s)")
     _write_table(out, results)
     write_pictures(out, test_items[:SHOWN], predictions, histories)
@@ -121,11 +122,11 @@ def _write_table(out: Path, results: dict[str, dict]) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def predict_shown(model, task, items: list[dict], device: str):
+def predict_shown(model, task, items: list[dict]):
     """The model's predictions for the first SHOWN items, the ones the pictures show."""
     model.eval()
     with minicv.no_grad():
-        return task.predict(model, np.stack([item["image"] for item in items[:SHOWN]]), device)
+        return task.predict(model, np.stack([item["image"] for item in items[:SHOWN]]))
 
 
 def write_pictures(out: Path, items: list[dict], predictions: dict, histories: dict,

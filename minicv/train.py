@@ -8,6 +8,9 @@ A task knows how to turn a batch into a loss and how to score predictions:
 (``log.csv`` and ``history.json`` in the run folder) and checkpoints after each epoch; started again
 with ``resume=True`` it continues from the checkpoint and ends with the same weights as a run that
 was never stopped.
+
+Data follows the model: every batch becomes tensors on ``model.device``, the device the caller chose once
+by moving the model there (``model.to("cpu")``); nothing here takes a device.
 """
 
 from __future__ import annotations
@@ -40,15 +43,15 @@ class SegmentationTask:
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
 
-    def loss(self, model: Module, batch: dict, device: str) -> Tensor:
-        scores = model(Tensor(batch["image"], device=device))
-        return F.cross_entropy(scores, Tensor(batch["mask"], device=device))
+    def loss(self, model: Module, batch: dict) -> Tensor:
+        image, mask = on_device(model, batch["image"], batch["mask"])
+        return F.cross_entropy(model(image), mask)
 
-    def predict(self, model: Module, images: np.ndarray, device: str) -> np.ndarray:
-        return model(Tensor(images, device=device)).argmax(1).numpy()
+    def predict(self, model: Module, images: np.ndarray) -> np.ndarray:
+        return model(*on_device(model, images)).argmax(1).numpy()
 
-    def score(self, model: Module, loader: Iterable[dict], device: str) -> dict[str, float]:
-        preds, masks = zip(*((self.predict(model, b["image"], device), b["mask"]) for b in loader))
+    def score(self, model: Module, loader: Iterable[dict]) -> dict[str, float]:
+        preds, masks = zip(*((self.predict(model, b["image"]), b["mask"]) for b in loader))
         pred, mask = np.concatenate(preds), np.concatenate(masks)
         return {
             "pixel_accuracy": metrics.pixel_accuracy(pred, mask),
@@ -63,30 +66,35 @@ class LocalizationTask:
     def __init__(self, num_classes: int, box_weight: float = 10.0):
         self.num_classes, self.box_weight = num_classes, box_weight
 
-    def loss(self, model: Module, batch: dict, device: str) -> Tensor:
+    def loss(self, model: Module, batch: dict) -> Tensor:
         height, width = batch["image"].shape[-2:]
-        scores, boxes = model(Tensor(batch["image"], device=device))
-        true_boxes = Tensor(normalise_boxes(batch["box"], height, width), device=device)
-        total, _, _ = localization_loss(
-            scores, boxes, Tensor(batch["label"], device=device), true_boxes, self.box_weight
-        )
+        image, label, true_boxes = on_device(model, batch["image"], batch["label"],
+                                             normalise_boxes(batch["box"], height, width))
+        scores, boxes = model(image)
+        total, _, _ = localization_loss(scores, boxes, label, true_boxes, self.box_weight)
         return total
 
-    def predict(self, model: Module, images: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model: Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(class per image, pixel box (x, y, w, h) per image)."""
-        scores, boxes = model(Tensor(images, device=device))
+        scores, boxes = model(*on_device(model, images))
         return scores.argmax(1).numpy(), to_pixels(boxes.numpy(), *images.shape[-2:])
 
-    def score(self, model: Module, loader: Iterable[dict], device: str) -> dict[str, float]:
+    def score(self, model: Module, loader: Iterable[dict]) -> dict[str, float]:
         labels, boxes, true_labels, true_boxes = [], [], [], []
         for batch in loader:
-            label, box = self.predict(model, batch["image"], device)
+            label, box = self.predict(model, batch["image"])
             labels.append(label), boxes.append(box)
             true_labels.append(batch["label"]), true_boxes.append(batch["box"])
         return {
             "class_accuracy": metrics.accuracy(np.concatenate(labels), np.concatenate(true_labels)),
             "mean_box_iou": metrics.mean_box_iou(np.concatenate(boxes), np.concatenate(true_boxes)),
         }
+
+
+def on_device(model: Module, *arrays: np.ndarray) -> list[Tensor]:
+    """``arrays`` as tensors on the model's device: data follows the model."""
+    device = model.device
+    return [Tensor(a, device=device) for a in arrays]
 
 
 def make_task(task: str, num_classes: int) -> SegmentationTask | LocalizationTask:
@@ -96,13 +104,13 @@ def make_task(task: str, num_classes: int) -> SegmentationTask | LocalizationTas
     return tasks[task](num_classes)
 
 
-def evaluate(model: Module, task: Any, loader: Iterable[dict], device: str) -> dict[str, float]:
-    """The task's metrics of ``model`` (in eval mode, no graph recorded) over ``loader``."""
+def evaluate(model: Module, task: Any, loader: Iterable[dict]) -> dict[str, float]:
+    """The task's metrics of ``model`` (in eval mode, no graph recorded, on its device) over ``loader``."""
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            return task.score(model, loader, device)
+            return task.score(model, loader)
     finally:
         model.train(was_training)
 
@@ -114,7 +122,6 @@ def fit(
     val_loader: Iterable[dict],
     optimizer: Any,
     epochs: int,
-    device: str,
     out: str | Path,
     resume: bool = False,
     progress: bool = True,
@@ -124,7 +131,8 @@ def fit(
     scheduler: Any = None,
     keep_best: str | None = None,
 ) -> list[dict]:
-    """Train for ``epochs`` epochs; return the per-epoch history (loss, metrics, seconds).
+    """Train for ``epochs`` epochs on the model's device; return the per-epoch history (loss, metrics,
+    seconds).
 
     The run folder ``out`` gets ``checkpoint.npz`` after every epoch, ``log.csv`` and ``history.json``.
     ``stop_after`` ends the call early after that many epochs of this call (as a crash would), leaving
@@ -162,7 +170,7 @@ def fit(
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}".strip(), disable=not progress, leave=False)
         for step, batch in enumerate(bar, 1):
             optimizer.zero_grad()
-            loss = task.loss(model, batch, device)
+            loss = task.loss(model, batch)
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):  # a scalar already on the host: the check costs nothing
                 raise TrainingDiverged(epoch + 1, step, f"the loss is {losses[-1]}{_kept(checkpoint, epoch)}")
@@ -177,7 +185,7 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - began}
-        record.update(evaluate(model, task, val_loader, device))
+        record.update(evaluate(model, task, val_loader))
         history.append(record)
         save_checkpoint(
             checkpoint,

@@ -16,6 +16,11 @@ import minicv as mc
 
 CPU_DEVICES = ("numpy", "numba", "cudasim")
 
+# A test that names no device tests the specification: the library's default is numba (DEFAULT_DEVICE,
+# for speed), the suite's is numpy. Every device is tested by name through the ``device`` fixture, and
+# test_tensor checks the library's own default in a fresh process.
+mc.set_default_device("numpy")
+
 # CI draws the same examples on every run (a red build is reproducible); elsewhere hypothesis explores.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):

@@ -49,6 +49,20 @@ def test_check_and_bench_help_state_their_real_defaults(command, capsys):
     assert build_parser().parse_args([command]).device is None  # None: run_check/run_bench take every device
 
 
+REQUIRED = {"train": ["--model", "segnet"], "eval": ["--checkpoint", "c.npz"],
+            "predict": ["--checkpoint", "c.npz", "a.png"]}
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "eval", "predict"])
+def test_commands_that_run_a_model_default_to_the_library_default_device(command, capsys):
+    """One default device: the library's (not the test suite's numpy), stated in the help."""
+    args = build_parser().parse_args([command, *REQUIRED.get(command, [])])
+    assert args.device == devices.DEFAULT_DEVICE == "numba"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    assert f"(default: {devices.DEFAULT_DEVICE})" in " ".join(capsys.readouterr().out.split())
+
+
 def test_help_examples_name_the_files_train_writes():
     """eval's and predict's examples read the checkpoint that train's first example writes."""
     train = build_parser().parse_args(EXAMPLES["train"].splitlines()[1].split()[1:])

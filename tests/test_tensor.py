@@ -1,5 +1,8 @@
 """Tensor: construction, properties, conversion, moving between devices, operators (against torch)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +66,16 @@ def test_unknown_device_names_list_the_known_ones():
         mc.zeros(2).to("tpu")
     with pytest.raises(TypeError, match="device name"):
         mc.get_device(3)
+
+
+def test_the_library_default_device_is_numba_and_the_suite_pins_numpy():
+    """The library's default (DEFAULT_DEVICE, seen in a fresh process) is numba, 'cpu'; conftest makes
+    the spec the default of tests that name no device."""
+    script = ("import minicv as mc, minicv.nn as nn; "
+              "print(mc.tensor([1.0]).device.name, nn.Conv2d(1, 1, 1).weight.device.name)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["numba", "numba"]
+    assert mc.tensor([1.0]).device.name == "numpy"
 
 
 def test_aliases_name_the_same_device():

@@ -27,7 +27,7 @@ def _fit(model, loader, items, opt, out, **kwargs):
     schedule = optim.CosineAnnealingLR(opt, 3)
     task = make_task("segmentation", 6)
     return fit(
-        model, task, loader, DataLoader(items, 6), opt, 3, "numpy", out, progress=False, scheduler=schedule, **kwargs
+        model, task, loader, DataLoader(items, 6), opt, 3, out, progress=False, scheduler=schedule, **kwargs
     )
 
 
@@ -54,7 +54,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
 
 def test_evaluate_reports_segmentation_metrics():
     model, _, items, _ = _setup()
-    scores = evaluate(model, make_task("segmentation", 6), DataLoader(items, 6), "numpy")
+    scores = evaluate(model, make_task("segmentation", 6), DataLoader(items, 6))
     assert set(scores) == {"pixel_accuracy", "mean_iou", "boundary_f1"}
     assert all(0 <= v <= 1 for v in scores.values())
 
@@ -117,9 +117,27 @@ def test_keep_best_ends_with_the_best_validation_epoch(tmp_path):
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, kept.state_dict()[key], err_msg=key)
     task = make_task("segmentation", 6)
-    assert evaluate(model, task, DataLoader(items, 6), "numpy")["mean_iou"] == history[best]["mean_iou"]
+    assert evaluate(model, task, DataLoader(items, 6))["mean_iou"] == history[best]["mean_iou"]
     if best != 2:  # the last epoch was not the best: the model no longer holds its weights
         assert any(not np.array_equal(v, last.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("task_name, model_name", [("segmentation", "segnet"), ("localization", "loc")])
+def test_data_follows_the_model_to_its_device(task_name, model_name, tmp_path):
+    """fit and evaluate take no device: every batch goes where the model is (numba, not the suite's
+    default numpy, which a mixed-device op would refuse)."""
+    mc.manual_seed(0)
+    items = [SceneDataset("train", 4, size=32, seed=0)[i] for i in range(4)]
+    kwargs = {"image_size": 32} if model_name == "loc" else {"widths": (4, 4, 4)}
+    model = build_model(model_name, 3 if model_name == "loc" else 6, **kwargs).to("numba")
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].device.name))
+    task = make_task(task_name, 3 if model_name == "loc" else 6)
+    history = fit(model, task, DataLoader(items, 2), DataLoader(items, 4), optim.SGD(model.parameters(), lr=1e-3), 1,
+                  tmp_path, progress=False)
+    assert len(history) == 1 and evaluate(model, task, DataLoader(items, 4)).keys() == history[0].keys() - {
+        "epoch", "loss", "seconds"}
+    assert seen == ["numba"] * 4  # two training steps, the validation batch, evaluate's batch
 
 
 def test_demo_end_to_end_on_tiny_data(tmp_path):
@@ -143,13 +161,13 @@ class _NanAt:
     def __init__(self, at):
         self.task, self.at, self.steps = make_task("segmentation", 6), at, 0
 
-    def loss(self, model, batch, device):
+    def loss(self, model, batch):
         self.steps += 1
-        loss = self.task.loss(model, batch, device)
+        loss = self.task.loss(model, batch)
         return loss * float("nan") if self.steps == self.at else loss
 
-    def score(self, model, loader, device):
-        return {**self.task.score(model, loader, device), "nan_metric": float("nan")}
+    def score(self, model, loader):
+        return {**self.task.score(model, loader), "nan_metric": float("nan")}
 
 
 def _strict_json(path):
@@ -163,7 +181,7 @@ def _strict_json(path):
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path):
     model, loader, items, opt = _setup()  # 3 steps per epoch: step 5 is epoch 2, step 2
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2: the loss is nan; .*checkpoint.npz holds epoch 1"):
-        fit(model, _NanAt(5), loader, DataLoader(items, 6), opt, 3, "numpy", tmp_path, progress=False)
+        fit(model, _NanAt(5), loader, DataLoader(items, 6), opt, 3, tmp_path, progress=False)
     kept = build_model("segnet", 6, widths=(4, 4, 4))
     assert load_checkpoint(tmp_path / "checkpoint.npz", kept)["epoch"] == 1
     history = _strict_json(tmp_path / "history.json")
@@ -179,8 +197,7 @@ def test_non_finite_weights_stop_training_before_any_checkpoint(tmp_path):
     opt = optim.SGD(model.parameters(), lr=float("inf"))
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1: \d+ arrays hold NaN or inf after the update "
                                                r"\(first model/\S+\); no checkpoint was written"):
-        fit(model, make_task("segmentation", 6), loader, DataLoader(items, 6), opt, 2, "numpy", tmp_path,
-            progress=False)
+        fit(model, make_task("segmentation", 6), loader, DataLoader(items, 6), opt, 2, tmp_path, progress=False)
     assert not (tmp_path / "checkpoint.npz").exists()
 
 

@@ -36,7 +36,7 @@ def kernels_needed(model: str, spec_module: str = "minicv.kernels.numpy") -> fro
         "label": rng.integers(0, 3, 2),
         "box": np.array([[2.0, 3.0, 8.0, 6.0]] * 2, dtype=np.float32),
     }
-    make_task(task_name, 3).loss(net, batch, device).backward()
+    make_task(task_name, 3).loss(net, batch).backward()
     return frozenset(call.kernel for call in calls)
 
 

@@ -80,7 +80,7 @@ def profile(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     model.eval()
     try:
         with no_grad():
-            model(zeros(1, *input_shape, device=next(iter(model.parameters())).device))
+            model(zeros(1, *input_shape, device=model.device))
     finally:
         for hook in hooks:
             hook.remove()

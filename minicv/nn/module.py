@@ -3,7 +3,8 @@
 A Module registers what is assigned to it: a Parameter becomes a parameter, a Module a child, and
 ``register_buffer`` adds state that is saved but not trained (BatchNorm's running statistics). From
 these it derives ``parameters()``, ``state_dict()`` (NumPy arrays, ready for an .npz checkpoint),
-``to(device)``, ``train()``/``eval()`` and ``zero_grad()``.
+``to(device)`` and ``device`` (where its tensors are, so where its inputs go), ``train()``/``eval()`` and
+``zero_grad()``.
 """
 
 from __future__ import annotations
@@ -222,6 +223,19 @@ class Module:
             p.grad = None
 
     # ----------------------------------------------------------------- devices and dtypes
+    @property
+    def device(self) -> Device:
+        """The one device of every parameter and buffer: where this module computes, so where its inputs
+        go (``Tensor(batch, device=model.device)``). PyTorch's Module has no such property (its tensors
+        may be spread over devices); minicv's never are, as ``to`` moves all of them. Raises ArgumentError
+        when the module holds no tensor, or tensors on two devices."""
+        devices = {t.device.name: t.device for t in [*self.parameters(), *self.buffers()]}
+        if len(devices) != 1:
+            found = f"tensors on {', '.join(sorted(devices))}" if devices else "no parameters or buffers"
+            raise ArgumentError(f"{type(self).__name__}.device: expected every parameter and buffer on one device, "
+                                f"but found {found}; move them with .to(device)")
+        return next(iter(devices.values()))
+
     def to(self, device: str | Device | None = None, dtype: Any = None) -> Module:
         """Move every parameter and buffer to ``device`` and/or cast floating ones to ``dtype``, in place:
         the Parameter objects stay the same, so an optimizer built before still holds them."""

@@ -227,3 +227,15 @@ def test_torch_and_minicv_agree_on_a_whole_model():
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ours.state_dict()["1.running_var"], theirs.state_dict()["1.running_var"].numpy(),
                                rtol=1e-5)
+
+
+def test_device_is_where_every_parameter_and_buffer_is():
+    block = Block().to("numba")
+    assert block.device is mc.get_device("numba") and block.head.device is block.device
+    bare = nn.BatchNorm2d(3, affine=False)  # buffers only: they say where it computes
+    assert bare.to("cudasim").device.name == "cudasim"
+    with pytest.raises(ArgumentError, match=r"ReLU.device: .* but found no parameters or buffers"):
+        _ = nn.ReLU().device
+    block.head.to("numpy")
+    with pytest.raises(ArgumentError, match=r"Block.device: .* but found tensors on numba, numpy; move them"):
+        _ = block.device
