@@ -29,7 +29,8 @@ from minicv.exercises.tracks import LearnerTable, Run, Track, learner_place
 from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.cuda.launch import KERNEL_DIR, kernel_names, read_source
 
-CUDA_FILES = {"loss": "loss.cu", "pooling": "pool.cu", "upsample": "upsample.cu", "conv": "conv.cu"}
+CUDA_FILES = {"loss": "loss.cu", "pooling": "pool.cu", "upsample": "upsample.cu", "conv": "conv.cu",
+              "batchnorm": "batchnorm.cu"}
 HELPERS = ("common.cuh",)  # given to the learner as they are
 NOT_STARTED = "minicv: not started"  # the mark in a stub's body: a kernel that still has it is not written
 
