@@ -10,8 +10,9 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   micro-kernel as ``direct``'s (one per transform element), and the sums are transformed back.
 * ``direct``: no BLAS. The input is zero-padded and split by stride phase once
   (``_split_phases``), so that for every tap, consecutive outputs of a row read consecutive inputs, at an
-  offset per tap. All three kernels are then one outer-product micro-kernel, ``_outer_tile``: 8 rows x
-  32 lanes of outputs held in vector registers (``simd``), each loaded vector of inputs feeding 8 FMAs.
+  offset per tap. All three kernels are then one outer-product micro-kernel, ``_outer_tile``: ROWS x
+  lanes outputs held in vector registers (``simd``; 8 x 32 float32 on AVX-512, 6 x 16 on AVX2:
+  ``target.py``), each loaded vector of inputs feeding ROWS FMAs.
   Forward: rows are output channels, lanes are pixels, reduction over taps. backward-input: the
   transposed convolution split by output phase into stride-1 correlations (the two column phases of
   stride 2 stored interleaved). backward-weight: rows are taps, lanes are output channels (gy

@@ -13,11 +13,12 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.tuple import tuple_setitem
 
-from . import simd
+from . import simd, target
 from ._common import Pair, valid_outputs
 
-ROWS = 8  # rows of a tile of the outer-product micro-kernel: 8 vectors of 2 AVX-512 registers
+ROWS = target.ROWS  # rows of a tile of the outer-product micro-kernel: 8 on AVX-512, 6 on AVX2 (target.py)
 ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
 VECTORS_PER_TASK = 8  # vectors of outputs (or of Winograd tiles) per task at most
 
@@ -27,21 +28,15 @@ def _outer_tile(scalars, bases, step, vectors, offsets):
     """The ROWS x lanes tile sum_t scalars[bases[r] + t * step] * vectors[offsets[t] + l], r < ROWS, l < lanes.
 
     The ROWS accumulators are vectors along l that stay in registers while t runs: each t loads one
-    vector and broadcasts ROWS scalars into it, ROWS FMAs per load and no horizontal sums.
+    vector and broadcasts ROWS scalars into it, ROWS FMAs per load and no horizontal sums. ROWS is a
+    compile-time constant, so the loop over rows unrolls and the tuple of accumulators is registers.
     """
-    b0, b1, b2, b3, b4, b5, b6, b7 = bases[0], bases[1], bases[2], bases[3], bases[4], bases[5], bases[6], bases[7]
-    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = simd.zeros(vectors)
+    tile = simd.repeat(simd.zeros(vectors), ROWS)
     for t in range(offsets.size):
         v, s = simd.load(vectors, offsets[t]), t * step
-        c0 = simd.fma(simd.broadcast(scalars, b0 + s), v, c0)
-        c1 = simd.fma(simd.broadcast(scalars, b1 + s), v, c1)
-        c2 = simd.fma(simd.broadcast(scalars, b2 + s), v, c2)
-        c3 = simd.fma(simd.broadcast(scalars, b3 + s), v, c3)
-        c4 = simd.fma(simd.broadcast(scalars, b4 + s), v, c4)
-        c5 = simd.fma(simd.broadcast(scalars, b5 + s), v, c5)
-        c6 = simd.fma(simd.broadcast(scalars, b6 + s), v, c6)
-        c7 = simd.fma(simd.broadcast(scalars, b7 + s), v, c7)
-    return c0, c1, c2, c3, c4, c5, c6, c7
+        for r in range(ROWS):
+            tile = tuple_setitem(tile, r, simd.fma(simd.broadcast(scalars, bases[r] + s), v, tile[r]))
+    return tile
 
 
 @njit(inline="always", cache=True)

@@ -47,7 +47,8 @@ SETTINGS = settings(max_examples=30, deadline=None)
 
 
 def test_exports_exactly_the_kernel_table_and_the_algorithm_setting():
-    assert set(nb.__all__) == {*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm"}
+    assert set(nb.__all__) == {*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
+                               "code_generation"}
     assert all(callable(getattr(nb, name)) for name in nb.__all__)
 
 
