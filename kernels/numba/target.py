@@ -25,6 +25,7 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 from numba.core import codegen, config
+from numba.misc.appdirs import AppDirs
 
 OVERRIDE = "MINICV_VECTOR_BYTES"
 WIDTHS = (16, 32, 64, 128)
@@ -73,6 +74,17 @@ def code_generation() -> dict:
             "source": OVERRIDE if OVERRIDDEN else "isa"}
 
 
+def _cache_base() -> Path:
+    """NUMBA_CACHE_DIR if set, else where Numba would cache these kernels: their __pycache__ if it can be
+    written (a source checkout), else Numba's folder in the user's cache (an installed package)."""
+    if config.CACHE_DIR:
+        return Path(config.CACHE_DIR)
+    here = Path(__file__).parent
+    if os.access(here, os.W_OK):
+        return here / "__pycache__"
+    return Path(AppDirs(appname="numba", appauthor=False).user_cache_dir)
+
+
 @contextlib.contextmanager
 def cache_folder() -> Iterator[None]:
     """Numba functions decorated inside this block cache their machine code under a folder per width when
@@ -81,7 +93,7 @@ def cache_folder() -> Iterator[None]:
         yield
         return
     saved = config.CACHE_DIR
-    config.CACHE_DIR = str(Path(saved or Path(__file__).with_name("__pycache__")) / f"minicv-vector-bytes-{WIDTH}")
+    config.CACHE_DIR = str(_cache_base() / f"minicv-vector-bytes-{WIDTH}")
     try:
         yield
     finally:

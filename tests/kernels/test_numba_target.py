@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import minicv.kernels.numba as nb
 import pytest
@@ -117,3 +118,16 @@ def test_avx2_code_on_any_x86_host_has_no_zmm_register(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["avx2", "False", "True"]
 
+
+
+def test_an_overridden_width_caches_beside_numbas_own_choice(monkeypatch, tmp_path):
+    """NUMBA_CACHE_DIR if set; else the kernels' __pycache__ (a checkout), or Numba's user folder when the
+    package cannot be written (an installed one): never a place Numba would refuse and fall back from."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    assert target._cache_base() == tmp_path
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    assert target._cache_base() == Path(target.__file__).with_name("__pycache__")  # the editable checkout
+    monkeypatch.setattr(target.os, "access", lambda *args: False)
+    assert target._cache_base() == Path(target.AppDirs(appname="numba", appauthor=False).user_cache_dir)
