@@ -761,6 +761,9 @@ def machine_info(backends: list[BenchBackend]) -> dict:
         import numba
 
         info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+        from minicv.kernels.numba import code_generation
+
+        info["numba_code"] = code_generation()  # the ISA and vector width its kernels are compiled for
     with contextlib.suppress(ImportError):
         import torch
 
@@ -791,6 +794,12 @@ def _cpu_arch() -> str:
 
         return llvmlite.binding.get_host_cpu_name()
     return ""
+
+
+def numba_code(info: dict) -> str:
+    """The numba kernels' code generation, in words: 'numba code avx512, 128-byte vectors (znver4)'."""
+    code = info.get("numba_code")
+    return f"numba code {code['isa']}, {code['vector_bytes']}-byte vectors ({code['cpu']})" if code else "numba code -"
 
 
 def machine_slug(info: dict) -> str:
@@ -847,6 +856,7 @@ def markdown(results: dict) -> str:
         "",
         f"{info['date']}; numpy {info['numpy']}, numba {info.get('numba', '-')}, torch {info.get('torch', '-')}"
         f" ({info.get('torch_threads', '-')} threads), numba threads {info.get('numba_threads', '-')}, "
+        f"{numba_code(info)}, "
         f"load average {info['load_average']:.1f} at the end; host memory: "
         + ("freed blocks reused (`--malloc reuse`, no page fault per call)" if results.get("malloc") == "reuse"
            else "glibc's default (large blocks page-faulted afresh on every call)")
@@ -1066,6 +1076,8 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
                 "notes": run.notes, "copy_bandwidth_gbps": copy_gbps, "isa": evidence, "results": rows}
 
     info = machine_info(run.backends + run.torches)
+    if any(b.name == "numba" for b in run.backends):
+        print(f"minicv bench: {numba_code(info)}")
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (machine_slug(info) + ("-quick" if quick else ""))
     # The rows so far, rewritten after each one: a run cut short (a time limit, Ctrl-C) keeps them.

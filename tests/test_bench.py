@@ -171,6 +171,7 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
     for key in ("cpu", "cores", "numpy", "numba", "torch", "date"):
         assert written["machine"][key]
     table = md_path.read_text()
+    assert bench.numba_code(written["machine"]) in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| case")]
     assert len(rows) == len(results["results"])
     assert all(r["case"] in table for r in results["results"])
@@ -270,6 +271,15 @@ def test_machine_slug_names_the_microarchitecture() -> None:
     assert bench.machine_slug(info) == "amd-epyc-znver5-2c"
     assert bench.machine_slug({**info, "gpu": "NVIDIA H200"}) == "amd-epyc-znver5-2c-nvidia-h200"
     assert bench.machine_info([])["cpu_arch"]  # LLVM's name of this CPU, through numba's llvmlite
+
+
+def test_the_numba_kernels_code_generation_is_recorded() -> None:
+    from minicv.kernels.numba import code_generation
+
+    info = bench.machine_info([])
+    code = code_generation()
+    assert info["numba_code"] == code
+    assert bench.numba_code(info) == f"numba code {code['isa']}, {code['vector_bytes']}-byte vectors ({code['cpu']})"
 
 
 def test_minicv_bench_command(tmp_path: Path) -> None:

@@ -4,23 +4,27 @@ Every kernel is ``@njit(cache=True)``, parallel over independent work (planes, o
 blocks) with ``prange``; the Python functions here allocate the outputs and call the compiled cores.
 The convolution algorithm is a module setting: ``set_conv_algorithm("direct" | "im2col")``,
 ``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``. A kernel that is not in numba's
-on-disk cache yet compiles on its first call, announced once on stderr (``notice.py``).
+on-disk cache yet compiles on its first call, announced once on stderr (``notice.py``). Vector widths
+follow the CPU Numba compiles for (``target.py``); ``code_generation()`` says which.
 """
 
 # ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
 from .. import KERNEL_TABLE
 from . import notice  # says so on stderr when a kernel compiles (a cold cache: the first run on a CPU)
-from .batchnorm import batch_norm_backward, batch_norm_forward
-from .conv import (
-    conv2d_backward_input,
-    conv2d_backward_weight,
-    conv2d_forward,
-    conv_algorithm,
-    get_conv_algorithm,
-    set_conv_algorithm,
-)
-from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
-from .upsample import upsample_nearest_backward, upsample_nearest_forward
+from .target import cache_folder, code_generation
 
-__all__ = [*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm"]
+with cache_folder():  # every kernel is decorated here, so each caches where its vector width's code lives
+    from .batchnorm import batch_norm_backward, batch_norm_forward
+    from .conv import (
+        conv2d_backward_input,
+        conv2d_backward_weight,
+        conv2d_forward,
+        conv_algorithm,
+        get_conv_algorithm,
+        set_conv_algorithm,
+    )
+    from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+    from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
+    from .upsample import upsample_nearest_backward, upsample_nearest_forward
+
+__all__ = [*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "code_generation"]

@@ -2,6 +2,8 @@
 
 from numba import njit
 
+Pair = tuple[int, int]  # (along h, along w)
+
 
 @njit(inline="always", cache=True)
 def valid_outputs(k, s, p, d, size, out_size):

@@ -6,7 +6,8 @@ tile of outputs in memory. The fast form, an outer-product micro-kernel, keeps a
 vector registers and broadcasts the other operand into them; it needs a value that *is* a vector. Here
 it is: ``Vector`` is an LLVM ``<lanes x float>`` value of ``VECTOR_BYTES``, and the intrinsics load,
 broadcast, multiply-add, add, subtract, interleave, deinterleave and store it. LLVM splits it into the
-machine's registers (two AVX-512 ones, four AVX2 ones) and keeps it there while it is a loop variable.
+machine's registers and keeps it there while it is a loop variable; ``VECTOR_BYTES`` is chosen for the
+CPU Numba compiles for (``target.py``: two registers on AVX-512 and NEON).
 
 The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
 once, before the loop, that the last vector it will touch ends inside (conv's ``_strides``). ``empty``
@@ -24,7 +25,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-VECTOR_BYTES = 128  # 32 float32 or 16 float64 lanes: two AVX-512 registers
+from . import target
+
+VECTOR_BYTES = target.WIDTH  # on AVX-512, 128: 32 float32 or 16 float64 lanes, two zmm registers
 CACHE_LINE = 64
 
 
@@ -87,6 +90,17 @@ def zeros(typingctx, array):
     def codegen(context, builder, sig, args):
         return ir.Constant(context.get_value_type(vector), None)
     return vector(array), codegen
+
+
+@intrinsic(prefer_literal=True)
+def repeat(typingctx, value, count):
+    """(value,) * count, count a compile-time constant: the accumulators of a tile, one per row."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.make_tuple(builder, sig.return_type, [args[0]] * count.literal_value)
+    return types.UniTuple(value, count.literal_value)(value, count), codegen
 
 
 @intrinsic

@@ -43,12 +43,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.numba import conv as nb_conv
+from minicv.kernels.numba import conv_direct, conv_im2col, conv_tiles, conv_weight_grad, conv_winograd
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
 def test_exports_exactly_the_kernel_table_and_the_algorithm_setting():
-    assert set(nb.__all__) == {*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm"}
+    assert set(nb.__all__) == {*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
+                               "code_generation"}
     assert all(callable(getattr(nb, name)) for name in nb.__all__)
 
 
@@ -74,15 +76,16 @@ def test_conv_algorithm_setting():
 def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_bytes: int = 2**22):
     """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
     through several of them run on small inputs."""
-    names = ("CHUNK_BYTES", "WEIGHT_BAND", "VECTORS_PER_TASK", "SPLIT_BYTES")
-    saved = [getattr(nb_conv, name) for name in names]
-    for name, value in zip(names, (chunk_bytes, weight_band, vectors_per_task, split_bytes)):
-        setattr(nb_conv, name, value)
+    settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
+                (conv_direct, "SPLIT_BYTES"))
+    saved = [getattr(module, name) for module, name in settings]
+    for (module, name), value in zip(settings, (chunk_bytes, weight_band, vectors_per_task, split_bytes)):
+        setattr(module, name, value)
     try:
         yield
     finally:
-        for name, value in zip(names, saved):
-            setattr(nb_conv, name, value)
+        for (module, name), value in zip(settings, saved):
+            setattr(module, name, value)
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
@@ -165,7 +168,7 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value)
     y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
     gx = F.conv_transpose2d(torch.from_numpy(gy), torch.from_numpy(w), padding=1).numpy()
     assert np.isnan(y).any() if np.isnan(value) else np.isinf(y).any() and not np.isnan(y).any()
-    assert not nb_conv._conv_winograd(x, w, np.empty_like(y), (1, 1), 1)  # the transforms' own answer: refused
+    assert not conv_winograd._conv_winograd(x, w, np.empty_like(y), (1, 1), 1)  # the transforms' own answer: refused
     hyper = ((1, 1), (1, 1), (1, 1), 1)
     with nb.conv_algorithm("winograd"):
         np.testing.assert_allclose(nb.conv2d_forward(x, w, *hyper), y, rtol=1e-10)  # NaN and inf where torch's
@@ -204,7 +207,7 @@ def test_conv_transpose2d_winograd_non_finite_input_gives_torch_infinities_and_n
     w = np.abs(rng.standard_normal((3, 2, 4, 4)))
     gx = F.conv_transpose2d(torch.from_numpy(gy), torch.from_numpy(w), stride=2, padding=1).numpy()
     assert np.isnan(gx).any() if np.isnan(value) else np.isinf(gx).any() and not np.isnan(gx).any()
-    assert not nb_conv._transposed_winograd(gy, w, np.empty_like(gx), 1)  # the transforms' own answer: refused
+    assert not conv_winograd._transposed_winograd(gy, w, np.empty_like(gx), 1)  # the transforms' own answer: refused
     with nb.conv_algorithm("winograd"):
         np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, gx.shape, (2, 2), (1, 1), (1, 1), 1), gx,
                                    rtol=1e-10)
@@ -228,7 +231,7 @@ def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
                                    for r_w in range(stride[1])], 2) for r_h in range(stride[0])], 2)
     for source in (x, np.asfortranarray(x)):  # rows of adjacent elements (vectors), and strided ones
         out = np.full((2, 3, *stride, *size), np.nan, dtype)
-        nb_conv._split_phases(source, top, left, out)
+        conv_tiles._split_phases(source, top, left, out)
         np.testing.assert_array_equal(out, expected)
 
 

@@ -81,3 +81,21 @@ def test_empty_starts_on_a_cache_line(shape, dtype):
         a = simd.empty(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
         assert a.size == 0 or a.ctypes.data % simd.CACHE_LINE == 0  # an empty array has no data to place
+
+
+@njit
+def _repeat(a, out):
+    copies = simd.repeat(simd.load(a, 0), 3)
+    for k in range(3):
+        simd.store(out, k * simd.lanes(a), simd.add(copies[k], simd.load(a, 0)))
+    return len(copies)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_repeat_makes_a_tuple_of_copies(dtype):
+    lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    a = np.arange(lanes, dtype=dtype)
+    out = np.full(3 * lanes + 1, np.nan, dtype)
+    assert _repeat(a, out) == 3
+    np.testing.assert_array_equal(out[:-1], np.tile(2 * a, 3))
+    assert np.isnan(out[-1])

@@ -1,0 +1,192 @@
+"""The machinery the direct, Winograd and weight-gradient convolutions share: an outer-product
+micro-kernel held in vector registers (``_outer_tile``), and the zero-padded, phase-split input it reads
+in place (``_split_phases``, ``_tap_offsets``), in vectors of outputs a task (``_vector_starts``).
+
+Numba's on-disk cache checks only the source file of each cached function: the ``inline="always"``
+functions here are compiled into the kernels of conv_direct, conv_winograd and conv_weight_grad, so
+after changing one, delete ``kernels/numba/__pycache__`` or those kernels keep their old machine code.
+"""
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.cpython.unsafe.tuple import tuple_setitem
+
+from . import simd, target
+from ._common import Pair, valid_outputs
+
+ROWS = target.ROWS  # rows of a tile of the outer-product micro-kernel: 8 on AVX-512, 6 on AVX2 (target.py)
+ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
+VECTORS_PER_TASK = 8  # vectors of outputs (or of Winograd tiles) per task at most
+
+
+@njit(inline="always", cache=True)
+def _outer_tile(scalars, bases, step, vectors, offsets):
+    """The ROWS x lanes tile sum_t scalars[bases[r] + t * step] * vectors[offsets[t] + l], r < ROWS, l < lanes.
+
+    The ROWS accumulators are vectors along l that stay in registers while t runs: each t loads one
+    vector and broadcasts ROWS scalars into it, ROWS FMAs per load and no horizontal sums. ROWS is a
+    compile-time constant, so the loop over rows unrolls and the tuple of accumulators is registers.
+    """
+    tile = simd.repeat(simd.zeros(vectors), ROWS)
+    for t in range(offsets.size):
+        v, s = simd.load(vectors, offsets[t]), t * step
+        for r in range(ROWS):
+            tile = tuple_setitem(tile, r, simd.fma(simd.broadcast(scalars, bases[r] + s), v, tile[r]))
+    return tile
+
+
+@njit(inline="always", cache=True)
+def _store_lanes(value, plane, o_h, o_w, wrap, scratch):
+    """plane[o_h, o_w + lane] = value[lane], the lanes past column ``wrap`` (-1: none) going on at column 0
+    of the next row; lanes outside the plane (padding columns, past the row's end or the last row) dropped."""
+    rows, columns = plane.shape
+    count = simd.lanes(value)
+    if o_h < rows and o_w + count <= columns and plane.strides[1] == plane.itemsize:
+        simd.store(plane[o_h], o_w, value)  # the whole vector is one run of the row
+        return
+    simd.store(scratch, 0, value)
+    lane = 0
+    while lane < count and o_h < rows:  # one run per row the vector reaches
+        row = plane[o_h]
+        for j in range(max(0, min(count - lane, columns - o_w))):
+            row[o_w + j] = scratch[lane + j]
+        if wrap < 0:
+            return
+        lane, o_h, o_w = lane + wrap - o_w, o_h + 1, 0
+
+
+
+@njit(inline="always", cache=True)
+def _deal_columns(source, evens, odds):
+    """evens[k] = source[2k], odds[k] = source[2k + 1] for every k the arrays hold; returns how many of
+    evens and of odds were written. Whole vectors deinterleaved in registers (a gather by 2 in scalars
+    runs 3x slower than a plain copy)."""
+    lanes = simd.lanes(source)
+    pairs = min(evens.size, odds.size, source.size // 2)
+    in_vectors = pairs - pairs % lanes if source.strides[0] == source.itemsize else 0
+    for k in range(0, in_vectors, lanes):
+        even, odd = simd.deinterleave(simd.load(source, 2 * k), simd.load(source, 2 * k + lanes))
+        simd.store(evens, k, even)
+        simd.store(odds, k, odd)
+    for k in range(in_vectors, pairs):
+        evens[k] = source[2 * k]
+        odds[k] = source[2 * k + 1]
+    written_evens = pairs + (pairs < evens.size and 2 * pairs < source.size)
+    if written_evens > pairs:
+        evens[pairs] = source[2 * pairs]
+    return written_evens, pairs
+
+
+@njit(parallel=True, cache=True)
+def _split_phases(x, top, left, out):
+    """out[b, c, r_h, r_w, i, j] = x[b, c, i * s_h + r_h - top, j * s_w + r_w - left], 0 off x, with
+    (s_h, s_w) = out.shape[2:4]: the zero-padded input, split by row and column phase (space-to-depth).
+
+    A strided correlation's taps then read consecutive pixels of one phase for consecutive outputs.
+    """
+    n, channels, s_h, s_w, rows, columns = out.shape
+    h, w = x.shape[2], x.shape[3]
+    for task in prange(n * channels):
+        b, c = divmod(np.int64(task), channels)
+        for r_h in range(s_h):
+            if s_w == 2 and left >= 0:  # x's columns 2k and 2k + 1 go to the two column phases at once
+                evens, odds = out[b, c, r_h, left % 2], out[b, c, r_h, 1 - left % 2]
+                first_even, first_odd = left // 2, (left + 1) // 2
+                for i in range(rows):
+                    source_h = i * s_h + r_h - top
+                    if not 0 <= source_h < h:
+                        evens[i] = 0
+                        odds[i] = 0
+                        continue
+                    evens[i, :first_even] = 0
+                    odds[i, :first_odd] = 0
+                    written_evens, written_odds = _deal_columns(x[b, c, source_h], evens[i, first_even:],
+                                                                odds[i, first_odd:])
+                    evens[i, first_even + written_evens:] = 0
+                    odds[i, first_odd + written_odds:] = 0
+                continue
+            for r_w in range(s_w):
+                lo, hi = valid_outputs(r_w, s_w, left, 1, w, columns)
+                for i in range(rows):
+                    row, source_h = out[b, c, r_h, r_w, i], i * s_h + r_h - top
+                    if not 0 <= source_h < h:
+                        row[:] = 0
+                        continue
+                    row[:lo] = 0
+                    source = x[b, c, source_h, lo * s_w + r_w - left:]
+                    if s_w == 1:
+                        row[lo:hi] = source[:hi - lo]
+                    else:
+                        inside = row[lo:hi]  # a view from 0, indexed by j alone: LLVM vectorises the loop
+                        for j in range(inside.size):
+                            inside[j] = source[j * s_w]
+                    row[hi:] = 0
+
+
+def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.ndarray:
+    """_split_phases into a flat buffer of (N, C, s_h, s_w, rows, columns), plus one vector of zeros at
+    the end for the last vector's lanes past the last pixel."""
+    shape = (*x.shape[:2], *stride, *size)
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    flat = np.empty(math.prod(shape) + lanes, x.dtype)
+    flat[-lanes:] = 0
+    _split_phases(x, *top_left, flat[:-lanes].reshape(shape))
+    return flat
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair,
+                 size: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, order): offsets[ci * kH * kW + a] is where tap order[a] = kh * kW + kw of input channel ci
+    reads the phase-split input of _phase_split for output pixel 0. Row o_h * s + k * d is row o_h + k*d // s
+    of phase k*d % s (likewise along w). Each channel's taps go in the order of their offsets, so the
+    loads of a micro-kernel tile walk forward through memory (strided layers: 1.4x faster than tap order).
+    """
+    plane = size[0] * size[1]
+    kh, kw = np.arange(kernel[0]) * dilation[0], np.arange(kernel[1]) * dilation[1]
+    along_h = kh % stride[0] * stride[1] * plane + kh // stride[0] * size[1]
+    along_w = kw % stride[1] * plane + kw // stride[1]
+    taps = (along_h[:, None] + along_w).reshape(-1)
+    order = np.argsort(taps, kind="stable")
+    channel = np.arange(cg) * stride[0] * stride[1] * plane
+    offsets = (channel[:, None] + taps[order]).reshape(-1)
+    offsets.flags.writeable = order.flags.writeable = False  # cached: shared by every call with these sizes
+    return offsets, order
+
+
+def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int) -> np.ndarray:
+    """The first q = o_h * width + o_w of each vector of outputs of a rows x columns output read from rows
+    ``width`` wide, one row per task: up to VECTORS_PER_TASK, fewer where that would leave a thread
+    with under 4 tasks (-1: none).
+
+    When a vector fits in an output row: whole vectors along each row, the last one ending at the row's
+    end (overlapping the one before it if need be: the same task writes both), whole rows to a task.
+    Else consecutive vectors across rows, their lanes on the padding columns dropped.
+    """
+    along_row = np.minimum(np.arange(0, columns, lanes), columns - lanes)
+    across_rows = np.arange(0, (rows - 1) * width + columns, lanes)
+    vectors = rows * along_row.size if columns >= lanes else across_rows.size
+    per_task = max(1, min(VECTORS_PER_TASK, images * vectors // (4 * numba.get_num_threads())))
+    if columns >= lanes:
+        rows_per_task = max(1, per_task // along_row.size)
+        starts = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)
+        starts[:rows] = np.arange(rows)[:, None] * width + along_row
+        return starts.reshape(-1, rows_per_task * along_row.size)
+    starts = np.full(-(-vectors // per_task) * per_task, -1)
+    starts[:vectors] = across_rows
+    return starts.reshape(-1, per_task)
+
+
+def _strides(src: np.ndarray, images: int, groups: int, offsets: np.ndarray, reach: int) -> Pair:
+    """(image, group) strides of src from _phase_split, after checking that reads at q + offsets[t] for
+    q < reach stay inside src in the last image and group: the micro-kernel does not check bounds."""
+    image_stride = (src.size - simd.VECTOR_BYTES // src.itemsize) // images
+    group_stride = image_stride // groups
+    last = (images - 1) * image_stride + (groups - 1) * group_stride + reach - 1 + offsets.max()
+    if offsets.min() < 0 or last >= src.size:
+        raise AssertionError("conv: the micro-kernel would read outside the padded input")
+    return image_stride, group_stride

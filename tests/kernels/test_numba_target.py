@@ -1,0 +1,133 @@
+"""The CPU the Numba kernels compile for and the vector width chosen for it (kernels/numba/target.py)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import minicv.kernels.numba as nb
+import pytest
+from minicv.kernels.numba import conv_tiles, simd, target
+from numba.core.registry import cpu_target
+
+# LLVM's haswell: AVX2 and FMA, no AVX-512 (NUMBA_CPU_NAME alone keeps the host's features)
+HASWELL_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+invpcid,+lzcnt,"
+                    "+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt")
+
+
+def _enabled(features: str) -> frozenset[str]:
+    return frozenset(flag[1:] for flag in features.split(",") if flag.startswith("+"))
+
+
+@pytest.mark.parametrize("arch, features, isa", [
+    ("x86_64", "+avx,+avx2,+fma,+avx512f,+avx512bw,-avx512fp16", "avx512"),
+    ("x86_64", HASWELL_FEATURES, "avx2"),
+    ("x86_64", "+avx,+avx2,+fma,-avx512f,-avx512vl", "avx2"),
+    ("x86_64", "+sse2,+avx,-avx2", "sse"),  # Sandy Bridge: AVX without FMA
+    ("aarch64", "+neon,+fp-armv8", "neon"),
+    ("arm64", "", "neon"),
+    ("ppc64le", "+altivec", "generic"),
+])
+def test_instruction_set_of_a_target(arch, features, isa):
+    assert target.instruction_set(arch, _enabled(features)) == isa
+
+
+def test_the_width_is_the_one_of_the_isa_numba_compiles_for():
+    """The same CPU name and features as Numba's code generator (its cache key), so the width and the
+    machine code agree."""
+    _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
+    code = nb.code_generation()
+    assert code["cpu"] == cpu
+    assert code["isa"] == target.instruction_set(target._ARCH, _enabled(features))
+    if os.environ.get(target.OVERRIDE):
+        assert code == {**code, "vector_bytes": int(os.environ[target.OVERRIDE]), "source": target.OVERRIDE}
+    else:
+        assert code == {**code, "vector_bytes": target.TILES[code["isa"]][0], "source": "isa"}
+    assert (simd.VECTOR_BYTES, conv_tiles.ROWS) == (code["vector_bytes"], code["tile_rows"])
+    assert code["tile_rows"] == target.TILES[code["isa"]][1]
+
+
+CHILD = textwrap.dedent("""
+    import json
+    import minicv.kernels.numba as nb
+    import minicv.kernels.numpy as spec
+    import numpy as np
+    from minicv.kernels.numba import notice, simd
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 70)).astype(np.float32)
+    w = rng.standard_normal((9, 3, 3, 3)).astype(np.float32)
+    hyper = ((1, 2), (1, 1), (1, 1), 1)  # stride 2 along w: the split's vectors, rows wider than any vector
+    with nb.conv_algorithm("direct"):
+        y = nb.conv2d_forward(x, w, *hyper)
+    error = float(np.abs(y - spec.conv2d_forward(x, w, *hyper)).max())
+    print(json.dumps({"code": nb.code_generation(), "lanes": simd.VECTOR_BYTES // 4, "error": error}))
+""")
+
+
+def _run_child(env: dict) -> tuple[dict, str]:
+    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_an_overridden_width_caches_apart_and_switching_back_and_forth_is_right(tmp_path):
+    """Numba's cache keys code on the CPU, not on the width: each overridden width caches under a folder of
+    its own, so a process with another width never loads code compiled for the first (whose vectors would
+    not match the lanes the Python side lays out)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    isa = nb.code_generation()["isa"]
+    seen = []
+    for width in (32, 64, 32):
+        result, stderr = _run_child({**env, target.OVERRIDE: str(width)})
+        assert result["code"] == {**result["code"], "isa": isa, "vector_bytes": width, "source": target.OVERRIDE}
+        assert result["lanes"] == width // 4
+        assert result["error"] < 1e-4
+        seen.append("compiling" in stderr)
+    assert seen == [True, True, False]  # the third process found 32's code in 32's folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["minicv-vector-bytes-32", "minicv-vector-bytes-64"]
+
+
+def test_a_bad_override_names_the_variable_and_the_choices():
+    done = subprocess.run([sys.executable, "-c", "import minicv.kernels.numba"], capture_output=True, text=True,
+                          env={**os.environ, target.OVERRIDE: "48"})
+    assert done.returncode != 0
+    assert "ValueError: MINICV_VECTOR_BYTES='48': expected one of 16, 32, 64, 128 (bytes per vector)" in done.stderr
+
+
+@pytest.mark.skipif(nb.code_generation()["isa"] not in ("avx512", "avx2"), reason="x86 code only")
+def test_avx2_code_on_any_x86_host_has_no_zmm_register(tmp_path):
+    """NUMBA_CPU_NAME=haswell with haswell's features (the name alone keeps the host's AVX-512) gives AVX2
+    code, and the kernels the width for it."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import minicv.kernels.numba as nb
+        from minicv.kernels.numba import conv_tiles
+        x = np.zeros((1, 1, 3, 200), np.float32)
+        out = np.empty((1, 1, 1, 2, 3, 100), np.float32)
+        conv_tiles._split_phases(x, 0, 0, out)
+        asm = "".join(conv_tiles._split_phases.inspect_asm().values())
+        print(nb.code_generation()["isa"], "zmm" in asm, "ymm" in asm)
+    """)
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    env.pop(target.OVERRIDE, None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["avx2", "False", "True"]
+
+
+
+def test_an_overridden_width_caches_beside_numbas_own_choice(monkeypatch, tmp_path):
+    """NUMBA_CACHE_DIR if set; else the kernels' __pycache__ (a checkout), or Numba's user folder when the
+    package cannot be written (an installed one): never a place Numba would refuse and fall back from."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    assert target._cache_base() == tmp_path
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    assert target._cache_base() == Path(target.__file__).with_name("__pycache__")  # the editable checkout
+    monkeypatch.setattr(target.os, "access", lambda *args: False)
+    assert target._cache_base() == Path(target.AppDirs(appname="numba", appauthor=False).user_cache_dir)
