@@ -133,6 +133,20 @@ def torch_twin(model: nn.Module) -> Any:
 # One training step as a benchmark problem.
 
 
+def _sgd_step(optimizer: Any, loss: Callable[[], Any]) -> Callable[[], Any]:
+    """One training step as a no-argument callable, for either engine (their optimizers and tensors
+    share these names): zero the gradients, the loss, its backward, the update; it returns the loss."""
+
+    def step() -> Any:
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+        return value
+
+    return step
+
+
 @dataclass(frozen=True)
 class TrainStepProblem(Problem):
     """One SGD-with-momentum step of ``model`` on a batch of ``n`` 3 x hw x hw images."""
@@ -183,15 +197,7 @@ class TrainStepProblem(Problem):
         model = build(self.model, self.hw).to(device)
         optimizer = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         batch = {k: Tensor(v, device=device) for k, v in arrays.items()}
-
-        def step() -> Tensor:
-            optimizer.zero_grad()
-            loss = self.minicv_loss(model, batch)
-            loss.backward()
-            optimizer.step()
-            return loss
-
-        return step
+        return _sgd_step(optimizer, lambda: self.minicv_loss(model, batch))
 
     def torch_step(self, where: str, arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
         import torch
@@ -199,15 +205,7 @@ class TrainStepProblem(Problem):
         twin = torch_twin(build(self.model, self.hw)).to(where)
         optimizer = torch.optim.SGD(twin.parameters(), lr=LR, momentum=MOMENTUM)
         batch = {k: torch.from_numpy(v).to(where, copy=True) for k, v in arrays.items()}  # PyTorch's own memory
-
-        def step() -> Any:
-            optimizer.zero_grad()
-            loss = self.torch_loss(twin, batch)
-            loss.backward()
-            optimizer.step()
-            return loss
-
-        return step
+        return _sgd_step(optimizer, lambda: self.torch_loss(twin, batch))
 
     def step(self, path: str, case: BenchCase, backend: BenchBackend,
              arrays: dict[str, np.ndarray]) -> Callable[[], Any]:
