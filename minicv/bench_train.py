@@ -30,10 +30,10 @@ from minicv.bench import BenchBackend, BenchCase, Problem
 from minicv.data import CLASS_NAMES, OBJECT_NAMES
 from minicv.demo import BATCH_SIZE
 from minicv.devices import get_device
-from minicv.kernels import KERNEL_TABLE
 from minicv.models import TASKS, build_model, localization_loss, profile
 from minicv.models.localization import Localizer
 from minicv.models.segmentation import LearnedSegmenter, NaiveSegmenter, PoolingSegmenter
+from minicv.ops import kernel_table
 from minicv.tensor import Tensor
 
 DEMO_SIZE = 64  # the demo's image side (minicv/demo.py trains on 64x64 scenes)
@@ -290,7 +290,7 @@ def _timed(timers: _Timers, kernels: Any) -> Iterator[None]:
         return lambda obj, *args, **kwargs: timers.time(f"{kind} {type(obj).__name__}.{name}", fn, obj, *args, **kwargs)
 
     try:
-        for name in KERNEL_TABLE:
+        for name in kernel_table():
             patch(kernels, name, kernel(name, getattr(kernels, name)))
         for cls in _subclasses(Function):
             for name in ("forward", "backward"):

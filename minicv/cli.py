@@ -24,7 +24,6 @@ from PIL import Image
 import minicv
 from minicv import optim
 from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, SELECTIONS, add_options
-from minicv.check import CASES
 from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
@@ -33,6 +32,7 @@ from minicv.devices import DEFAULT_DEVICE, canonical_name, require_device
 from minicv.errors import ArgumentError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
+from minicv.ops import OPS
 from minicv.train import evaluate, fit, make_task
 from minicv.viz import to_uint8
 
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     # check's cases are fixed (their own seeds) and it writes nothing: no --seed, no --out
     check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", None,
                  seed=None, every_device="every device present")
-    check.add_argument("--op", default=None, choices=list(CASES), help="only this op (default: every op)")
+    check.add_argument("--op", default=None, choices=list(OPS), help="only this op (default: every op)")
     check.add_argument("--dtype", default=None, choices=["float32", "float64"], help="(default: both)")
 
     bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results",

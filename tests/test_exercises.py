@@ -13,12 +13,12 @@ import minicv.kernels.numpy as spec
 import nbformat
 import numpy as np
 import pytest
-from minicv.kernels import KERNEL_TABLE
 
 from minicv.cli import main
 from minicv.devices import get_device
 from minicv.exercises.contracts import CONTRACTS, EXERCISES, LECTURE_ORDER
 from minicv.exercises.unlock import kernels_needed
+from minicv.ops import kernel_table
 
 SPEC_DIR = Path(spec.__file__).parent
 
@@ -47,23 +47,23 @@ def _rows(out: str) -> dict[str, str]:
     rows = {}
     for line in out.splitlines():
         parts = line.split(maxsplit=2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1] in KERNEL_TABLE:
+        if len(parts) == 3 and parts[0].isdigit() and parts[1] in kernel_table():
             rows[parts[1]] = parts[2]
     return rows
 
 
 def test_the_exercises_cover_the_kernel_table_once_in_the_lectures_order():
-    assert sorted(LECTURE_ORDER) == sorted(KERNEL_TABLE)
+    assert sorted(LECTURE_ORDER) == sorted(kernel_table())
     assert LECTURE_ORDER[:2] == ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward")
 
 
 def test_the_worked_examples_of_the_contracts_hold_for_the_spec():
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    globs = {"np": np, **{k: getattr(spec, k) for k in KERNEL_TABLE}}
+    globs = {"np": np, **{k: getattr(spec, k) for k in kernel_table()}}
     for kernel, text in CONTRACTS.items():
         runner.run(doctest.DocTestParser().get_doctest(inspect.cleandoc(text), dict(globs), kernel, None, 0))
     results = runner.summarize(verbose=False)
-    assert results.failed == 0 and results.attempted >= len(KERNEL_TABLE)
+    assert results.failed == 0 and results.attempted >= len(kernel_table())
 
 
 def test_init_writes_stubs_with_the_specs_signatures_and_never_overwrites(tmp_path, capsys):
@@ -73,7 +73,7 @@ def test_init_writes_stubs_with_the_specs_signatures_and_never_overwrites(tmp_pa
     from minicv.exercises.tracks import NUMPY
 
     learner = NUMPY.load(folder)
-    assert sorted(learner.functions) == sorted(KERNEL_TABLE)
+    assert sorted(learner.functions) == sorted(kernel_table())
     for kernel, function in learner.functions.items():
         ours, theirs = inspect.signature(function), inspect.signature(getattr(spec, kernel))
         assert list(ours.parameters) == list(theirs.parameters)
@@ -101,7 +101,7 @@ def test_a_fresh_init_grades_every_kernel_not_started(tmp_path, capsys):
     code, out = _grade(capsys, _init(tmp_path / "mine"), "--no-timing")
     assert code == 1
     assert _rows(out) == dict.fromkeys(LECTURE_ORDER, "not started")
-    assert f"0 of {len(KERNEL_TABLE)} kernels pass" in out
+    assert f"0 of {len(kernel_table())} kernels pass" in out
 
 
 def test_the_spec_copied_over_the_stubs_passes_every_kernel(tmp_path, capsys):
@@ -293,7 +293,7 @@ def test_the_numba_stubs_have_the_specs_signatures_and_contracts(tmp_path):
     from minicv.exercises.tracks import NUMBA
 
     learner = NUMBA.load(_init_track(tmp_path / "mine", "numba"))
-    assert sorted(learner.functions) == sorted(KERNEL_TABLE)
+    assert sorted(learner.functions) == sorted(kernel_table())
     for kernel, function in learner.functions.items():
         assert list(inspect.signature(function).parameters) == list(inspect.signature(getattr(spec, kernel)).parameters)
         assert inspect.getdoc(function) == inspect.cleandoc(CONTRACTS[kernel])
@@ -342,7 +342,7 @@ def test_the_cuda_track_passes_with_the_projects_kernels_and_fails_a_mutated_one
     folder = _with_project_kernels(tmp_path / "mine", "cuda")
     code, out = _grade(capsys, folder, "--no-timing")
     assert code == 0, out
-    assert all(verdict == "passing" for verdict in _rows(out).values()) and len(_rows(out)) == len(KERNEL_TABLE), out
+    assert all(verdict == "passing" for verdict in _rows(out).values()) and len(_rows(out)) == len(kernel_table()), out
     _mutate(folder / "pool.cu", "if (value > best || isnan(value))", "if (value < best || isnan(value))")
     code, out = _grade(capsys, folder, "--only", "max_pool2d_forward", "--no-timing")
     assert code == 1 and _rows(out) == {"max_pool2d_forward": "FAILING (against the spec)"}, out

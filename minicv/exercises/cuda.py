@@ -26,8 +26,8 @@ import numpy as np
 from minicv.exercises.contracts import EXERCISES
 from minicv.exercises.hints import MISSING_BARRIER
 from minicv.exercises.tracks import LearnerTable, Run, Track, learner_place
-from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.cuda.launch import KERNEL_DIR, kernel_names, read_source
+from minicv.ops import kernel_table
 
 CUDA_FILES = {"loss": "loss.cu", "pooling": "pool.cu", "upsample": "upsample.cu", "conv": "conv.cu",
               "batchnorm": "batchnorm.cu"}
@@ -76,7 +76,7 @@ class CudaTrack(Track):
                 if names:
                     cudasim.kernel(file, names[0])  # builds every kernel of the file
             except Exception as err:  # a missing file, g++'s errors: the learner's, per kernel
-                for kernel in KERNEL_TABLE:
+                for kernel in kernel_table():
                     if self.module_of(kernel) == module:
                         errors[kernel] = self.error(err, folder)
         forward = _bound(cudasim, lambda: schedule("forward"))

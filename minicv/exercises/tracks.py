@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from minicv.devices import register_device
-from minicv.kernels import KERNEL_TABLE
+from minicv.ops import kernel_table
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Track:
         return getattr(self.spec_table(), kernel).__module__.rsplit(".", 1)[-1]
 
     def modules(self) -> list[str]:
-        return list(dict.fromkeys(self.module_of(k) for k in KERNEL_TABLE))
+        return list(dict.fromkeys(self.module_of(k) for k in kernel_table()))
 
     def file_of(self, module: str) -> str:
         """The learner's file of an exercise's module."""
@@ -175,7 +175,7 @@ class LearnerTable:
         sys.modules[package] = parent
         functions, errors = {}, {}
         for module_name in track.modules():
-            kernels = [k for k in KERNEL_TABLE if track.module_of(k) == module_name]
+            kernels = [k for k in kernel_table() if track.module_of(k) == module_name]
             path = folder / f"{module_name}.py"
             try:
                 if not path.exists():
@@ -195,7 +195,7 @@ class LearnerTable:
 
     def table(self) -> Any:
         """A kernel table for a Device: the learner's functions; a missing one raises NotImplementedError."""
-        return _Table({k: self.functions.get(k, _missing(k, self.errors.get(k))) for k in KERNEL_TABLE})
+        return _Table({k: self.functions.get(k, _missing(k, self.errors.get(k))) for k in kernel_table()})
 
 
 class _Table:
@@ -214,7 +214,7 @@ def _missing(kernel: str, error: LearnerError | None) -> Callable[..., Any]:
 
 def mixed_table(spec: Any, kernel: str, function: Callable[..., Any]) -> Any:
     """The spec's table with one kernel replaced: grades that kernel alone through the engine."""
-    return _Table({k: function if k == kernel else getattr(spec, k) for k in KERNEL_TABLE})
+    return _Table({k: function if k == kernel else getattr(spec, k) for k in kernel_table()})
 
 
 def recorded_track(folder: Path) -> str | None:
