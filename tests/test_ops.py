@@ -11,6 +11,7 @@ from minicv.autograd import Function
 from minicv.check import check_rows, run_check
 from minicv.exercises.contracts import CONTRACTS, LECTURE_ORDER
 from minicv.exercises.cuda import CUDA_FILES
+from minicv.exercises.hints import GENERAL_HINTS
 from minicv.exercises.tracks import NUMPY
 from minicv.ops import Case, Op, register_op
 
@@ -23,10 +24,10 @@ def test_every_device_supplies_every_kernel_of_the_registry(device):
 
 
 def test_the_exercises_ask_for_every_kernel_of_the_registry():
-    """The student device is the learner's table: every kernel has a contract, an exercise, a spec module
-    (the NumPy and Numba stubs) and a .cu file (the CUDA track's stubs)."""
+    """The student device is the learner's table: every kernel has a contract, an exercise, a hint, a spec
+    module (the NumPy and Numba stubs) and a .cu file (the CUDA track's stubs)."""
     for kernel in ops.kernel_table():
-        assert kernel in CONTRACTS and kernel in LECTURE_ORDER
+        assert kernel in CONTRACTS and kernel in LECTURE_ORDER and kernel in GENERAL_HINTS
         assert NUMPY.module_of(kernel) in CUDA_FILES
 
 
