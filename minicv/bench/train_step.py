@@ -1,22 +1,18 @@
 """The training step as a benchmark: one SGD-with-momentum step of each lecture model, minicv against the
-same network in PyTorch, and where the time of one step goes.
+same network in PyTorch.
 
 A step is what ``minicv demo`` repeats: forward, the loss (per-pixel cross-entropy for the segmenters,
-the localizer's class + box loss), backward, optimizer step. The PyTorch side is a twin built here from
-the minicv model (``torch_twin``): the same layers, the same forward code, the same weights and buffers
-(the state dict copied), so the two do the same arithmetic on the same batch (the tests check the losses
-agree). ``breakdown`` times one step layer by layer: each kernel-table function, each op outside its
-kernels, the optimizer, and the rest (autograd engine, Python).
+the localizer's class + box loss), backward, optimizer step. The PyTorch side is the model's twin
+(``twin.torch_twin``: the same layers, forward code, weights and buffers), so the two do the same
+arithmetic on the same batch (the tests check the losses agree).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,15 +21,13 @@ import numpy as np
 import minicv
 import minicv.functional as F
 from minicv import nn, optim
-from minicv.autograd import Function
-from minicv.bench import BenchBackend, BenchCase, Problem
+from minicv.bench.backends import BenchBackend
+from minicv.bench.cases import BenchCase
+from minicv.bench.problems import Problem
+from minicv.bench.twin import torch_twin
 from minicv.data import CLASS_NAMES, OBJECT_NAMES
 from minicv.demo import BATCH_SIZE
-from minicv.devices import get_device
-from minicv.kernels import KERNEL_TABLE
 from minicv.models import TASKS, build_model, localization_loss, profile
-from minicv.models.localization import Localizer
-from minicv.models.segmentation import LearnedSegmenter, NaiveSegmenter, PoolingSegmenter
 from minicv.tensor import Tensor
 
 DEMO_SIZE = 64  # the demo's image side (minicv/demo.py trains on 64x64 scenes)
@@ -54,83 +48,6 @@ def build(model: str, hw: int) -> nn.Module:
     minicv.manual_seed(WEIGHT_SEED)
     kwargs = {"image_size": hw} if model == "loc" else {}  # the localizer's linear layer is sized for its images
     return build_model(model, num_classes(model), **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The PyTorch twin of a minicv model.
-
-
-def _torch_layer(layer: nn.Module) -> Any:
-    """The PyTorch layer with ``layer``'s settings (its weights come with the state dict)."""
-    import torch.nn as tnn
-
-    if isinstance(layer, nn.Sequential):
-        return tnn.Sequential(*(_torch_layer(child) for child in layer.children()))
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-        kind, extra = (tnn.ConvTranspose2d, {"output_padding": layer.output_padding}) \
-            if isinstance(layer, nn.ConvTranspose2d) else (tnn.Conv2d, {})
-        return kind(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                    padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
-                    bias=layer.bias is not None, **extra)
-    if isinstance(layer, nn.BatchNorm2d) and layer.has_bias == layer.affine:
-        return tnn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
-    if isinstance(layer, nn.Linear):
-        return tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    if isinstance(layer, nn.MaxPool2d):
-        return tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, layer.dilation,
-                             return_indices=layer.return_indices, ceil_mode=layer.ceil_mode)
-    if isinstance(layer, nn.MaxUnpool2d):
-        return tnn.MaxUnpool2d(layer.kernel_size, layer.stride, layer.padding)
-    if isinstance(layer, nn.Upsample):
-        return tnn.Upsample(layer.size, layer.scale_factor, layer.mode, layer.align_corners,
-                            layer.recompute_scale_factor)
-    if isinstance(layer, nn.ReLU):
-        return tnn.ReLU()
-    if isinstance(layer, nn.Flatten):
-        return tnn.Flatten(layer.start_dim, layer.end_dim)
-    raise TypeError(f"torch_twin: no PyTorch twin for layer {type(layer).__name__} ({layer!r})")
-
-
-def _localizer_forward(self: Any, x: Any) -> tuple[Any, Any]:
-    """Localizer.forward, with PyTorch's sigmoid in place of minicv's."""
-    import torch
-
-    h = self.shared(self.trunk(x))
-    return self.class_head(h), torch.sigmoid(self.box_head(h))
-
-
-# The models' forward code, run on the twin's PyTorch layers (it only calls its layers and their attributes).
-_FORWARDS: dict[type, Callable[[Any, Any], Any]] = {
-    NaiveSegmenter: NaiveSegmenter.forward,
-    PoolingSegmenter: PoolingSegmenter.forward,
-    LearnedSegmenter: LearnedSegmenter.forward,
-    Localizer: _localizer_forward,
-}
-
-
-def torch_twin(model: nn.Module) -> Any:
-    """The same network in PyTorch (CPU, float32): ``model``'s layers, forward code, weights and buffers."""
-    import torch
-
-    forward = _FORWARDS.get(type(model))
-    if forward is None:
-        raise TypeError(f"torch_twin: expected one of {', '.join(c.__name__ for c in _FORWARDS)}, "
-                        f"but got {type(model).__name__}")
-
-    class Twin(torch.nn.Module):
-        def forward(self, x: Any) -> Any:
-            return forward(self, x)
-
-    twin = Twin()
-    for name, child in model.named_children():
-        twin.add_module(name, _torch_layer(child))
-    twin.unpool_mode = getattr(model, "unpool_mode", None)  # PoolingSegmenter's choice of unpooling
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
-    return twin.train(model.training)
-
-
-# ---------------------------------------------------------------------------------------------------
-# One training step as a benchmark problem.
 
 
 def _sgd_step(optimizer: Any, loss: Callable[[], Any]) -> Callable[[], Any]:
@@ -236,113 +153,3 @@ def geometric_means(rows: list[dict]) -> dict[str, float]:
         if r["op"] == "train_step" and (r["device"], r["path"]) == ("numba", "op") and "vs_torch" in r:
             groups[f"{r.get('isa', 'native')} {r['case'].split(' ', 1)[1]}"].append(r["vs_torch"])
     return {key: float(np.exp(np.mean(np.log(v)))) for key, v in groups.items()}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Where the time of one step goes.
-
-
-class _Timers:
-    """Self time per label: a call's time less that of the timed calls inside it."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: Counter[str] = Counter()
-        self._inner: list[float] = []  # per open call, the time of the timed calls inside it
-
-    def time(self, label: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        self._inner.append(0.0)
-        began = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            total = time.perf_counter() - began
-            self.seconds[label] += total - self._inner.pop()
-            self.calls[label] += 1
-            if self._inner:
-                self._inner[-1] += total
-
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.calls.clear()
-
-
-def _subclasses(cls: type) -> Iterator[type]:
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
-
-
-@contextlib.contextmanager
-def _timed(timers: _Timers, kernels: Any) -> Iterator[None]:
-    """Time every kernel-table function of ``kernels``, every op's forward and backward (outside its
-    kernels) and the optimizer's step and zero_grad, restoring them all on exit."""
-    patched: list[tuple[Any, str, Any]] = []
-
-    def patch(owner: Any, name: str, replacement: Any) -> None:
-        patched.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
-        setattr(owner, name, replacement)
-
-    def kernel(name: str, fn: Callable) -> Callable:
-        return lambda *args, **kwargs: timers.time(f"kernel {name}", fn, *args, **kwargs)
-
-    def method(kind: str, name: str, fn: Callable) -> Callable:
-        return lambda obj, *args, **kwargs: timers.time(f"{kind} {type(obj).__name__}.{name}", fn, obj, *args, **kwargs)
-
-    try:
-        for name in KERNEL_TABLE:
-            patch(kernels, name, kernel(name, getattr(kernels, name)))
-        for cls in _subclasses(Function):
-            for name in ("forward", "backward"):
-                if name in cls.__dict__:
-                    patch(cls, name, method("op", name, cls.__dict__[name]))
-        for name in ("step", "zero_grad"):
-            patch(optim.Optimizer, name, method("optimizer", name, optim.Optimizer.__dict__[name]))
-        yield
-    finally:
-        for owner, name, original in reversed(patched):
-            setattr(owner, name, original)
-
-
-def breakdown(model: str = "segnet", device: str = "numba", n: int = 8, hw: int = 128, steps: int = 3,
-              seed: int = 0) -> dict:
-    """Time ``steps`` training steps of ``model`` (after one untimed step that compiles): the mean per step
-    of each kernel-table function, of each op outside its kernels, of the optimizer, and of the rest."""
-    if model not in TASKS:
-        raise SystemExit(f"minicv bench: unknown model {model!r} for --breakdown; expected one of {', '.join(TASKS)}")
-    problem = TrainStepProblem(model, n, hw)
-    step = problem.minicv_step(device, problem.arrays(np.random.default_rng(seed), np.float32))
-    step()  # compiles, allocates: not timed
-    timers = _Timers()
-    with _timed(timers, get_device(device).kernels):
-        step()  # each wrapper's first call (and a kernel specialised for a traced layout) is not timed either
-        timers.reset()
-        began = time.perf_counter()
-        for _ in range(steps):
-            step()
-        total = (time.perf_counter() - began) / steps
-    parts = [{"what": label, "ms": 1e3 * s / steps, "calls": timers.calls[label] // steps}
-             for label, s in timers.seconds.items()]
-    parts.append({"what": "other (autograd engine, Tensor wrapping, Python)",
-                  "ms": 1e3 * (total - sum(timers.seconds.values()) / steps), "calls": None})
-    parts.sort(key=lambda p: -p["ms"])
-    for p in parts:
-        p["share"] = p["ms"] / (1e3 * total)
-    return {"model": model, "device": device, "case": problem.label, "steps": steps, "step_ms": 1e3 * total,
-            "parts": parts}
-
-
-def breakdown_markdown(result: dict, machine: dict) -> str:
-    lines = [
-        f"## {result['model']} training step, {result['case']}, {result['device']} device",
-        "",
-        f"{machine['cpu']} ({machine.get('cpu_arch') or '?'}), {machine['cores']} cores, {machine['date']}, "
-        f"load average {machine['load_average']:.1f}; mean of {result['steps']} steps after a warm-up step: "
-        f"**{result['step_ms']:.1f} ms per step**. Self times: an op's row excludes the kernels it calls.",
-        "",
-        "| where | ms per step | share | calls per step |",
-        "|---|---:|---:|---:|",
-    ]
-    lines += [f"| {p['what']} | {p['ms']:.2f} | {100 * p['share']:.1f}% | {'' if p['calls'] is None else p['calls']} |"
-              for p in result["parts"]]
-    return "\n".join(lines) + "\n"
