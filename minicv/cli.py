@@ -23,7 +23,6 @@ from PIL import Image
 
 import minicv
 from minicv import optim
-from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, SELECTIONS, add_options
 from minicv.check import CASES
 from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
@@ -151,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                  seed=None, every_device="every device present")
     check.add_argument("--op", default=None, choices=list(CASES), help="only this op (default: every op)")
     check.add_argument("--dtype", default=None, choices=["float32", "float64"], help="(default: both)")
+
+    # Only the bench's options, a small module: the harness itself is imported when bench runs (cmd_bench).
+    from minicv.bench.options import MALLOC_CHOICES, SELECTIONS, add_options
 
     bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results",
                  seed="the random inputs", every_device="every device present; cudasim only with --quick")
@@ -452,7 +454,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from minicv.bench import run_from_args
+    from minicv.bench.options import CUDASIM_NEEDS_QUICK
+    from minicv.bench.run import run_from_args
 
     if args.device is not None and canonical_name(args.device) == "cudasim" and not args.quick:
         raise UsageError(f"--device cudasim: {CUDASIM_NEEDS_QUICK}")
