@@ -219,10 +219,14 @@ def test_training_on_stubs_names_the_kernel_not_written(tmp_path, capsys):
     assert "conv.py, line" in err and "conv2d_forward: not written yet" in err and "Traceback" not in err
 
 
-def test_the_notebooks_code_runs_on_the_spec_and_prints_the_expected_examples(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("track", ["numpy", "numba", "cuda"])
+def test_the_notebooks_code_runs_on_the_tracks_kernels_and_prints_the_expected_examples(tmp_path, monkeypatch,
+                                                                                         capsys, track):
+    # Every code cell of every notebook, on the spec (NumPy track) or the project's own kernels of the track
+    # copied over the stubs (the CUDA track's on cudasim, without a GPU): the worked examples must hold.
     import minicv.exercises
 
-    folder = _with_spec(tmp_path / "mine")
+    folder = _with_spec(tmp_path / "mine") if track == "numpy" else _with_project_kernels(tmp_path / "mine", track)
     capsys.readouterr()
     graded = []
     monkeypatch.setattr(minicv.exercises, "grade", lambda *args, **kwargs: graded.append(kwargs.get("only")))

@@ -123,12 +123,13 @@ def _code(text: str) -> dict:
 
 def notebook(exercise: Exercise, track: Track = NUMPY) -> dict:
     """The exercise's notebook (nbformat 4): contract, TODO cells, inline questions, hidden hints."""
-    names = ", ".join(exercise.kernels)
+    names = ", ".join(track.written(exercise.module))
+    note = f"\n\n{track.notebook_note}" if track.notebook_note else ""
     cells = [
         _markdown(
             f"# Exercise {exercise.number}: {exercise.title}\n\n{exercise.idea}\n\n"
             f"You write `{track.file_of(exercise.module)}` in the folder above this notebook: {names}. "
-            "Edit the file, then rerun the cells: every cell reloads your code."
+            f"Edit the file, then rerun the cells: every cell reloads your code.{note}"
         ),
         _code(
             "import numpy as np\n"
@@ -146,7 +147,7 @@ def notebook(exercise: Exercise, track: Track = NUMPY) -> dict:
         cells += [
             _markdown(f"## `{kernel}`\n\n```text\n{contract}\n```"),
             _code(
-                f"# TODO: write {kernel} in {track.file_of(exercise.module)}, then check the worked example:\n"
+                f"# TODO: {track.todo(kernel)}, then check the worked example:\n"
                 f"{kernel} = load_kernels(KERNELS).{kernel}\n{tries}"
             ),
             _code(f'grade(KERNELS, only="{kernel}")'),
