@@ -316,6 +316,20 @@ def test_the_cuda_stubs_have_the_project_kernels_names_and_parameters(tmp_path):
     assert (folder / "common.cuh").read_text() == (CUDA_DIR / "common.cuh").read_text()
 
 
+def test_a_cuda_notebook_names_the_kernels_of_its_file_and_needs_no_gpu(tmp_path):
+    from minicv.exercises.cuda import _KERNEL, CUDA_FILES
+
+    folder = _init_track(tmp_path / "mine", "cuda")
+    for exercise in EXERCISES:
+        file = CUDA_FILES[exercise.module]
+        book = nbformat.read(folder / "notebooks" / f"{exercise.number:02d}_{exercise.module}.ipynb", as_version=4)
+        intro = book.cells[0].source
+        assert all(k[3] in intro for k in _KERNEL.finditer((folder / file).read_text())) and "no GPU" in intro
+        todos = [cell.source.splitlines()[0] for cell in book.cells if "# TODO" in cell.source]
+        assert todos == [f"# TODO: write the kernels of {file} that {k} launches, then check the worked example:"
+                         for k in exercise.kernels]
+
+
 def test_a_folder_holds_one_track(tmp_path):
     folder = _init_track(tmp_path / "mine", "numba")
     with pytest.raises(SystemExit, match="holds the numba track"):
