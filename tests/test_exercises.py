@@ -330,6 +330,24 @@ def test_a_cuda_notebook_names_the_kernels_of_its_file_and_needs_no_gpu(tmp_path
                          for k in exercise.kernels]
 
 
+@pytest.mark.parametrize("track", ["numpy", "numba", "cuda"])
+def test_the_learners_readme_counts_the_kernels_and_its_commands_parse(tmp_path, track):
+    import re
+    import shlex
+
+    from minicv.cli import build_parser
+
+    folder = _init_track(tmp_path / "mine", track)
+    text = (folder / "README.md").read_text()
+    assert f"runs on {len(KERNEL_TABLE)} small kernels" in text
+    commands = [shlex.split(c) for c in re.findall(r"`(minicv [^`]*)`", text)]
+    assert [c[1:3] for c in commands] == [["exercises", "grade"], ["exercises", "train"]]
+    for command in commands:
+        args = build_parser().parse_args(command[1:])
+        assert args.folder == str(folder)
+    build_parser().parse_args(["train", *args.train_args, "--device", "student"])  # what `train` runs
+
+
 def test_a_folder_holds_one_track(tmp_path):
     folder = _init_track(tmp_path / "mine", "numba")
     with pytest.raises(SystemExit, match="holds the numba track"):

@@ -218,4 +218,6 @@ CUDA = CudaTrack(
     "launch your kernels on cudasim, on the CPU: no GPU is needed (`grade` also runs them on one when CuPy sees "
     "it). Their contracts and the hints speak NumPy, the spec's language: in a kernel each thread computes "
     "its share of the outputs (the top of each .cu file says how its kernels are launched).",
+    # cudasim runs the blocks one after another on one CPU thread: a 64x64 batch of 32 takes minutes
+    train_options="--epochs 1 --train-size 32 --test-size 8 --size 32",
 )

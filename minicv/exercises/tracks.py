@@ -35,6 +35,7 @@ class Track:
     rules: str = "Rules: work on NumPy arrays, return new arrays in the input's dtype, never write into the arguments."
     timed: bool = True  # raced against the spec once it passes
     notebook_note: str = ""  # a paragraph under every notebook's title: what differs on this track
+    train_options: str = "--epochs 1 --train-size 200"  # the README's `minicv exercises train` example
 
     def spec_table(self) -> ModuleType:
         return importlib.import_module(self.spec)
