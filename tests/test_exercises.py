@@ -219,10 +219,14 @@ def test_training_on_stubs_names_the_kernel_not_written(tmp_path, capsys):
     assert "conv.py, line" in err and "conv2d_forward: not written yet" in err and "Traceback" not in err
 
 
-def test_the_notebooks_code_runs_on_the_spec_and_prints_the_expected_examples(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("track", ["numpy", "numba", "cuda"])
+def test_the_notebooks_code_runs_on_the_tracks_kernels_and_prints_the_expected_examples(tmp_path, monkeypatch,
+                                                                                         capsys, track):
+    # Every code cell of every notebook, on the spec (NumPy track) or the project's own kernels of the track
+    # copied over the stubs (the CUDA track's on cudasim, without a GPU): the worked examples must hold.
     import minicv.exercises
 
-    folder = _with_spec(tmp_path / "mine")
+    folder = _with_spec(tmp_path / "mine") if track == "numpy" else _with_project_kernels(tmp_path / "mine", track)
     capsys.readouterr()
     graded = []
     monkeypatch.setattr(minicv.exercises, "grade", lambda *args, **kwargs: graded.append(kwargs.get("only")))
@@ -310,6 +314,38 @@ def test_the_cuda_stubs_have_the_project_kernels_names_and_parameters(tmp_path):
         assert [k.group(2, 3, 4) for k in _KERNEL.finditer(ours)] == kernels
         assert ours.count(f"    // {NOT_STARTED}\n") == len(kernels)
     assert (folder / "common.cuh").read_text() == (CUDA_DIR / "common.cuh").read_text()
+
+
+def test_a_cuda_notebook_names_the_kernels_of_its_file_and_needs_no_gpu(tmp_path):
+    from minicv.exercises.cuda import _KERNEL, CUDA_FILES
+
+    folder = _init_track(tmp_path / "mine", "cuda")
+    for exercise in EXERCISES:
+        file = CUDA_FILES[exercise.module]
+        book = nbformat.read(folder / "notebooks" / f"{exercise.number:02d}_{exercise.module}.ipynb", as_version=4)
+        intro = book.cells[0].source
+        assert all(k[3] in intro for k in _KERNEL.finditer((folder / file).read_text())) and "no GPU" in intro
+        todos = [cell.source.splitlines()[0] for cell in book.cells if "# TODO" in cell.source]
+        assert todos == [f"# TODO: write the kernels of {file} that {k} launches, then check the worked example:"
+                         for k in exercise.kernels]
+
+
+@pytest.mark.parametrize("track", ["numpy", "numba", "cuda"])
+def test_the_learners_readme_counts_the_kernels_and_its_commands_parse(tmp_path, track):
+    import re
+    import shlex
+
+    from minicv.cli import build_parser
+
+    folder = _init_track(tmp_path / "mine", track)
+    text = (folder / "README.md").read_text()
+    assert f"runs on {len(kernel_table())} small kernels" in text
+    commands = [shlex.split(c) for c in re.findall(r"`(minicv [^`]*)`", text)]
+    assert [c[1:3] for c in commands] == [["exercises", "grade"], ["exercises", "train"]]
+    for command in commands:
+        args = build_parser().parse_args(command[1:])
+        assert args.folder == str(folder)
+    build_parser().parse_args(["train", *args.train_args, "--device", "student"])  # what `train` runs
 
 
 def test_a_folder_holds_one_track(tmp_path):

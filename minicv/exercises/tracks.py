@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from minicv.devices import register_device
+from minicv.exercises.contracts import LECTURE_ORDER
 from minicv.ops import kernel_table
 
 
@@ -33,6 +34,8 @@ class Track:
     stub_note: str = ""  # comment lines that open every stub's body: how a kernel of this track is built
     rules: str = "Rules: work on NumPy arrays, return new arrays in the input's dtype, never write into the arguments."
     timed: bool = True  # raced against the spec once it passes
+    notebook_note: str = ""  # a paragraph under every notebook's title: what differs on this track
+    train_options: str = "--epochs 1 --train-size 200"  # the README's `minicv exercises train` example
 
     def spec_table(self) -> ModuleType:
         return importlib.import_module(self.spec)
@@ -47,6 +50,14 @@ class Track:
     def file_of(self, module: str) -> str:
         """The learner's file of an exercise's module."""
         return f"{module}.py"
+
+    def written(self, module: str) -> list[str]:
+        """What the learner writes in the file of ``module``: here the kernel table's own functions."""
+        return [k for k in LECTURE_ORDER if self.module_of(k) == module]
+
+    def todo(self, kernel: str) -> str:
+        """The TODO of a notebook's cell that runs ``kernel``'s worked example."""
+        return f"write {kernel} in {self.file_of(self.module_of(kernel))}"
 
     def stub_files(self) -> dict[str, str]:
         """The learner's source files (name -> text) that ``init`` writes."""
@@ -89,6 +100,8 @@ NUMBA = Track(
     rules="Rules: the kernels are called with NumPy arrays and return new arrays in the input's dtype; do the "
     "loops in @njit functions (Numba compiles each on its first call, for each dtype), never write into the "
     "arguments.",
+    notebook_note="The contracts and hints speak NumPy, the spec's language: inside your @njit functions write "
+    "the loops they stand for (Numba has no `np.add.at` nor `np.einsum`: add and sum in loops).",
 )
 
 
