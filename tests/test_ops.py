@@ -8,6 +8,8 @@ import pytest
 import minicv
 from minicv import devices, ops
 from minicv.autograd import Function
+from minicv.bench.run import setup
+from minicv.bench.timing import QUICK_PLAN
 from minicv.check import check_rows, run_check
 from minicv.exercises.contracts import CONTRACTS, LECTURE_ORDER
 from minicv.exercises.cuda import CUDA_FILES
@@ -90,6 +92,18 @@ def test_a_new_op_reaches_check(toy_op, capsys):
     assert "scale             numpy    float64" in out and "all 2 checks passed" in out
     rows = list(check_rows(list(ops.OPS), ["numpy"], ["float64"], torch=False))
     assert [r["op"] for r in rows][-1] == "scale" and rows[-1]["ok"] and rows[-1]["gradcheck"]
+
+
+def test_a_new_op_reaches_the_benchmark(toy_op):
+    run = setup("numpy", None, quick=True)
+    toy = [c for c in run.cases if c.problem.op == "scale"]
+    assert [(c.group, c.passes) for c in toy] == [("registry", "fwd"), ("registry", "fwd+bwd")]
+    jobs = [j for j in run.jobs if j.case.problem.op == "scale"]
+    assert [(j.backend.name, j.path) for j in jobs] == [("numpy", "op")] * 2  # PyTorch has no such op
+    for job in jobs:
+        row = job.run(QUICK_PLAN, job.case.problem.arrays(np.random.default_rng(0), np.float32))
+        assert "error" not in row and row["median_s"] > 0 and row["case"] == "scale by 3, (4, 8, 16, 16)"
+        assert row["gbps"] > 0 and row["work"] == 4 * 2 * 4 * 8 * 16 * 16 * (2 if job.case.backward else 1)
 
 
 def test_a_wrong_kernel_of_the_new_op_fails_check(toy_op, capsys):

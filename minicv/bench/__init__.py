@@ -13,12 +13,13 @@ reports ``vs torch`` = torch time / minicv time (> 1: faster than PyTorch). Resu
 ``<out>/<machine>.json``, ``.md`` (the table, each target marked met or missed; a ``--quick`` run's tiny
 sizes judge no target) and ``.png`` (time against problem size, log-log).
 
-The package, one idea per module: ``problems`` (one class per op, and ``OPS``), ``cases`` (the sizes and
-their targets), ``backends`` (where a problem runs), ``steps`` (one run as a callable), ``timing`` (the
-timing loop and its statistics), ``jobs`` (a case on a backend through one path: a row), ``machine`` (the
-CPU, GPU, copy bandwidth and allocator), ``judge`` (ratios and targets), ``report`` (the markdown),
-``plot``, ``train_step`` and ``twin`` (a training step against its PyTorch twin), ``breakdown`` (where a
-step's time goes), ``isa`` (the AVX2 and cold-start child processes), ``options`` (the command line's
-options, cheap to import) and ``run`` (all of it, in order). Nothing in the engine imports this package:
-``import minicv`` and ``minicv.cli`` leave it unloaded until ``minicv bench`` runs.
+The package, one idea per module: ``problems`` (one class per op, and ``RegistryProblem`` for any other
+op of the registry, minicv/ops.py), ``cases`` (the sizes and their targets), ``backends`` (where a
+problem runs), ``steps`` (one run as a callable), ``timing`` (the timing loop and its statistics),
+``jobs`` (a case on a backend through one path: a row), ``machine`` (the CPU, GPU, copy bandwidth and
+allocator), ``judge`` (ratios and targets), ``report`` (the markdown), ``plot``, ``train_step`` and
+``twin`` (a training step against its PyTorch twin), ``breakdown`` (where a step's time goes), ``isa``
+(the AVX2 and cold-start child processes), ``options`` (the command line's options, cheap to import) and
+``run`` (all of it, in order). Nothing in the engine imports this package: ``import minicv`` and
+``minicv.cli`` leave it unloaded until ``minicv bench`` runs.
 """

@@ -13,7 +13,9 @@ from minicv.bench.problems import (
     MaxUnpool2dProblem,
     NearestProblem,
     Problem,
+    RegistryProblem,
 )
+from minicv.ops import OPS
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,11 @@ def sweep_cases(quick: bool, gpu: bool) -> list[BenchCase]:
         cases += [BenchCase(make(s), False, f"sweep {family}") for s in sizes]
         cases += [BenchCase(make(s), False, f"sweep {family}", gpu_only=True) for s in (gpu_sizes if gpu else ())]
     return cases
+
+
+def registry_cases(timed: set[str]) -> list[BenchCase]:
+    """Every op of the registry (minicv/ops.py) not in ``timed`` (the ops the cases above time), forward and
+    forward+backward on its timing case: a new op is benchmarked as soon as it is registered."""
+    return [BenchCase(RegistryProblem(op.name), backward, "registry")
+            for op in OPS.values() if op.name not in timed and op.timing_case() is not None
+            for backward in (False, True)]

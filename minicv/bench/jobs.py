@@ -51,7 +51,8 @@ def plan_jobs(cases: list[BenchCase], backends: list[BenchBackend]) -> list[Job]
             if runs_on is not None and not backend.is_torch and backend.name not in runs_on:
                 continue
             if backend.is_torch:
-                jobs.append(Job(case, backend, "torch"))
+                if case.problem.has_torch:
+                    jobs.append(Job(case, backend, "torch"))
                 continue
             conv = case.problem.bound == "compute"
             if backend.ops_load:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from minicv.bench.problems import OPS
+from minicv.ops import OPS
 
-SELECTIONS = (*OPS, "train_step", "cold_start")  # what --op may pick: an op, the training steps, the cold start
+# what --op may pick: an op of the registry (minicv/ops.py), the training steps, the cold start
+SELECTIONS = (*OPS, "train_step", "cold_start")
 MALLOC_CHOICES = ("reuse", "system")
 CUDASIM_NEEDS_QUICK = "cudasim runs CUDA threads as fibers on the CPU; use it with --quick"
 

@@ -1,8 +1,9 @@
 """The problems: one class per op at one size, its three ways to run (minicv op, PyTorch, kernels) side by
-side; ``OPS`` lists the ops they time."""
+side; ``RegistryProblem`` times any other op of the registry (minicv/ops.py) on its timing case."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,8 +11,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+import minicv
 import minicv.functional as F
 from minicv.bench.steps import STEPS
+from minicv.ops import OPS, Case
 from minicv.tensor import Tensor
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ class Problem:
     bound: ClassVar[str] = "memory"  # "compute": rate in GFLOP/s; "memory": rate in GB/s
     differentiable: ClassVar[tuple[str, ...]] = ("x",)  # the inputs that get gradients
     kernel_path: ClassVar[bool] = True  # whether a "kernels" path (the kernel-table calls alone) exists
+    has_torch: ClassVar[bool] = True  # whether PyTorch has the op (a "torch" path, the ratios' baseline)
     devices: ClassVar[tuple[str, ...] | None] = None  # the minicv devices it runs on (None: every one)
 
     def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
@@ -361,6 +365,65 @@ class CrossEntropyProblem(Problem):
         return forward + (_nbytes(itemsize, x_shape) if backward else 0)  # gx written
 
 
-# The ops the benchmark times, in the report's order: each has its problem class above and its cases in
-# cases.py; --op picks one (options.SELECTIONS).
-OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "interpolate", "cross_entropy")
+@dataclass(frozen=True)
+class RegistryProblem(Problem):
+    """An op of the registry (minicv/ops.py) that no problem class above times, on the ``timing`` case of its
+    entry: through minicv and through PyTorch's same call (no kernels path). Its rate counts the bytes of
+    its inputs and output once, twice with the backward (the gradients written, gy read)."""
+
+    name: str
+
+    kernel_path = False
+
+    @property
+    def op(self) -> str:  # type: ignore[override]  # an instance's op: the registry entry it times
+        return self.name
+
+    @property
+    def case(self) -> Case:
+        case = OPS[self.name].timing_case()
+        if case is None:
+            raise ValueError(f"minicv bench: op {self.name!r} of the registry has no case with timing=True")
+        return case
+
+    @property
+    def has_torch(self) -> bool:  # type: ignore[override]
+        return self.case.torch
+
+    @functools.cached_property
+    def _shapes(self) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...], tuple[int, ...]]:
+        """(the shapes of the differentiable inputs, the names of the fixed ones, the output's shape)."""
+        inputs, fixed = self.case.make(np.random.default_rng(0))
+        with minicv.no_grad():
+            out = self.case.call(F, *(Tensor(a, device="numpy") for a in inputs),
+                                 **{k: Tensor(v, device="numpy") for k, v in fixed.items()})
+        return tuple(a.shape for a in inputs), tuple(fixed), tuple(out.shape)
+
+    @property
+    def differentiable(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"input{i}" for i in range(len(self._shapes[0])))
+
+    @property
+    def label(self) -> str:
+        return self.case.label.removeprefix("timing: ")
+
+    def arrays(self, rng, dtype):
+        inputs, fixed = self.case.make(rng)
+        arrays = {name: a.astype(dtype) for name, a in zip(self.differentiable, inputs, strict=True)}
+        arrays.update({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in fixed.items()})
+        return {**arrays, "gy": rng.standard_normal(self._shapes[2]).astype(dtype)}
+
+    def _call(self, f: Any, t: dict[str, Any]) -> Any:
+        return self.case.call(f, *(t[name] for name in self.differentiable), **{k: t[k] for k in self._shapes[1]})
+
+    def minicv(self, t):
+        return self._call(F, t)
+
+    def torch(self, t):
+        import torch.nn.functional as TF
+
+        return self._call(TF, t)
+
+    def work(self, backward, itemsize):
+        inputs, _, out = self._shapes
+        return _nbytes(itemsize, *inputs, out) * (2 if backward else 1)

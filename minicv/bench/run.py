@@ -14,7 +14,7 @@ import numpy as np
 from minicv.bench import isa as bench_isa
 from minicv.bench.backends import BenchBackend, baseline_of, minicv_backend, torch_backends
 from minicv.bench.breakdown import breakdown, breakdown_markdown
-from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, sweep_cases
+from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, registry_cases, sweep_cases
 from minicv.bench.jobs import Job, plan_jobs
 from minicv.bench.judge import add_ratios, judge_targets
 from minicv.bench.machine import copy_bandwidth, machine_info, machine_slug, numba_code, reuse_freed_memory
@@ -74,8 +74,8 @@ def setup(device: str | Sequence[str] | None, op: str | None, quick: bool) -> Se
         notes["torch"] = "PyTorch is not installed: no baseline, no ratios"
     gpu = any(b.on_gpu for b in backends)
     stepped = any(b.name in TrainStepProblem.devices for b in backends)  # a device that runs the training steps
-    cases = issue_cases(quick) + (gpu_cases() if gpu and not quick else []) + sweep_cases(quick, gpu) \
-        + (train_cases(quick) if stepped else [])
+    cases = issue_cases(quick) + (gpu_cases() if gpu and not quick else []) + sweep_cases(quick, gpu)
+    cases += registry_cases({c.problem.op for c in cases}) + (train_cases(quick) if stepped else [])
     cases = [c for c in cases if op is None or c.problem.op == op]
     return Setup(backends, torches, notes, cases, plan_jobs(cases, backends + torches),
                  QUICK_PLAN if quick else FULL_PLAN)
