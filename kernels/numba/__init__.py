@@ -27,4 +27,9 @@ with cache_folder():  # every kernel is decorated here, so each caches where its
     from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
     from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
-__all__ = [*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "code_generation"]
+# The ops' BLAS products (matmul, linear) on this device run on the calling thread: Numba's pool has
+# the cores, and OpenBLAS's own threads, spinning after each product, would take them (minicv/blas.py).
+BLAS_THREADS = 1
+
+__all__ = [*KERNEL_TABLE, "BLAS_THREADS", "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
+           "code_generation"]
