@@ -83,9 +83,20 @@ def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: in
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
-    """Whether the algorithm is ``winograd`` and the layer one of the 3x3 stride-1 undilated it serves."""
-    return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1)
+# Winograd's input and output transforms cost per channel, its products save per pair of input and output
+# channels: on narrow layers (the 3-channel first layers, 16 and 32 channels) the direct sum was faster.
+# Thresholds on the channels per group of the correlation computed (forward: the layer's in -> out;
+# backward-input: out -> in), from single-thread timings at 64x64 and 128x128 (docs/kernels/conv.md).
+WINOGRAD_MIN_CHANNELS = (16, 32)  # (input, output) channels per group
+WINOGRAD_MIN_PAIRS = 1024  # input x output channels per group
+
+
+def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int, channels_out: int) -> bool:
+    """Whether the algorithm is ``winograd`` and the layer one of the 3x3 stride-1 undilated it serves,
+    with enough channels (per group) into and out of the correlation for its transforms to pay."""
+    wide = (channels_in >= WINOGRAD_MIN_CHANNELS[0] and channels_out >= WINOGRAD_MIN_CHANNELS[1]
+            and channels_in * channels_out >= WINOGRAD_MIN_PAIRS)
+    return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and wide
 
 
 def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> bool:
@@ -108,7 +119,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     if math.prod((n, c_out, *out_hw)) == 0 or cg == 0:
         return np.zeros((n, c_out, *out_hw), x.dtype)
     y = simd.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
-    if _uses_winograd(kernel, stride, dilation) and _conv_winograd(x, w, y, padding, groups):
+    if _uses_winograd(kernel, stride, dilation, cg, c_out // groups) and _conv_winograd(x, w, y, padding, groups):
         return y
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _conv_direct(x, w, y, stride, padding, dilation, groups)
@@ -120,7 +131,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
 def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, int, int], stride: Pair,
                           padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    _, _, k_h, k_w = w.shape
+    c_out, cg, k_h, k_w = w.shape
     kernel = (k_h, k_w)
     x_shape = tuple(int(s) for s in x_shape)
     if math.prod(x_shape) == 0 or gy.size == 0:
@@ -128,7 +139,7 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     # winograd and direct write every element of gx; col2im adds into it
     gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     # stride 1: one phase, whose correlation kernel is w flipped (_sub_kernel of the taps in reverse)
-    if _uses_winograd(kernel, stride, dilation) and _conv_winograd(
+    if _uses_winograd(kernel, stride, dilation, c_out // groups, cg) and _conv_winograd(
             gy, _sub_kernel(w, [2, 1, 0], [2, 1, 0], groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]),
             groups):
         return gx

@@ -75,11 +75,12 @@ def test_conv_algorithm_setting():
 @contextlib.contextmanager
 def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_bytes: int = 2**22):
     """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
-    through several of them run on small inputs."""
+    through several of them run on small inputs; Winograd on layers of any channel count."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
-                (conv_direct, "SPLIT_BYTES"))
+                (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"))
     saved = [getattr(module, name) for module, name in settings]
-    for (module, name), value in zip(settings, (chunk_bytes, weight_band, vectors_per_task, split_bytes)):
+    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1)
+    for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
         yield
@@ -152,6 +153,39 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
         assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "forward", "backward_input"), [
+    (3, 16, False, False),  # the localizer's first layer
+    (3, 64, False, False),  # the segmenters' first layer
+    (16, 32, False, False),
+    (16, 64, True, False),  # backward-input correlates 64 -> 16 channels
+    (64, 16, False, True),
+    (32, 32, True, True),
+    (64, 64, True, True),
+])
+def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, forward, backward_input):
+    """Winograd's transforms cost per channel: 3x3 stride-1 layers with few input or output channels
+    (per group, of the correlation computed) run the direct sum, with the same results."""
+    calls = []
+    winograd = nb_conv._conv_winograd
+
+    def recording(src, w, out, padding, groups):
+        calls.append(out.shape[1])
+        return winograd(src, w, out, padding, groups)
+
+    monkeypatch.setattr(nb_conv, "_conv_winograd", recording)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c_in, 6, 7))
+    w = rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)
+    y, gy, gx, _ = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
+    assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+    assert calls == ([c_out] if forward else [])
+    calls.clear()
+    assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                 spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+    assert calls == ([c_in] if backward_input else [])
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
