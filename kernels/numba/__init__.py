@@ -31,5 +31,4 @@ with cache_folder():  # every kernel is decorated here, so each caches where its
 # the cores, and OpenBLAS's own threads, spinning after each product, would take them (minicv/blas.py).
 BLAS_THREADS = 1
 
-__all__ = [*KERNEL_TABLE, "BLAS_THREADS", "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
-           "code_generation"]
+__all__ = [*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "code_generation"]

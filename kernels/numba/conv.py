@@ -17,6 +17,8 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   transposed convolution split by output phase into stride-1 correlations (the two column phases of
   stride 2 stored interleaved). backward-weight: rows are taps, lanes are output channels (gy
   channels-last), reduction over pixels, one partial per image. Any stride, dilation, group count.
+  The weight gradient of layers with few taps (3-channel first layers) puts pixels along the lanes
+  instead (``conv_weight_grad_pixels``): no channels-last copy of gy, no lanes of padding channels.
 * ``im2col``: unfold a chunk of output rows into columns ``cols[(ci, kh, kw), pixel]`` (Numba, parallel
   over column rows), then one BLAS GEMM per chunk and group: ``y = W @ cols``, ``gW += gy @ cols.T``,
   ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
@@ -29,8 +31,8 @@ inputs from each other, and inf - inf is NaN).
 
 One file per idea: ``conv_tiles`` (the micro-kernel and the phase-split input every tile algorithm
 reads), ``conv_direct`` (forward and backward-input), ``conv_winograd``, ``conv_weight_grad`` (the
-weight gradient of both), ``conv_im2col``; this one keeps the algorithm choice and the kernel table's
-three entry points.
+weight gradient of both; ``conv_weight_grad_pixels`` for few taps), ``conv_im2col``; this one keeps the
+algorithm choice and the kernel table's three entry points.
 """
 
 import contextlib
@@ -44,6 +46,7 @@ from ._common import Pair
 from .conv_direct import _conv_direct, _sub_kernel, _transposed_direct
 from .conv_im2col import _conv_backward_weight_im2col, _conv_im2col, _transposed_im2col
 from .conv_weight_grad import _conv_backward_weight_direct
+from .conv_weight_grad_pixels import _conv_backward_weight_pixels, uses_pixel_lanes
 from .conv_winograd import _conv_winograd, _transposed_winograd
 
 ALGORITHMS = ("winograd", "direct", "im2col")
@@ -159,5 +162,10 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
     _, cg, k_h, k_w = (int(s) for s in w_shape)
     if gy.size == 0 or cg * k_h * k_w == 0:
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
-    backward_weight = _conv_backward_weight_im2col if _algorithm == "im2col" else _conv_backward_weight_direct
+    if _algorithm == "im2col":
+        backward_weight = _conv_backward_weight_im2col
+    elif uses_pixel_lanes(cg, (k_h, k_w), gy.shape[3], x.itemsize):  # the 3-channel first layers
+        backward_weight = _conv_backward_weight_pixels
+    else:
+        backward_weight = _conv_backward_weight_direct
     return backward_weight(x, gy, (c_out, cg, k_h, k_w), stride, padding, dilation, groups)

@@ -6,6 +6,7 @@ every conv case, with small im2col chunks and direct bands drawn too, so the chu
 """
 
 import contextlib
+import functools
 
 import minicv.kernels.numba as nb
 import minicv.kernels.numpy as spec
@@ -43,7 +44,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.numba import conv as nb_conv
-from minicv.kernels.numba import conv_direct, conv_im2col, conv_tiles, conv_weight_grad, conv_winograd
+from minicv.kernels.numba import (
+    conv_direct,
+    conv_im2col,
+    conv_tiles,
+    conv_weight_grad,
+    conv_weight_grad_pixels,
+    conv_winograd,
+)
+
+from tests.reference import assert_close as assert_close_to_float64
+from tests.reference import float64_reference
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -186,6 +197,44 @@ def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, fo
     assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                  spec.conv2d_backward_input(gy, w, x.shape, *hyper))
     assert calls == ([c_in] if backward_input else [])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, stride, padding, dilation, groups", [
+    (3, 3, 16, (64, 64), (1, 1), (1, 1), (1, 1), 1),  # the localizer's first layer (rows of whole vectors)
+    (2, 3, 5, (9, 70), (1, 1), (1, 1), (1, 1), 1),  # odd channel count; 70 columns: whole vectors and a tail
+    (2, 1, 4, (7, 37), (2, 1), (0, 2), (1, 2), 1),  # strided rows, dilated columns: other phases and offsets
+    (2, 6, 4, (5, 40), (1, 1), (2, 1), (1, 1), 2),  # grouped, 3 channels per group
+    (1, 2, 3, (5, 37), (1, 1), (0, 0), (2, 2), 1),  # dilated: one output row of 33
+])
+def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in, c_out, hw, stride, padding,
+                                                                         dilation, groups, dtype, monkeypatch):
+    """Few taps per group and rows a vector wide: the weight gradient with pixels along the lanes (the
+    first layers' path), any stride, dilation, padding and group count, against PyTorch's float64 answer
+    (with the room its conditioning needs: the sums of 12288 products cancel in places) and the spec."""
+    calls = []
+    pixels = nb_conv._conv_backward_weight_pixels
+    monkeypatch.setattr(nb_conv, "_conv_backward_weight_pixels", lambda *args: calls.append(1) or pixels(*args))
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
+    hyper = (stride, padding, dilation, groups)
+    gy = rng.standard_normal(spec.conv2d_forward(x, w, *hyper).shape).astype(dtype)
+    conv = functools.partial(F.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _, (gw, allowance) = float64_reference(conv, [x, w], dtype, grad=[False, True], upstream=gy)
+    assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
+    for algorithm in ("winograd", "direct"):
+        with nb.conv_algorithm(algorithm):
+            assert_close_to_float64(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, algorithm,
+                                    allowance)
+    assert len(calls) == 2
+
+
+def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_and_wide_rows():
+    lanes32 = nb_conv.simd.VECTOR_BYTES // 4
+    assert conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32, 4)  # 27 taps
+    assert not conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32 - 1, 4)  # rows narrower than a vector
+    assert not conv_weight_grad_pixels.uses_pixel_lanes(16, (3, 3), 64, 4)  # 144 taps: the channels-last tiles
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
