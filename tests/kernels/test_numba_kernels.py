@@ -100,6 +100,14 @@ def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_by
             setattr(module, name, value)
 
 
+@pytest.fixture
+def winograd_on_any_layer(monkeypatch):
+    """Winograd on 3x3 stride-1 layers of any channel count (by default only on wide ones), so that the
+    small layers of a test reach it."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
+
+
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
 # (im2col chunk bytes, direct weight-gradient band pixels, direct vectors per task, direct forward split
 # bytes per chunk of images: 1 takes one image at a time)
@@ -126,7 +134,7 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hyper", [((1, 2), (1, 1), (1, 1), 1), ((1, 1), (2, 1), (2, 1), 1),
                                    ((2, 1), (0, 2), (1, 2), 2)], ids=["s12", "s1-dilated", "grouped"])
-def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
+def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper, winograd_on_any_layer):
     """Enough channels and pixels for full and partial tiles of output channels and many tasks; rows
     wider than a vector (float64's 16 lanes, float32's 32: whole vectors along each row, the last one
     overlapping) and narrower (vectors across rows, lanes on padding columns dropped); the backward
@@ -238,7 +246,7 @@ def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_and_wide_rows
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value):
+def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value, winograd_on_any_layer):
     """Winograd's transforms subtract inputs from each other (inf - inf is NaN), so a layer with an
     infinite or NaN output is run again by the direct sum: the same infinities and NaNs as PyTorch, in
     the forward and in the backward-input."""
