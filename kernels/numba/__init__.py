@@ -25,3 +25,7 @@ with cache_folder():  # every kernel is decorated here, so each caches where its
     from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
     from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
     from .upsample import upsample_nearest_backward, upsample_nearest_forward
+
+# The ops' BLAS products (matmul, linear) on this device run on the calling thread: Numba's pool has
+# the cores, and OpenBLAS's own threads, spinning after each product, would take them (minicv/blas.py).
+BLAS_THREADS = 1
