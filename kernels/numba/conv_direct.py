@@ -161,7 +161,7 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     """
     c_out, cg = w.shape[:2]
     lanes = simd.VECTOR_BYTES // gx.itemsize
-    problems: list[tuple[np.ndarray, list]] = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
+    problems = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
     for ph in range(min(stride[0], gx.shape[2])):
         taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
         phases: list = []  # (pw, sub-kernel, start, step) here, (sub-kernel, start, step) in problems
