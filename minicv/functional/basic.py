@@ -58,6 +58,7 @@ def _result_dtype(a: Any, b: Any) -> np.dtype:
         dtype = _promote(group)
         if dtype is not None and (result is None or _category(dtype) > _category(result)):
             result = dtype
+    assert result is not None, "_result_dtype: a or b is a Tensor"
     number = _promote(numbers)
     if number is not None and _category(number) > _category(result):
         result = number
@@ -140,6 +141,12 @@ def div(a: Any, b: Any) -> Tensor:
 
 class _UnaryFunction(Function):
     """y = f(x) elementwise; subclasses give f and dy/dx in terms of x and y."""
+
+    def f(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def df(self, x: Any, y: Any) -> Any:
+        raise NotImplementedError
 
     def forward(self, x):
         self.x = x
@@ -628,6 +635,8 @@ def batch_norm(
             raise ArgumentError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
         if t is not None:
             _check_same_dtype("batch_norm", name, t, "input", input)
+    if (running_mean is None) != (running_var is None):  # as PyTorch: the two are one choice
+        raise ArgumentError("batch_norm: running_mean and running_var must either both be None or neither be None")
     if not training and (running_mean is None or running_var is None):
         raise ArgumentError("batch_norm: running_mean and running_var are required when training=False")
     count = input.size // channels
@@ -635,7 +644,7 @@ def batch_norm(
         raise ArgumentError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
     fn = BatchNormFunction(eps, use_batch_stats=training)
     y = fn.apply(input, running_mean, running_var, weight, bias)
-    if training and running_mean is not None:
+    if training and running_mean is not None and running_var is not None:
         unbiased = fn.batch_var * (count / (count - 1))
         running_mean.data = (1 - momentum) * running_mean.data + momentum * fn.batch_mean
         running_var.data = (1 - momentum) * running_var.data + momentum * unbiased

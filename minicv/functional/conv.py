@@ -26,7 +26,6 @@ from minicv.functional.basic import pad, squeeze, unsqueeze
 from minicv.tensor import Tensor, common_device
 
 Pair = tuple[int, int]
-Shape4 = tuple[int, int, int, int]
 
 
 # --------------------------------------------------------------------------- the Functions
@@ -237,7 +236,7 @@ def _check_signs(op: str, stride: Pair, padding: Pair, dilation: Pair, output_pa
         raise ArgumentError(f"dilation should be greater than zero, but got {got}: argument 'dilation'")
 
 
-def _check_weight(op: str, x_shape: Shape4, weight: Tensor, groups: int, string_padding: bool) -> None:
+def _check_weight(op: str, x_shape: tuple[int, ...], weight: Tensor, groups: int, string_padding: bool) -> None:
     """The weight's rank, and its first dimension against groups (PyTorch's check_shape_forward)."""
     w_shape = list(weight.shape)
     if weight.ndim < 3:
@@ -274,7 +273,7 @@ def _check_bias_shape(bias: Tensor | None, channels: int, prefix: str) -> None:
         )
 
 
-def _check_nonempty_planes(x_shape: Shape4) -> None:
+def _check_nonempty_planes(x_shape: tuple[int, ...]) -> None:
     n, c, h, w = x_shape
     if n and c and not (h and w):
         raise ArgumentError(

@@ -197,6 +197,7 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
     xp = input.device.xp
     classes = input.shape[0] if input.ndim == 1 else input.shape[1]
     t = target.data.astype(np.int64, copy=False)
+    out_shape: tuple[int, ...]
     if input.ndim == 1:  # unbatched (C,): one sample of one pixel
         x, t, out_shape = basic.reshape(input, 1, classes, 1), t.reshape(1, 1), ()
     else:
@@ -289,6 +290,12 @@ class _ElementwiseLossFunction(Function):
 
     def __init__(self, reduction: str):
         self.reduction = reduction
+
+    def f(self, z: Any) -> Any:
+        raise NotImplementedError
+
+    def df(self, z: Any) -> Any:
+        raise NotImplementedError
 
     def forward(self, input, target):  # noqa: A002
         self.shapes = input.shape, target.shape

@@ -26,11 +26,11 @@ INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 # --------------------------------------------------------------------------- argument checks
-def _pool_pair(name: str, value: Any, expected: str, allow_empty: bool = False) -> Pair | None:
-    """(h, w) from one int or two; None for an empty sequence where that is allowed (stride)."""
+def _pool_pair(name: str, value: Any, expected: str, empty: Pair | None = None) -> Pair:
+    """(h, w) from one int or two; ``empty`` for an empty sequence where that is allowed (stride)."""
     items = int_list("max_pool2d", name, value)
-    if allow_empty and not items:
-        return None
+    if empty is not None and not items:
+        return empty
     if any(not INT32_MIN <= v <= INT32_MAX for v in items):  # PyTorch's int[2] arguments are 32-bit
         raise ArgumentError(
             f"max_pool2d: value cannot be converted to type int without overflow: {name}={value!r} is outside "
@@ -107,7 +107,7 @@ def _padding_only_windows(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair
     """
     def covers_input(size: int, k: int, s: int, p: int, d: int, out: int) -> np.ndarray:
         taps = np.arange(out)[:, None] * s - p + np.arange(k) * d
-        return ((taps >= 0) & (taps < size)).any(axis=1)
+        return np.asarray(((taps >= 0) & (taps < size)).any(axis=1))
 
     rows, cols = (covers_input(*args) for args in zip(in_hw, kernel, stride, padding, dilation, out_hw, strict=True))
     empty = ~(rows[:, None] & cols[None, :])
@@ -172,8 +172,7 @@ def max_pool2d(
     check_float_tensor("max_pool2d", "input", input)
     kernel = _pool_pair("kernel_size", kernel_size, "either be a single int, or a tuple of two ints")
     strides = _pool_pair("stride", [] if stride is None else stride,
-                         "either be omitted, a single int, or a tuple of two ints", allow_empty=True)
-    strides = kernel if strides is None else strides
+                         "either be omitted, a single int, or a tuple of two ints", empty=kernel)
     pad = _pool_pair("padding", padding, "either be a single int, or a tuple of two ints")
     dil = _pool_pair("dilation", dilation, "be either a single int, or a tuple of two ints")
     if input.ndim not in (3, 4):

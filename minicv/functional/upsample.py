@@ -207,11 +207,11 @@ def interpolate(
         )
     _check_sizes(input.shape, out_sizes)
     exact, float64 = mode == "nearest-exact", input.dtype == np.float64
-    scales = scales if scales is not None else [None] * len(out_sizes)
+    axis_scales: list[float | None] = [None] * len(out_sizes) if scales is None else list(scales)
     # PyTorch's 1-D and 3-D kernels are always the generic ones; 2-D takes short-cuts for small outputs.
     shortcut = input.ndim == 4 and sum(out_sizes) <= _SMALL_OUTPUT
     src = [source_indices(n, out, s, exact, float64, shortcut)
-           for n, out, s in zip(input.shape[2:], out_sizes, scales, strict=True)]
+           for n, out, s in zip(input.shape[2:], out_sizes, axis_scales, strict=True)]
     if input.ndim == 3:
         return UpsampleNearestFunction(np.zeros(1, dtype=np.int64), src[0]).apply(input)
     if input.ndim == 4:
