@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,8 @@ def _run(case: CheckCase, arrays: list[np.ndarray], extra: dict, device: str, dt
     out = case.run(*inputs, **fixed)
     weights = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
     (out * Tensor(weights, device=device)).sum().backward()
-    return out.detach().numpy(), [t.grad.numpy() for t in inputs]
+    grads = [t.grad.numpy() if t.grad is not None else np.zeros_like(a) for t, a in zip(inputs, arrays)]
+    return out.detach().numpy(), grads  # None: the input did not reach the output, a zero gradient
 
 
 def _error(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,7 +99,7 @@ def check_op(name: str, device: str, dtype: str) -> dict:
     """One row of the table: forward/backward errors against the spec, gradcheck, and PyTorch."""
     case = CASES[name]
     arrays, extra = case.make(np.random.default_rng(0))
-    row = {"op": name, "device": device, "dtype": dtype}
+    row: dict[str, Any] = {"op": name, "device": device, "dtype": dtype}
     try:
         out, grads = _run(case, arrays, extra, device, dtype)
         ref_out, ref_grads = _run(case, arrays, extra, "numpy", dtype)
@@ -125,22 +127,25 @@ def check_torch(name: str) -> dict:
     out, grads = _run(case, arrays, extra, "numpy", "float64")
     inputs = [torch.tensor(a, requires_grad=True) for a in arrays]
     fixed = {k: torch.tensor(v) for k, v in extra.items()}
-    torch_case = {
+
+    def pool_then_unpool(x: torch.Tensor) -> torch.Tensor:
+        y, idx = TF.max_pool2d(x, 2, return_indices=True)
+        return TF.max_unpool2d(y * 1.5, idx, (2, 2), output_size=x.shape[-2:])
+
+    torch_cases: dict[str, Callable[..., torch.Tensor]] = {
         "conv2d": lambda x, w: TF.conv2d(x, w, stride=(2, 1), padding=1, dilation=(1, 2), groups=2),
         "conv_transpose2d": lambda x, w: TF.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1),
         "max_pool2d": lambda x: TF.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True),
-        "max_unpool2d": lambda x: TF.max_unpool2d(
-            *(lambda y, i: (y * 1.5, i))(*TF.max_pool2d(x, 2, return_indices=True)), 2, output_size=x.shape[-2:]
-        ),
+        "max_unpool2d": pool_then_unpool,
         "interpolate": lambda x: TF.interpolate(x, size=(11, 8), mode="nearest"),
         "cross_entropy": lambda x, target: TF.cross_entropy(x, target, label_smoothing=0.1),
         "batch_norm": lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
-    }[name]
-    t_out = torch_case(*inputs, **fixed)
+    }
+    t_out = torch_cases[name](*inputs, **fixed)
     weights = np.random.default_rng(1).standard_normal(t_out.shape)
     (t_out * torch.tensor(weights)).sum().backward()
     forward = _error(out, t_out.detach().numpy())
-    backward = max(_error(g, t.grad.numpy()) for g, t in zip(grads, inputs))
+    backward = max(_error(g, t.grad.numpy() if t.grad is not None else np.zeros_like(g)) for g, t in zip(grads, inputs))
     return {
         "op": name,
         "device": "torch",
@@ -163,7 +168,7 @@ def check_rows(ops: list[str], devices: list[str], dtypes: list[str], torch: boo
 
 
 def _format_row(r: dict) -> str:
-    grad = {True: "pass", False: "FAIL"}.get(r.get("gradcheck"), "-")
+    grad = {True: "pass", False: "FAIL", None: "-"}[r.get("gradcheck")]
     fwd, bwd = (f"{r[k]:.1e}" if k in r else "-" for k in ("forward", "backward"))
     verdict = "ok" if r["ok"] else "FAIL " + r.get("error", "error above tolerance")
     return f"{r['op']:<18}{r['device']:<9}{r['dtype']:<9}{fwd:>10}{bwd:>10}{grad:>11}  {verdict}"

@@ -191,7 +191,7 @@ def _max_pixels_arg(parser: argparse.ArgumentParser) -> None:
 def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tuple[str, ...]]:
     """(train items, test items, number of classes, class names) for a task."""
     if args.data == "scenes":
-        names = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
+        names: tuple[str, ...] = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
         make = lambda split, n: _cached(SceneDataset(split, n, args.size, args.seed))  # noqa: E731
         return make("train", args.train_size), make("test", args.test_size), len(names), names
     root = Path(args.data)
@@ -421,7 +421,7 @@ def predict_box(task, model, image: np.ndarray, size: Sequence[int]) -> tuple[in
     """Class and pixel box of an image of any size: resized to the size the model was trained at, the
     box scaled back."""
     height, width = image.shape[-2:]
-    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.BILINEAR)
+    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
     resized = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1) / 255
     labels, boxes = task.predict(model, resized[None])
     return int(labels[0]), boxes[0] * np.array([width / size[1], height / size[0]] * 2)

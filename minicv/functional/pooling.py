@@ -11,7 +11,7 @@ Output sizes, argument checks and error messages follow PyTorch 2.13 (ATen ``Poo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -154,6 +154,19 @@ class MaxPool2dFunction(Function):
         return gx[0] if self.unbatched else gx
 
 
+# what max_pool2d returns follows return_indices: a Tensor, or (values, indices)
+@overload
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,  # noqa: A002
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: Literal[False] = False) -> Tensor: ...
+@overload
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,  # noqa: A002
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False, *,
+               return_indices: Literal[True]) -> tuple[Tensor, Tensor]: ...
+@overload
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,  # noqa: A002
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]: ...
 def max_pool2d(
     input: Tensor,  # noqa: A002 (PyTorch's name)
     kernel_size: IntOrPair,

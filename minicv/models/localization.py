@@ -35,7 +35,7 @@ class Localizer(nn.Module):
         hidden: int = 128,
     ):
         super().__init__()
-        height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
+        height, width = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
         self.size_multiple = scale = 2 ** len(widths)  # one 2x2 pool per level
         check_image_size(self, height, width, "image_size")
         ins = [in_channels, *widths[:-1]]
