@@ -27,6 +27,7 @@ from minicv.devices import Device
 from minicv.models import TASKS, build_model, profile
 from minicv.train import evaluate, fit, make_task
 
+
 class Settings(TypedDict):
     epochs: int
     lr: float

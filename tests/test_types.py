@@ -12,7 +12,8 @@ ROOT = Path(__file__).parent.parent
 
 
 def _sources() -> list[Path]:
-    return [p for folder in ("minicv", "kernels") for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts]
+    files = [p for folder in ("minicv", "kernels") for p in (ROOT / folder).rglob("*.py")]
+    return [p for p in files if "__pycache__" not in p.parts]
 
 
 def test_kernels_are_checked_through_the_link_under_their_installed_name():
