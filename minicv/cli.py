@@ -33,7 +33,8 @@ from minicv.devices import DEFAULT_DEVICE, canonical_name, require_device
 from minicv.errors import ArgumentError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
-from minicv.train import evaluate, fit, make_task
+from minicv.nn import Module
+from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
 from minicv.viz import to_uint8
 
 # Each command's examples name the paths the ones before them write (train writes runs/<model>/).
@@ -394,7 +395,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             with _reading_user_files():
                 image = load_image(path, args.max_pixels)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
-            if task.name == "segmentation":
+            if isinstance(task, SegmentationTask):
                 mask = predict_mask(task, model, image)
                 mask_path, overlay_path = out / f"{name}_mask.png", out / f"{name}_overlay.png"
                 viz.palette_mask(mask, len(config["classes"])).save(mask_path)
@@ -408,7 +409,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
+def predict_mask(task: SegmentationTask, model: Module, image: np.ndarray) -> np.ndarray:
     """The mask of an image of any size: padded (edge values) to a size the model takes (a multiple of
     its ``size_multiple``), predicted, cropped back."""
     height, width = image.shape[-2:]
@@ -417,7 +418,8 @@ def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
     return task.predict(model, padded[None])[0, :height, :width]
 
 
-def predict_box(task, model, image: np.ndarray, size: Sequence[int]) -> tuple[int, np.ndarray]:
+def predict_box(task: LocalizationTask, model: Module, image: np.ndarray,
+                size: Sequence[int]) -> tuple[int, np.ndarray]:
     """Class and pixel box of an image of any size: resized to the size the model was trained at, the
     box scaled back."""
     height, width = image.shape[-2:]

@@ -25,7 +25,8 @@ from minicv import metrics, optim, viz
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, SceneDataset
 from minicv.devices import Device
 from minicv.models import TASKS, build_model, profile
-from minicv.train import evaluate, fit, make_task
+from minicv.nn import Module
+from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
 
 
 class Settings(TypedDict):
@@ -130,7 +131,8 @@ def _write_table(out: Path, results: dict[str, dict]) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def predict_shown(model, task, items: list[dict]):
+def predict_shown(model: Module, task: SegmentationTask | LocalizationTask,
+                  items: list[dict]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The model's predictions for the first SHOWN items, the ones the pictures show."""
     model.eval()
     with minicv.no_grad():

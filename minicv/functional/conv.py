@@ -19,7 +19,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError
 from minicv.functional._checks import FLOAT_DTYPES, int_list, is_int, torch_dtype_name
 from minicv.functional.basic import pad, squeeze, unsqueeze
@@ -62,12 +62,12 @@ class _ConvFunction(Function):
 class Conv2dFunction(_ConvFunction):
     """y = conv2d(x, w) + b with symmetric zero padding (asymmetric 'same' padding is done before)."""
 
-    def forward(self, x, w, b=None):
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         self.x, self.w = x, w
         out_hw = conv_output_hw(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation)
         return _add_bias(self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *out_hw), x, w), b)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         (needs_x, needs_w, *needs_b), kernels, x, w = self.needs_input_grad, self.kernels, self.x, self.w
         gx = self._run(kernels.conv2d_backward_input, x.shape, gy, w, x.shape) if needs_x else None
         gw = self._run(kernels.conv2d_backward_weight, w.shape, x, gy, w.shape) if needs_w else None
@@ -82,12 +82,12 @@ class ConvTranspose2dFunction(_ConvFunction):
         super().__init__(stride, padding, dilation, groups)
         self.out_hw = out_hw
 
-    def forward(self, x, w, b=None):
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         self.x, self.w = x, w
         y_shape = (x.shape[0], self.groups * w.shape[1], *self.out_hw)
         return _add_bias(self._run(self.kernels.conv2d_backward_input, y_shape, x, w, y_shape), b)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         needs_x, needs_w, *needs_b = self.needs_input_grad
         gx = gw = gb = None
         if needs_x:

@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional._checks import check_float_tensor, contiguous, int_list, torch_dtype_name
 from minicv.tensor import Tensor
@@ -125,7 +125,7 @@ class MaxPool2dFunction(Function):
         self.pool = (kernel_size, stride, padding, dilation)
         self.out_hw = out_hw
 
-    def forward(self, x):
+    def forward(self, x: Array) -> tuple[Array, ...]:
         self.unbatched = x.ndim == 3
         x = contiguous(x[None] if self.unbatched else x)
         n, c, h, w = x.shape
@@ -141,7 +141,7 @@ class MaxPool2dFunction(Function):
             return y[0], self.indices[0]
         return y, self.indices
 
-    def backward(self, gy, g_indices):
+    def backward(self, gy: Array, g_indices: Array) -> Array:
         gy = contiguous(gy[None] if self.unbatched else gy)
         indices = self.indices
         if self.padding_only is not None:
@@ -208,7 +208,7 @@ class MaxUnpool2dFunction(Function):
     def __init__(self, indices: Any, out_hw: Pair):
         self.indices, self.out_hw = indices, out_hw
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.unbatched = x.ndim == 3
         x = contiguous(x[None] if self.unbatched else x)
         indices = contiguous(self.indices[None] if self.unbatched else self.indices)
@@ -223,7 +223,7 @@ class MaxUnpool2dFunction(Function):
                 raise OutOfRangeError(f"max_unpool2d: {err}") from err
         return out[0] if self.unbatched else out
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         g = contiguous(g[None] if self.unbatched else g)
         if self.batched_indices.size == 0 or g.size == 0:  # nothing to read, or nothing to read from
             gx = self.xp.zeros(self.batched_indices.shape, dtype=g.dtype)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, UnsupportedError
 from minicv.functional import basic
 from minicv.functional._checks import check_float_tensor, contiguous
@@ -76,7 +76,7 @@ class UpsampleNearestFunction(Function):
     def __init__(self, src_h: np.ndarray, src_w: np.ndarray):
         self.src = (src_h, src_w)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.one_d = x.ndim == 3  # (N, C, L) runs as (N, C, 1, L)
         x = x[:, :, None] if self.one_d else x
         self.in_hw = x.shape[2:]
@@ -88,7 +88,7 @@ class UpsampleNearestFunction(Function):
             y = self.kernels.upsample_nearest_forward(contiguous(x), src_h, src_w)
         return y[:, :, 0] if self.one_d else y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         gy = gy[:, :, None] if self.one_d else gy
         if gy.size == 0:
             gx = self.xp.zeros((*gy.shape[:2], *self.in_hw), dtype=gy.dtype)

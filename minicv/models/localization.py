@@ -12,6 +12,7 @@ tasks share every trunk feature, and the weight balances their gradients.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,5 +71,5 @@ def to_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(boxes) * np.array([width, height, width, height])
 
 
-def loc(num_classes: int, **kwargs) -> Localizer:
+def loc(num_classes: int, **kwargs: Any) -> Localizer:
     return Localizer(num_classes, **kwargs)
