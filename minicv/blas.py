@@ -70,7 +70,7 @@ def get_threads() -> int | None:
 def threads(count: int | None) -> Iterator[None]:
     """Run the block with OpenBLAS limited to ``count`` threads, then restore its count (None: leave it)."""
     controls = None if count is None else _controls()
-    if controls is None:
+    if count is None or controls is None:
         yield
         return
     setter, getter = controls

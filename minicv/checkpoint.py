@@ -101,7 +101,7 @@ def save_checkpoint(path: str | Path, model: Module, optimizer: Any = None, epoc
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            np.savez(f, allow_pickle=False, meta=np.array(json.dumps(meta)), **arrays)  # as load_checkpoint reads
             f.flush()
             os.fsync(f.fileno())  # the data is on disk before the rename makes it the checkpoint
         os.replace(tmp, path)

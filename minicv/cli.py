@@ -31,8 +31,9 @@ from minicv.devices import DEFAULT_DEVICE, canonical_name, require_device
 from minicv.errors import ArgumentError, CheckpointError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
+from minicv.nn import Module
 from minicv.ops import OPS
-from minicv.train import evaluate, fit, make_task
+from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
 from minicv.viz import to_uint8
 
 # Each command's examples name the paths the ones before them write (train writes runs/<model>/).
@@ -195,7 +196,7 @@ def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tup
     """(train items, test items, number of classes, class names) for a task; no generated training
     scenes for a command without --train-size (eval)."""
     if args.data == "scenes":
-        names = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
+        names: tuple[str, ...] = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
         make = lambda split, n: _cached(SceneDataset(split, n, args.size, args.seed))  # noqa: E731
         train = make("train", args.train_size) if "train_size" in args else []
         return train, make("test", args.test_size), len(names), names
@@ -399,7 +400,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             with _reading_user_files():
                 image = load_image(path, args.max_pixels)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
-            if task.name == "segmentation":
+            if isinstance(task, SegmentationTask):
                 mask = predict_mask(task, model, image)
                 mask_path, overlay_path = out / f"{name}_mask.png", out / f"{name}_overlay.png"
                 viz.palette_mask(mask, len(config["classes"])).save(mask_path)
@@ -413,7 +414,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
+def predict_mask(task: SegmentationTask, model: Module, image: np.ndarray) -> np.ndarray:
     """The mask of an image of any size: padded (edge values) to a size the model takes (a multiple of
     its ``size_multiple``), predicted, cropped back."""
     height, width = image.shape[-2:]
@@ -422,11 +423,12 @@ def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
     return task.predict(model, padded[None])[0, :height, :width]
 
 
-def predict_box(task, model, image: np.ndarray, size: Sequence[int]) -> tuple[int, np.ndarray]:
+def predict_box(task: LocalizationTask, model: Module, image: np.ndarray,
+                size: Sequence[int]) -> tuple[int, np.ndarray]:
     """Class and pixel box of an image of any size: resized to the size the model was trained at, the
     box scaled back."""
     height, width = image.shape[-2:]
-    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.BILINEAR)
+    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
     resized = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1) / 255
     labels, boxes = task.predict(model, resized[None])
     return int(labels[0]), boxes[0] * np.array([width / size[1], height / size[0]] * 2)

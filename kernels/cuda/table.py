@@ -286,10 +286,13 @@ _FUNCTIONS: dict[str, Callable] = {
 
 def bind(backend: Backend) -> dict[str, Callable]:
     """The kernel table's functions with ``backend`` as their first argument."""
-    table = {}
+    table: dict[str, Callable] = {}
     for name, function in _FUNCTIONS.items():
         bound = functools.partial(function, backend)
-        bound.__name__, bound.__qualname__, bound.__doc__ = name, name, function.__doc__
+        # a partial takes attributes (typeshed declares none); update_wrapper would add __wrapped__, through
+        # which inspect.signature would show the backend argument
+        bound.__name__, bound.__qualname__ = name, name  # type: ignore[attr-defined]
+        bound.__doc__ = function.__doc__
         bound.__module__ = function.__module__
         table[name] = bound
     return table

@@ -136,7 +136,7 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     c_out, cg, k_h, k_w = w.shape
     kernel = (k_h, k_w)
-    x_shape = tuple(int(s) for s in x_shape)
+    x_shape = (int(x_shape[0]), int(x_shape[1]), int(x_shape[2]), int(x_shape[3]))
     if math.prod(x_shape) == 0 or gy.size == 0:
         return np.zeros(x_shape, gy.dtype)
     # winograd and direct write every element of gx; col2im adds into it

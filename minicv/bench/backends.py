@@ -76,7 +76,7 @@ def conv_algorithms(kernels: Any) -> tuple[str, ...]:
     """
     if not hasattr(kernels, "conv_algorithm"):
         return ()
-    names = getattr(kernels, "ALGORITHMS", None)
+    names: Any = getattr(kernels, "ALGORITHMS", None)
     if names is None:
         names = getattr(importlib.import_module(kernels.conv_algorithm.__module__), "ALGORITHMS", ())
     return tuple(names)

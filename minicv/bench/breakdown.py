@@ -45,6 +45,7 @@ class _Timers:
 
 
 def _subclasses(cls: type) -> Iterator[type]:
+    sub: type
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)
@@ -98,7 +99,7 @@ def breakdown(model: str = "segnet", device: str = "numba", n: int = 8, hw: int 
         for _ in range(steps):
             step()
         total = (time.perf_counter() - began) / steps
-    parts = [{"what": label, "ms": 1e3 * s / steps, "calls": timers.calls[label] // steps}
+    parts: list[dict[str, Any]] = [{"what": label, "ms": 1e3 * s / steps, "calls": timers.calls[label] // steps}
              for label, s in timers.seconds.items()]
     parts.append({"what": "other (autograd engine, Tensor wrapping, Python)",
                   "ms": 1e3 * (total - sum(timers.seconds.values()) / steps), "calls": None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class Job:
         ``isa`` names the instruction set this process's code runs (see minicv.bench.isa).
         """
         problem = self.case.problem
-        row = {
+        row: dict[str, Any] = {
             "group": self.case.group, "op": problem.op, "case": problem.label, "pass": self.case.passes,
             "device": self.backend.name, "path": self.path, "algorithm": self.algorithm or None,
             "bound": problem.bound, "work": problem.work(self.case.backward, 4), "isa": isa,

@@ -260,7 +260,7 @@ class MaxUnpool2dProblem(Problem):
     def torch(self, t):
         import torch.nn.functional as TF
 
-        return TF.max_unpool2d(t["x"], t["indices"], self.k, output_size=(self.hw, self.hw))
+        return TF.max_unpool2d(t["x"], t["indices"], (self.k, self.k), output_size=(self.hw, self.hw))
 
     def kernel_forward(self, k, a):
         return k.unpool_scatter(a["x"], a["indices"], (self.hw, self.hw))

@@ -86,7 +86,8 @@ def time_jobs(jobs: list[Job], plan: Plan, seed: int, isa: str, rows: list[dict]
     """Time each job in this process, appending its row to ``rows`` (then calling ``on_row``)."""
     from tqdm import tqdm
 
-    arrays, arrays_of = {}, None
+    arrays: dict[str, np.ndarray] = {}
+    arrays_of = None
     with tqdm(jobs, desc=f"minicv bench ({isa})", unit="case") as progress:
         for job in progress:
             problem = job.case.problem
@@ -128,7 +129,7 @@ def run_bench(out: Path, device: str | Sequence[str] | None = None, op: str | No
     if malloc == "reuse" and not reuse_freed_memory():
         malloc = "system"
     cold = any(b.name == "numba" for b in run.backends) and (op == "cold_start" or (op is None and not quick))
-    copy_gbps = {}
+    copy_gbps: dict[str, float] = {}
     for b in run.backends:
         copy_gbps.setdefault("gpu" if b.on_gpu else "cpu", copy_bandwidth(b, run.plan, 2**24 if quick else 2**28))
     evidence: dict[str, dict] = {}

@@ -75,7 +75,7 @@ class TrainStepProblem(Problem):
     bound = "compute"
     differentiable = ()
     kernel_path = False  # a whole network: no single kernel-table call to time
-    devices: ClassVar[tuple[str, ...] | None] = ("numba", "cuda")  # the numpy device is the spec, not a contender
+    devices: ClassVar[tuple[str, ...]] = ("numba", "cuda")  # the numpy device is the spec, not a contender
 
     @property
     def label(self) -> str:

@@ -18,6 +18,8 @@ def _torch_layer(layer: nn.Module) -> Any:
     if isinstance(layer, nn.Sequential):
         return tnn.Sequential(*(_torch_layer(child) for child in layer.children()))
     if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        kind: Any  # tnn.Conv2d or tnn.ConvTranspose2d: their padding types differ (a string for Conv2d only)
+        extra: dict[str, Any]
         kind, extra = (tnn.ConvTranspose2d, {"output_padding": layer.output_padding}) \
             if isinstance(layer, nn.ConvTranspose2d) else (tnn.Conv2d, {})
         return kind(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
@@ -63,12 +65,14 @@ def torch_twin(model: nn.Module) -> Any:
     """The same network in PyTorch (CPU, float32): ``model``'s layers, forward code, weights and buffers."""
     import torch
 
-    forward = _FORWARDS.get(type(model))
-    if forward is None:
+    if type(model) not in _FORWARDS:
         raise TypeError(f"torch_twin: expected one of {', '.join(c.__name__ for c in _FORWARDS)}, "
                         f"but got {type(model).__name__}")
+    forward = _FORWARDS[type(model)]
 
     class Twin(torch.nn.Module):
+        unpool_mode: str | None = None  # PoolingSegmenter's choice of unpooling, copied below
+
         def forward(self, x: Any) -> Any:
             return forward(self, x)
 

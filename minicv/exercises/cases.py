@@ -32,6 +32,13 @@ class KernelCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def graded(self) -> Case:
+        """The grading case of a call that ``record`` recorded (every call the grader replays)."""
+        if self.case is None:
+            raise ValueError(f"a call of {self.kernel} recorded outside the grading cases")
+        return self.case
+
     def copied(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return copy.deepcopy(self.args), copy.deepcopy(self.kwargs)
 
@@ -55,7 +62,8 @@ def run_op(case: Case, device: Device | str) -> tuple[np.ndarray, list[np.ndarra
     out = case.call(_functional(), *tensors, **{k: Tensor(v, device=device) for k, v in fixed.items()})
     weights = np.random.default_rng(1).standard_normal(out.shape).astype(case.dtype)
     (out * Tensor(weights, device=device)).sum().backward()
-    return out.detach().numpy(), [t.grad.numpy() for t in tensors]
+    grads = [t.grad.numpy() if t.grad is not None else np.zeros_like(a) for t, a in zip(tensors, arrays)]
+    return out.detach().numpy(), grads  # None: the input did not reach the output, a zero gradient
 
 
 def run_torch(case: Case) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -69,7 +77,8 @@ def run_torch(case: Case) -> tuple[np.ndarray, list[np.ndarray]]:
     out = case.call(TF, *tensors, **fixed_tensors)
     weights = np.random.default_rng(1).standard_normal(tuple(out.shape)).astype(case.dtype)
     (out * torch.tensor(weights.astype(np.float64))).sum().backward()
-    return out.detach().numpy(), [t.grad.numpy() for t in tensors]
+    grads = [t.grad.numpy() if t.grad is not None else np.zeros_like(a) for t, a in zip(tensors, arrays)]
+    return out.detach().numpy(), grads  # None: the input did not reach the output, a zero gradient
 
 
 def _functional() -> ModuleType:

@@ -26,7 +26,7 @@ import numpy as np
 from minicv.exercises.contracts import EXERCISES
 from minicv.exercises.hints import MISSING_BARRIER
 from minicv.exercises.tracks import LearnerTable, Run, Track, learner_place
-from minicv.kernels.cuda.launch import KERNEL_DIR, kernel_names, read_source
+from minicv.kernels.cuda.launch import KERNEL_DIR, Backend, kernel_names, read_source
 from minicv.ops import kernel_table
 
 CUDA_FILES = {"loss": "loss.cu", "pooling": "pool.cu", "upsample": "upsample.cu", "conv": "conv.cu",
@@ -119,12 +119,16 @@ def _kernel_body(source: str, name: str) -> str | None:
     return source[start:]
 
 
-class _LearnerBackend:
+class _LearnerBackend(Backend):
     """A backend over the learner's folder that refuses to launch a kernel still marked not started
-    (on a GPU a stub would just leave its output uninitialised)."""
+    (on a GPU a stub would just leave its output uninitialised); the rest is ``backend``'s."""
 
     def __init__(self, backend: Any, context: Callable[[], AbstractContextManager] | None):
-        self._backend, self._context = backend, context
+        self._backend, self._context = backend, context  # no super().__init__: backend compiles and caches
+
+    @property
+    def xp(self) -> Any:
+        return self._backend.xp
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
@@ -134,12 +138,12 @@ class _LearnerBackend:
         body = _kernel_body((self._backend.source_dir / source_file).read_text(encoding="utf-8"), name)
         if body is not None and NOT_STARTED in body:
             raise NotImplementedError(f"{name} in {source_file}: not written yet")
-        launch = self._backend.kernel(source_file, name_expression)
-        if self._context is None:
+        launch, context = self._backend.kernel(source_file, name_expression), self._context
+        if context is None:
             return launch
 
         def in_context(*args: Any, **kwargs: Any) -> None:
-            with self._context():
+            with context():
                 launch(*args, **kwargs)
 
         return in_context

@@ -95,7 +95,7 @@ class Grader:
             stage = "compile" if error.compiling else "import"
             return Row(kernel, NOT_STARTED if error.not_started else FAILING, stage, error.message)
         function = self.learner.functions[kernel]
-        calls = [c for c in self.calls if c.kernel == kernel and not c.case.timing]
+        calls = [c for c in self.calls if c.kernel == kernel and not c.graded.timing]
         row = self._own_calls(kernel, function, calls)
         if row is None and self.torch_available:
             row = self._against_torch(kernel, function, [c for c in _cases_of(calls) if c.torch])
@@ -147,7 +147,7 @@ class Grader:
         else:
             hint = GENERAL_HINTS[kernel] if failure.hint is None else failure.hint
         wrong = f" ({len(failures)} of {len(calls)} cases fail)" if len(calls) > 1 else ""
-        return Row(kernel, FAILING, "against the spec", f"case '{call.case.label}'{wrong}: {message}", hint)
+        return Row(kernel, FAILING, "against the spec", f"case '{call.graded.label}'{wrong}: {message}", hint)
 
     # ------------------------------------------------------------------ stage 2: PyTorch
     def _against_torch(self, kernel: str, function: Callable[..., Any], cases: list[Case]) -> Row | None:
@@ -189,7 +189,7 @@ class Grader:
     # ------------------------------------------------------------------ stage 4: timing
     def _time(self, kernel: str, function: Callable[..., Any]) -> float:
         """The spec's best time over the learner's, the two run alternately after a warm-up call each."""
-        call = next(c for c in self.calls if c.kernel == kernel and c.case.timing)
+        call = next(c for c in self.calls if c.kernel == kernel and c.graded.timing)
         spec = getattr(self.track.spec_table(), kernel)
         best = [float("inf"), float("inf")]
         for run in range(TIMING_RUNS + 1):  # run 0 warms up (first-touch page faults, caches)
@@ -212,7 +212,7 @@ class Grader:
 
 
 def _cases_of(calls: list[KernelCall]) -> list[Case]:
-    return list(dict.fromkeys(c.case for c in calls))
+    return list(dict.fromkeys(c.graded for c in calls))
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

@@ -8,6 +8,7 @@ for cudasim, and for CuPy where there is a GPU).
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import traceback
@@ -117,7 +118,8 @@ class LearnerError:
 def _numba_message(err: BaseException, folder: Path) -> str:
     """Numba's compile error in one line: the learner's file and line, and what Numba found wrong
     (its message runs to pages: candidate signatures, the pipeline, the source)."""
-    if not type(err).__module__.startswith("numba.") or getattr(err, "loc", None) is None:
+    loc = getattr(err, "loc", None)  # where in the source: numba's errors carry it
+    if not type(err).__module__.startswith("numba.") or loc is None:
         return ""
     lines = [line.strip() for line in str(err).splitlines()]
     if lines and lines[0].startswith("Failed in"):  # the pipeline step that failed, not the reason
@@ -127,7 +129,7 @@ def _numba_message(err: BaseException, folder: Path) -> str:
         if line.startswith(("There are", "During:", "File ", "- Of which")):
             break
         what.append(line)
-    place = learner_place(Path(err.loc.filename), err.loc.line, folder)
+    place = learner_place(Path(loc.filename), loc.line, folder)
     return f"{place}Numba could not compile it: {' '.join(' '.join(what).split())}"
 
 
@@ -182,8 +184,7 @@ class LearnerTable:
         package = f"minicv_learner_{abs(hash(str(folder))):x}"
         for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
             del sys.modules[name]  # a fresh import: the learner may have edited the files since
-        spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
-        parent = importlib.util.module_from_spec(spec)
+        parent = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(package, None, is_package=True))
         parent.__path__ = [str(folder)]
         sys.modules[package] = parent
         functions, errors = {}, {}
