@@ -6,6 +6,8 @@ pixel and numerically stable. Tasks are (n, pixel block) pairs, parallel. ``exp`
 (Cephes' range reduction and polynomial, bit-built powers of two) because Numba's ``math.exp`` is a
 scalar libm call that LLVM cannot vectorise without SVML; it is accurate to a few ulp in both dtypes.
 ``log`` (once per pixel) likewise in float32, where the libm call took half of the forward's time.
+The kernels allow FMA contraction (``fastmath={"contract"}``, nothing else): the polynomials' multiply-adds
+fuse, one rounding instead of two, and the exp loops run 10-20% faster.
 """
 
 import numpy as np
@@ -13,8 +15,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-FORWARD_BLOCK = 128  # pixels per forward task: a block's logits (C x 128) stay in L1/L2 across its passes
-BACKWARD_BLOCK = 4096  # pixels per backward task: one pass, so long runs of each class row stream best
+# Pixels per task, measured at N16 C21 128x128 on Zen 4 (one thread, CPU time). The forward reads a block's
+# C rows twice (max, then exp): at 128 pixels they stay in L1 between the passes (1.5x faster than 512).
+# The backward reads each row once: long runs of a row stream from memory best (4096: 1.2x faster than 512).
+FORWARD_BLOCK = 128
+BACKWARD_BLOCK = 4096
 
 
 @intrinsic
