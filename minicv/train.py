@@ -31,7 +31,7 @@ from minicv import metrics
 from minicv.autograd import no_grad
 from minicv.checkpoint import load_checkpoint, non_finite_state, save_checkpoint
 from minicv.data.loader import DataLoader
-from minicv.errors import TrainingDiverged
+from minicv.errors import CheckpointError, TrainingDiverged
 from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
 from minicv.nn import Module
 from minicv.tensor import Tensor
@@ -214,11 +214,11 @@ def _kept(checkpoint: Path, epoch: int) -> str:
 def _resumed(checkpoint: Path, meta: dict, key: str, restore: Callable[[Any], Any]) -> Any:
     """``restore(meta[key])``, its errors naming the checkpoint and the key."""
     if key not in meta:
-        raise ValueError(f"checkpoint {checkpoint}: meta key '{key}' is missing (was it written by fit?)")
+        raise CheckpointError(f"checkpoint {checkpoint}: meta key '{key}' is missing (was it written by fit?)")
     try:
         return restore(meta[key])
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {checkpoint}: meta key '{key}' cannot be restored: {err!r}") from err
+        raise CheckpointError(f"checkpoint {checkpoint}: meta key '{key}' cannot be restored: {err!r}") from err
 
 
 def _check_history(history: Any, epochs: int) -> list[dict]:

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from minicv.devices import Device
-from minicv.exercises.cases import KernelCall, OpCase, inputs, record, run_op, run_torch
+from minicv.exercises.cases import KernelCall, inputs, record, run_op, run_torch
 from minicv.exercises.hints import GENERAL_HINTS, Failure, hint_for
 from minicv.exercises.tracks import LearnerError, LearnerTable, Track, mixed_table
 from minicv.gradcheck import GradcheckError, gradcheck
+from minicv.ops import Case
 from minicv.tensor import Tensor
 
 NOT_STARTED, FAILING, PASSING, FASTER = "not started", "failing", "passing", "passing and faster than the spec"
@@ -97,7 +98,7 @@ class Grader:
         calls = [c for c in self.calls if c.kernel == kernel and not c.case.timing]
         row = self._own_calls(kernel, function, calls)
         if row is None and self.torch_available:
-            row = self._against_torch(kernel, function, _cases_of(calls))
+            row = self._against_torch(kernel, function, [c for c in _cases_of(calls) if c.torch])
         if row is None:
             row = self._gradcheck(kernel, function, [c for c in _cases_of(calls) if c.smooth])
         for run in self.learner.runs:
@@ -149,7 +150,7 @@ class Grader:
         return Row(kernel, FAILING, "against the spec", f"case '{call.case.label}'{wrong}: {message}", hint)
 
     # ------------------------------------------------------------------ stage 2: PyTorch
-    def _against_torch(self, kernel: str, function: Callable[..., Any], cases: list[OpCase]) -> Row | None:
+    def _against_torch(self, kernel: str, function: Callable[..., Any], cases: list[Case]) -> Row | None:
         device = self._device(kernel, function)
         for case in cases:
             case64 = dataclasses.replace(case, dtype="float64")
@@ -167,7 +168,7 @@ class Grader:
         return None
 
     # ------------------------------------------------------------------ stage 3: gradcheck
-    def _gradcheck(self, kernel: str, function: Callable[..., Any], cases: list[OpCase]) -> Row | None:
+    def _gradcheck(self, kernel: str, function: Callable[..., Any], cases: list[Case]) -> Row | None:
         import minicv.functional as F
 
         device = self._device(kernel, function)
@@ -177,7 +178,7 @@ class Grader:
             tensors = [Tensor(a, requires_grad=True, device=device) for a in arrays]
             fixed_tensors = {k: Tensor(v, device=device) for k, v in fixed.items()}
             try:
-                gradcheck(lambda *xs, c=case64, k=fixed_tensors: c.op(F, *xs, **k), tensors)
+                gradcheck(lambda *xs, c=case64, k=fixed_tensors: c.call(F, *xs, **k), tensors)
             except GradcheckError as err:
                 return Row(kernel, FAILING, "gradcheck", f"case '{case.label}' (float64): {str(err).splitlines()[0]}",
                            "the backward is not the derivative of the forward: " + GENERAL_HINTS[kernel])
@@ -205,12 +206,12 @@ class Grader:
         xp = __import__(self.track.array_module)
         return Device("student", xp, mixed_table(self.track.spec_table(), kernel, function))
 
-    def _engine_error(self, kernel: str, stage: str, case: OpCase, err: Exception) -> Row:
+    def _engine_error(self, kernel: str, stage: str, case: Case, err: Exception) -> Row:
         return Row(kernel, FAILING, stage, f"case '{case.label}': {self.track.describe(err, self.learner.folder)}",
                    GENERAL_HINTS[kernel])
 
 
-def _cases_of(calls: list[KernelCall]) -> list[OpCase]:
+def _cases_of(calls: list[KernelCall]) -> list[Case]:
     return list(dict.fromkeys(c.case for c in calls))
 
 

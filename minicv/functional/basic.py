@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from minicv import blas
 from minicv.autograd import Function
 from minicv.devices import Device
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
@@ -486,7 +487,8 @@ def to(x: Tensor, device: Device, dtype: Any = None) -> Tensor:
 class MatMulFunction(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        with blas.threads_for(self.device):
+            return a @ b
 
     def backward(self, gy):
         # A 1-D operand is a row (left) or a column (right) whose extra axis matmul dropped from gy:
@@ -495,7 +497,8 @@ class MatMulFunction(Function):
         a2, b2 = (a[None, :] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
         g = gy[..., None] if b.ndim == 1 else gy
         g = g[..., None, :] if a.ndim == 1 else g
-        ga, gb = g @ xp.swapaxes(b2, -1, -2), xp.swapaxes(a2, -1, -2) @ g
+        with blas.threads_for(self.device):
+            ga, gb = g @ xp.swapaxes(b2, -1, -2), xp.swapaxes(a2, -1, -2) @ g
         ga = ga.squeeze(-2) if a.ndim == 1 else ga
         gb = gb.squeeze(-1) if b.ndim == 1 else gb
         return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)

@@ -6,6 +6,7 @@ every conv case, with small im2col chunks and direct bands drawn too, so the chu
 """
 
 import contextlib
+import functools
 
 import minicv.kernels.numba as nb
 import minicv.kernels.numpy as spec
@@ -41,17 +42,26 @@ from cases import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.numba import conv as nb_conv
-from minicv.kernels.numba import conv_direct, conv_im2col, conv_tiles, conv_weight_grad, conv_winograd
+from minicv.kernels.numba import (
+    conv_direct,
+    conv_im2col,
+    conv_tiles,
+    conv_weight_grad,
+    conv_weight_grad_pixels,
+    conv_winograd,
+)
+
+from minicv.ops import kernel_table
+from tests.reference import assert_close as assert_close_to_float64
+from tests.reference import float64_reference
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
-def test_exports_exactly_the_kernel_table_and_the_algorithm_setting():
-    assert set(nb.__all__) == {*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
-                               "code_generation"}
-    assert all(callable(getattr(nb, name)) for name in nb.__all__)
+def test_has_every_kernel_of_the_registry_and_the_algorithm_setting():
+    names = (*kernel_table(), "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "code_generation")
+    assert all(callable(getattr(nb, name)) for name in names)
 
 
 def test_conv_algorithm_setting():
@@ -75,17 +85,26 @@ def test_conv_algorithm_setting():
 @contextlib.contextmanager
 def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_bytes: int = 2**22):
     """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
-    through several of them run on small inputs."""
+    through several of them run on small inputs; Winograd on layers of any channel count."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
-                (conv_direct, "SPLIT_BYTES"))
+                (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"))
     saved = [getattr(module, name) for module, name in settings]
-    for (module, name), value in zip(settings, (chunk_bytes, weight_band, vectors_per_task, split_bytes)):
+    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1)
+    for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
         yield
     finally:
         for (module, name), value in zip(settings, saved):
             setattr(module, name, value)
+
+
+@pytest.fixture
+def winograd_on_any_layer(monkeypatch):
+    """Winograd on 3x3 stride-1 layers of any channel count (by default only on wide ones), so that the
+    small layers of a test reach it."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
@@ -114,7 +133,7 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hyper", [((1, 2), (1, 1), (1, 1), 1), ((1, 1), (2, 1), (2, 1), 1),
                                    ((2, 1), (0, 2), (1, 2), 2)], ids=["s12", "s1-dilated", "grouped"])
-def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
+def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper, winograd_on_any_layer):
     """Enough channels and pixels for full and partial tiles of output channels and many tasks; rows
     wider than a vector (float64's 16 lanes, float32's 32: whole vectors along each row, the last one
     overlapping) and narrower (vectors across rows, lanes on padding columns dropped); the backward
@@ -154,8 +173,79 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
+@pytest.mark.parametrize(("c_in", "c_out", "forward", "backward_input"), [
+    (3, 16, False, False),  # the localizer's first layer
+    (3, 64, False, False),  # the segmenters' first layer
+    (16, 32, False, False),
+    (16, 64, True, False),  # backward-input correlates 64 -> 16 channels
+    (64, 16, False, True),
+    (32, 32, True, True),
+    (64, 64, True, True),
+])
+def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, forward, backward_input):
+    """Winograd's transforms cost per channel: 3x3 stride-1 layers with few input or output channels
+    (per group, of the correlation computed) run the direct sum, with the same results."""
+    calls = []
+    winograd = nb_conv._conv_winograd
+
+    def recording(src, w, out, padding, groups):
+        calls.append(out.shape[1])
+        return winograd(src, w, out, padding, groups)
+
+    monkeypatch.setattr(nb_conv, "_conv_winograd", recording)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c_in, 6, 7))
+    w = rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)
+    y, gy, gx, _ = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
+    assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+    assert calls == ([c_out] if forward else [])
+    calls.clear()
+    assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                 spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+    assert calls == ([c_in] if backward_input else [])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, stride, padding, dilation, groups", [
+    (3, 3, 16, (64, 64), (1, 1), (1, 1), (1, 1), 1),  # the localizer's first layer (rows of whole vectors)
+    (2, 3, 5, (9, 70), (1, 1), (1, 1), (1, 1), 1),  # odd channel count; 70 columns: whole vectors and a tail
+    (2, 1, 4, (7, 37), (2, 1), (0, 2), (1, 2), 1),  # strided rows, dilated columns: other phases and offsets
+    (2, 6, 4, (5, 40), (1, 1), (2, 1), (1, 1), 2),  # grouped, 3 channels per group
+    (1, 2, 3, (5, 37), (1, 1), (0, 0), (2, 2), 1),  # dilated: one output row of 33
+])
+def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in, c_out, hw, stride, padding,
+                                                                         dilation, groups, dtype, monkeypatch):
+    """Few taps per group and rows a vector wide: the weight gradient with pixels along the lanes (the
+    first layers' path), any stride, dilation, padding and group count, against PyTorch's float64 answer
+    (with the room its conditioning needs: the sums of 12288 products cancel in places) and the spec."""
+    calls = []
+    pixels = nb_conv._conv_backward_weight_pixels
+    monkeypatch.setattr(nb_conv, "_conv_backward_weight_pixels", lambda *args: calls.append(1) or pixels(*args))
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
+    hyper = (stride, padding, dilation, groups)
+    gy = rng.standard_normal(spec.conv2d_forward(x, w, *hyper).shape).astype(dtype)
+    conv = functools.partial(F.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _, (gw, allowance) = float64_reference(conv, [x, w], dtype, grad=[False, True], upstream=gy)
+    assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
+    for algorithm in ("winograd", "direct"):
+        with nb.conv_algorithm(algorithm):
+            assert_close_to_float64(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, algorithm,
+                                    allowance)
+    assert len(calls) == 2
+
+
+def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_and_wide_rows():
+    lanes32 = nb_conv.simd.VECTOR_BYTES // 4
+    assert conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32, 4)  # 27 taps
+    assert not conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32 - 1, 4)  # rows narrower than a vector
+    assert not conv_weight_grad_pixels.uses_pixel_lanes(16, (3, 3), 64, 4)  # 144 taps: the channels-last tiles
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value):
+def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value, winograd_on_any_layer):
     """Winograd's transforms subtract inputs from each other (inf - inf is NaN), so a layer with an
     infinite or NaN output is run again by the direct sum: the same infinities and NaNs as PyTorch, in
     the forward and in the backward-input."""
