@@ -479,6 +479,32 @@ def test_softmax_cross_entropy_forward_and_backward_match_torch_and_spec(case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_softmax_cross_entropy_full_and_ragged_pixel_blocks_match_torch_and_spec(dtype, label_smoothing):
+    """Images larger than the kernels' pixel blocks (the drawn cases above stay below a backward block):
+    full blocks run the literal-width code, the last one the ragged code, in both kernels."""
+    from minicv.kernels.numba.loss import BACKWARD_BLOCK, FORWARD_BLOCK
+
+    rng = np.random.default_rng(5)
+    classes, hw = 5, (67, 123)
+    pixels = hw[0] * hw[1]
+    assert pixels > 2 * BACKWARD_BLOCK and pixels % BACKWARD_BLOCK and pixels % FORWARD_BLOCK
+    x = (3 * rng.standard_normal((2, classes, *hw))).astype(dtype)
+    target = rng.integers(0, classes, (2, *hw))
+    target[rng.random(target.shape) < 0.2] = -100
+    weight = rng.uniform(0.1, 2.0, classes).astype(dtype)
+    case = (x, target, weight, -100, label_smoothing)
+    loss_t, stats_t, g, gx_t = torch_cross_entropy_gradient(*case, rng)
+    kernel = kernel_args(*case)
+    loss, stats = nb.softmax_cross_entropy_forward(*kernel)
+    spec_loss, spec_stats = spec.softmax_cross_entropy_forward(*kernel)
+    assert_close(loss, loss_t, spec_loss)
+    assert_close(stats, stats_t, spec_stats)
+    assert_close(nb.softmax_cross_entropy_backward(*kernel, stats, g), gx_t,
+                 spec.softmax_cross_entropy_backward(*kernel, spec_stats, g))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_cross_entropy_propagates_nan_and_handles_minus_inf(dtype):
     x = np.array([[[np.nan, 1.0], [0.0, -np.inf], [2.0, 3.0]]], dtype=dtype)  # (N=1, C=3, P=2)
     target = np.array([[1, 1]])
