@@ -93,7 +93,7 @@ def conv_kernel_asm() -> tuple[str, str]:
     import minicv.kernels.numba as kernels
 
     x, w = np.ones((1, 8, 8, 8), np.float32), np.ones((8, 8, 3, 3), np.float32)
-    kernels.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)  # the device's default algorithm: Winograd
+    kernels.conv2d_forward(x, w, (8, 8), (1, 1), (1, 1), (1, 1), 1)  # the device's default algorithm: Winograd
     found = []
     for module in pkgutil.iter_modules(kernels.__path__):
         if "conv" in module.name:

@@ -100,12 +100,12 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
     x, w, stride, padding, dilation, groups, _ = case
     hyper = (stride, padding, dilation, groups)
     y, gy, gx, gw = torch_conv(*case)
-    spec_y = spec.conv2d_forward(x, w, *hyper)
+    spec_y = spec.conv2d_forward(x, w, y.shape[2:], *hyper)
     spec_gx = spec.conv2d_backward_input(gy, w, x.shape, *hyper)
     spec_gw = spec.conv2d_backward_weight(x, gy, w.shape, *hyper)
     for algorithm in nb_conv.ALGORITHMS:
         with nb.conv_algorithm(algorithm), chunking(*chunks):
-            assert_close(nb.conv2d_forward(x, w, *hyper), y, spec_y)
+            assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec_y)
             assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, spec_gx)
             assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, spec_gw)
 
@@ -125,7 +125,7 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
     w = (rng.standard_normal((22, 18 // hyper[3], 3, 3)) / 13).astype(dtype)
     y, gy, gx, gw = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm(algorithm):
-        assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+        assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec.conv2d_forward(x, w, y.shape[2:], *hyper))
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
         assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
@@ -149,7 +149,7 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
     hyper = ((1, 1), (padding, padding), (1, 1), groups)
     y, gy, gx, _ = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm("winograd"), chunking(2**24, 256, vectors_per_task):
-        assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+        assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec.conv2d_forward(x, w, y.shape[2:], *hyper))
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
@@ -171,7 +171,8 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value)
     assert not conv_winograd._conv_winograd(x, w, np.empty_like(y), (1, 1), 1)  # the transforms' own answer: refused
     hyper = ((1, 1), (1, 1), (1, 1), 1)
     with nb.conv_algorithm("winograd"):
-        np.testing.assert_allclose(nb.conv2d_forward(x, w, *hyper), y, rtol=1e-10)  # NaN and inf where torch's
+        # NaN and inf where torch's
+        np.testing.assert_allclose(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, rtol=1e-10)
         np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, rtol=1e-10)
 
 
