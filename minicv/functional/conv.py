@@ -22,8 +22,8 @@ from typing import Any
 from minicv.autograd import Function
 from minicv.errors import ArgumentError, DtypeError
 from minicv.functional._checks import FLOAT_DTYPES, contiguous, int_list, is_int, torch_dtype_name
-from minicv.functional.basic import pad, squeeze, unsqueeze
-from minicv.tensor import Tensor, common_device
+from minicv.functional.basic import batched, pad
+from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
 Shape4 = tuple[int, int, int, int]
@@ -186,11 +186,11 @@ def _pair(op: str, name: str, value: Any) -> Pair:
 
 
 def _check_operands(op: str, input: Any, weight: Any, bias: Any) -> None:  # noqa: A002
-    """Tensors (bias optional), on one device, the input 3-D or 4-D: PyTorch's first checks."""
+    """Tensors (bias optional), the input 3-D or 4-D: PyTorch's first checks (Function.apply checks that
+    they share a device)."""
     for position, (name, t) in enumerate((("input", input), ("weight", weight), ("bias", bias)), start=1):
         if not isinstance(t, Tensor) and not (name == "bias" and t is None):
             raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not {type(t).__name__}")
-    common_device(input, weight, bias)
     if input.ndim not in (3, 4):
         raise ArgumentError(
             f"Expected 3D (unbatched) or 4D (batched) input to {op}, but got input of size: {list(input.shape)}"
@@ -287,13 +287,14 @@ def _check_float(op: str, input: Tensor, weight: Tensor) -> None:  # noqa: A002
 
 def _apply_batched(fn: Function, input: Tensor, weight: Tensor, bias: Tensor | None,  # noqa: A002
                    pad_end: Pair = (0, 0)) -> Tensor:
-    """fn on a batch: a (C, H, W) input runs as a batch of one (differentiably), after ``pad_end`` zero
+    """fn on a batch (a (C, H, W) input runs as a batch of one: ``batched``), after ``pad_end`` zero
     rows/columns at its bottom/right (PyTorch too pads a copy explicitly there for 'same' padding)."""
-    x = unsqueeze(input, 0) if input.ndim == 3 else input
-    if pad_end != (0, 0):
-        x = pad(x, ((0, 0), (0, 0), (0, pad_end[0]), (0, pad_end[1])))
-    y = fn.apply(x, weight, *([] if bias is None else [bias]))
-    return squeeze(y, 0) if input.ndim == 3 else y
+    def run(x: Tensor) -> Tensor:
+        if pad_end != (0, 0):
+            x = pad(x, ((0, 0), (0, 0), (0, pad_end[0]), (0, pad_end[1])))
+        return fn.apply(x, weight, *([] if bias is None else [bias]))
+
+    return batched(run, input)
 
 
 # --------------------------------------------------------------------------- conv2d
