@@ -15,12 +15,14 @@ Each decision has one home, the engine; kernels re-derive nothing:
   and writes nothing out of bounds (taps outside the input read the padding value: 0, or -inf when
   pooling).
 - Empty tensors: the engine launches no kernel on an empty operand or for an empty result (it makes the
-  zeros itself); kernels need not handle them.
+  zeros itself); kernels need not handle them (the CUDA launchers still skip a grid of no blocks, which
+  CUDA refuses).
 - Arrays arrive C-contiguous and of one float dtype (int64 indices and targets); hyper-parameters
   arrive as ``(h, w)`` tuples of Python ints, already clamped (conv strides: below). A kernel that
   copies or converts anyway does so only where a mistaken caller would otherwise make it touch memory
   outside its arrays, and says so where it does.
-- Batched NCHW only: the engine runs an unbatched (C, H, W) input as a batch of one.
+- Batched NCHW only: the engine runs an unbatched (C, H, W) input as a batch of one, for every op the
+  same way (``minicv.functional.basic.batched``: unsqueeze and squeeze graph nodes).
 
 The kernel table (``KERNEL_TABLE`` lists the names):
 
