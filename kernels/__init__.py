@@ -2,20 +2,36 @@
 
 A kernel is a plain function on raw arrays (numpy.ndarray, or cupy.ndarray on the GPU). It knows
 nothing of Tensor or autograd and checks nothing beyond what protects memory: the engine
-(minicv.functional) validates arguments and works out output shapes once, then calls the kernels of
-the tensor's device. Every device supplies the same table, with the same signatures; ``numpy`` is the
-specification the others are tested against.
+(minicv.functional) validates arguments and works out every output shape once, then calls the kernels
+of the tensor's device. Every device supplies the same table, with the same signatures; ``numpy`` is
+the specification the others are tested against.
 
-Conventions: arrays are C-contiguous, float32 or float64 (all operands of one call share a dtype);
-indices and targets are int64. Spatial hyper-parameters are ``(h, w)`` pairs of ints. Batched NCHW
-only: the engine unsqueezes unbatched inputs.
+Each decision has one home, the engine; kernels re-derive nothing:
+- Output sizes: every kernel is handed the size of what it returns (an ``out_hw``, a ``*_shape``, the
+  length of ``src_h``/``src_w``, or the shape of an operand it is handed, such as gy), worked out by the
+  engine's shape helpers (``conv_output_hw``, ``conv_transpose_output_hw``, ``pooled_size``,
+  ``unpool_output_size``, interpolate's source indices). A kernel sizes its result and its loops by what
+  it is handed and never recomputes a size from the hyper-parameters; whatever it is handed it reads
+  and writes nothing out of bounds (taps outside the input read the padding value: 0, or -inf when
+  pooling).
+- Empty tensors: the engine launches no kernel on an empty operand or for an empty result (it makes the
+  zeros itself); kernels need not handle them (the CUDA launchers still skip a grid of no blocks, which
+  CUDA refuses).
+- Arrays arrive C-contiguous and of one float dtype (int64 indices and targets); hyper-parameters
+  arrive as ``(h, w)`` tuples of Python ints, already clamped (conv strides: below). A kernel that
+  copies or converts anyway does so only where a mistaken caller would otherwise make it touch memory
+  outside its arrays, and says so where it does.
+- Batched NCHW only: the engine runs an unbatched (C, H, W) input as a batch of one, for every op the
+  same way (``minicv.functional.basic.batched``: unsqueeze and squeeze graph nodes).
 
 The kernel table (the registry of ops, ``minicv/ops.py``, lists which op runs on which kernels; the
 engine checks every device's table against it, as kernels never import the engine):
 
-conv2d_forward(x, w, stride, padding, dilation, groups) -> y
-    x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW) -> y (N, C_out, H_out, W_out), no bias.
-    Cross-correlation with symmetric zero padding.
+conv2d_forward(x, w, out_hw, stride, padding, dilation, groups) -> y
+    x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW) -> y (N, C_out, *out_hw), no bias.
+    Cross-correlation with symmetric zero padding (taps past the padded input read 0 too). out_hw is
+    the engine's conv_output_hw, or, for the input gradient of conv_transpose2d, x's own (H, W), which
+    is smaller than gy's conv2d when output_padding >= stride (x only fed its first rows/columns).
 conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups) -> gx
     The gradient of conv2d_forward with respect to x, of shape x_shape. With the same arguments this
     is also the forward of conv_transpose2d (x_shape carries output_padding). In both backward
@@ -24,13 +40,17 @@ conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups) -> gx
     In all three the engine passes no stride past size + 2p - d(k-1) of x (x_shape) along its axis: a
     larger one leaves the same single output there, and the kernels may size buffers by the stride.
 conv2d_backward_weight(x, gy, w_shape, stride, padding, dilation, groups) -> gw
-    The gradient of conv2d_forward with respect to w, of shape w_shape.
+    The gradient of conv2d_forward with respect to w, of shape w_shape; gy's spatial size is the
+    number of windows summed over.
 
 max_pool2d_forward(x, kernel_size, stride, padding, dilation, out_hw) -> (y, indices)
-    -inf padding; ties go to the first maximum in row-major scan order; NaN propagates (the last NaN
-    wins). indices (int64, shape of y) are flat h*W + w offsets in each unpadded (n, c) input plane.
+    y, indices (N, C, *out_hw): out_hw is the engine's pooled_size, with ceil_mode's last window, which
+    may run past the padded input (taps there read -inf). -inf padding; ties go to the first maximum in
+    row-major scan order; NaN propagates (the last NaN wins). indices (int64, shape of y) are flat
+    h*W + w offsets in each unpadded (n, c) input plane.
 unpool_scatter(values, indices, out_hw, pool=None) -> out
     out (N, C, *out_hw) is zero but for out[n, c].flat[indices[n, c, i, j]] = values[n, c, i, j].
+    out_hw is the engine's: max_unpool2d's unpool_output_size, or the pooled input's (H, W).
     pool=None: max_unpool2d forward; duplicate indices overwrite (PyTorch's semantics).
     pool=(kernel_size, stride, padding, dilation) of the max-pool that made the indices: max_pool2d
     backward; values at duplicate indices are summed, and a kernel may instead gather, for each output
@@ -44,10 +64,12 @@ unpool_gather(g, indices) -> out
     an out-of-range index; never reads out of bounds.
 
 upsample_nearest_forward(x, src_h, src_w) -> y
-    y[n, c, i, j] = x[n, c, src_h[i], src_w[j]]. src_h, src_w (int64, non-decreasing, in range) are
-    worked out by the engine, which is where 'nearest' and 'nearest-exact' differ.
+    y (N, C, len(src_h), len(src_w)), y[n, c, i, j] = x[n, c, src_h[i], src_w[j]]. src_h, src_w (int64,
+    non-decreasing, in range) are worked out by the engine, which is where the output size and
+    'nearest' / 'nearest-exact' are decided.
 upsample_nearest_backward(gy, src_h, src_w, in_hw) -> gx
-    The exact adjoint: gx[n, c, h, w] = sum of gy[n, c, i, j] over src_h[i] == h and src_w[j] == w.
+    gx (N, C, *in_hw), the exact adjoint: gx[n, c, h, w] = sum of gy[n, c, i, j] over src_h[i] == h and
+    src_w[j] == w.
 
 softmax_cross_entropy_forward(x, target, weight, ignore_index, label_smoothing) -> (loss, stats)
     x (N, C, P) logits, target (N, P) int64, weight (C,) in x's dtype. With lp = log_softmax over C,

@@ -40,15 +40,6 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def conv2d_output_hw(in_hw: Pair, kernel_hw: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Pair:
-    """(H_out, W_out) = (H + 2p - d(k - 1) - 1) // s + 1 per dimension."""
-    h, w = (
-        (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, k, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation, strict=True)
-    )
-    return h, w
-
-
 def _conv_args(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, stride: Pair, padding: Pair,
                dilation: Pair, groups: int) -> tuple:
     """The CONV_PARAMS of conv.cu as np.int32, after the checks that keep the kernels in bounds."""
@@ -73,7 +64,11 @@ def _conv_args(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, stride: Pair, 
 
 
 def _operands(backend: Backend, a: Array, b: Array) -> tuple[Array, Array, str]:
-    """a and b C-contiguous, and the C name of their (common, float) dtype."""
+    """a and b C-contiguous, and the C name of their (common, float) dtype.
+
+    The engine hands C-contiguous arrays already; the copy stays because conv.cu indexes its operands as
+    C-contiguous from their first element, and a strided view would have it read past the view's memory.
+    """
     if a.dtype != b.dtype:
         raise TypeError(f"conv kernels: operands of one dtype expected, got {a.dtype} and {b.dtype}")
     return backend.xp.ascontiguousarray(a), backend.xp.ascontiguousarray(b), ctype(a.dtype)
@@ -87,13 +82,12 @@ def _gemm_grid(rows: int, columns: int, depth: int) -> tuple[int, int, int]:
     return grid
 
 
-def conv2d_forward(backend: Backend, x: Array, w: Array, stride: Pair, padding: Pair, dilation: Pair,
-                   groups: int) -> Array:
-    """y = conv2d(x, w): cross-correlation with zero padding, no bias."""
+def conv2d_forward(backend: Backend, x: Array, w: Array, out_hw: Pair, stride: Pair, padding: Pair,
+                   dilation: Pair, groups: int) -> Array:
+    """y = conv2d(x, w) of spatial size out_hw: cross-correlation with zero padding, no bias."""
     x, w, t = _operands(backend, x, w)
-    n, _, h, wd = x.shape
-    c_out, _, kh, kw = w.shape
-    y_shape = (n, c_out, *conv2d_output_hw((h, wd), (kh, kw), stride, padding, dilation))
+    n, c_out = x.shape[0], w.shape[0]
+    y_shape = (n, c_out, *out_hw)
     args = _conv_args(x.shape, w.shape, y_shape, stride, padding, dilation, groups)
     y = backend.xp.empty(y_shape, dtype=x.dtype)
     if y.size:

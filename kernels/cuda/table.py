@@ -37,6 +37,8 @@ def _int32(*values: int, largest: int = 0) -> tuple[np.int32, ...]:
 
 
 def _contiguous(backend: Backend, *arrays: Array) -> list[Array]:
+    """The engine hands C-contiguous arrays already; the copy stays because the .cu kernels index their
+    operands as C-contiguous from the first element: a strided view would have them read past it."""
     return [backend.xp.ascontiguousarray(a) for a in arrays]
 
 

@@ -36,7 +36,6 @@ algorithm choice and the kernel table's three entry points.
 """
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,15 +76,6 @@ def conv_algorithm(name: str) -> Iterator[None]:
         set_conv_algorithm(previous)
 
 
-def _pair(values) -> Pair:
-    """Plain Python ints, so every call hits the same compiled specialisation."""
-    return int(values[0]), int(values[1])
-
-
-def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
 # Winograd's input and output transforms cost per channel, its products save per pair of input and output
 # channels: on narrow layers (the 3-channel first layers, 16 and 32 channels) the direct sum was faster.
 # Thresholds on the channels per group of the correlation computed (forward: the layer's in -> out;
@@ -111,17 +101,11 @@ def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilatio
 # The kernel table.
 
 
-def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
+def conv2d_forward(x: np.ndarray, w: np.ndarray, out_hw: Pair, stride: Pair, padding: Pair, dilation: Pair,
                    groups: int) -> np.ndarray:
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    n, _, h, wd = x.shape
     c_out, cg, k_h, k_w = w.shape
     kernel = (k_h, k_w)
-    out_hw = (_output_size(h, k_h, stride[0], padding[0], dilation[0]),
-              _output_size(wd, k_w, stride[1], padding[1], dilation[1]))
-    if math.prod((n, c_out, *out_hw)) == 0 or cg == 0:
-        return np.zeros((n, c_out, *out_hw), x.dtype)
-    y = simd.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
+    y = simd.empty((x.shape[0], c_out, *out_hw), x.dtype)  # every path below writes every element
     if _uses_winograd(kernel, stride, dilation, cg, c_out // groups) and _conv_winograd(x, w, y, padding, groups):
         return y
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
@@ -133,12 +117,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
 
 def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, int, int], stride: Pair,
                           padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     c_out, cg, k_h, k_w = w.shape
     kernel = (k_h, k_w)
-    x_shape = (int(x_shape[0]), int(x_shape[1]), int(x_shape[2]), int(x_shape[3]))
-    if math.prod(x_shape) == 0 or gy.size == 0:
-        return np.zeros(x_shape, gy.dtype)
     # winograd and direct write every element of gx; col2im adds into it
     gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     # stride 1: one phase, whose correlation kernel is w flipped (_sub_kernel of the taps in reverse)
@@ -157,15 +137,11 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
 
 def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
                            padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    c_out = gy.shape[1]
-    _, cg, k_h, k_w = (int(s) for s in w_shape)
-    if gy.size == 0 or cg * k_h * k_w == 0:
-        return np.zeros((c_out, cg, k_h, k_w), x.dtype)
+    _, cg, k_h, k_w = w_shape
     if _algorithm == "im2col":
         backward_weight = _conv_backward_weight_im2col
     elif uses_pixel_lanes(cg, (k_h, k_w), gy.shape[3], x.itemsize):  # the 3-channel first layers
         backward_weight = _conv_backward_weight_pixels
     else:
         backward_weight = _conv_backward_weight_direct
-    return backward_weight(x, gy, (c_out, cg, k_h, k_w), stride, padding, dilation, groups)
+    return backward_weight(x, gy, w_shape, stride, padding, dilation, groups)

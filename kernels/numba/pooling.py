@@ -153,27 +153,22 @@ def _as_planes(a: np.ndarray) -> np.ndarray:
 
 def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair,
                        out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
-    n, c = x.shape[:2]
-    y = np.empty((n, c, int(out_hw[0]), int(out_hw[1])), x.dtype)
+    y = np.empty((*x.shape[:2], *out_hw), x.dtype)
     indices = np.empty(y.shape, np.int64)
-    if y.size:
-        k, s, p, d = ((int(v[0]), int(v[1])) for v in (kernel_size, stride, padding, dilation))
-        _max_pool(x, k, s, p, d, y, indices)
+    _max_pool(x, kernel_size, stride, padding, dilation, y, indices)
     return y, indices
 
 
 def unpool_scatter(values: np.ndarray, indices: np.ndarray, out_hw: Pair,
                    pool: tuple[Pair, Pair, Pair, Pair] | None = None) -> np.ndarray:
     n, c = values.shape[:2]
-    out_hw = (int(out_hw[0]), int(out_hw[1]))
     out = np.empty((n, c, *out_hw), values.dtype)
     planes = n * c
     bad_found = np.zeros(planes, np.bool_)
     bad_index = np.zeros(planes, np.int64)
-    if planes:
-        # pool given: max-pool backward, duplicates (overlapping windows) add up
-        _unpool_scatter(_as_planes(values), _as_planes(indices), out.reshape(planes, -1), pool is not None,
-                        bad_found, bad_index)
+    # pool given: max-pool backward, duplicates (overlapping windows) add up
+    _unpool_scatter(_as_planes(values), _as_planes(indices), out.reshape(planes, -1), pool is not None,
+                    bad_found, bad_index)
     _raise_first_bad(bad_found, bad_index, out_hw)
     return out
 
@@ -184,7 +179,6 @@ def unpool_gather(g: np.ndarray, indices: np.ndarray) -> np.ndarray:
     planes = n * c
     bad_found = np.zeros(planes, np.bool_)
     bad_index = np.zeros(planes, np.int64)
-    if planes:
-        _unpool_gather(_as_planes(g), _as_planes(indices), out.reshape(planes, -1), bad_found, bad_index)
+    _unpool_gather(_as_planes(g), _as_planes(indices), out.reshape(planes, -1), bad_found, bad_index)
     _raise_first_bad(bad_found, bad_index, g.shape[2:])
     return out

@@ -43,8 +43,7 @@ def upsample_nearest_forward(x: np.ndarray, src_h: np.ndarray, src_w: np.ndarray
     n, c, h, w = x.shape
     _check_sources(src_h, src_w, (h, w))
     y = np.empty((n, c, len(src_h), len(src_w)), x.dtype)
-    if y.size:
-        _upsample_nearest_forward(x.reshape(n * c, h, w), src_h, src_w, y.reshape(n * c, *y.shape[2:]))
+    _upsample_nearest_forward(x.reshape(n * c, h, w), src_h, src_w, y.reshape(n * c, *y.shape[2:]))
     return y
 
 
@@ -52,8 +51,6 @@ def upsample_nearest_backward(gy: np.ndarray, src_h: np.ndarray, src_w: np.ndarr
                               in_hw: tuple[int, int]) -> np.ndarray:
     n, c = gy.shape[:2]
     _check_sources(src_h, src_w, in_hw)
-    gx = np.zeros((n, c, int(in_hw[0]), int(in_hw[1])), gy.dtype)
-    if gx.size and gy.size:
-        _upsample_nearest_backward(gy.reshape(n * c, *gy.shape[2:]), src_h, src_w,
-                                   gx.reshape(n * c, *gx.shape[2:]))
+    gx = np.zeros((n, c, *in_hw), gy.dtype)
+    _upsample_nearest_backward(gy.reshape(n * c, *gy.shape[2:]), src_h, src_w, gx.reshape(n * c, *gx.shape[2:]))
     return gx

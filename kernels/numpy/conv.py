@@ -32,10 +32,16 @@ def sliding_windows(x_padded: np.ndarray, kernel_size: Pair, stride: Pair, dilat
     return every_window[..., : oh * sh : sh, : ow * sw : sw, ::dh, ::dw]
 
 
-def pad_hw(x: np.ndarray, padding: Pair, extra_end: Pair = (0, 0), fill: float = 0.0) -> np.ndarray:
-    """x with `padding` rows/cols of `fill` around H and W, plus `extra_end` more at the bottom/right."""
-    (ph, pw), (eh, ew) = padding, extra_end
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=fill)
+def padded_windows(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, out_hw: Pair,
+                   fill: float = 0.0) -> np.ndarray:
+    """The sliding_windows of x padded with `padding` rows/cols of `fill` around H and W, for the out_hw
+    windows handed: the bottom/right get more `fill` wherever the last window runs past the padded input
+    (max pooling's ceil_mode; any out_hw a caller hands), so taps beyond the input read `fill`."""
+    (ph, pw), (_, _, h, w) = padding, x.shape
+    eh, ew = (max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+              for o, s, d, k, size, p in zip(out_hw, stride, dilation, kernel_size, (h, w), padding, strict=True))
+    x_padded = np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=fill)
+    return sliding_windows(x_padded, kernel_size, stride, dilation, out_hw)
 
 
 def _by_group(a: np.ndarray, groups: int, axis: int = 1) -> np.ndarray:
@@ -43,16 +49,12 @@ def _by_group(a: np.ndarray, groups: int, axis: int = 1) -> np.ndarray:
     return a.reshape(*a.shape[:axis], groups, a.shape[axis] // groups, *a.shape[axis + 1 :])
 
 
-def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
+def conv2d_forward(x: np.ndarray, w: np.ndarray, out_hw: Pair, stride: Pair, padding: Pair, dilation: Pair,
                    groups: int) -> np.ndarray:
-    """y = conv2d(x, w): cross-correlation with zero padding, no bias."""
-    n, _, h, wd = x.shape
+    """y = conv2d(x, w) of spatial size out_hw (the engine's): cross-correlation with zero padding, no bias."""
+    n = x.shape[0]
     c_out, _, kh, kw = w.shape
-    out_hw = tuple(
-        (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, k, s, p, d in zip((h, wd), (kh, kw), stride, padding, dilation, strict=True)
-    )
-    cols = _by_group(sliding_windows(pad_hw(x, padding), (kh, kw), stride, dilation, out_hw), groups)
+    cols = _by_group(padded_windows(x, (kh, kw), stride, padding, dilation, out_hw), groups)
     # cols: (N, G, Cin_g, H_out, W_out, kH, kW); weights: (G, Cout_g, Cin_g, kH, kW)
     y = np.einsum("ngcyxij,gocij->ngoyx", cols, _by_group(w, groups, axis=0), optimize=True)
     return np.ascontiguousarray(y.reshape(n, c_out, *out_hw))
@@ -85,6 +87,6 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
                            padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     """gw[co, ci, i, j] = sum_{n, oh, ow} gy[n, co, oh, ow] * cols[n, g*Cin_g + ci, oh, ow, i, j]."""
     _, _, kh, kw = w_shape
-    cols = _by_group(sliding_windows(pad_hw(x, padding), (kh, kw), stride, dilation, gy.shape[2:]), groups)
+    cols = _by_group(padded_windows(x, (kh, kw), stride, padding, dilation, gy.shape[2:]), groups)
     gw = np.einsum("ngcyxij,ngoyx->gocij", cols, _by_group(gy, groups), optimize=True)
     return np.ascontiguousarray(gw.reshape(w_shape))

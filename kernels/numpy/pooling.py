@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .conv import Pair, pad_hw, sliding_windows
+from .conv import Pair, padded_windows
 
 
 def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair,
@@ -26,11 +26,8 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: 
     """(y, indices): the maximum of each window and its flat h*W + w offset in the unpadded input plane."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel_size, stride, padding, dilation, out_hw
-    # With ceil_mode the last window may run past the padded input: pad the bottom/right far enough.
-    extra_end = (max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + 2 * ph)),
-                 max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (w + 2 * pw)))
-    x_padded = pad_hw(x, padding, extra_end, fill=-np.inf)
-    windows = sliding_windows(x_padded, kernel_size, stride, dilation, out_hw)
+    # With ceil_mode the last window may run past the padded input: padded_windows pads further.
+    windows = padded_windows(x, kernel_size, stride, padding, dilation, out_hw, fill=-np.inf)
     taps = windows.reshape(n, c, oh, ow, kh * kw)  # tap t = i*kW + j: row-major scan order
 
     y = taps.max(axis=-1)  # NaN propagates through max

@@ -92,8 +92,9 @@ def conv_kernel_asm() -> tuple[str, str]:
 
     import minicv.kernels.numba as kernels
 
-    x, w = np.ones((1, 8, 8, 8), np.float32), np.ones((8, 8, 3, 3), np.float32)
-    kernels.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)  # the device's default algorithm: Winograd
+    # 32 -> 32 channels: wide enough for the device's default algorithm, Winograd, to take the layer
+    x, w = np.ones((1, 32, 8, 8), np.float32), np.ones((32, 32, 3, 3), np.float32)
+    kernels.conv2d_forward(x, w, (8, 8), (1, 1), (1, 1), (1, 1), 1)
     found = []
     for module in pkgutil.iter_modules(kernels.__path__):
         if "conv" in module.name:

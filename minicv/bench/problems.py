@@ -14,6 +14,7 @@ import numpy as np
 import minicv
 import minicv.functional as F
 from minicv.bench.steps import STEPS
+from minicv.functional.conv import conv_output_hw, conv_transpose_output_hw
 from minicv.ops import OPS, Case
 from minicv.tensor import Tensor
 
@@ -89,7 +90,7 @@ class Conv2dProblem(Problem):
 
     @property
     def out_hw(self) -> int:
-        return (self.hw + 2 * self.padding - self.k) // self.stride + 1
+        return conv_output_hw((self.hw, self.hw), (self.k, self.k), *self._hyper()[:3])[0]
 
     @property
     def label(self) -> str:
@@ -114,7 +115,7 @@ class Conv2dProblem(Problem):
         return (self.stride, self.stride), (self.padding, self.padding), ONE, 1
 
     def kernel_forward(self, k, a):
-        return k.conv2d_forward(a["x"], a["w"], *self._hyper())
+        return k.conv2d_forward(a["x"], a["w"], (self.out_hw, self.out_hw), *self._hyper())
 
     def kernel_backward(self, k, a, saved):
         return (k.conv2d_backward_input(a["gy"], a["w"], a["x"].shape, *self._hyper()),
@@ -140,7 +141,7 @@ class ConvTranspose2dProblem(Problem):
 
     @property
     def out_hw(self) -> int:
-        return (self.hw - 1) * self.stride - 2 * self.padding + self.k
+        return conv_transpose_output_hw((self.hw, self.hw), (self.k, self.k), *self._hyper()[:3], (0, 0))[0]
 
     @property
     def label(self) -> str:
@@ -170,7 +171,7 @@ class ConvTranspose2dProblem(Problem):
 
     def kernel_backward(self, k, a, saved):
         # The duals: gx is the conv2d of gy; gy plays the conv's input for the weight gradient.
-        return (k.conv2d_forward(a["gy"], a["w"], *self._hyper()),
+        return (k.conv2d_forward(a["gy"], a["w"], a["x"].shape[2:], *self._hyper()),
                 k.conv2d_backward_weight(a["gy"], a["x"], a["w"].shape, *self._hyper()))
 
     def work(self, backward, itemsize):

@@ -266,16 +266,17 @@ CONTRACTS: dict[str, str] = {
     """,
     "conv2d_forward": f"""2-D convolution (cross-correlation) with symmetric zero padding, no bias.
 
-    x: (N, C_in, H, W). w: (C_out, C_in / groups, kH, kW). stride, padding, dilation: pairs.
-    groups: int. Returns y (N, C_out, H_out, W_out) in x's dtype, H_out = (H + 2pH - dH(kH-1) - 1) // sH + 1
-    (W_out alike), and with g = co // (C_out / groups):
+    x: (N, C_in, H, W). w: (C_out, C_in / groups, kH, kW). out_hw: (H_out, W_out), worked out by the
+    engine: use it as given, never recompute it. stride, padding, dilation: pairs. groups: int.
+    Returns y (N, C_out, H_out, W_out) in x's dtype, with g = co // (C_out / groups):
         y[n, co, oh, ow] = sum_{{ci, i, j}} x_pad[n, g*C_in/groups + ci, oh*sH + i*dH, ow*sW + j*dW] * w[co, ci, i, j]
-    where x_pad is x with pH (pW) zero rows (columns) on both sides.
+    where x_pad is x with pH (pW) zero rows (columns) on both sides (taps past its end read 0 too).
 
     {_ARRAYS}
 
     Example: a 2x2 box filter with stride 2 over a 4x4 ramp (0 + 1 + 4 + 5 = 10):
-    >>> conv2d_forward(np.arange(16.0).reshape(1, 1, 4, 4), np.ones((1, 1, 2, 2)), (2, 2), (0, 0), (1, 1), 1).tolist()
+    >>> conv2d_forward(np.arange(16.0).reshape(1, 1, 4, 4), np.ones((1, 1, 2, 2)), (2, 2), (2, 2), (0, 0), (1, 1),
+    ...                1).tolist()
     [[[[10.0, 18.0], [42.0, 50.0]]]]
     """,
     "conv2d_backward_input": f"""The input gradient of conv2d_forward, which is also the transposed convolution.

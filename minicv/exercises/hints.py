@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from minicv.functional.conv import conv_transpose_output_hw
+from minicv.functional.pooling import pooled_size
+
 
 @dataclass
 class Failure:
@@ -31,10 +34,6 @@ class Failure:
 
 
 Diagnosis = Callable[[Failure], "str | None"]
-
-
-def _floor_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def flat_indices_in_window(f: Failure) -> str | None:
@@ -57,7 +56,7 @@ def _ceil_mode_rows(f: Failure) -> tuple[bool, bool]:
     """Whether the last output row / column of a max pool is a ceil_mode window (beyond the floor size)."""
     x, kernel, stride, padding, dilation, out_hw = f.args
     return tuple(
-        out > _floor_size(size, k, s, p, d)
+        out > pooled_size(size, k, p, s, d, ceil_mode=False)
         for out, size, k, s, p, d in zip(out_hw, x.shape[2:], kernel, stride, padding, dilation, strict=True)
     )
 
@@ -81,10 +80,7 @@ def output_padding_ignored(f: Failure) -> str | None:
     if f.kernel != "conv2d_backward_input" or not f.got or f.wrong is not None:
         return None
     gy, w, x_shape, stride, padding, dilation, _ = f.args
-    natural = tuple(
-        (o - 1) * s - 2 * p + d * (k - 1) + 1
-        for o, k, s, p, d in zip(gy.shape[2:], w.shape[2:], stride, padding, dilation, strict=True)
-    )
+    natural = conv_transpose_output_hw(gy.shape[2:], w.shape[2:], stride, padding, dilation, (0, 0))
     got_hw = tuple(np.shape(f.got[0])[2:])
     if got_hw == natural and natural != tuple(x_shape[2:]):
         return (f"the result must have x_shape {tuple(x_shape)}, but you sized it from gy ({got_hw[0]}x{got_hw[1]}): "

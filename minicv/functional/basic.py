@@ -7,7 +7,7 @@ own files and run on the hand-written kernels.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -349,6 +349,18 @@ def squeeze(x: Tensor, dim: int | None = None) -> Tensor:
         return reshape(x, tuple(n for n in x.shape if n != 1))
     dim = dim % max(x.ndim, 1)
     return reshape(x, x.shape[:dim] + x.shape[dim + 1 :]) if x.shape[dim] == 1 else x
+
+
+def batched(op: Callable[..., Any], input: Tensor, *others: Tensor) -> Any:  # noqa: A002 (PyTorch's name)
+    """``op(input, *others)``, an unbatched (C, H, W) input run as a batch of one: it and ``others`` (shaped
+    like it: max_unpool2d's indices) are unsqueezed, and every output squeezed, as graph nodes.
+
+    The one way every op takes unbatched input, so that no Function and no kernel sees an unbatched array.
+    """
+    if input.ndim != 3:
+        return op(input, *others)
+    outputs = op(*(unsqueeze(t, 0) for t in (input, *others)))
+    return tuple(squeeze(y, 0) for y in outputs) if isinstance(outputs, tuple) else squeeze(outputs, 0)
 
 
 class PermuteFunction(Function):

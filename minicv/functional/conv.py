@@ -21,9 +21,9 @@ from typing import Any
 
 from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError
-from minicv.functional._checks import FLOAT_DTYPES, int_list, is_int, torch_dtype_name
-from minicv.functional.basic import pad, squeeze, unsqueeze
-from minicv.tensor import Tensor, common_device
+from minicv.functional._checks import FLOAT_DTYPES, contiguous, int_list, is_int, torch_dtype_name
+from minicv.functional.basic import batched, pad
+from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
 
@@ -42,21 +42,21 @@ def _add_bias(y: Any, b: Any | None) -> Any:
 class _ConvFunction(Function):
     """Hyper-parameters shared by both convolutions, and the one way both call a kernel."""
 
-    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, groups: int):
+    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, groups: int, out_hw: Pair):
+        """out_hw: the op's output (H_out, W_out), worked out once by conv2d / conv_transpose2d."""
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.out_hw = out_hw
 
-    def _run(self, kernel: Any, out_shape: tuple[int, ...], *args: Any) -> Any:
-        """kernel(*args, stride, padding, dilation, groups), its arrays made C-contiguous (the contract).
+    def _run(self, kernel: Any, out_shape: tuple[int, ...], a: Any, b: Any, shape: Sequence[int]) -> Any:
+        """kernel(a, b, shape, stride, padding, dilation, groups), a and b made C-contiguous (the contract).
 
         An empty result, or an empty operand (a sum over nothing), is zeros without a kernel launch: a
         CUDA grid of size zero is an error, and no kernel need handle empty tensors.
         """
-        xp = self.xp
-        arrays = [a for a in args if hasattr(a, "dtype")]
-        if math.prod(out_shape) == 0 or any(a.size == 0 for a in arrays):
-            return xp.zeros(out_shape, dtype=arrays[0].dtype)
-        args = tuple(xp.ascontiguousarray(a) if hasattr(a, "dtype") else a for a in args)
-        return kernel(*args, self.stride, self.padding, self.dilation, self.groups)
+        if math.prod(out_shape) == 0 or a.size == 0 or b.size == 0:
+            return self.xp.zeros(out_shape, dtype=a.dtype)
+        return kernel(contiguous(a), contiguous(b), tuple(shape), self.stride, self.padding, self.dilation,
+                      self.groups)
 
 
 class Conv2dFunction(_ConvFunction):
@@ -64,8 +64,8 @@ class Conv2dFunction(_ConvFunction):
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         self.x, self.w = x, w
-        out_hw = conv_output_hw(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation)
-        return _add_bias(self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *out_hw), x, w), b)
+        return _add_bias(self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *self.out_hw), x, w,
+                                   self.out_hw), b)
 
     def backward(self, gy: Array) -> tuple[Array | None, ...]:
         (needs_x, needs_w, *needs_b), kernels, x, w = self.needs_input_grad, self.kernels, self.x, self.w
@@ -78,10 +78,6 @@ class Conv2dFunction(_ConvFunction):
 class ConvTranspose2dFunction(_ConvFunction):
     """y = conv_transpose2d(x, w) + b: the input gradient of conv2d(., w), of spatial size out_hw."""
 
-    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, groups: int, out_hw: Pair):
-        super().__init__(stride, padding, dilation, groups)
-        self.out_hw = out_hw
-
     def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         self.x, self.w = x, w
         y_shape = (x.shape[0], self.groups * w.shape[1], *self.out_hw)
@@ -91,13 +87,9 @@ class ConvTranspose2dFunction(_ConvFunction):
         needs_x, needs_w, *needs_b = self.needs_input_grad
         gx = gw = gb = None
         if needs_x:
-            # The conv2d of gy may have more rows/cols than x when output_padding >= stride (allowed while
-            # it is below dilation): x only ever fed the first ones.
-            n, c_in, h, wd = self.x.shape
-            full_hw = conv_output_hw(gy.shape[2:], self.w.shape[2:], self.stride, self.padding, self.dilation)
-            gx = self._run(self.kernels.conv2d_forward, (n, c_in, *full_hw), gy, self.w)
-            if full_hw != (h, wd):
-                gx = self.xp.ascontiguousarray(gx[:, :, :h, :wd])
+            # x's own size, handed as the conv2d's output size: when output_padding >= stride (allowed while
+            # it is below dilation) the conv2d of gy has more rows/cols, which x never fed.
+            gx = self._run(self.kernels.conv2d_forward, self.x.shape, gy, self.w, self.x.shape[2:])
         if needs_w:  # conv2d(gy, w) = x-shaped: gy plays the conv's input, x its output gradient
             gw = self._run(self.kernels.conv2d_backward_weight, self.w.shape, gy, self.x, self.w.shape)
         if any(needs_b):
@@ -193,11 +185,11 @@ def _pair(op: str, name: str, value: Any) -> Pair:
 
 
 def _check_operands(op: str, input: Any, weight: Any, bias: Any) -> None:  # noqa: A002
-    """Tensors (bias optional), on one device, the input 3-D or 4-D: PyTorch's first checks."""
+    """Tensors (bias optional), the input 3-D or 4-D: PyTorch's first checks (Function.apply checks that
+    they share a device)."""
     for position, (name, t) in enumerate((("input", input), ("weight", weight), ("bias", bias)), start=1):
         if not isinstance(t, Tensor) and not (name == "bias" and t is None):
             raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not {type(t).__name__}")
-    common_device(input, weight, bias)
     if input.ndim not in (3, 4):
         raise ArgumentError(
             f"Expected 3D (unbatched) or 4D (batched) input to {op}, but got input of size: {list(input.shape)}"
@@ -294,13 +286,14 @@ def _check_float(op: str, input: Tensor, weight: Tensor) -> None:  # noqa: A002
 
 def _apply_batched(fn: Function, input: Tensor, weight: Tensor, bias: Tensor | None,  # noqa: A002
                    pad_end: Pair = (0, 0)) -> Tensor:
-    """fn on a batch: a (C, H, W) input runs as a batch of one (differentiably), after ``pad_end`` zero
+    """fn on a batch (a (C, H, W) input runs as a batch of one: ``batched``), after ``pad_end`` zero
     rows/columns at its bottom/right (PyTorch too pads a copy explicitly there for 'same' padding)."""
-    x = unsqueeze(input, 0) if input.ndim == 3 else input
-    if pad_end != (0, 0):
-        x = pad(x, ((0, 0), (0, 0), (0, pad_end[0]), (0, pad_end[1])))
-    y = fn.apply(x, weight, *([] if bias is None else [bias]))
-    return squeeze(y, 0) if input.ndim == 3 else y
+    def run(x: Tensor) -> Tensor:
+        if pad_end != (0, 0):
+            x = pad(x, ((0, 0), (0, 0), (0, pad_end[0]), (0, pad_end[1])))
+        return fn.apply(x, weight, *([] if bias is None else [bias]))
+
+    return batched(run, input)
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -361,8 +354,10 @@ def conv2d(
     _check_nonempty_planes(x_shape)
     _check_float(op, input, weight)
 
-    stride = kernel_stride(padded, (kh, kw), stride, (0, 0), dilation)  # padded: p and extra are in it
-    return _apply_batched(Conv2dFunction(stride, padding, dilation, groups), input, weight, bias, pad_end=extra)
+    out_hw = conv_output_hw(padded, (kh, kw), stride, (0, 0), dilation)  # padded: p and extra are in it
+    stride = kernel_stride(padded, (kh, kw), stride, (0, 0), dilation)
+    return _apply_batched(Conv2dFunction(stride, padding, dilation, groups, out_hw), input, weight, bias,
+                          pad_end=extra)
 
 
 # --------------------------------------------------------------------------- conv_transpose2d

@@ -18,6 +18,7 @@ import numpy as np
 from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional._checks import check_float_tensor, contiguous, int_list, torch_dtype_name
+from minicv.functional.basic import batched
 from minicv.tensor import Tensor
 
 Pair = tuple[int, int]
@@ -126,8 +127,7 @@ class MaxPool2dFunction(Function):
         self.out_hw = out_hw
 
     def forward(self, x: Array) -> tuple[Array, ...]:
-        self.unbatched = x.ndim == 3
-        x = contiguous(x[None] if self.unbatched else x)
+        x = contiguous(x)
         n, c, h, w = x.shape
         self.in_hw = (h, w)
         if x.size == 0:  # empty batch: nothing to launch
@@ -137,12 +137,10 @@ class MaxPool2dFunction(Function):
             y, self.indices = self.kernels.max_pool2d_forward(x, *self.pool, self.out_hw)
         empty = _padding_only_windows(self.in_hw, *self.pool, self.out_hw)
         self.padding_only = None if empty is None else self.xp.asarray(empty)
-        if self.unbatched:
-            return y[0], self.indices[0]
         return y, self.indices
 
     def backward(self, gy: Array, g_indices: Array) -> Array:
-        gy = contiguous(gy[None] if self.unbatched else gy)
+        gy = contiguous(gy)
         indices = self.indices
         if self.padding_only is not None:
             gy = self.xp.where(self.padding_only, 0, gy)
@@ -151,7 +149,7 @@ class MaxPool2dFunction(Function):
             gx = self.xp.zeros((*gy.shape[:2], *self.in_hw), dtype=gy.dtype)
         else:
             gx = self.kernels.unpool_scatter(gy, indices, self.in_hw, pool=self.pool)
-        return gx[0] if self.unbatched else gx
+        return gx
 
 
 # what max_pool2d returns follows return_indices: a Tensor, or (values, indices)
@@ -197,7 +195,7 @@ def max_pool2d(
     out_hw = (pooled_size(h, kernel[0], pad[0], strides[0], dil[0], ceil_mode),
               pooled_size(w, kernel[1], pad[1], strides[1], dil[1], ceil_mode))
     _check_pool2d_shape(input.shape, kernel, strides, pad, dil, out_hw)
-    y, indices = MaxPool2dFunction(kernel, strides, pad, dil, out_hw).apply(input)
+    y, indices = batched(MaxPool2dFunction(kernel, strides, pad, dil, out_hw).apply, input)
     return (y, indices) if return_indices else y
 
 
@@ -206,13 +204,10 @@ class MaxUnpool2dFunction(Function):
     """out = zeros with out.flat[indices] = x (per plane); backward gathers g at the same indices."""
 
     def __init__(self, indices: Any, out_hw: Pair):
-        self.indices, self.out_hw = indices, out_hw
+        self.indices, self.out_hw = contiguous(indices), out_hw
 
     def forward(self, x: Array) -> Array:
-        self.unbatched = x.ndim == 3
-        x = contiguous(x[None] if self.unbatched else x)
-        indices = contiguous(self.indices[None] if self.unbatched else self.indices)
-        self.batched_indices = indices
+        x, indices = contiguous(x), self.indices
         n, c = x.shape[:2]
         if x.size == 0 or self.out_hw[0] * self.out_hw[1] == 0:  # PyTorch checks no index then either
             out = self.xp.zeros((n, c, *self.out_hw), dtype=x.dtype)
@@ -221,15 +216,13 @@ class MaxUnpool2dFunction(Function):
                 out = self.kernels.unpool_scatter(x, indices, self.out_hw, pool=None)
             except IndexError as err:
                 raise OutOfRangeError(f"max_unpool2d: {err}") from err
-        return out[0] if self.unbatched else out
+        return out
 
     def backward(self, g: Array) -> Array:
-        g = contiguous(g[None] if self.unbatched else g)
-        if self.batched_indices.size == 0 or g.size == 0:  # nothing to read, or nothing to read from
-            gx = self.xp.zeros(self.batched_indices.shape, dtype=g.dtype)
-        else:
-            gx = self.kernels.unpool_gather(g, self.batched_indices)
-        return gx[0] if self.unbatched else gx
+        g = contiguous(g)
+        if self.indices.size == 0 or g.size == 0:  # nothing to read, or nothing to read from
+            return self.xp.zeros(self.indices.shape, dtype=g.dtype)
+        return self.kernels.unpool_gather(g, self.indices)
 
 
 def _unpool_pair(name: str, value: Any) -> Pair:
@@ -319,4 +312,4 @@ def max_unpool2d(
             f"max_unpool2d: expected input and indices on the same device, but got {input.device.name} "
             f"and {indices.device.name}"
         )
-    return MaxUnpool2dFunction(indices.data, out_hw).apply(input)
+    return batched(lambda x, i: MaxUnpool2dFunction(i.data, out_hw).apply(x), input, indices)

@@ -73,8 +73,8 @@ def test_conv2d_forward_matches_torch(device, case):
     x, w, stride, padding, dilation, groups, rng = case
     y, *_ = torch_conv(*case)
     backend = backend_of(device)
-    assert_close(conv.conv2d_forward(backend, on_device(backend, x), on_device(backend, w), stride, padding,
-                                     dilation, groups), y)
+    assert_close(conv.conv2d_forward(backend, on_device(backend, x), on_device(backend, w), y.shape[2:], stride,
+                                     padding, dilation, groups), y)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -131,7 +131,7 @@ def test_several_tiles_in_every_direction(device):
     y, gy, gx, gw = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
     backend = backend_of(device)
     x_d, w_d, gy_d = (on_device(backend, a) for a in (x, w, gy))
-    assert_close(conv.conv2d_forward(backend, x_d, w_d, (1, 1), (1, 1), (1, 1), 1), y)
+    assert_close(conv.conv2d_forward(backend, x_d, w_d, (16, 16), (1, 1), (1, 1), (1, 1), 1), y)
     assert_close(conv.conv2d_backward_input(backend, gy_d, w_d, x.shape, (1, 1), (1, 1), (1, 1), 1), gx)
     for k_splits in (None, 3):
         assert_close(conv.conv2d_backward_weight(backend, x_d, gy_d, w.shape, (1, 1), (1, 1), (1, 1), 1,
@@ -146,7 +146,8 @@ def test_non_contiguous_operands_are_read_correctly(device):
     backend = backend_of(device)
     x_view = backend.xp.asarray(x.transpose(0, 1, 3, 2).copy()).transpose(0, 1, 3, 2)  # a strided view
     assert not x_view.flags.c_contiguous
-    assert_close(conv.conv2d_forward(backend, x_view, backend.xp.asarray(w), (2, 1), (1, 0), (1, 2), 2), y)
+    assert_close(conv.conv2d_forward(backend, x_view, backend.xp.asarray(w), y.shape[2:], (2, 1), (1, 0), (1, 2), 2),
+                 y)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -154,7 +155,7 @@ def test_empty_batch(device):
     """No launch for an empty output; an empty reduction gives a zero weight gradient."""
     backend = backend_of(device)
     x, w = backend.xp.zeros((0, 4, 5, 5)), backend.xp.ones((6, 2, 3, 3))
-    y = conv.conv2d_forward(backend, x, w, (1, 1), (0, 0), (1, 1), 2)
+    y = conv.conv2d_forward(backend, x, w, (3, 3), (1, 1), (0, 0), (1, 1), 2)
     assert y.shape == (0, 6, 3, 3)
     assert conv.conv2d_backward_input(backend, y, w, x.shape, (1, 1), (0, 0), (1, 1), 2).shape == x.shape
     gw = to_host(conv.conv2d_backward_weight(backend, x, y, w.shape, (1, 1), (0, 0), (1, 1), 2))
@@ -165,7 +166,7 @@ def test_shapes_that_would_leave_the_buffers_are_rejected():
     backend = backend_of("cudasim")
     x, w, gy = np.zeros((2, 4, 5, 5)), np.zeros((6, 2, 3, 3)), np.zeros((2, 6, 3, 3))
     with pytest.raises(ValueError, match="groups=1 do not fit"):
-        conv.conv2d_forward(backend, x, w, (1, 1), (0, 0), (1, 1), 1)  # w holds 2 of the 4 channels
+        conv.conv2d_forward(backend, x, w, (3, 3), (1, 1), (0, 0), (1, 1), 1)  # w holds 2 of the 4 channels
     with pytest.raises(ValueError, match="does not fit"):
         conv.conv2d_backward_input(backend, gy[:1], w, x.shape, (1, 1), (0, 0), (1, 1), 2)
     with pytest.raises(ValueError, match="must be positive"):
@@ -173,7 +174,7 @@ def test_shapes_that_would_leave_the_buffers_are_rejected():
     with pytest.raises(TypeError, match="one dtype"):
         conv.conv2d_backward_weight(backend, x.astype(np.float32), gy, w.shape, (1, 1), (0, 0), (1, 1), 2)
     with pytest.raises(TypeError, match="float32 or float64"):
-        conv.conv2d_forward(backend, x.astype(np.int64), w.astype(np.int64), (1, 1), (0, 0), (1, 1), 2)
+        conv.conv2d_forward(backend, x.astype(np.int64), w.astype(np.int64), (3, 3), (1, 1), (0, 0), (1, 1), 2)
 
 
 def test_sizes_near_the_int32_limit_are_refused_before_anything_is_allocated():

@@ -107,7 +107,7 @@ def run_cases(device: str, dtype: type, at: str) -> None:
             hyper = ((s, s), (p, p), (d, d), g)
             say("conv", algorithm, (n, c_in, h, w, c_out, k, s, p, d, g))
             with kernels.conv_algorithm(algorithm) if algorithm else contextlib.nullcontext():
-                kernels.conv2d_forward(place(x), place(weight), *hyper)
+                kernels.conv2d_forward(place(x), place(weight), out_hw, *hyper)
                 kernels.conv2d_backward_input(place(gy), place(weight), x.shape, *hyper)
                 kernels.conv2d_backward_weight(place(x), place(gy), weight.shape, *hyper)
     for shape, k, s, p, d in POOLS:

@@ -52,6 +52,7 @@ from minicv.kernels.numba import (
     conv_winograd,
 )
 
+from minicv.functional.conv import conv_output_hw
 from minicv.ops import kernel_table
 from tests.reference import assert_close as assert_close_to_float64
 from tests.reference import float64_reference
@@ -119,12 +120,12 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
     x, w, stride, padding, dilation, groups, _ = case
     hyper = (stride, padding, dilation, groups)
     y, gy, gx, gw = torch_conv(*case)
-    spec_y = spec.conv2d_forward(x, w, *hyper)
+    spec_y = spec.conv2d_forward(x, w, y.shape[2:], *hyper)
     spec_gx = spec.conv2d_backward_input(gy, w, x.shape, *hyper)
     spec_gw = spec.conv2d_backward_weight(x, gy, w.shape, *hyper)
     for algorithm in nb_conv.ALGORITHMS:
         with nb.conv_algorithm(algorithm), chunking(*chunks):
-            assert_close(nb.conv2d_forward(x, w, *hyper), y, spec_y)
+            assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec_y)
             assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, spec_gx)
             assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, spec_gw)
 
@@ -144,7 +145,7 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper, winog
     w = (rng.standard_normal((22, 18 // hyper[3], 3, 3)) / 13).astype(dtype)
     y, gy, gx, gw = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm(algorithm):
-        assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+        assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec.conv2d_forward(x, w, y.shape[2:], *hyper))
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
         assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
@@ -168,7 +169,7 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
     hyper = ((1, 1), (padding, padding), (1, 1), groups)
     y, gy, gx, _ = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm("winograd"), chunking(2**24, 256, vectors_per_task):
-        assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+        assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec.conv2d_forward(x, w, y.shape[2:], *hyper))
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
@@ -198,7 +199,7 @@ def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, fo
     w = rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)
     y, gy, gx, _ = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
     hyper = ((1, 1), (1, 1), (1, 1), 1)
-    assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+    assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec.conv2d_forward(x, w, y.shape[2:], *hyper))
     assert calls == ([c_out] if forward else [])
     calls.clear()
     assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
@@ -226,7 +227,8 @@ def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in,
     x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
     w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
     hyper = (stride, padding, dilation, groups)
-    gy = rng.standard_normal(spec.conv2d_forward(x, w, *hyper).shape).astype(dtype)
+    out_hw = conv_output_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    gy = rng.standard_normal((n, c_out, *out_hw)).astype(dtype)
     conv = functools.partial(F.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups)
     _, (gw, allowance) = float64_reference(conv, [x, w], dtype, grad=[False, True], upstream=gy)
     assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
@@ -261,7 +263,8 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value,
     assert not conv_winograd._conv_winograd(x, w, np.empty_like(y), (1, 1), 1)  # the transforms' own answer: refused
     hyper = ((1, 1), (1, 1), (1, 1), 1)
     with nb.conv_algorithm("winograd"):
-        np.testing.assert_allclose(nb.conv2d_forward(x, w, *hyper), y, rtol=1e-10)  # NaN and inf where torch's
+        # NaN and inf where torch's
+        np.testing.assert_allclose(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, rtol=1e-10)
         np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, rtol=1e-10)
 
 
