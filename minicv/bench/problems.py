@@ -96,17 +96,17 @@ class Conv2dProblem(Problem):
     def label(self) -> str:
         return f"conv{self.k}x{self.k} s{self.stride} N{self.n} {self.c_in}->{self.c_out} {self.hw}x{self.hw}"
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         return {
             "x": rng.standard_normal((self.n, self.c_in, self.hw, self.hw), dtype),
             "w": rng.standard_normal((self.c_out, self.c_in, self.k, self.k), dtype) * 0.1,
             "gy": rng.standard_normal((self.n, self.c_out, self.out_hw, self.out_hw), dtype),
         }
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return F.conv2d(t["x"], t["w"], stride=self.stride, padding=self.padding)
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return TF.conv2d(t["x"], t["w"], stride=self.stride, padding=self.padding)
@@ -114,14 +114,14 @@ class Conv2dProblem(Problem):
     def _hyper(self) -> tuple[Pair, Pair, Pair, int]:
         return (self.stride, self.stride), (self.padding, self.padding), ONE, 1
 
-    def kernel_forward(self, k, a):
+    def kernel_forward(self, k: Any, a: dict[str, Any]) -> Any:
         return k.conv2d_forward(a["x"], a["w"], (self.out_hw, self.out_hw), *self._hyper())
 
-    def kernel_backward(self, k, a, saved):
+    def kernel_backward(self, k: Any, a: dict[str, Any], saved: Any) -> tuple[Any, ...]:
         return (k.conv2d_backward_input(a["gy"], a["w"], a["x"].shape, *self._hyper()),
                 k.conv2d_backward_weight(a["x"], a["gy"], a["w"].shape, *self._hyper()))
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         macs = self.n * self.c_out * self.out_hw**2 * self.c_in * self.k**2
         return 2 * macs * (3 if backward else 1)  # backward: one GEMM's worth for the input, one for the weight
 
@@ -148,17 +148,17 @@ class ConvTranspose2dProblem(Problem):
         return (f"conv_transpose{self.k}x{self.k} s{self.stride} p{self.padding} N{self.n} "
                 f"{self.c_in}->{self.c_out} {self.hw}->{self.out_hw}")
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         return {
             "x": rng.standard_normal((self.n, self.c_in, self.hw, self.hw), dtype),
             "w": rng.standard_normal((self.c_in, self.c_out, self.k, self.k), dtype) * 0.1,
             "gy": rng.standard_normal((self.n, self.c_out, self.out_hw, self.out_hw), dtype),
         }
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return F.conv_transpose2d(t["x"], t["w"], stride=self.stride, padding=self.padding)
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return TF.conv_transpose2d(t["x"], t["w"], stride=self.stride, padding=self.padding)
@@ -166,15 +166,15 @@ class ConvTranspose2dProblem(Problem):
     def _hyper(self) -> tuple[Pair, Pair, Pair, int]:
         return (self.stride, self.stride), (self.padding, self.padding), ONE, 1
 
-    def kernel_forward(self, k, a):
+    def kernel_forward(self, k: Any, a: dict[str, Any]) -> Any:
         return k.conv2d_backward_input(a["x"], a["w"], a["gy"].shape, *self._hyper())
 
-    def kernel_backward(self, k, a, saved):
+    def kernel_backward(self, k: Any, a: dict[str, Any], saved: Any) -> tuple[Any, ...]:
         # The duals: gx is the conv2d of gy; gy plays the conv's input for the weight gradient.
         return (k.conv2d_forward(a["gy"], a["w"], a["x"].shape[2:], *self._hyper()),
                 k.conv2d_backward_weight(a["gy"], a["x"], a["w"].shape, *self._hyper()))
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         macs = self.n * self.c_in * self.hw**2 * self.c_out * self.k**2
         return 2 * macs * (3 if backward else 1)
 
@@ -197,14 +197,14 @@ class MaxPool2dProblem(Problem):
     def _shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.n, self.c, self.hw, self.hw), (self.n, self.c, self.hw // self.k, self.hw // self.k)
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         x_shape, y_shape = self._shapes
         return {"x": rng.standard_normal(x_shape, dtype), "gy": rng.standard_normal(y_shape, dtype)}
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return F.max_pool2d(t["x"], self.k, return_indices=True)[0]
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return TF.max_pool2d(t["x"], self.k, return_indices=True)[0]
@@ -212,15 +212,15 @@ class MaxPool2dProblem(Problem):
     def _hyper(self) -> tuple[Pair, Pair, Pair, Pair]:
         return (self.k, self.k), (self.k, self.k), ZERO, ONE
 
-    def kernel_forward(self, k, a):
+    def kernel_forward(self, k: Any, a: dict[str, Any]) -> Any:
         out_hw = self._shapes[1][2:]
         return k.max_pool2d_forward(a["x"], *self._hyper(), out_hw)
 
-    def kernel_backward(self, k, a, saved):
+    def kernel_backward(self, k: Any, a: dict[str, Any], saved: Any) -> tuple[Any, ...]:
         _, indices = saved
         return (k.unpool_scatter(a["gy"], indices, (self.hw, self.hw), self._hyper()),)
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         x_shape, y_shape = self._shapes
         forward = _nbytes(itemsize, x_shape, y_shape) + _nbytes(8, y_shape)  # x read; y, int64 indices written
         return forward + (_nbytes(itemsize, y_shape, x_shape) if backward else 0)  # gy read, gx written
@@ -244,7 +244,7 @@ class MaxUnpool2dProblem(Problem):
     def _shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.n, self.c, self.hw // self.k, self.hw // self.k), (self.n, self.c, self.hw, self.hw)
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         pooled_shape, out_shape = self._shapes
         # Each window's maximum at a random tap (di, dj): flat offset (k*i + di) * hw + k*j + dj.
         rows = self.k * np.arange(pooled_shape[2])[:, None] + rng.integers(0, self.k, pooled_shape)
@@ -255,21 +255,21 @@ class MaxUnpool2dProblem(Problem):
             "gy": rng.standard_normal(out_shape, dtype),
         }
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return F.max_unpool2d(t["x"], t["indices"], self.k, output_size=(self.hw, self.hw))
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return TF.max_unpool2d(t["x"], t["indices"], (self.k, self.k), output_size=(self.hw, self.hw))
 
-    def kernel_forward(self, k, a):
+    def kernel_forward(self, k: Any, a: dict[str, Any]) -> Any:
         return k.unpool_scatter(a["x"], a["indices"], (self.hw, self.hw))
 
-    def kernel_backward(self, k, a, saved):
+    def kernel_backward(self, k: Any, a: dict[str, Any], saved: Any) -> tuple[Any, ...]:
         return (k.unpool_gather(a["gy"], a["indices"]),)
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         pooled_shape, out_shape = self._shapes
         forward = _nbytes(itemsize, pooled_shape, out_shape) + _nbytes(8, pooled_shape)
         return forward + (_nbytes(itemsize, out_shape, pooled_shape) if backward else 0)
@@ -294,26 +294,26 @@ class NearestProblem(Problem):
         out = self.hw * self.scale
         return (self.n, self.c, self.hw, self.hw), (self.n, self.c, out, out)
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         x_shape, y_shape = self._shapes
         src = np.arange(self.hw * self.scale, dtype=np.int64) // self.scale  # floor(dst * in / out)
         return {"x": rng.standard_normal(x_shape, dtype), "gy": rng.standard_normal(y_shape, dtype), "src": src}
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return F.interpolate(t["x"], scale_factor=self.scale, mode="nearest")
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return TF.interpolate(t["x"], scale_factor=self.scale, mode="nearest")
 
-    def kernel_forward(self, k, a):
+    def kernel_forward(self, k: Any, a: dict[str, Any]) -> Any:
         return k.upsample_nearest_forward(a["x"], a["src"], a["src"])
 
-    def kernel_backward(self, k, a, saved):
+    def kernel_backward(self, k: Any, a: dict[str, Any], saved: Any) -> tuple[Any, ...]:
         return (k.upsample_nearest_backward(a["gy"], a["src"], a["src"], (self.hw, self.hw)),)
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         x_shape, y_shape = self._shapes
         return _nbytes(itemsize, x_shape, y_shape) * (2 if backward else 1)  # backward: gy read, gx written
 
@@ -331,7 +331,7 @@ class CrossEntropyProblem(Problem):
     def label(self) -> str:
         return f"cross_entropy N{self.n} C{self.classes} {self.hw}x{self.hw}"
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         pixels = self.n * self.hw * self.hw
         return {
             "x": rng.standard_normal((self.n, self.classes, self.hw, self.hw), dtype),
@@ -340,10 +340,10 @@ class CrossEntropyProblem(Problem):
             "g": np.full((self.n, self.hw * self.hw), 1 / pixels, dtype),  # d mean / d loss[n, p]
         }
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(t["x"], t["target"])
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return TF.cross_entropy(t["x"], t["target"])
@@ -353,14 +353,14 @@ class CrossEntropyProblem(Problem):
         return a["x"].reshape(self.n, self.classes, pixels), a["target"].reshape(self.n, pixels), a["weight"], \
             IGNORE_INDEX, 0.0
 
-    def kernel_forward(self, k, a):
+    def kernel_forward(self, k: Any, a: dict[str, Any]) -> Any:
         return k.softmax_cross_entropy_forward(*self._flat(a))
 
-    def kernel_backward(self, k, a, saved):
+    def kernel_backward(self, k: Any, a: dict[str, Any], saved: Any) -> tuple[Any, ...]:
         _, stats = saved
         return (k.softmax_cross_entropy_backward(*self._flat(a), stats, a["g"]).reshape(a["x"].shape),)
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         x_shape = (self.n, self.classes, self.hw, self.hw)
         forward = _nbytes(itemsize, x_shape) + _nbytes(8, x_shape[:1] + x_shape[2:])  # logits, int64 targets
         return forward + (_nbytes(itemsize, x_shape) if backward else 0)  # gx written
@@ -408,23 +408,24 @@ class RegistryProblem(Problem):
     def label(self) -> str:
         return self.case.label.removeprefix("timing: ")
 
-    def arrays(self, rng, dtype):
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         inputs, fixed = self.case.make(rng)
-        arrays = {name: a.astype(dtype) for name, a in zip(self.differentiable, inputs, strict=True)}
+        named = zip(self.differentiable, inputs, strict=True)
+        arrays: dict[str, np.ndarray] = {name: a.astype(dtype) for name, a in named}
         arrays.update({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in fixed.items()})
         return {**arrays, "gy": rng.standard_normal(self._shapes[2]).astype(dtype)}
 
     def _call(self, f: Any, t: dict[str, Any]) -> Any:
         return self.case.call(f, *(t[name] for name in self.differentiable), **{k: t[k] for k in self._shapes[1]})
 
-    def minicv(self, t):
+    def minicv(self, t: dict[str, Tensor]) -> Tensor:
         return self._call(F, t)
 
-    def torch(self, t):
+    def torch(self, t: dict[str, Any]) -> Any:
         import torch.nn.functional as TF
 
         return self._call(TF, t)
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         inputs, _, out = self._shapes
         return _nbytes(itemsize, *inputs, out) * (2 if backward else 1)

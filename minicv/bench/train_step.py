@@ -81,8 +81,8 @@ class TrainStepProblem(Problem):
     def label(self) -> str:
         return f"{self.model} N{self.n} 3x{self.hw}x{self.hw}"
 
-    def arrays(self, rng, dtype):
-        batch = {"image": rng.standard_normal((self.n, 3, self.hw, self.hw), dtype)}
+    def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
+        batch: dict[str, np.ndarray] = {"image": rng.standard_normal((self.n, 3, self.hw, self.hw), dtype)}
         if TASKS[self.model] == "segmentation":
             batch["mask"] = rng.integers(0, num_classes(self.model), (self.n, self.hw, self.hw))
         else:
@@ -91,7 +91,7 @@ class TrainStepProblem(Problem):
             batch["box"] = np.concatenate([corner, rng.uniform(0.1, 0.5, (self.n, 2))], axis=1).astype(dtype)
         return batch
 
-    def work(self, backward, itemsize):
+    def work(self, backward: bool, itemsize: int) -> float:
         # forward + the two backward products (input and weight gradients): 3x the forward's FLOPs
         return 3 * self.n * _flops_per_image(self.model, self.hw)
 

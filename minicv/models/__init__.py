@@ -26,7 +26,7 @@ from minicv.models.segmentation import (
     segnet,
 )
 from minicv.models.sizes import check_image_size, takes_size
-from minicv.tensor import zeros
+from minicv.tensor import Tensor, zeros
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "naive": naive,
@@ -71,7 +71,7 @@ def profile(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     a zero image of ``input_shape`` (C, H, W) (elementwise layers are not counted)."""
     total = 0
 
-    def count(layer: nn.Module, inputs: tuple, output) -> None:
+    def count(layer: nn.Module, inputs: tuple, output: Tensor) -> None:
         nonlocal total
         total += layer_flops(layer, inputs[0].shape, output.shape)
 
