@@ -271,14 +271,10 @@ def _task_slots(target: np.ndarray, block: int) -> np.ndarray:
 
 def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
                                   label_smoothing: float) -> tuple[np.ndarray, np.ndarray]:
-    if x.shape[1] == 0:  # no logits to read: every target is out of [0, 0) unless ignored
-        _raise_first_bad(np.flatnonzero(target != ignore_index)[:1], target)
-        return np.zeros(target.shape, x.dtype), np.full((2, *target.shape), -np.inf, x.dtype)
     loss = np.empty(target.shape, x.dtype)
     stats = np.empty((2, *target.shape), x.dtype)
     first_bad = _task_slots(target, FORWARD_BLOCK)
-    if loss.size:
-        _forward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), loss, stats, first_bad)
+    _forward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), loss, stats, first_bad)
     _raise_first_bad(first_bad, target)
     return loss, stats
 
@@ -288,12 +284,8 @@ def softmax_cross_entropy_backward(x: np.ndarray, target: np.ndarray, weight: np
     for name, array, shape in (("stats", stats, (2, *target.shape)), ("g", g, target.shape)):
         if array.shape != shape:  # the loops index them by the target's pixels: never past their end
             raise ValueError(f"softmax_cross_entropy_backward: {name} has shape {array.shape}, expected {shape}")
-    if x.shape[1] == 0:
-        _raise_first_bad(np.flatnonzero(target != ignore_index)[:1], target)
-        return np.empty_like(x)
     gx = np.empty_like(x)
     first_bad = _task_slots(target, BACKWARD_BLOCK)
-    if gx.size:
-        _backward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), stats, g, gx, first_bad)
+    _backward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), stats, g, gx, first_bad)
     _raise_first_bad(first_bad, target)
     return gx
