@@ -43,7 +43,7 @@ from . import simd
 from ._common import Pair
 from .conv_direct import _conv_direct, _sub_kernel, _transposed_direct
 from .conv_im2col import _conv_backward_weight_im2col, _conv_im2col, _transposed_im2col
-from .conv_weight_grad import _conv_backward_weight_direct
+from .conv_weight_grad import _conv_backward_weight_direct, _conv_backward_weight_winograd
 from .conv_winograd import _conv_winograd, _transposed_winograd
 
 ALGORITHMS = ("winograd", "direct", "im2col")
@@ -148,5 +148,9 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
     _, cg, k_h, k_w = (int(s) for s in w_shape)
     if gy.size == 0 or cg * k_h * k_w == 0:
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
+    if _uses_winograd((k_h, k_w), stride, dilation) and groups == 1:
+        gw = _conv_backward_weight_winograd(x, gy, (c_out, cg, k_h, k_w), padding)
+        if gw is not None:
+            return gw
     backward_weight = _conv_backward_weight_im2col if _algorithm == "im2col" else _conv_backward_weight_direct
     return backward_weight(x, gy, (c_out, cg, k_h, k_w), stride, padding, dilation, groups)
