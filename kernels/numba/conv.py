@@ -48,6 +48,7 @@ from .conv_winograd import _conv_winograd, _transposed_winograd
 
 ALGORITHMS = ("winograd", "direct", "im2col")
 _algorithm = "winograd"  # Winograd where it applies, direct elsewhere: the fastest measured (docs/kernels/conv.md)
+WINOGRAD_MIN_CHANNELS = 32  # the narrowest layer whose weight gradient goes by Winograd (measured)
 
 
 def set_conv_algorithm(name: str) -> None:
@@ -92,6 +93,14 @@ def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilatio
     """Whether the algorithm is ``winograd`` and the transposed conv (backward-input) one of kernel 4x4,
     stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves."""
     return _algorithm == "winograd" and (kernel, stride, padding, dilation) == ((4, 4), (2, 2), (1, 1), (1, 1))
+
+def _uses_winograd_weight_gradient(kernel: Pair, stride: Pair, dilation: Pair, groups: int, c_in: int,
+                                   c_out: int) -> bool:
+    """Whether the weight gradient goes by Winograd F(2x2, 3x3): a layer _uses_winograd serves, ungrouped,
+    with at least WINOGRAD_MIN_CHANNELS input and output channels (narrower layers were 0.6-0.96x the
+    direct sum's speed: the transforms cost as much as the products they save; docs/kernels/conv.md)."""
+    return (_uses_winograd(kernel, stride, dilation) and groups == 1
+            and min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS)
 
 # ---------------------------------------------------------------------------------------------------
 # The kernel table.
@@ -148,9 +157,16 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
     _, cg, k_h, k_w = (int(s) for s in w_shape)
     if gy.size == 0 or cg * k_h * k_w == 0:
         return np.zeros((c_out, cg, k_h, k_w), x.dtype)
-    if _uses_winograd((k_h, k_w), stride, dilation) and groups == 1:
-        gw = _conv_backward_weight_winograd(x, gy, (c_out, cg, k_h, k_w), padding)
+    w_shape = (c_out, cg, k_h, k_w)
+    if _uses_winograd_weight_gradient((k_h, k_w), stride, dilation, groups, cg, c_out):
+        gw = _conv_backward_weight_winograd(x, gy, w_shape, padding)
         if gw is not None:
             return gw
-    backward_weight = _conv_backward_weight_im2col if _algorithm == "im2col" else _conv_backward_weight_direct
-    return backward_weight(x, gy, (c_out, cg, k_h, k_w), stride, padding, dilation, groups)
+    elif _algorithm != "im2col":
+        gw = _conv_backward_weight_direct(x, gy, w_shape, stride, padding, dilation, groups)
+        if np.isfinite(gw).all():
+            return gw
+    # An infinite or NaN gradient: the direct sum also multiplies the inputs its pixels on the split's
+    # padding columns read by gy's zeros there (0 * inf is NaN) and Winograd subtracts inputs (inf - inf);
+    # im2col sums exactly PyTorch's products, so its infinities and NaNs are PyTorch's.
+    return _conv_backward_weight_im2col(x, gy, w_shape, stride, padding, dilation, groups)

@@ -228,6 +228,7 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
                            partials)
     transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
-    gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),
-                   optimize=True).astype(x.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
+        gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),
+                       optimize=True).astype(x.dtype)
     return gw if np.isfinite(gw).all() else None

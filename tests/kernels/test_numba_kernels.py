@@ -45,6 +45,12 @@ from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.numba import conv as nb_conv
 from minicv.kernels.numba import conv_direct, conv_im2col, conv_tiles, conv_weight_grad, conv_winograd
 
+import minicv as mc
+from minicv.functional import conv2d as minicv_conv2d
+from minicv.gradcheck import gradcheck
+from tests.reference import assert_close as reference_close
+from tests.reference import float64_reference
+
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
@@ -173,6 +179,84 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value)
     with nb.conv_algorithm("winograd"):
         np.testing.assert_allclose(nb.conv2d_forward(x, w, *hyper), y, rtol=1e-10)  # NaN and inf where torch's
         np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, padding", [
+    (2, 18, 22, (13, 45), 1),  # odd sizes: the last row and column of 2x2 tiles half outside gy
+    (1, 8, 40, (6, 70), 2),  # 36 tiles a row: bands across rows; one image split into parts; c_out > lanes
+    (3, 5, 7, (9, 11), 0),  # input channels not a multiple of the tile's rows
+    (1, 3, 4, (1, 2), 3),  # padding 3: a gy of 5 x 6, most of its tiles' patches padding
+    (2, 1, 1, (3, 3), 0),  # one output pixel, one tile
+    (9, 6, 3, (4, 4), 1),  # more images than WINOGRAD_TASKS: one part each
+])
+def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype, monkeypatch):
+    """The Winograd F(2x2, 3x3) weight gradient (G^T [sum over tiles of (A dY A^T) * (B^T d B)] G) on odd
+    and even sizes, bands across rows, images split into parts, narrow layers let through: PyTorch's and
+    the spec's within the dtype's tolerance, and within the conditioning-aware bound of the float64
+    answer (tests/reference.py)."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal((n, c_in, *hw)) / 8).astype(dtype)  # small, as in the wide-layer test
+    w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(dtype)
+    hyper = ((1, 1), (padding, padding), (1, 1), 1)
+    _, gy, _, gw = torch_conv(x, w, *hyper, rng)
+    assert conv_weight_grad._conv_backward_weight_winograd(x, gy, w.shape, hyper[1]) is not None  # the path taken
+    with nb.conv_algorithm("winograd"):
+        got = nb.conv2d_backward_weight(x, gy, w.shape, *hyper)
+    assert_close(got, gw, spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+    (expected, allowance), = float64_reference(
+        lambda a, b: torch.nn.grad.conv2d_weight(a, w.shape, b, padding=padding), [x, gy], dtype)
+    reference_close(got, expected, dtype, "weight gradient", allowance)
+
+
+def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
+    """3x3 stride-1 ungrouped layers of WINOGRAD_MIN_CHANNELS channels and more take the Winograd weight
+    gradient; narrower, grouped, strided or dilated ones the direct sum; the result is PyTorch's."""
+    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 32, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 16, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 2, 64, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (2, 2), (1, 1), 1, 64, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (2, 2), 1, 64, 64)
+    with nb.conv_algorithm("direct"):
+        assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 64, 64)
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((2, 33, 10, 7)).astype(np.float32)
+    w = (rng.standard_normal((40, 33, 3, 3)) / np.sqrt(9 * 33)).astype(np.float32)
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
+    _, gy, _, gw = torch_conv(x, w, *hyper, rng)
+    assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
+                 spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+
+
+@pytest.mark.parametrize("algorithm", nb_conv.ALGORITHMS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_conv2d_backward_weight_non_finite_input_gives_torch_infinities_and_nans(algorithm, value, monkeypatch):
+    """Winograd's transforms subtract inputs from each other (inf - inf is NaN), and the direct sum
+    multiplies the inputs read on the split's padding columns by zeros (x[0, 0, 0, 7] by tap (0, 0): 0 * inf
+    is NaN where PyTorch has no product): a weight gradient with an infinite or NaN element is run again by
+    im2col, whose infinities and NaNs are PyTorch's."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.standard_normal((1, 2, 9, 8)))  # one sign: PyTorch's sums of infinities stay infinite
+    x[0, 1, 4, 5] = x[0, 0, 0, 7] = value
+    gy = np.abs(rng.standard_normal((1, 3, 9, 8)))
+    gy[0, 2, 3, 3] = value
+    gw = torch.nn.grad.conv2d_weight(torch.from_numpy(x), (3, 2, 3, 3), torch.from_numpy(gy), padding=1).numpy()
+    assert np.isnan(gw).any() if np.isnan(value) else np.isinf(gw).any() and not np.isnan(gw).any()
+    assert conv_weight_grad._conv_backward_weight_winograd(x, gy, (3, 2, 3, 3), (1, 1)) is None  # refused
+    with nb.conv_algorithm(algorithm):
+        np.testing.assert_allclose(nb.conv2d_backward_weight(x, gy, (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), 1), gw,
+                                   rtol=1e-10)
+
+
+def test_conv2d_winograd_weight_gradient_passes_gradcheck(monkeypatch):
+    """gradcheck in float64 of a 3x3 stride-1 conv2d on the numba device, its weight gradient by Winograd."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    rng = np.random.default_rng(23)
+    x = mc.tensor(rng.standard_normal((2, 3, 5, 6)), device="numba", requires_grad=True)
+    w = mc.tensor(rng.standard_normal((4, 3, 3, 3)), device="numba", requires_grad=True)
+    assert gradcheck(lambda a, b: minicv_conv2d(a, b, padding=1), [x, w])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
