@@ -5,7 +5,8 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 * ``winograd`` (the default): Winograd F(2x2, 3x3) (Lavin & Gray, 2016) for the forward and
   backward-input of 3x3 stride-1 undilated layers, 16 products per 2x2 outputs and input channel
   instead of 36, and F(2x2, 2x2) for each output phase of the 4x4 stride-2 padding-1 transposed conv
-  (backward-input), 9 instead of 16; ``direct`` for every other layer and for every weight gradient.
+  (backward-input), 9 instead of 16, and F(2x2, 3x3) for the weight gradient of the 3x3 stride-1
+  layers of 32 channels and more; ``direct`` for every other layer and weight gradient.
   Each 4x4 input patch and each kernel is transformed, the sum over input channels is the same
   micro-kernel as ``direct``'s (one per transform element), and the sums are transformed back.
 * ``direct``: no BLAS. The input is zero-padded and split by stride phase once
@@ -25,7 +26,7 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 ``winograd`` is the fastest on the layers it serves, ``direct`` on the others (docs/kernels/conv.md).
 Winograd's sums differ from the direct ones by rounding only: a layer with an infinite or NaN output
 is run again by the direct sum, whose infinities and NaNs are PyTorch's (Winograd's transforms subtract
-inputs from each other, and inf - inf is NaN).
+inputs from each other, and inf - inf is NaN); an infinite or NaN weight gradient by im2col.
 
 One file per idea: ``conv_tiles`` (the micro-kernel and the phase-split input every tile algorithm
 reads), ``conv_direct`` (forward and backward-input), ``conv_winograd``, ``conv_weight_grad`` (the
