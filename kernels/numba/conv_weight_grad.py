@@ -21,6 +21,7 @@ from .conv_winograd import KERNEL_TRANSFORM_3, _input_transform, _winograd_split
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
 WINOGRAD_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count
+PARTIALS_BYTES = 64 * 2**20  # the Winograd weight gradient's partial sums at most (but one per part)
 
 
 @njit(inline="always", cache=True)
@@ -127,8 +128,9 @@ def _gradient_transform(array, i0, i1):
 
 @njit(parallel=True, cache=True)
 def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
-                           partials):
-    """partials[b * parts + part, k, ci, co] = sum over the 2x2 tiles q of the part's rows of tiles of
+                           images_per_task, partials):
+    """partials[(b // images_per_task) * parts + part, k, ci, co] = sum over the images b of a task and the
+    2x2 tiles q of the part's rows of tiles of
     (B^T d_q B)[k] of input channel ci times (A dY_q A^T)[k] of output channel co: the gradient of the
     transformed kernel (G g G^T)[k] of Winograd F(2x2, 3x3) (Lavin & Gray 2016), for each part of each
     image apart (their sum, in a fixed order, is the caller's). src is x split by _winograd_split (tile q =
@@ -141,62 +143,63 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
     micro-kernel, rows = ROWS input channels (broadcasts from V[k]), lanes = output channels (D[k]),
     reducing over the band's tiles, V[k] and D[k] in L1 (16 KiB each for 64 float32 channels).
     """
-    n_parts, _, depth, c_pad = partials.shape
-    n, parts = gy_t.shape[0], n_parts // gy_t.shape[0]
-    tile_rows = gy_t.shape[1] // 2
+    tasks, _, depth, c_pad = partials.shape
+    n, tile_rows = gy_t.shape[0], gy_t.shape[1] // 2
+    parts = -(-tile_rows // rows_per_part)
     band = WINOGRAD_BAND
     lanes = simd.lanes(src)
     row_bases = np.arange(ROWS) * band
     tile_offsets = np.arange(band) * c_pad
     row_stride = gy_t.shape[2] * c_pad
-    for task in prange(n * parts):
-        b, part = divmod(np.int64(task), parts)
-        image = src[b * image_stride:]
-        gy_image = gy_t[b].reshape(-1)
+    for task in prange(tasks):
+        image_group, part = divmod(np.int64(task), parts)
         # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
         # longer than it needs, so that the 16 blocks, a multiple of 4 KiB long, do not share L1 sets
         transformed = np.zeros((16, depth * band + lanes), src.dtype)
         gradients = np.empty((16, band * c_pad + lanes), src.dtype)
         half = np.empty(16 * lanes, src.dtype)
         end = min(tile_rows, (part + 1) * rows_per_part) * width
-        for q0 in range(part * rows_per_part * width, end, band):
-            count = min(band, end - q0)
-            for ci in range(c_in):
-                patch = image[ci * channel_stride + q0:]
-                for s in range(0, count, lanes):  # B^T down each column of the patches, then B along each row
-                    for v in range(4):
-                        column = _input_transform(patch, s + patch_offsets[v], s + patch_offsets[4 + v],
-                                                  s + patch_offsets[8 + v], s + patch_offsets[12 + v])
+        for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
+            image = src[b * image_stride:]
+            gy_image = gy_t[b].reshape(-1)
+            for q0 in range(part * rows_per_part * width, end, band):
+                count = min(band, end - q0)
+                for ci in range(c_in):
+                    patch = image[ci * channel_stride + q0:]
+                    for s in range(0, count, lanes):  # B^T down each column of the patches, then B along each row
+                        for v in range(4):
+                            column = _input_transform(patch, s + patch_offsets[v], s + patch_offsets[4 + v],
+                                                      s + patch_offsets[8 + v], s + patch_offsets[12 + v])
+                            for u in range(4):
+                                simd.store(half, (4 * u + v) * lanes, column[u])
                         for u in range(4):
-                            simd.store(half, (4 * u + v) * lanes, column[u])
-                    for u in range(4):
-                        row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes,
-                                               (4 * u + 3) * lanes)
-                        for v in range(4):
-                            simd.store(transformed[4 * u + v], ci * band + s, row[v])
-            for t in range(count):
-                i, j = divmod(q0 + t, width)
-                top = 2 * i * row_stride + 2 * j * c_pad
-                for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
-                    at = top + co
-                    left = _gradient_transform(gy_image, at, at + row_stride)
-                    right = _gradient_transform(gy_image, at + c_pad, at + row_stride + c_pad)
-                    for u in range(4):
-                        simd.store(half, 2 * u * lanes, left[u])
-                        simd.store(half, (2 * u + 1) * lanes, right[u])
-                    for u in range(4):
-                        row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
-                        for v in range(4):
-                            simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
-            offsets = tile_offsets[:count]
-            for k in range(16):
-                v_k, d_k = transformed[k], gradients[k]
-                for tile in range(depth // ROWS):
-                    for co in range(0, c_pad, lanes):
-                        sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets)
-                        for r in range(ROWS):
-                            row = partials[task, k, tile * ROWS + r]
-                            simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+                            row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes,
+                                                   (4 * u + 3) * lanes)
+                            for v in range(4):
+                                simd.store(transformed[4 * u + v], ci * band + s, row[v])
+                for t in range(count):
+                    i, j = divmod(q0 + t, width)
+                    top = 2 * i * row_stride + 2 * j * c_pad
+                    for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
+                        at = top + co
+                        left = _gradient_transform(gy_image, at, at + row_stride)
+                        right = _gradient_transform(gy_image, at + c_pad, at + row_stride + c_pad)
+                        for u in range(4):
+                            simd.store(half, 2 * u * lanes, left[u])
+                            simd.store(half, (2 * u + 1) * lanes, right[u])
+                        for u in range(4):
+                            row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
+                            for v in range(4):
+                                simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
+                offsets = tile_offsets[:count]
+                for k in range(16):
+                    v_k, d_k = transformed[k], gradients[k]
+                    for tile in range(depth // ROWS):
+                        for co in range(0, c_pad, lanes):
+                            sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets)
+                            for r in range(ROWS):
+                                row = partials[task, k, tile * ROWS + r]
+                                simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
 def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int],
@@ -220,15 +223,18 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     gy_t = simd.empty((n, 2 * tiles_hw[0], 2 * width, c_pad), x.dtype)
     gy_t[:, out_h:] = 0
     _channels_last(gy, gy_t[:, :out_h])
-    parts = min(tiles_hw[0], -(-WINOGRAD_TASKS // n))  # a function of the shape alone: so is the sum's order
+    # the split of the work, and so the order of the sums, is a function of the shape alone
+    parts = min(tiles_hw[0], -(-WINOGRAD_TASKS // n))
     rows_per_part = -(-tiles_hw[0] // parts)
     parts = -(-tiles_hw[0] // rows_per_part)
     depth = -(-c_in // ROWS) * ROWS
-    partials = np.zeros((n * parts, 16, depth, c_pad), x.dtype)
+    partial_bytes = 16 * depth * c_pad * x.itemsize
+    images_per_task = max(1, -(-n * partial_bytes // PARTIALS_BYTES))  # a large batch: images share partials
+    partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
     _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
-                           partials)
-    transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
+                           images_per_task, partials)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
+        transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
         gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),
                        optimize=True).astype(x.dtype)
     return gw if np.isfinite(gw).all() else None

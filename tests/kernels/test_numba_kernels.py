@@ -210,6 +210,19 @@ def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, 
     reference_close(got, expected, dtype, "weight gradient", allowance)
 
 
+@pytest.mark.parametrize("partials_bytes", [1, 40_000])
+def test_conv2d_backward_weight_winograd_bounds_its_partial_sums(partials_bytes, monkeypatch):
+    """A batch whose partial sums would pass PARTIALS_BYTES sums several images into each (all 5 into one,
+    or a few into each): the same gradient as PyTorch's."""
+    monkeypatch.setattr(conv_weight_grad, "PARTIALS_BYTES", partials_bytes)
+    rng = np.random.default_rng(29)
+    x = (rng.standard_normal((5, 6, 7, 9)) / 8).astype(np.float32)
+    w = (rng.standard_normal((5, 6, 3, 3)) / np.sqrt(54)).astype(np.float32)
+    _, gy, _, gw = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
+    assert_close(conv_weight_grad._conv_backward_weight_winograd(x, gy, w.shape, (1, 1)), gw,
+                 spec.conv2d_backward_weight(x, gy, w.shape, (1, 1), (1, 1), (1, 1), 1))
+
+
 def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
     """3x3 stride-1 ungrouped layers of WINOGRAD_MIN_CHANNELS channels and more take the Winograd weight
     gradient; narrower, grouped, strided or dilated ones the direct sum; the result is PyTorch's."""
