@@ -66,7 +66,9 @@ class GuardedArrays:
 # odd sizes, stride 2 (the 4x4 one is the transposed-conv Winograd's), dilation, groups, padding past k.
 CONVS = [(2, 3, 7, 9, 4, 3, 1, 1, 1, 1), (1, 4, 5, 33, 6, 3, 2, 1, 1, 2), (2, 2, 6, 6, 2, 4, 2, 1, 1, 1),
          (1, 1, 1, 1, 1, 1, 1, 0, 1, 1), (2, 4, 9, 9, 4, 3, 1, 2, 2, 1), (3, 8, 13, 70, 8, 3, 1, 1, 1, 1),
-         (2, 6, 8, 40, 6, 4, 2, 1, 1, 1), (1, 2, 3, 3, 3, 3, 1, 3, 1, 1)]
+         (2, 6, 8, 40, 6, 4, 2, 1, 1, 1), (1, 2, 3, 3, 3, 3, 1, 3, 1, 1),
+         # 32 channels and more: numba's Winograd weight gradient (bands across rows, parts of an image)
+         (1, 33, 5, 37, 40, 3, 1, 1, 1, 1), (2, 32, 1, 2, 32, 3, 1, 2, 1, 1)]
 CUDASIM_CONVS = CONVS[:5]  # cudasim runs a thread per GEMM element as a fiber: the small ones
 POOLS = [((2, 3, 7, 9), 2, 2, 0, 1), ((1, 2, 5, 33), 3, 1, 1, 1), ((2, 1, 8, 8), 2, 1, 1, 1),
          ((1, 1, 1, 1), 1, 1, 0, 1), ((1, 3, 9, 70), 3, 2, 1, 2)]
