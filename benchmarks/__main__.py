@@ -7,7 +7,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from minicv.bench import MALLOC_CHOICES, SELECTIONS, add_options, run_from_args
+from minicv.bench.options import MALLOC_CHOICES, SELECTIONS, add_options
+from minicv.bench.run import run_from_args
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -10,7 +10,8 @@ Conventions: arrays are C-contiguous, float32 or float64 (all operands of one ca
 indices and targets are int64. Spatial hyper-parameters are ``(h, w)`` pairs of ints. Batched NCHW
 only: the engine unsqueezes unbatched inputs.
 
-The kernel table (``KERNEL_TABLE`` lists the names):
+The kernel table (the registry of ops, ``minicv/ops.py``, lists which op runs on which kernels; the
+engine checks every device's table against it, as kernels never import the engine):
 
 conv2d_forward(x, w, stride, padding, dilation, groups) -> y
     x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW) -> y (N, C_out, H_out, W_out), no bias.
@@ -79,18 +80,3 @@ batch_norm_backward(gy, x, mean, var, weight, eps, training) -> (gx, gweight, gb
       gx = weight * inv_std * (gy - gbias / M - x_hat * gweight / M)     (training: the batch
     statistics depend on x too). The gradients of the running mean and var are not computed.
 """
-
-KERNEL_TABLE = (
-    "conv2d_forward",
-    "conv2d_backward_input",
-    "conv2d_backward_weight",
-    "max_pool2d_forward",
-    "unpool_scatter",
-    "unpool_gather",
-    "upsample_nearest_forward",
-    "upsample_nearest_backward",
-    "softmax_cross_entropy_forward",
-    "softmax_cross_entropy_backward",
-    "batch_norm_forward",
-    "batch_norm_backward",
-)

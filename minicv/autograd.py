@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from minicv.devices import Device
     from minicv.tensor import Tensor
 
+Array = Any  # what a Function's forward and backward take and return: a NumPy or CuPy array (CuPy has no hints)
+
 _grad_enabled = True
 
 

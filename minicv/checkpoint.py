@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from minicv import random as mc_random
+from minicv.errors import CheckpointError
 from minicv.nn import Module
 from minicv.tensor import Tensor
 
@@ -100,7 +101,7 @@ def save_checkpoint(path: str | Path, model: Module, optimizer: Any = None, epoc
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            np.savez(f, allow_pickle=False, meta=np.array(json.dumps(meta)), **arrays)  # as load_checkpoint reads
             f.flush()
             os.fsync(f.fileno())  # the data is on disk before the rename makes it the checkpoint
         os.replace(tmp, path)
@@ -135,16 +136,16 @@ class _Archive:
 
     def __init__(self, path: Path):
         if not path.is_file():
-            raise ValueError(f"checkpoint {path}: no such file")
+            raise CheckpointError(f"checkpoint {path}: no such file")
         self.path = path
         try:
             self.zip = zipfile.ZipFile(path)
         except _UNREADABLE as err:
-            raise ValueError(f"checkpoint {path}: not a readable .npz file ({err})") from err
+            raise CheckpointError(f"checkpoint {path}: not a readable .npz file ({err})") from err
         self.entries = {name.removesuffix(".npy"): name for name in self.zip.namelist() if name.endswith(".npy")}
         if "meta" not in self.entries:
             self.zip.close()
-            raise ValueError(f"checkpoint {path}: not a minicv checkpoint (no 'meta' entry)")
+            raise CheckpointError(f"checkpoint {path}: not a minicv checkpoint (no 'meta' entry)")
 
     def __enter__(self) -> _Archive:
         return self
@@ -157,7 +158,7 @@ class _Archive:
         """Entry ``key``, after its header shows one of ``shapes`` (any with None, then at most
         ``limit`` bytes) and a dtype that casts to ``dtype`` (numbers; text for ``meta``)."""
         if key not in self.entries:
-            raise ValueError(f"checkpoint {self.path}: entry '{key}' is missing")
+            raise CheckpointError(f"checkpoint {self.path}: entry '{key}' is missing")
         try:
             with self.zip.open(self.entries[key]) as f:
                 version = np.lib.format.read_magic(f)
@@ -165,21 +166,21 @@ class _Archive:
                     raise ValueError(f".npy format version {version} (minicv writes 1.0 and 2.0)")
                 shape, _, found = _HEADERS[version](f)
         except _UNREADABLE as err:
-            raise ValueError(f"checkpoint {self.path}: entry '{key}' is unreadable ({err})") from err
+            raise CheckpointError(f"checkpoint {self.path}: entry '{key}' is unreadable ({err})") from err
         what = f"checkpoint {self.path}: entry '{key}'"
         if found.hasobject or found.kind not in "biufcU":
-            raise ValueError(f"{what} holds {found} values; minicv reads numbers and text, never Python objects")
+            raise CheckpointError(f"{what} holds {found} values; minicv reads numbers and text, never Python objects")
         if dtype is not None and not np.can_cast(found, dtype, "same_kind"):
-            raise ValueError(f"{what} holds {found} values, but {np.dtype(dtype)} values are expected")
+            raise CheckpointError(f"{what} holds {found} values, but {np.dtype(dtype)} values are expected")
         if shapes is not None and shape not in shapes:
-            raise ValueError(f"{what} has shape {shape}, but the model expects {' or '.join(map(str, shapes))}")
+            raise CheckpointError(f"{what} has shape {shape}, but the model expects {' or '.join(map(str, shapes))}")
         if limit is not None and found.itemsize * int(np.prod(shape, dtype=object)) > limit:
-            raise ValueError(f"{what} has shape {shape} of {found}, over the limit of {limit} bytes")
+            raise CheckpointError(f"{what} has shape {shape} of {found}, over the limit of {limit} bytes")
         try:
             with self.zip.open(self.entries[key]) as f:
                 return np.lib.format.read_array(f, allow_pickle=False)
         except _UNREADABLE as err:
-            raise ValueError(f"{what} is unreadable ({err})") from err
+            raise CheckpointError(f"{what} is unreadable ({err})") from err
 
     def meta(self) -> dict:
         """The checked metadata: ``epoch`` (int >= 0), ``rng``, ``optim`` (None or a dict), ``extra`` (dict)."""
@@ -187,9 +188,9 @@ class _Archive:
         try:
             meta = json.loads(text)
         except ValueError as err:  # JSONDecodeError, or a number too long to convert
-            raise ValueError(f"checkpoint {self.path}: entry 'meta' is not valid JSON ({err})") from err
+            raise CheckpointError(f"checkpoint {self.path}: entry 'meta' is not valid JSON ({err})") from err
         if not isinstance(meta, dict):
-            raise ValueError(f"checkpoint {self.path}: entry 'meta' is not a JSON object")
+            raise CheckpointError(f"checkpoint {self.path}: entry 'meta' is not a JSON object")
         checks = {
             "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative int"),
             "rng": (mc_random.is_state, "a state of minicv's random generator"),
@@ -198,9 +199,9 @@ class _Archive:
         }
         for key, (ok, expected) in checks.items():
             if key not in meta:
-                raise ValueError(f"checkpoint {self.path}: meta key '{key}' is missing")
+                raise CheckpointError(f"checkpoint {self.path}: meta key '{key}' is missing")
             if not ok(meta[key]):
-                raise ValueError(f"checkpoint {self.path}: meta key '{key}' is not {expected}: "
+                raise CheckpointError(f"checkpoint {self.path}: meta key '{key}' is not {expected}: "
                                  f"{_shorten(repr(meta[key]))}")
         return meta
 
@@ -215,10 +216,10 @@ def read_meta(path: str | Path) -> dict:
 def load_checkpoint(path: str | Path, model: Module, optimizer: Any = None) -> dict:
     """Load a checkpoint into ``model`` (and ``optimizer``); return its metadata (epoch, extra).
 
-    Raises ValueError naming the file and the entry or key when it is missing, unreadable, not a minicv
-    checkpoint, when a weight or optimizer state is missing or has the wrong shape or dtype, or when
-    the metadata is not what minicv writes; nothing is loaded then. Warns (RuntimeWarning) when weights
-    hold NaN or inf.
+    Raises CheckpointError (a ValueError) naming the file and the entry or key when it is missing,
+    unreadable, not a minicv checkpoint, when a weight or optimizer state is missing or has the wrong
+    shape or dtype, or when the metadata is not what minicv writes; nothing is loaded then. Warns
+    (RuntimeWarning) when weights hold NaN or inf.
     """
     path = Path(path)
     expected = model.state_dict()
@@ -227,20 +228,21 @@ def load_checkpoint(path: str | Path, model: Module, optimizer: Any = None) -> d
         names = {key.removeprefix("model/") for key in archive.entries if key.startswith("model/")}
         missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
         if missing or unexpected:
-            raise ValueError(f"checkpoint {path}: does not match the model: missing {missing}, unexpected {unexpected}")
+            raise CheckpointError(f"checkpoint {path}: does not match the model: missing {missing}, "
+                                  f"unexpected {unexpected}")
         weights = {
             name: archive.read(f"model/{name}", (value.shape,), value.dtype) for name, value in expected.items()
         }
         optim_state = None
         if optimizer is not None:
             if meta["optim"] is None:
-                raise ValueError(f"checkpoint {path}: holds no optimizer state")
+                raise CheckpointError(f"checkpoint {path}: holds no optimizer state")
             optim_state = _join_arrays(meta["optim"], _optimizer_reader(archive, optimizer))
     if optim_state is not None:
         try:  # checks everything before it assigns anything, so the model is loaded only once this passed
             optimizer.load_state_dict(optim_state)
         except (ValueError, TypeError, KeyError) as err:
-            raise ValueError(f"checkpoint {path}: meta key 'optim' does not fit the optimizer: {err}") from err
+            raise CheckpointError(f"checkpoint {path}: meta key 'optim' does not fit the optimizer: {err}") from err
     model.load_state_dict(weights)  # keys and shapes were checked above: cannot fail
     mc_random.set_state(meta["rng"])
     bad = _non_finite({f"model/{name}": value for name, value in weights.items()})
@@ -258,7 +260,7 @@ def _optimizer_reader(archive: _Archive, optimizer: Any) -> Callable[[tuple[str,
     def read(where: tuple[str, ...]) -> np.ndarray:
         key = "/".join(("optim", *where))
         if not (len(where) == 3 and where[0] == "state" and where[1].isdecimal() and int(where[1]) < len(params)):
-            raise ValueError(f"checkpoint {archive.path}: meta key 'optim' has an array at '{key}', where the "
+            raise CheckpointError(f"checkpoint {archive.path}: meta key 'optim' has an array at '{key}', where the "
                              f"optimizer's state for one of its {len(params)} parameters is expected")
         param = params[int(where[1])]
         return archive.read(key, (tuple(param.shape), ()), param.dtype)

@@ -23,17 +23,17 @@ from PIL import Image
 
 import minicv
 from minicv import optim
-from minicv.bench import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, SELECTIONS, add_options
-from minicv.check import CASES
 from minicv.checkpoint import read_meta
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, LocalizationFolder, SceneDataset, SegmentationFolder
 from minicv.data.folder import MAX_PIXELS, load_image
 from minicv.demo import BEST_BY, SHOWN, predict_shown, write_pictures
 from minicv.devices import DEFAULT_DEVICE, canonical_name, require_device
-from minicv.errors import ArgumentError, DeviceUnavailableError, TrainingDiverged
+from minicv.errors import ArgumentError, CheckpointError, DeviceUnavailableError, TrainingDiverged
 from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
-from minicv.train import evaluate, fit, make_task
+from minicv.nn import Module
+from minicv.ops import OPS
+from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
 from minicv.viz import to_uint8
 
 # Each command's examples name the paths the ones before them write (train writes runs/<model>/).
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = _sub(sub, "eval", "score a checkpoint on held-out scenes or a folder", None)
     ev.add_argument("--checkpoint", required=True)
-    _data_args(ev)
+    _data_args(ev, trains=False)
 
     predict = _sub(sub, "predict", "predict masks (or boxes) for image files", "predictions", seed=None)
     predict.add_argument("--checkpoint", required=True)
@@ -149,8 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     # check's cases are fixed (their own seeds) and it writes nothing: no --seed, no --out
     check = _sub(sub, "check", "gradient-check and cross-check every kernel on every device present", None,
                  seed=None, every_device="every device present")
-    check.add_argument("--op", default=None, choices=list(CASES), help="only this op (default: every op)")
+    check.add_argument("--op", default=None, choices=list(OPS), help="only this op (default: every op)")
     check.add_argument("--dtype", default=None, choices=["float32", "float64"], help="(default: both)")
+
+    # Only the bench's options, a small module: the harness itself is imported when bench runs (cmd_bench).
+    from minicv.bench.options import MALLOC_CHOICES, SELECTIONS, add_options
 
     bench = _sub(sub, "bench", "time kernels across devices and against PyTorch", "benchmarks/results",
                  seed="the random inputs", every_device="every device present; cudasim only with --quick")
@@ -167,14 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_args(parser: argparse.ArgumentParser) -> None:
+def _data_args(parser: argparse.ArgumentParser, trains: bool = True) -> None:
     parser.add_argument(
         "--data", default="scenes", help="'scenes' (built-in) or a folder (images/ + masks/ or boxes.csv)"
     )
     parser.add_argument("--num-classes", type=POSITIVE_INT, default=None, help="classes of a segmentation folder")
     parser.add_argument("--classes", default=None, help="comma-separated object classes of a localization folder")
     parser.add_argument("--size", type=POSITIVE_INT, default=64, help="size of generated scenes (default: 64)")
-    parser.add_argument("--train-size", type=POSITIVE_INT, default=2000, help="generated scenes (default: 2000)")
+    if trains:  # eval scores the test scenes only
+        parser.add_argument("--train-size", type=POSITIVE_INT, default=2000, help="generated scenes (default: 2000)")
     parser.add_argument("--test-size", type=POSITIVE_INT, default=300, help="generated scenes (default: 300)")
     _max_pixels_arg(parser)
 
@@ -189,11 +193,13 @@ def _max_pixels_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _datasets(args: argparse.Namespace, task: str) -> tuple[list, list, int, tuple[str, ...]]:
-    """(train items, test items, number of classes, class names) for a task."""
+    """(train items, test items, number of classes, class names) for a task; no generated training
+    scenes for a command without --train-size (eval)."""
     if args.data == "scenes":
-        names = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
+        names: tuple[str, ...] = CLASS_NAMES if task == "segmentation" else OBJECT_NAMES
         make = lambda split, n: _cached(SceneDataset(split, n, args.size, args.seed))  # noqa: E731
-        return make("train", args.train_size), make("test", args.test_size), len(names), names
+        train = make("train", args.train_size) if "train_size" in args else []
+        return train, make("test", args.test_size), len(names), names
     root = Path(args.data)
     if task == "segmentation":
         if args.num_classes is None:
@@ -394,7 +400,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             with _reading_user_files():
                 image = load_image(path, args.max_pixels)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
-            if task.name == "segmentation":
+            if isinstance(task, SegmentationTask):
                 mask = predict_mask(task, model, image)
                 mask_path, overlay_path = out / f"{name}_mask.png", out / f"{name}_overlay.png"
                 viz.palette_mask(mask, len(config["classes"])).save(mask_path)
@@ -408,7 +414,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
+def predict_mask(task: SegmentationTask, model: Module, image: np.ndarray) -> np.ndarray:
     """The mask of an image of any size: padded (edge values) to a size the model takes (a multiple of
     its ``size_multiple``), predicted, cropped back."""
     height, width = image.shape[-2:]
@@ -417,11 +423,12 @@ def predict_mask(task, model, image: np.ndarray) -> np.ndarray:
     return task.predict(model, padded[None])[0, :height, :width]
 
 
-def predict_box(task, model, image: np.ndarray, size: Sequence[int]) -> tuple[int, np.ndarray]:
+def predict_box(task: LocalizationTask, model: Module, image: np.ndarray,
+                size: Sequence[int]) -> tuple[int, np.ndarray]:
     """Class and pixel box of an image of any size: resized to the size the model was trained at, the
     box scaled back."""
     height, width = image.shape[-2:]
-    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.BILINEAR)
+    picture = Image.fromarray(to_uint8(image)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
     resized = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1) / 255
     labels, boxes = task.predict(model, resized[None])
     return int(labels[0]), boxes[0] * np.array([width / size[1], height / size[0]] * 2)
@@ -449,7 +456,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from minicv.bench import run_from_args
+    from minicv.bench.options import CUDASIM_NEEDS_QUICK
+    from minicv.bench.run import run_from_args
 
     if args.device is not None and canonical_name(args.device) == "cudasim" and not args.quick:
         raise UsageError(f"--device cudasim: {CUDASIM_NEEDS_QUICK}")
@@ -507,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_args(args)
         code = COMMANDS[args.command](args)
-    except UsageError as err:
+    except (UsageError, CheckpointError) as err:  # a file the user named (--resume's checkpoint among them)
         args.usage_error(str(err))
     except TrainingDiverged as err:  # a result, not a bug: one line, no traceback
         print(f"minicv {args.command}: {err}", file=sys.stderr)

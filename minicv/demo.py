@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -24,13 +25,21 @@ from minicv import metrics, optim, viz
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, SceneDataset
 from minicv.devices import Device
 from minicv.models import TASKS, build_model, profile
-from minicv.train import evaluate, fit, make_task
+from minicv.nn import Module
+from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
+
+
+class Settings(TypedDict):
+    epochs: int
+    lr: float
+    cosine: bool
+
 
 # Per-model training settings, chosen so the whole demo fits in minutes on two CPU cores. The
 # segmenters keep a constant learning rate: in runs this short they are still improving at the end,
 # and a cosine decay to zero stopped them early (SegNet, 8 epochs: mIoU 0.91 constant, 0.75 cosine).
 # The localizer's box regression settles better with the decay.
-SETTINGS = {
+SETTINGS: dict[str, Settings] = {
     "naive": {"epochs": 3, "lr": 3e-3, "cosine": False},
     "nearest": {"epochs": 8, "lr": 3e-3, "cosine": False},
     "segnet": {"epochs": 8, "lr": 3e-3, "cosine": False},
@@ -122,7 +131,8 @@ def _write_table(out: Path, results: dict[str, dict]) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def predict_shown(model, task, items: list[dict]):
+def predict_shown(model: Module, task: SegmentationTask | LocalizationTask,
+                  items: list[dict]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The model's predictions for the first SHOWN items, the ones the pictures show."""
     model.eval()
     with minicv.no_grad():

@@ -1,8 +1,8 @@
 """The device registry: a device is a name, an array module and a kernel table.
 
-Every device's kernel table is a module exposing the functions named in ``minicv.kernels.KERNEL_TABLE``
-with the signatures documented there. Devices are created on first use, so importing minicv never
-compiles a kernel or imports CuPy.
+Every device's kernel table is a module exposing the functions the registry of ops names
+(``minicv.ops.kernel_table()``), with the signatures documented in ``minicv.kernels``. Devices are
+created on first use, so importing minicv never compiles a kernel or imports CuPy.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 from minicv.errors import ArgumentError, DeviceUnavailableError
-from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.cuda.launch import NO_CUDA_MESSAGE
+from minicv.ops import kernel_table
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Device:
 
     name: str
     xp: ModuleType  # numpy, or cupy for the GPU
-    kernels: Any  # a module (or namespace) with the functions of KERNEL_TABLE
+    kernels: Any  # a module (or namespace) with the functions of minicv.ops.kernel_table()
     on_gpu: bool = field(default=False)
 
     def __repr__(self) -> str:
@@ -107,11 +107,17 @@ def get_device(device: str | Device | None = None) -> Device:
     if name not in _DEVICES:
         array_module, kernels, on_gpu = _FACTORIES[name]
         table = kernels()
-        missing = [k for k in KERNEL_TABLE if not hasattr(table, k)]
+        missing = missing_kernels(table)
         if missing:
-            raise RuntimeError(f"device '{name}' lacks the kernels {', '.join(missing)}")
+            raise RuntimeError(f"device '{name}' lacks the kernels {', '.join(missing)}: every device supplies "
+                               "the kernels of every op of the registry (minicv/ops.py)")
         _DEVICES[name] = Device(name, array_module(), table, on_gpu)
     return _DEVICES[name]
+
+
+def missing_kernels(table: Any) -> list[str]:
+    """The kernels of the registry of ops that ``table`` (a device's kernel table) lacks."""
+    return [k for k in kernel_table() if not callable(getattr(table, k, None))]
 
 
 def require_device(device: str) -> Device:

@@ -32,5 +32,10 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
         super().__init__(f"training diverged at epoch {epoch}, step {step}: {what}")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, is not minicv's, or does not fit the model (and optimizer,
+    data loader, scheduler) it is loaded into; the message names the file and the entry or key."""
+
+
 class DeviceUnavailableError(RuntimeError):
     """A device this machine cannot run: its library (CuPy) or its hardware (a GPU) is missing."""

@@ -234,7 +234,7 @@ def _unit(rng: np.random.Generator, size: int) -> np.ndarray:
     return vector / max(np.linalg.norm(vector), np.finfo(np.float64).tiny)
 
 
-def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _index(flat: int | np.integer, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(k) for k in np.unravel_index(flat, shape)) if shape else ()
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def _class_maps(pred, target) -> tuple[np.ndarray, np.ndarray]:
+def _class_maps(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target: expected the same shape, got {pred.shape} and {target.shape}")
@@ -35,7 +36,8 @@ def _class_maps(pred, target) -> tuple[np.ndarray, np.ndarray]:
     return pred.astype(np.int64), target.astype(np.int64)
 
 
-def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
+                     ignore_index: int | None = None) -> np.ndarray:
     """(num_classes, num_classes) int64 counts ``M[true class, predicted class]``; ignored pixels skipped."""
     pred, target = _class_maps(pred, target)
     if int(num_classes) != num_classes or num_classes < 1:
@@ -51,7 +53,7 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
     )
 
 
-def pixel_accuracy(pred, target, ignore_index: int | None = None) -> float:
+def pixel_accuracy(pred: np.ndarray, target: np.ndarray, ignore_index: int | None = None) -> float:
     """The fraction of pixels (target != ignore_index) whose predicted class equals the target's."""
     pred, target = _class_maps(pred, target)
     counted = target != ignore_index if ignore_index is not None else np.ones(target.shape, dtype=bool)
@@ -69,12 +71,13 @@ def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
         return np.where(union > 0, true_positive / union, np.nan)
 
 
-def per_class_iou(pred, target, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
+def per_class_iou(pred: np.ndarray, target: np.ndarray, num_classes: int,
+                  ignore_index: int | None = None) -> np.ndarray:
     """(num_classes,) IoU of each class over all pixels given; NaN for classes absent from both."""
     return iou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
 
 
-def mean_iou(pred, target, num_classes: int, ignore_index: int | None = None) -> float:
+def mean_iou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = None) -> float:
     """The mean of the per-class IoUs over the classes present in pred or target."""
     ious = per_class_iou(pred, target, num_classes, ignore_index)
     present = ~np.isnan(ious)
@@ -118,7 +121,7 @@ class BoundaryScore(NamedTuple):
     f1: float
 
 
-def boundary_f1(pred, target, tolerance: int = 2) -> BoundaryScore:
+def boundary_f1(pred: np.ndarray, target: np.ndarray, tolerance: int = 2) -> BoundaryScore:
     """Boundary precision, recall and F1 of class maps (H, W) or (N, H, W), averaged over images.
 
     For each class c, B_pred(c) and B_target(c) are the boundary pixels (``class_boundaries``) of class c
@@ -156,7 +159,7 @@ def boundary_f1(pred, target, tolerance: int = 2) -> BoundaryScore:
     return BoundaryScore(float(precision.mean()), float(recall.mean()), float(f1.mean()))
 
 
-def accuracy(pred, target) -> float:
+def accuracy(pred: np.ndarray, target: np.ndarray) -> float:
     """Classification accuracy: pred holds labels (N,) or scores (N, K) (arg-max taken); target (N,)."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.ndim == 2:
@@ -168,7 +171,7 @@ def accuracy(pred, target) -> float:
     return float((pred == target).mean())
 
 
-def box_iou(boxes_a, boxes_b) -> np.ndarray:
+def box_iou(boxes_a: ArrayLike, boxes_b: ArrayLike) -> np.ndarray:
     """Elementwise IoU of (..., 4) boxes (x, y, w, h) with non-negative w, h; 0 where the union is empty."""
     a, b = np.asarray(boxes_a, dtype=np.float64), np.asarray(boxes_b, dtype=np.float64)
     if a.shape[-1:] != (4,) or b.shape[-1:] != (4,):
@@ -185,6 +188,6 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
         return np.where(union > 0, intersection / union, 0.0)
 
 
-def mean_box_iou(boxes_a, boxes_b) -> float:
+def mean_box_iou(boxes_a: ArrayLike, boxes_b: ArrayLike) -> float:
     """The mean of ``box_iou`` over all box pairs."""
     return float(np.mean(box_iou(boxes_a, boxes_b)))

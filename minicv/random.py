@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 _rng = np.random.default_rng(0)
@@ -17,8 +19,8 @@ def generator() -> np.random.Generator:
     return _rng
 
 
-def get_state() -> dict:
-    return _rng.bit_generator.state
+def get_state() -> dict[str, Any]:
+    return dict(_rng.bit_generator.state)
 
 
 def set_state(state: dict) -> None:
@@ -28,7 +30,7 @@ def set_state(state: dict) -> None:
 def is_state(state: object) -> bool:
     """Whether ``set_state`` accepts ``state`` (tried on a scratch generator, so nothing changes)."""
     try:
-        type(_rng.bit_generator)().state = state
+        type(_rng.bit_generator)().state = state  # type: ignore[assignment]  # any object: the setter checks it
     except (TypeError, KeyError, ValueError, OverflowError):
         return False
     return True

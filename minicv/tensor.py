@@ -9,6 +9,7 @@ Tensor inside ``Function.apply``, when every module is loaded.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,11 +43,11 @@ class Tensor:
                 array = array.astype(_FLOAT_DEFAULT)
             elif array.dtype.kind == "i":
                 array = array.astype(np.int64)  # NumPy's default int is int32 on Windows
-        self.data = array
+        self.data: Any = array  # NumPy or CuPy: Any, as CuPy has no type hints
         self.device = dev
         self.grad: Tensor | None = None
         self._node: autograd.Function | None = None
-        self.requires_grad = False
+        self.requires_grad: bool = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -178,7 +179,7 @@ class Tensor:
     def __neg__(self) -> Tensor:
         return _basic().neg(self)
 
-    def __pow__(self, exponent: float) -> Tensor:
+    def __pow__(self, exponent: builtins.float) -> Tensor:  # float here is the method Tensor.float
         return _basic().pow(self, exponent)
 
     def __matmul__(self, other: Any) -> Tensor:

@@ -31,7 +31,7 @@ from minicv import metrics
 from minicv.autograd import no_grad
 from minicv.checkpoint import load_checkpoint, non_finite_state, save_checkpoint
 from minicv.data.loader import DataLoader
-from minicv.errors import TrainingDiverged
+from minicv.errors import CheckpointError, TrainingDiverged
 from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
 from minicv.nn import Module
 from minicv.tensor import Tensor
@@ -83,8 +83,10 @@ class LocalizationTask:
         labels, boxes, true_labels, true_boxes = [], [], [], []
         for batch in loader:
             label, box = self.predict(model, batch["image"])
-            labels.append(label), boxes.append(box)
-            true_labels.append(batch["label"]), true_boxes.append(batch["box"])
+            labels.append(label)
+            boxes.append(box)
+            true_labels.append(batch["label"])
+            true_boxes.append(batch["box"])
         return {
             "class_accuracy": metrics.accuracy(np.concatenate(labels), np.concatenate(true_labels)),
             "mean_box_iou": metrics.mean_box_iou(np.concatenate(boxes), np.concatenate(true_boxes)),
@@ -160,7 +162,9 @@ def fit(
         _resumed(checkpoint, meta, "loader", train_loader.load_state_dict)
         if scheduler is not None:
             _resumed(checkpoint, meta, "scheduler", scheduler.load_state_dict)
-    best_score = max((h[keep_best] for h in history), default=-np.inf) if keep_best else None
+    # NaN never counts as better, in the history as below (max() would keep a NaN that came first)
+    scored = [h[keep_best] for h in history if not math.isnan(h[keep_best])] if keep_best else []
+    best_score = max(scored, default=-np.inf)
     for epoch in range(start, epochs):
         if stop_after is not None and epoch - start >= stop_after:
             break
@@ -214,11 +218,11 @@ def _kept(checkpoint: Path, epoch: int) -> str:
 def _resumed(checkpoint: Path, meta: dict, key: str, restore: Callable[[Any], Any]) -> Any:
     """``restore(meta[key])``, its errors naming the checkpoint and the key."""
     if key not in meta:
-        raise ValueError(f"checkpoint {checkpoint}: meta key '{key}' is missing (was it written by fit?)")
+        raise CheckpointError(f"checkpoint {checkpoint}: meta key '{key}' is missing (was it written by fit?)")
     try:
         return restore(meta[key])
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {checkpoint}: meta key '{key}' cannot be restored: {err!r}") from err
+        raise CheckpointError(f"checkpoint {checkpoint}: meta key '{key}' cannot be restored: {err!r}") from err
 
 
 def _check_history(history: Any, epochs: int) -> list[dict]:

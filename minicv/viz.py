@@ -58,7 +58,7 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[tuple], scale: int = 4, font_s
     pixels of the original image. Each text sits on a band of its box's colour, in black or white
     (whichever stands out), above the box or inside its top where there is no room, kept in the picture."""
     picture = Image.fromarray(to_uint8(image) if image.shape[0] == 3 else image)
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=font_size)
     for (x, y, w, h), text, colour in boxes:
@@ -86,7 +86,7 @@ def grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: str 
         draw.text((c * width * scale + 3, 1), title, fill=(0, 0, 0))
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
-            big = Image.fromarray(tile).resize((width * scale, height * scale), Image.NEAREST)
+            big = Image.fromarray(tile).resize((width * scale, height * scale), Image.Resampling.NEAREST)
             sheet.paste(big, (c * width * scale, header + r * height * scale))
     sheet.save(path)
 

@@ -16,23 +16,32 @@ import pytest
 import torch
 from PIL import Image
 
-from minicv import bench
-from minicv.bench import (
+from minicv import nn, optim
+from minicv.bench.backends import BenchBackend, minicv_backend
+from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, sweep_cases
+from minicv.bench.jobs import Job
+from minicv.bench.judge import judge_targets
+from minicv.bench.machine import machine_info, machine_slug, numba_code
+from minicv.bench.problems import (
     Conv2dProblem,
     ConvTranspose2dProblem,
     CrossEntropyProblem,
     MaxPool2dProblem,
     MaxUnpool2dProblem,
     NearestProblem,
-    run_bench,
+    Problem,
 )
+from minicv.bench.run import run_bench
+from minicv.bench.steps import _step_torch
+from minicv.bench.timing import QUICK_PLAN, Plan
+from minicv.ops import OPS
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK_PROBLEMS = list(dict.fromkeys(c.problem for c in bench.issue_cases(quick=True)))
+QUICK_PROBLEMS = list(dict.fromkeys(c.problem for c in issue_cases(quick=True)))
 
 
 @pytest.mark.parametrize("problem", QUICK_PROBLEMS, ids=lambda p: p.label)
-def test_kernel_path_computes_what_torch_computes(problem: bench.Problem) -> None:
+def test_kernel_path_computes_what_torch_computes(problem: Problem) -> None:
     """The kernel calls timed as 'kernels' are the op: forward and input/weight gradients equal PyTorch's."""
     arrays = problem.arrays(np.random.default_rng(3), np.float64)
     saved = problem.kernel_forward(spec, arrays)
@@ -58,7 +67,7 @@ def test_kernel_path_computes_what_torch_computes(problem: bench.Problem) -> Non
 @pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
 def test_case_names_are_unique(quick: bool) -> None:
     """Ratios and targets are looked up by (group, case, pass): two cases never share a name."""
-    cases = bench.issue_cases(quick) + bench.gpu_cases() + bench.sweep_cases(quick, gpu=True)
+    cases = issue_cases(quick) + gpu_cases() + sweep_cases(quick, gpu=True)
     keys = [(c.group, c.problem.label, c.passes) for c in cases]
     assert len(keys) == len(set(keys))
 
@@ -107,11 +116,15 @@ def test_quick_run_times_every_op_on_every_path(quick_run: tuple[str, dict, Path
     assert [r for r in rows if "error" in r] == []
     mine = [r for r in rows if r["device"] == device]
     issue = [r for r in mine if r["group"] == "issue"]
-    assert {r["op"] for r in issue} == set(bench.OPS)
-    assert {(r["op"], r["pass"]) for r in issue if r["path"] == "op"} == {(o, p) for o in bench.OPS
+    written = {c.problem.op for c in issue_cases(quick=True)}  # the ops with a problem class of their own
+    assert {r["op"] for r in issue} == written
+    assert {(r["op"], r["pass"]) for r in issue if r["path"] == "op"} == {(o, p) for o in written
                                                                           for p in ("fwd", "fwd+bwd")}
-    assert {r["op"] for r in issue if r["path"] == "kernels"} == set(bench.OPS)
-    algorithms = bench.minicv_backend(device).algorithms
+    assert {r["op"] for r in issue if r["path"] == "kernels"} == written
+    registry = [r for r in mine if r["group"] == "registry"]  # every other op of the registry, on its timing case
+    assert {(r["op"], r["pass"], r["path"]) for r in registry} == {(o, p, "op") for o in set(OPS) - written
+                                                                   for p in ("fwd", "fwd+bwd")}
+    algorithms = minicv_backend(device).algorithms
     for r in (r for r in issue if r["op"] == "conv2d" and r["path"] == "kernels"):
         assert r["algorithm"] in (algorithms or (None,))
     if algorithms:  # every algorithm of the device is timed and named
@@ -127,7 +140,7 @@ def test_quick_run_statistics_and_ratios(quick_run: tuple[str, dict, Path]) -> N
     copy = results["copy_bandwidth_gbps"]["cpu"]
     assert copy > 0
     for r in rows:
-        assert r["repeats"] == bench.QUICK_PLAN.min_repeats
+        assert r["repeats"] == QUICK_PLAN.min_repeats
         assert 0 < r["min_s"] <= r["q1_s"] <= r["median_s"] <= r["q3_s"] <= r["max_s"]
         rate = r["work"] / r["median_s"] / 1e9
         if r["bound"] == "compute":
@@ -147,7 +160,7 @@ def test_quick_run_judges_no_target(quick_run: tuple[str, dict, Path]) -> None:
 
 
 def test_targets_are_judged_on_numbas_op_rows() -> None:
-    cases = bench.issue_cases(quick=False)
+    cases = issue_cases(quick=False)
     conv, pool = cases[0], next(c for c in cases if c.problem.op == "max_pool2d" and c.target)
     base = {"group": "issue", "device": "numba", "path": "op"}
     rows = [
@@ -157,7 +170,7 @@ def test_targets_are_judged_on_numbas_op_rows() -> None:
         {**base, "case": conv.problem.label, "pass": conv.passes, "device": "numpy", "vs_torch": 0.1},
         {**base, "case": cases[2].problem.label, "pass": cases[2].passes},  # no PyTorch in the run
     ]
-    bench.judge_targets(rows, cases)
+    judge_targets(rows, cases)
     assert [(r.get("target"), r.get("met")) for r in rows] == [
         ("vs torch >= 1", True), ("GB/s >= 18", False), (None, None), (None, None), ("vs torch >= 0.9", None)]
 
@@ -171,7 +184,7 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
     for key in ("cpu", "cores", "numpy", "numba", "torch", "date"):
         assert written["machine"][key]
     table = md_path.read_text()
-    assert bench.numba_code(written["machine"]) in table
+    assert numba_code(written["machine"]) in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| case")]
     assert len(rows) == len(results["results"])
     assert all(r["case"] in table for r in results["results"])
@@ -182,16 +195,16 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
 
 def test_a_run_cut_short_keeps_the_rows_it_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A time limit or Ctrl-C during a long run (a GPU session's) leaves the rows timed so far."""
-    run = bench.Job.run
+    run = Job.run
     timed = []
 
-    def run_then_stop(job: bench.Job, *args):
+    def run_then_stop(job: Job, *args):
         if len(timed) == 3:
             raise KeyboardInterrupt
         timed.append(run(job, *args))
         return timed[-1]
 
-    monkeypatch.setattr(bench.Job, "run", run_then_stop)
+    monkeypatch.setattr(Job, "run", run_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_bench(tmp_path, device="numpy", op="max_pool2d", quick=True, malloc="system")
     (partial,) = tmp_path.iterdir()
@@ -239,10 +252,10 @@ def test_warm_up_lasts_its_calls_and_its_time() -> None:
         calls.append(fn)
         return 0.25
 
-    times = bench.Plan(warmup=3, min_repeats=5, max_repeats=5, budget_s=1.0, warmup_s=1.0).measure(None, timer)
+    times = Plan(warmup=3, min_repeats=5, max_repeats=5, budget_s=1.0, warmup_s=1.0).measure(None, timer)
     assert len(times) == 5 and len(calls) == 4 + 5  # 4 warm-up calls fill the second
     calls.clear()
-    bench.Plan(warmup=3, min_repeats=2, max_repeats=2, budget_s=0.1, warmup_s=1.0).measure(None, timer)
+    Plan(warmup=3, min_repeats=2, max_repeats=2, budget_s=0.1, warmup_s=1.0).measure(None, timer)
     assert len(calls) == 2 + 2  # each call over half the budget: the compile call and one more suffice
 
 
@@ -257,8 +270,8 @@ def test_torch_runs_on_its_own_aligned_copies() -> None:
             return super().torch(t)
 
     arrays = Probe(1, 2, 3).arrays(np.random.default_rng(0), np.float32)
-    case, backend = bench.BenchCase(Probe(1, 2, 3), True, "issue"), bench.BenchBackend("torch-cpu", on_gpu=False)
-    bench._step_torch(case, backend, arrays)()
+    case, backend = BenchCase(Probe(1, 2, 3), True, "issue"), BenchBackend("torch-cpu", on_gpu=False)
+    _step_torch(case, backend, arrays)()
     for name, array in arrays.items():
         if name in seen:
             assert not np.shares_memory(seen[name].detach().numpy(), array)
@@ -268,18 +281,61 @@ def test_torch_runs_on_its_own_aligned_copies() -> None:
 
 def test_machine_slug_names_the_microarchitecture() -> None:
     info = {"cpu": "AMD EPYC", "cpu_arch": "znver5", "cores": 2, "gpu": None}
-    assert bench.machine_slug(info) == "amd-epyc-znver5-2c"
-    assert bench.machine_slug({**info, "gpu": "NVIDIA H200"}) == "amd-epyc-znver5-2c-nvidia-h200"
-    assert bench.machine_info([])["cpu_arch"]  # LLVM's name of this CPU, through numba's llvmlite
+    assert machine_slug(info) == "amd-epyc-znver5-2c"
+    assert machine_slug({**info, "gpu": "NVIDIA H200"}) == "amd-epyc-znver5-2c-nvidia-h200"
+    assert machine_info([])["cpu_arch"]  # LLVM's name of this CPU, through numba's llvmlite
 
 
 def test_the_numba_kernels_code_generation_is_recorded() -> None:
     from minicv.kernels.numba import code_generation
 
-    info = bench.machine_info([])
+    info = machine_info([])
     code = code_generation()
     assert info["numba_code"] == code
-    assert bench.numba_code(info) == f"numba code {code['isa']}, {code['vector_bytes']}-byte vectors ({code['cpu']})"
+    assert numba_code(info) == f"numba code {code['isa']}, {code['vector_bytes']}-byte vectors ({code['cpu']})"
+
+
+# The engine's modules (the CLI's too), imported and used in a fresh process: the bench stays unloaded.
+OUTSIDE_THE_BENCH = """
+import pkgutil, sys
+import minicv
+from minicv import nn, optim
+from minicv.ops import OPS
+
+def modules(package):  # its modules and subpackages', recursively; the bench's package not entered
+    for m in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        if m.name not in ("minicv.bench", "minicv.__main__"):  # (__main__ runs the CLI)
+            yield m.name
+            if m.ispkg:
+                yield from modules(__import__(m.name, fromlist=["_"]))
+
+engine = list(modules(minicv))
+for name in engine:
+    __import__(name)
+assert "minicv.cli" in engine and "minicv.train" in engine, engine
+model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+optimizer = optim.SGD(model.parameters(), lr=0.1)
+loss = minicv.functional.cross_entropy(model(minicv.ones((2, 3, 8, 8))), minicv.zeros((2, 8, 8), dtype="int64"))
+loss.backward()
+optimizer.step()
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("minicv.bench", "torch.")))
+assert not loaded, f"loaded by the engine: {loaded}"
+
+from minicv.cli import build_parser
+
+build_parser()  # defines bench's options from minicv.bench.options, without the harness
+assert "minicv.bench.options" in sys.modules
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("minicv.bench.run", "minicv.bench.timing",
+                                                                       "minicv.bench.report", "torch.")))
+assert not loaded, f"loaded by the command line's parser: {loaded}"
+"""
+
+
+def test_the_engine_and_the_cli_never_load_the_bench() -> None:
+    """The bench is a tool beside the library: importing and using minicv (its CLI included) loads none of
+    it, nor PyTorch; the CLI's parser loads only the bench's options."""
+    done = subprocess.run([sys.executable, "-c", OUTSIDE_THE_BENCH], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_minicv_bench_command(tmp_path: Path) -> None:
@@ -299,7 +355,10 @@ def test_several_devices_in_one_run(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Training steps, the step's breakdown, the AVX2 child and the cold start.
 
-from minicv import bench_isa, bench_train  # noqa: E402 (grouped with their tests)
+from minicv.bench.breakdown import breakdown  # noqa: E402 (grouped with their tests)
+from minicv.bench.isa import evidence_problems, host_features, host_has, parse_isas  # noqa: E402
+from minicv.bench.train_step import QUICK_TRAIN_SIZES, TrainStepProblem, geometric_means, train_cases  # noqa: E402
+from minicv.bench.twin import torch_twin  # noqa: E402
 from minicv.models import TASKS  # noqa: E402
 
 
@@ -307,7 +366,7 @@ from minicv.models import TASKS  # noqa: E402
 def test_torch_twin_gives_the_same_loss(model: str) -> None:
     """The PyTorch twin is the same network: same loss on the same batch, before and after an SGD step
     (so its gradients and update agree too)."""
-    problem = bench_train.TrainStepProblem(model, 2, 32)
+    problem = TrainStepProblem(model, 2, 32)
     arrays = problem.arrays(np.random.default_rng(1), np.float32)
     mine, theirs = problem.minicv_step("numba", arrays), problem.torch_step("cpu", arrays)
     for _ in range(2):
@@ -316,34 +375,34 @@ def test_torch_twin_gives_the_same_loss(model: str) -> None:
 
 def test_torch_twin_refuses_what_it_cannot_copy() -> None:
     with pytest.raises(TypeError, match="expected one of NaiveSegmenter.*but got Sequential"):
-        bench_train.torch_twin(bench_train.nn.Sequential(bench_train.nn.ReLU()))
+        torch_twin(nn.Sequential(nn.ReLU()))
 
 
 def test_train_step_rows_for_the_five_models_with_ratios(tmp_path: Path) -> None:
     results = run_bench(tmp_path, device="numba", op="train_step", quick=True, malloc="system")
     rows = results["results"]
     assert [r for r in rows if "error" in r] == []
-    sizes = {f"N{n} 3x{hw}x{hw}" for n, hw in bench_train.QUICK_TRAIN_SIZES}
+    sizes = {f"N{n} 3x{hw}x{hw}" for n, hw in QUICK_TRAIN_SIZES}
     numba = [r for r in rows if r["device"] == "numba"]
     assert {r["case"] for r in numba} == {f"{m} {s}" for m in TASKS for s in sizes}
     assert {r["case"] for r in rows if r["device"] == "torch-cpu"} == {r["case"] for r in numba}
     assert all(r["op"] == "train_step" and r["path"] == "op" and r["vs_torch"] > 0 and r["isa"] == "native"
                for r in numba)
-    assert {key.split(" ", 1)[1] for key in bench_train.geometric_means(rows)} == sizes
+    assert {key.split(" ", 1)[1] for key in geometric_means(rows)} == sizes
     assert "geometric mean over the five models" in Path(results["files"][1]).read_text()
 
 
 def test_full_train_steps_are_the_demos_and_the_issues_sizes() -> None:
     from minicv.demo import BATCH_SIZE
 
-    cases = bench_train.train_cases(quick=False)
+    cases = train_cases(quick=False)
     assert {c.problem.label for c in cases} == {f"{m} N{n} 3x{hw}x{hw}" for m in TASKS
                                                 for n, hw in ((BATCH_SIZE, 64), (8, 128))}
     assert all(c.target == ("vs torch", 1.0) for c in cases)
 
 
 def test_breakdown_lists_the_kernel_table_functions(tmp_path: Path) -> None:
-    from minicv.kernels import KERNEL_TABLE
+    from minicv.ops import kernel_table
 
     subprocess.run([sys.executable, "-m", "benchmarks", "--breakdown", "segnet", "--quick", "--out", str(tmp_path)],
                    cwd=REPO, check=True, capture_output=True)
@@ -352,7 +411,7 @@ def test_breakdown_lists_the_kernel_table_functions(tmp_path: Path) -> None:
     used = {"conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "max_pool2d_forward",
             "unpool_scatter", "unpool_gather", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
             "batch_norm_forward", "batch_norm_backward"}
-    assert used <= set(KERNEL_TABLE)
+    assert used <= set(kernel_table())
     for name in used:  # every kernel a SegNet step calls, each on its own row
         assert f"| kernel {name} |" in table
     assert "| op Conv2dFunction.forward |" in table and "| optimizer SGD.step |" in table and "| other " in table
@@ -366,19 +425,19 @@ def test_breakdown_restores_what_it_timed() -> None:
 
     from minicv.functional.conv import Conv2dFunction
 
-    before = (kernels.conv2d_forward, Conv2dFunction.__dict__["forward"], bench_train.optim.Optimizer.step)
-    bench_train.breakdown("naive", n=1, hw=8, steps=1)
-    assert (kernels.conv2d_forward, Conv2dFunction.__dict__["forward"], bench_train.optim.Optimizer.step) == before
+    before = (kernels.conv2d_forward, Conv2dFunction.__dict__["forward"], optim.Optimizer.step)
+    breakdown("naive", n=1, hw=8, steps=1)
+    assert (kernels.conv2d_forward, Conv2dFunction.__dict__["forward"], optim.Optimizer.step) == before
 
 
 def test_unknown_isa_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--isa native,avx3: unknown avx3; expected native or avx2, or both"):
         run_bench(tmp_path, quick=True, isa="native,avx3")
-    assert bench_isa.parse_isas("native, avx2,native") == ("native", "avx2")
+    assert parse_isas("native, avx2,native") == ("native", "avx2")
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(not bench_isa.host_has("avx2"), reason="this CPU has no AVX2 at all: no AVX2 code can run here")
+@pytest.mark.skipif(not host_has("avx2"), reason="this CPU has no AVX2 at all: no AVX2 code can run here")
 def test_avx2_child_runs_avx2_code_and_says_so(tmp_path: Path) -> None:
     """--isa native,avx2: the AVX2 rows come from a child whose numba conv kernel has no zmm register and
     whose PyTorch reports AVX2; the header names both ISAs; ratios pair each ISA with its own PyTorch."""
@@ -387,7 +446,7 @@ def test_avx2_child_runs_avx2_code_and_says_so(tmp_path: Path) -> None:
     avx2 = results["isa"]["avx2"]
     assert avx2["zmm"] == 0 and avx2["ymm"] > 0 and avx2["numba_cpu"] == "haswell"
     assert avx2["torch_capability"] == "AVX2"
-    if "avx512f" in bench_isa.host_features():  # the native run's evidence shows what the child left out
+    if "avx512f" in host_features():  # the native run's evidence shows what the child left out
         assert results["isa"]["native"]["zmm"] > 0
     rows = results["results"]
     assert {r["isa"] for r in rows} == {"native", "avx2"}
@@ -403,10 +462,10 @@ def test_avx2_child_runs_avx2_code_and_says_so(tmp_path: Path) -> None:
 
 def test_evidence_against_the_isa_is_a_problem() -> None:
     evidence = {"zmm": 3, "conv_kernel": "conv._winograd_tiles", "torch_capability": "AVX512"}
-    assert bench_isa.evidence_problems("avx2", evidence) == [
+    assert evidence_problems("avx2", evidence) == [
         "numba's conv._winograd_tiles uses zmm (AVX-512) registers 3 times",
         "PyTorch reports capability AVX512, not AVX2"]
-    assert bench_isa.evidence_problems("native", evidence) == []
+    assert evidence_problems("native", evidence) == []
 
 
 def test_cold_start_row(tmp_path: Path) -> None:
@@ -417,5 +476,5 @@ def test_cold_start_row(tmp_path: Path) -> None:
     assert row["median_s"] > row["warm_s"] > 0 and row["compile_s"] == pytest.approx(row["median_s"] - row["warm_s"])
     assert "compile " in Path(results["files"][1]).read_text()
     rows = [{**row, "compile_s": 12.0}, {**row, "compile_s": 31.0}]
-    bench.judge_targets(rows, [])
+    judge_targets(rows, [])
     assert [(r["target"], r["met"]) for r in rows] == [("compile s <= 30", True), ("compile s <= 30", False)]

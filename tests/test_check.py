@@ -8,13 +8,13 @@ import types
 import minicv.kernels.numpy as spec
 import numpy as np
 import pytest
-from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.numba.notice import COMPILE_NOTICE
 
 import minicv
 from minicv import check, devices
-from minicv.check import CASES, run_check
+from minicv.check import run_check
 from minicv.cli import main
+from minicv.ops import OPS, kernel_table
 
 
 @pytest.mark.parametrize("device", ["numpy", "numba", "cudasim"])
@@ -22,11 +22,11 @@ def test_check_passes_on_every_device(device, capsys):
     assert run_check(device=device) == 0
     out = capsys.readouterr().out
     assert "all" in out and "passed" in out
-    assert all(op in out for op in CASES)
+    assert all(op in out for op in OPS)
 
 
 def _register_broken(name, kernel, broken):
-    table = types.SimpleNamespace(**{k: getattr(spec, k) for k in KERNEL_TABLE})
+    table = types.SimpleNamespace(**{k: getattr(spec, k) for k in kernel_table()})
     setattr(table, kernel, broken)
     minicv.register_device(name, lambda: np, lambda: table)
 

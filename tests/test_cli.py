@@ -16,6 +16,7 @@ from minicv.cli import EXAMPLES, build_parser, main
 from minicv.data.scenes import PALETTE
 
 TINY = ["--device", "numpy", "--train-size", "8", "--test-size", "4", "--size", "32", "--epochs", "1"]
+EVAL_TINY = ["--device", "numpy", "--test-size", "4", "--size", "32"]  # eval trains nothing: no --train-size
 
 # The options each command uses (check's cases have fixed seeds and it writes nothing; eval writes
 # nothing; predict draws nothing at random): no option that does nothing.
@@ -95,7 +96,7 @@ def test_train_eval_predict_segmentation(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", "segnet", "--out", str(run), *TINY]) == 0
     checkpoint = str(run / "checkpoint.npz")
-    assert main(["eval", "--checkpoint", checkpoint, *TINY[:-2]]) == 0
+    assert main(["eval", "--checkpoint", checkpoint, *EVAL_TINY]) == 0
     assert "mean_iou" in capsys.readouterr().out
     _photo(tmp_path / "photo.png", 45, 70)  # not a multiple of the encoder's downsampling
     out = tmp_path / "pred"
@@ -251,7 +252,7 @@ def test_eval_and_predict_warn_about_a_checkpoint_with_non_finite_weights(tmp_pa
     _photo(tmp_path / "photo.png", 16, 16)
     warning = r"checkpoint.npz: 1 of 74 weight arrays hold NaN or inf \(model/down.0.0.0.weight\)"
     with pytest.warns(RuntimeWarning, match=warning):
-        assert main(["eval", "--checkpoint", str(checkpoint), *TINY[:-2]]) == 0
+        assert main(["eval", "--checkpoint", str(checkpoint), *EVAL_TINY]) == 0
     with pytest.warns(RuntimeWarning, match=warning):
         assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "photo.png"), "--out",
                      str(tmp_path / "pred"), "--device", "numpy"]) == 0
@@ -311,6 +312,25 @@ def test_usage_errors_are_one_line_with_exit_status_2(argv, named, folder, capsy
     fill = {"tmp": str(data.parent), "data": str(data), "image": str(image)}
     line = _usage_error([a.format(**fill) for a in argv], capsys)
     assert named.format(**fill) in line
+
+
+def test_eval_takes_no_train_size(capsys):  # it scores the test scenes and generates no training scenes
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--checkpoint", "c.npz", "--train-size", "8"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --train-size 8" in capsys.readouterr().err
+
+
+def test_resume_from_a_damaged_or_foreign_checkpoint_is_a_usage_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_text("not a checkpoint")
+    line = _usage_error(["train", "--model", "naive", "--out", str(run), "--resume", *TINY], capsys)
+    assert f"checkpoint {run / 'checkpoint.npz'}: not a readable .npz file" in line
+    assert (run / "checkpoint.npz").read_text() == "not a checkpoint"  # nothing overwritten
+    assert main(["train", "--model", "naive", "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    line = _usage_error(["train", "--model", "segnet", "--out", str(run), "--resume", *TINY], capsys)
+    assert "does not match the model" in line
 
 
 def test_a_predicted_image_that_is_not_an_image_is_a_usage_error(tmp_path, capsys):

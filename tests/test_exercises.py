@@ -13,12 +13,12 @@ import minicv.kernels.numpy as spec
 import nbformat
 import numpy as np
 import pytest
-from minicv.kernels import KERNEL_TABLE
 
 from minicv.cli import main
 from minicv.devices import get_device
 from minicv.exercises.contracts import CONTRACTS, EXERCISES, LECTURE_ORDER
 from minicv.exercises.unlock import kernels_needed
+from minicv.ops import kernel_table
 
 SPEC_DIR = Path(spec.__file__).parent
 
@@ -47,23 +47,23 @@ def _rows(out: str) -> dict[str, str]:
     rows = {}
     for line in out.splitlines():
         parts = line.split(maxsplit=2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1] in KERNEL_TABLE:
+        if len(parts) == 3 and parts[0].isdigit() and parts[1] in kernel_table():
             rows[parts[1]] = parts[2]
     return rows
 
 
 def test_the_exercises_cover_the_kernel_table_once_in_the_lectures_order():
-    assert sorted(LECTURE_ORDER) == sorted(KERNEL_TABLE)
+    assert sorted(LECTURE_ORDER) == sorted(kernel_table())
     assert LECTURE_ORDER[:2] == ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward")
 
 
 def test_the_worked_examples_of_the_contracts_hold_for_the_spec():
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    globs = {"np": np, **{k: getattr(spec, k) for k in KERNEL_TABLE}}
+    globs = {"np": np, **{k: getattr(spec, k) for k in kernel_table()}}
     for kernel, text in CONTRACTS.items():
         runner.run(doctest.DocTestParser().get_doctest(inspect.cleandoc(text), dict(globs), kernel, None, 0))
     results = runner.summarize(verbose=False)
-    assert results.failed == 0 and results.attempted >= len(KERNEL_TABLE)
+    assert results.failed == 0 and results.attempted >= len(kernel_table())
 
 
 def test_init_writes_stubs_with_the_specs_signatures_and_never_overwrites(tmp_path, capsys):
@@ -73,7 +73,7 @@ def test_init_writes_stubs_with_the_specs_signatures_and_never_overwrites(tmp_pa
     from minicv.exercises.tracks import NUMPY
 
     learner = NUMPY.load(folder)
-    assert sorted(learner.functions) == sorted(KERNEL_TABLE)
+    assert sorted(learner.functions) == sorted(kernel_table())
     for kernel, function in learner.functions.items():
         ours, theirs = inspect.signature(function), inspect.signature(getattr(spec, kernel))
         assert list(ours.parameters) == list(theirs.parameters)
@@ -101,7 +101,7 @@ def test_a_fresh_init_grades_every_kernel_not_started(tmp_path, capsys):
     code, out = _grade(capsys, _init(tmp_path / "mine"), "--no-timing")
     assert code == 1
     assert _rows(out) == dict.fromkeys(LECTURE_ORDER, "not started")
-    assert f"0 of {len(KERNEL_TABLE)} kernels pass" in out
+    assert f"0 of {len(kernel_table())} kernels pass" in out
 
 
 def test_the_spec_copied_over_the_stubs_passes_every_kernel(tmp_path, capsys):
@@ -219,10 +219,14 @@ def test_training_on_stubs_names_the_kernel_not_written(tmp_path, capsys):
     assert "conv.py, line" in err and "conv2d_forward: not written yet" in err and "Traceback" not in err
 
 
-def test_the_notebooks_code_runs_on_the_spec_and_prints_the_expected_examples(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("track", ["numpy", "numba", "cuda"])
+def test_the_notebooks_code_runs_on_the_tracks_kernels_and_prints_the_expected_examples(tmp_path, monkeypatch,
+                                                                                         capsys, track):
+    # Every code cell of every notebook, on the spec (NumPy track) or the project's own kernels of the track
+    # copied over the stubs (the CUDA track's on cudasim, without a GPU): the worked examples must hold.
     import minicv.exercises
 
-    folder = _with_spec(tmp_path / "mine")
+    folder = _with_spec(tmp_path / "mine") if track == "numpy" else _with_project_kernels(tmp_path / "mine", track)
     capsys.readouterr()
     graded = []
     monkeypatch.setattr(minicv.exercises, "grade", lambda *args, **kwargs: graded.append(kwargs.get("only")))
@@ -293,7 +297,7 @@ def test_the_numba_stubs_have_the_specs_signatures_and_contracts(tmp_path):
     from minicv.exercises.tracks import NUMBA
 
     learner = NUMBA.load(_init_track(tmp_path / "mine", "numba"))
-    assert sorted(learner.functions) == sorted(KERNEL_TABLE)
+    assert sorted(learner.functions) == sorted(kernel_table())
     for kernel, function in learner.functions.items():
         assert list(inspect.signature(function).parameters) == list(inspect.signature(getattr(spec, kernel)).parameters)
         assert inspect.getdoc(function) == inspect.cleandoc(CONTRACTS[kernel])
@@ -310,6 +314,38 @@ def test_the_cuda_stubs_have_the_project_kernels_names_and_parameters(tmp_path):
         assert [k.group(2, 3, 4) for k in _KERNEL.finditer(ours)] == kernels
         assert ours.count(f"    // {NOT_STARTED}\n") == len(kernels)
     assert (folder / "common.cuh").read_text() == (CUDA_DIR / "common.cuh").read_text()
+
+
+def test_a_cuda_notebook_names_the_kernels_of_its_file_and_needs_no_gpu(tmp_path):
+    from minicv.exercises.cuda import _KERNEL, CUDA_FILES
+
+    folder = _init_track(tmp_path / "mine", "cuda")
+    for exercise in EXERCISES:
+        file = CUDA_FILES[exercise.module]
+        book = nbformat.read(folder / "notebooks" / f"{exercise.number:02d}_{exercise.module}.ipynb", as_version=4)
+        intro = book.cells[0].source
+        assert all(k[3] in intro for k in _KERNEL.finditer((folder / file).read_text())) and "no GPU" in intro
+        todos = [cell.source.splitlines()[0] for cell in book.cells if "# TODO" in cell.source]
+        assert todos == [f"# TODO: write the kernels of {file} that {k} launches, then check the worked example:"
+                         for k in exercise.kernels]
+
+
+@pytest.mark.parametrize("track", ["numpy", "numba", "cuda"])
+def test_the_learners_readme_counts_the_kernels_and_its_commands_parse(tmp_path, track):
+    import re
+    import shlex
+
+    from minicv.cli import build_parser
+
+    folder = _init_track(tmp_path / "mine", track)
+    text = (folder / "README.md").read_text()
+    assert f"runs on {len(kernel_table())} small kernels" in text
+    commands = [shlex.split(c) for c in re.findall(r"`(minicv [^`]*)`", text)]
+    assert [c[1:3] for c in commands] == [["exercises", "grade"], ["exercises", "train"]]
+    for command in commands:
+        args = build_parser().parse_args(command[1:])
+        assert args.folder == str(folder)
+    build_parser().parse_args(["train", *args.train_args, "--device", "student"])  # what `train` runs
 
 
 def test_a_folder_holds_one_track(tmp_path):
@@ -342,7 +378,7 @@ def test_the_cuda_track_passes_with_the_projects_kernels_and_fails_a_mutated_one
     folder = _with_project_kernels(tmp_path / "mine", "cuda")
     code, out = _grade(capsys, folder, "--no-timing")
     assert code == 0, out
-    assert all(verdict == "passing" for verdict in _rows(out).values()) and len(_rows(out)) == len(KERNEL_TABLE), out
+    assert all(verdict == "passing" for verdict in _rows(out).values()) and len(_rows(out)) == len(kernel_table()), out
     _mutate(folder / "pool.cu", "if (value > best || isnan(value))", "if (value < best || isnan(value))")
     code, out = _grade(capsys, folder, "--only", "max_pool2d_forward", "--no-timing")
     assert code == 1 and _rows(out) == {"max_pool2d_forward": "FAILING (against the spec)"}, out

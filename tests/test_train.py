@@ -122,6 +122,17 @@ def test_keep_best_ends_with_the_best_validation_epoch(tmp_path):
         assert any(not np.array_equal(v, last.state_dict()[k]) for k, v in model.state_dict().items())
 
 
+def test_keep_best_after_a_resume_passes_over_a_nan_first_epoch(tmp_path, monkeypatch):
+    """A metric with nothing to measure is NaN, which never counts as better: a resumed run whose first
+    epoch scored NaN still keeps its best epoch (max() over the history kept the NaN that came first)."""
+    scores = iter([float("nan"), 0.5, 0.2])
+    monkeypatch.setattr("minicv.train.evaluate", lambda model, task, loader: {"mean_iou": next(scores)})
+    _fit(*_setup(), tmp_path, keep_best="mean_iou", stop_after=1)
+    history = _fit(*_setup(), tmp_path, keep_best="mean_iou", resume=True)
+    assert [h["mean_iou"] for h in history][1:] == [0.5, 0.2]
+    assert read_meta(tmp_path / "best.npz")["epoch"] == 2
+
+
 @pytest.mark.parametrize("task_name, model_name", [("segmentation", "segnet"), ("localization", "loc")])
 def test_data_follows_the_model_to_its_device(task_name, model_name, tmp_path):
     """fit and evaluate take no device: every batch goes where the model is (numba, not the suite's

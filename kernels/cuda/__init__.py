@@ -5,10 +5,10 @@ Importing this works anywhere; CuPy is imported on the first call, which raises 
 runs the same sources and the same table (table.py) on the CPU.
 """
 
-from .. import KERNEL_TABLE
 from .launch import CudaBackend
 from .table import bind
 
 backend = CudaBackend()
-globals().update(bind(backend))  # the functions of minicv.kernels.KERNEL_TABLE
-__all__ = list(KERNEL_TABLE)
+_table = bind(backend)  # the kernel table's functions, whose names minicv/ops.py lists
+globals().update(_table)
+__all__ = list(_table)

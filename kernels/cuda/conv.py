@@ -42,10 +42,11 @@ def _ceil_div(a: int, b: int) -> int:
 
 def conv2d_output_hw(in_hw: Pair, kernel_hw: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Pair:
     """(H_out, W_out) = (H + 2p - d(k - 1) - 1) // s + 1 per dimension."""
-    return tuple(
+    h, w = (
         (size + 2 * p - d * (k - 1) - 1) // s + 1
         for size, k, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation, strict=True)
     )
+    return h, w
 
 
 def _conv_args(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, stride: Pair, padding: Pair,

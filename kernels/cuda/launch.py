@@ -93,6 +93,11 @@ class Backend:
         self._modules: dict[str, tuple[tuple[str, ...], Any]] = {}
         self._launchers: dict[tuple[str, str], Launcher] = {}
 
+    @property
+    def xp(self) -> Any:
+        """The array module: cupy or numpy (Any: CuPy has no type hints)."""
+        raise NotImplementedError
+
     def kernel(self, source_file: str, name_expression: str) -> Launcher:
         key = (source_file, name_expression)
         if key not in self._launchers:
@@ -127,7 +132,7 @@ class CudaBackend(Backend):
         self._cupy = None
 
     @property
-    def xp(self):
+    def xp(self) -> Any:
         if self._cupy is None:
             try:
                 import cupy

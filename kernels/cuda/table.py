@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import KERNEL_TABLE
 from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 from .launch import Backend, ctype, launch_elements
 
@@ -283,15 +282,17 @@ _FUNCTIONS: dict[str, Callable] = {
               softmax_cross_entropy_forward, softmax_cross_entropy_backward, batch_norm_forward,
               batch_norm_backward)
 }
-assert tuple(_FUNCTIONS) == KERNEL_TABLE, "the CUDA table must follow minicv.kernels.KERNEL_TABLE"
 
 
 def bind(backend: Backend) -> dict[str, Callable]:
-    """The functions of KERNEL_TABLE with ``backend`` as their first argument."""
-    table = {}
+    """The kernel table's functions with ``backend`` as their first argument."""
+    table: dict[str, Callable] = {}
     for name, function in _FUNCTIONS.items():
         bound = functools.partial(function, backend)
-        bound.__name__, bound.__qualname__, bound.__doc__ = name, name, function.__doc__
+        # a partial takes attributes (typeshed declares none); update_wrapper would add __wrapped__, through
+        # which inspect.signature would show the backend argument
+        bound.__name__, bound.__qualname__ = name, name  # type: ignore[attr-defined]
+        bound.__doc__ = function.__doc__
         bound.__module__ = function.__module__
         table[name] = bound
     return table

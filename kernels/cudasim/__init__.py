@@ -5,10 +5,10 @@ threads of a block run as fibers, so __syncthreads(), __shared__ memory and atom
 (see cudasim.h). Needs only g++.
 """
 
-from .. import KERNEL_TABLE
 from ..cuda.table import bind
 from .runtime import CudasimBackend
 
 backend = CudasimBackend()
-globals().update(bind(backend))  # the functions of minicv.kernels.KERNEL_TABLE
-__all__ = list(KERNEL_TABLE)
+_table = bind(backend)  # the kernel table's functions, whose names minicv/ops.py lists
+globals().update(_table)
+__all__ = list(_table)

@@ -8,8 +8,7 @@ on-disk cache yet compiles on its first call, announced once on stderr (``notice
 follow the CPU Numba compiles for (``target.py``); ``code_generation()`` says which.
 """
 
-# ruff: noqa: F401 (these imports are the exports, listed by __all__ from the kernel table)
-from .. import KERNEL_TABLE
+# ruff: noqa: F401 (these imports are the exports: the kernel table, whose names minicv/ops.py lists)
 from . import notice  # says so on stderr when a kernel compiles (a cold cache: the first run on a CPU)
 from .target import cache_folder, code_generation
 
@@ -27,4 +26,6 @@ with cache_folder():  # every kernel is decorated here, so each caches where its
     from .pooling import max_pool2d_forward, unpool_gather, unpool_scatter
     from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
-__all__ = [*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "code_generation"]
+# The ops' BLAS products (matmul, linear) on this device run on the calling thread: Numba's pool has
+# the cores, and OpenBLAS's own threads, spinning after each product, would take them (minicv/blas.py).
+BLAS_THREADS = 1

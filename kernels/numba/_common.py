@@ -6,7 +6,7 @@ Pair = tuple[int, int]  # (along h, along w)
 
 
 @njit(inline="always", cache=True)
-def valid_outputs(k, s, p, d, size, out_size):
+def valid_outputs(k: int, s: int, p: int, d: int, size: int, out_size: int) -> tuple[int, int]:
     """The range [lo, hi) of outputs o whose tap k reads inside the input: 0 <= o*s - p + k*d < size.
 
     Loops over [lo, hi) need no bounds test inside, so LLVM vectorises them.

@@ -110,6 +110,7 @@ def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray |
                        bias: np.ndarray, eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if training:
         mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+    assert mean is not None and var is not None, "batch norm: mean and var are given outside training"
     _check_channels(x, mean=mean, var=var, weight=weight, bias=bias)
     y = np.empty_like(x)
     if x.shape[1]:

@@ -18,6 +18,8 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   transposed convolution split by output phase into stride-1 correlations (the two column phases of
   stride 2 stored interleaved). backward-weight: rows are taps, lanes are output channels (gy
   channels-last), reduction over pixels, one partial per image. Any stride, dilation, group count.
+  The weight gradient of layers with few taps (3-channel first layers) puts pixels along the lanes
+  instead (``conv_weight_grad_pixels``): no channels-last copy of gy, no lanes of padding channels.
 * ``im2col``: unfold a chunk of output rows into columns ``cols[(ci, kh, kw), pixel]`` (Numba, parallel
   over column rows), then one BLAS GEMM per chunk and group: ``y = W @ cols``, ``gW += gy @ cols.T``,
   ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
@@ -30,8 +32,8 @@ inputs from each other, and inf - inf is NaN); an infinite or NaN weight gradien
 
 One file per idea: ``conv_tiles`` (the micro-kernel and the phase-split input every tile algorithm
 reads), ``conv_direct`` (forward and backward-input), ``conv_winograd``, ``conv_weight_grad`` (the
-weight gradient of both), ``conv_im2col``; this one keeps the algorithm choice and the kernel table's
-three entry points.
+weight gradient of both; ``conv_weight_grad_pixels`` for few taps), ``conv_im2col``; this one keeps the
+algorithm choice and the kernel table's three entry points.
 """
 
 import contextlib
@@ -45,11 +47,11 @@ from ._common import Pair
 from .conv_direct import _conv_direct, _sub_kernel, _transposed_direct
 from .conv_im2col import _conv_backward_weight_im2col, _conv_im2col, _transposed_im2col
 from .conv_weight_grad import _conv_backward_weight_direct, _conv_backward_weight_winograd
+from .conv_weight_grad_pixels import _conv_backward_weight_pixels, uses_pixel_lanes
 from .conv_winograd import _conv_winograd, _transposed_winograd
 
 ALGORITHMS = ("winograd", "direct", "im2col")
 _algorithm = "winograd"  # Winograd where it applies, direct elsewhere: the fastest measured (docs/kernels/conv.md)
-WINOGRAD_MIN_CHANNELS = 32  # the narrowest layer whose weight gradient goes by Winograd (measured)
 
 
 def set_conv_algorithm(name: str) -> None:
@@ -85,9 +87,21 @@ def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: in
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
-    """Whether the algorithm is ``winograd`` and the layer one of the 3x3 stride-1 undilated it serves."""
-    return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1)
+# Winograd's input and output transforms cost per channel, its products save per pair of input and output
+# channels: on narrow layers (the 3-channel first layers, 16 and 32 channels) the direct sum was faster.
+# Thresholds on the channels per group of the correlation computed (forward: the layer's in -> out;
+# backward-input: out -> in), from single-thread timings at 64x64 and 128x128 (docs/kernels/conv.md).
+WINOGRAD_MIN_CHANNELS = (16, 32)  # (input, output) channels per group
+WINOGRAD_MIN_PAIRS = 1024  # input x output channels per group
+WINOGRAD_WEIGHT_MIN_CHANNELS = 32  # input and output channels of a layer whose weight gradient goes by Winograd
+
+
+def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int, channels_out: int) -> bool:
+    """Whether the algorithm is ``winograd`` and the layer one of the 3x3 stride-1 undilated it serves,
+    with enough channels (per group) into and out of the correlation for its transforms to pay."""
+    wide = (channels_in >= WINOGRAD_MIN_CHANNELS[0] and channels_out >= WINOGRAD_MIN_CHANNELS[1]
+            and channels_in * channels_out >= WINOGRAD_MIN_PAIRS)
+    return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and wide
 
 
 def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> bool:
@@ -95,13 +109,16 @@ def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilatio
     stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves."""
     return _algorithm == "winograd" and (kernel, stride, padding, dilation) == ((4, 4), (2, 2), (1, 1), (1, 1))
 
+
+
 def _uses_winograd_weight_gradient(kernel: Pair, stride: Pair, dilation: Pair, groups: int, c_in: int,
                                    c_out: int) -> bool:
     """Whether the weight gradient goes by Winograd F(2x2, 3x3): a layer _uses_winograd serves, ungrouped,
-    with at least WINOGRAD_MIN_CHANNELS input and output channels (narrower layers were 0.6-0.96x the
-    direct sum's speed: the transforms cost as much as the products they save; docs/kernels/conv.md)."""
-    return (_uses_winograd(kernel, stride, dilation) and groups == 1
-            and min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS)
+    with at least WINOGRAD_WEIGHT_MIN_CHANNELS input and output channels (narrower layers were 0.6-0.96x
+    the direct sum's speed: the transforms cost as much as the products they save; docs/kernels/conv.md)."""
+    return (_uses_winograd(kernel, stride, dilation, c_in, c_out) and groups == 1
+            and min(c_in, c_out) >= WINOGRAD_WEIGHT_MIN_CHANNELS)
+
 
 # ---------------------------------------------------------------------------------------------------
 # The kernel table.
@@ -118,7 +135,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
     if math.prod((n, c_out, *out_hw)) == 0 or cg == 0:
         return np.zeros((n, c_out, *out_hw), x.dtype)
     y = simd.empty((n, c_out, *out_hw), x.dtype)  # every path below writes every element
-    if _uses_winograd(kernel, stride, dilation) and _conv_winograd(x, w, y, padding, groups):
+    if _uses_winograd(kernel, stride, dilation, cg, c_out // groups) and _conv_winograd(x, w, y, padding, groups):
         return y
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _conv_direct(x, w, y, stride, padding, dilation, groups)
@@ -130,15 +147,15 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, stride: Pair, padding: Pair, di
 def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, int, int], stride: Pair,
                           padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    _, _, k_h, k_w = w.shape
+    c_out, cg, k_h, k_w = w.shape
     kernel = (k_h, k_w)
-    x_shape = tuple(int(s) for s in x_shape)
+    x_shape = (int(x_shape[0]), int(x_shape[1]), int(x_shape[2]), int(x_shape[3]))
     if math.prod(x_shape) == 0 or gy.size == 0:
         return np.zeros(x_shape, gy.dtype)
     # winograd and direct write every element of gx; col2im adds into it
     gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     # stride 1: one phase, whose correlation kernel is w flipped (_sub_kernel of the taps in reverse)
-    if _uses_winograd(kernel, stride, dilation) and _conv_winograd(
+    if _uses_winograd(kernel, stride, dilation, c_out // groups, cg) and _conv_winograd(
             gy, _sub_kernel(w, [2, 1, 0], [2, 1, 0], groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]),
             groups):
         return gx
@@ -164,7 +181,9 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
         if gw is not None:
             return gw
     elif _algorithm != "im2col":
-        gw = _conv_backward_weight_direct(x, gy, w_shape, stride, padding, dilation, groups)
+        pixel_lanes = uses_pixel_lanes(cg, (k_h, k_w), gy.shape[3], x.itemsize)  # the 3-channel first layers
+        backward_weight = _conv_backward_weight_pixels if pixel_lanes else _conv_backward_weight_direct
+        gw = backward_weight(x, gy, w_shape, stride, padding, dilation, groups)
         if np.isfinite(gw).all():
             return gw
     # An infinite or NaN gradient: the direct sum also multiplies the inputs its pixels on the split's

@@ -164,7 +164,7 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     problems = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
     for ph in range(min(stride[0], gx.shape[2])):
         taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
-        phases = []
+        phases: list = []  # (pw, sub-kernel, start, step) here, (sub-kernel, start, step) in problems
         for pw in range(min(stride[1], gx.shape[3])):
             taps_w, offset_w, step_w = _phase(w.shape[3], stride[1], padding[1], dilation[1], pw)
             if not taps_h or not taps_w:

@@ -173,7 +173,7 @@ def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int)
     per_task = max(1, min(VECTORS_PER_TASK, images * vectors // (4 * numba.get_num_threads())))
     if columns >= lanes:
         rows_per_task = max(1, per_task // along_row.size)
-        starts = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)
+        starts: np.ndarray = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)
         starts[:rows] = np.arange(rows)[:, None] * width + along_row
         return starts.reshape(-1, rows_per_task * along_row.size)
     starts = np.full(-(-vectors // per_task) * per_task, -1)

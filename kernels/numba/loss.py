@@ -6,6 +6,8 @@ pixel and numerically stable. Tasks are (n, pixel block) pairs, parallel. ``exp`
 (Cephes' range reduction and polynomial, bit-built powers of two) because Numba's ``math.exp`` is a
 scalar libm call that LLVM cannot vectorise without SVML; it is accurate to a few ulp in both dtypes.
 ``log`` (once per pixel) likewise in float32, where the libm call took half of the forward's time.
+The kernels allow FMA contraction (``fastmath={"contract"}``, nothing else): the polynomials' multiply-adds
+fuse, one rounding instead of two, and the exp loops run 10-20% faster.
 """
 
 import numpy as np
@@ -13,7 +15,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-BLOCK = 512  # pixels per task: a block's logits (C x BLOCK) stay in L1/L2 across the passes
+# Pixels per task, measured at N16 C21 128x128 on Zen 4 (one thread, CPU time). The forward reads a block's
+# C rows twice (max, then exp): at 128 pixels they stay in L1 between the passes (1.5x faster than 512).
+# The backward reads each row once: long runs of a row stream from memory best (4096: 1.2x faster than 512).
+FORWARD_BLOCK = 128
+BACKWARD_BLOCK = 4096
 
 
 @intrinsic
@@ -212,16 +218,16 @@ def _block_grad(x, b, p, width, target, weight, ignore_index, label_smoothing, p
             gx[b, t, p.start + q] -= gain[q] * keep * weight[t]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(x, target, weight, ignore_index, label_smoothing, loss, stats, first_bad):
     n, classes, pixels = x.shape
-    blocks = (pixels + BLOCK - 1) // BLOCK
+    blocks = (pixels + FORWARD_BLOCK - 1) // FORWARD_BLOCK
     for task in prange(n * blocks):
         b, block = divmod(np.int64(task), blocks)
-        p = slice(block * BLOCK, min(block * BLOCK + BLOCK, pixels))
+        p = slice(block * FORWARD_BLOCK, min(block * FORWARD_BLOCK + FORWARD_BLOCK, pixels))
         first_bad[task] = _first_bad_target(target[b, p], classes, ignore_index, b * pixels + p.start)
-        if p.stop - p.start == BLOCK:  # the literal width: LLVM then vectorises far better (1.5x)
-            _forward_block(x, b, p, BLOCK, target, weight, ignore_index, label_smoothing, loss, stats)
+        if p.stop - p.start == FORWARD_BLOCK:  # the literal width: LLVM then vectorises far better (1.5x)
+            _forward_block(x, b, p, FORWARD_BLOCK, target, weight, ignore_index, label_smoothing, loss, stats)
         else:
             _forward_block(x, b, p, p.stop - p.start, target, weight, ignore_index, label_smoothing, loss, stats)
 
@@ -233,16 +239,16 @@ def _forward_block(x, b, p, width, target, weight, ignore_index, label_smoothing
     _block_loss(x, b, p, width, target[b, p], weight, ignore_index, label_smoothing, peak, log_sum, loss[b, p])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"contract"})
 def _backward(x, target, weight, ignore_index, label_smoothing, stats, g, gx, first_bad):
     n, classes, pixels = x.shape
-    blocks = (pixels + BLOCK - 1) // BLOCK
+    blocks = (pixels + BACKWARD_BLOCK - 1) // BACKWARD_BLOCK
     for task in prange(n * blocks):
         b, block = divmod(np.int64(task), blocks)
-        p = slice(block * BLOCK, min(block * BLOCK + BLOCK, pixels))
+        p = slice(block * BACKWARD_BLOCK, min(block * BACKWARD_BLOCK + BACKWARD_BLOCK, pixels))
         first_bad[task] = _first_bad_target(target[b, p], classes, ignore_index, b * pixels + p.start)
-        if p.stop - p.start == BLOCK:  # the literal width, as in _forward
-            _block_grad(x, b, p, BLOCK, target[b, p], weight, ignore_index, label_smoothing, stats[0, b, p],
+        if p.stop - p.start == BACKWARD_BLOCK:  # the literal width, as in _forward
+            _block_grad(x, b, p, BACKWARD_BLOCK, target[b, p], weight, ignore_index, label_smoothing, stats[0, b, p],
                         stats[1, b, p], g[b, p], gx)
         else:
             _block_grad(x, b, p, p.stop - p.start, target[b, p], weight, ignore_index, label_smoothing,
@@ -257,10 +263,10 @@ def _raise_first_bad(first_bad: np.ndarray, target: np.ndarray) -> None:
         raise IndexError(f"Target {int(target.ravel()[bad.min()])} is out of bounds.")
 
 
-def _task_slots(target: np.ndarray) -> np.ndarray:
-    """One slot per (n, pixel block) task of the kernels, for the first bad target it meets."""
+def _task_slots(target: np.ndarray, block: int) -> np.ndarray:
+    """One slot per (n, pixel block) task of a kernel, for the first bad target it meets."""
     n, pixels = target.shape
-    return np.full(n * -(-pixels // BLOCK), -1, np.int64)
+    return np.full(n * -(-pixels // block), -1, np.int64)
 
 
 def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
@@ -270,7 +276,7 @@ def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.
         return np.zeros(target.shape, x.dtype), np.full((2, *target.shape), -np.inf, x.dtype)
     loss = np.empty(target.shape, x.dtype)
     stats = np.empty((2, *target.shape), x.dtype)
-    first_bad = _task_slots(target)
+    first_bad = _task_slots(target, FORWARD_BLOCK)
     if loss.size:
         _forward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), loss, stats, first_bad)
     _raise_first_bad(first_bad, target)
@@ -286,7 +292,7 @@ def softmax_cross_entropy_backward(x: np.ndarray, target: np.ndarray, weight: np
         _raise_first_bad(np.flatnonzero(target != ignore_index)[:1], target)
         return np.empty_like(x)
     gx = np.empty_like(x)
-    first_bad = _task_slots(target)
+    first_bad = _task_slots(target, BACKWARD_BLOCK)
     if gx.size:
         _backward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), stats, g, gx, first_bad)
     _raise_first_bad(first_bad, target)

@@ -157,8 +157,8 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: 
     y = np.empty((n, c, int(out_hw[0]), int(out_hw[1])), x.dtype)
     indices = np.empty(y.shape, np.int64)
     if y.size:
-        pairs = [(int(v[0]), int(v[1])) for v in (kernel_size, stride, padding, dilation)]
-        _max_pool(x, *pairs, y, indices)
+        k, s, p, d = ((int(v[0]), int(v[1])) for v in (kernel_size, stride, padding, dilation))
+        _max_pool(x, k, s, p, d, y, indices)
     return y, indices
 
 

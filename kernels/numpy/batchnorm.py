@@ -47,6 +47,7 @@ def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray |
         var64 = np.square(x - _per_channel(mean64)).mean(axis=(0, 2))  # x - mean in float64: the 2nd pass
         mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
         low = (mean64 - mean).astype(x.dtype)
+    assert mean is not None and var is not None, "batch norm: mean and var are given outside training"
     scale = (weight * _inv_std(var, eps)).astype(x.dtype)
     y = ((x - _per_channel(mean)) - _per_channel(low)) * _per_channel(scale) + _per_channel(bias)
     return y, mean, var

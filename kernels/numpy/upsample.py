@@ -17,7 +17,7 @@ def upsample_nearest_forward(x: np.ndarray, src_h: np.ndarray, src_w: np.ndarray
 def _gather_adjoint(g: np.ndarray, src: np.ndarray, size: int, axis: int) -> np.ndarray:
     """Adjoint of ``a.take(src, axis)`` with a.shape[axis] == size: slice k of g adds into slice src[k]."""
     out = np.zeros(g.shape[:axis] + (size,) + g.shape[axis + 1 :], dtype=g.dtype)
-    np.add.at(out, (slice(None),) * axis + (src,), g)
+    np.add.at(np.moveaxis(out, axis, 0), src, np.moveaxis(g, axis, 0))  # a view: adds into out
     return out
 
 

@@ -31,6 +31,7 @@ from pathlib import Path, PureWindowsPath
 
 import numpy as np
 from PIL import Image
+from PIL.TiffImagePlugin import TiffImageFile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 INDEX_MASK_MODES = ("L", "P", "1", "I", "I;16")
@@ -73,7 +74,7 @@ def _largest_value(image: Image.Image) -> int:
     """The largest pixel value of a grey image of mode I;16* or I: that of its bit depth."""
     if image.mode.startswith("I;16") or image.format in ("PNG", "PPM"):
         return 2**16 - 1  # PIL holds 16-bit PNGs as I on some versions, and scales PGMs to 16 bits
-    bits = image.tag_v2.get(258, (32,))[0] if image.format == "TIFF" else 32  # BitsPerSample
+    bits = image.tag_v2.get(258, (32,))[0] if isinstance(image, TiffImageFile) else 32  # BitsPerSample
     return 2 ** min(bits, 31) - 1  # mode I is signed 32-bit
 
 
@@ -252,7 +253,8 @@ class LocalizationFolder:
         if not rows or tuple(field.strip() for field in rows[0]) != CSV_HEADER:
             found = rows[0] if rows else "an empty file"
             raise ValueError(f"{where}: expected the header {','.join(CSV_HEADER)}, found {found}")
-        items, seen = [], {}
+        items: list[tuple[Path, int, np.ndarray]] = []
+        seen: dict[str, int] = {}  # file name: line of its box
         for line, row in enumerate(rows[1:], start=2):
             if not any(field.strip() for field in row):
                 continue  # blank lines

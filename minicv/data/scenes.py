@@ -56,7 +56,7 @@ class Scene:
 
 
 def _image_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    height, width = (size, size) if np.isscalar(size) else tuple(size)
+    height, width = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if int(height) != height or int(width) != width or height < 8 or width < 8:
         raise ValueError(f"size: expected an int or (height, width) of ints >= 8, got {size!r}")
     return int(height), int(width)
@@ -94,8 +94,8 @@ def _in_triangle(xx: np.ndarray, yy: np.ndarray, corners: np.ndarray) -> np.ndar
     for i in range(3):
         (ax, ay), (bx, by) = corners[i], corners[(i + 1) % 3]
         edges.append((bx - ax) * (yy - ay) - (by - ay) * (xx - ax))
-    edges = np.stack(edges)
-    return np.all(edges >= 0, axis=0) | np.all(edges <= 0, axis=0)
+    signs = np.stack(edges)
+    return np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0)
 
 
 # An object is drawn as parts, each a pixel mask and an RGB colour, painted in order.

@@ -19,7 +19,7 @@ EXAMPLES = (
 )
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "exercises", help="write the kernels yourself: init a package of stubs, grade it, train on it",
         description="Learn by writing the kernels: init a package of stubs, grade it, train a model on it.",

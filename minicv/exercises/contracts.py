@@ -221,9 +221,9 @@ CONTRACTS: dict[str, str] = {
     >>> values = np.array([[[[5.0, 8.0], [9.0, 4.0]]]]); indices = np.array([[[[5, 3], [13, 11]]]])
     >>> unpool_scatter(values, indices, (4, 4))[0, 0].tolist()
     [[0.0, 0.0, 0.0, 8.0], [0.0, 5.0, 0.0, 0.0], [0.0, 0.0, 0.0, 4.0], [0.0, 9.0, 0.0, 0.0]]
-    >>> pool = ((2, 2), (1, 1), (0, 0), (1, 1))  # two windows picked element 2: max pool's backward adds
-    >>> unpool_scatter(np.ones((1, 1, 1, 2)), np.array([[[[2, 2]]]]), (2, 2), pool=pool).tolist()
-    [[[[0.0, 0.0], [2.0, 0.0]]]]
+    >>> pool = ((2, 2), (1, 1), (0, 0), (1, 1))  # a 2x3 plane's two windows both picked element 4: added
+    >>> unpool_scatter(np.ones((1, 1, 1, 2)), np.array([[[[4, 4]]]]), (2, 3), pool=pool).tolist()
+    [[[[0.0, 0.0, 0.0], [0.0, 2.0, 0.0]]]]
     """,
     "unpool_gather": f"""Gather at flat indices: max_unpool2d's backward.
 

@@ -26,8 +26,8 @@ import numpy as np
 from minicv.exercises.contracts import EXERCISES
 from minicv.exercises.hints import MISSING_BARRIER
 from minicv.exercises.tracks import LearnerTable, Run, Track, learner_place
-from minicv.kernels import KERNEL_TABLE
-from minicv.kernels.cuda.launch import KERNEL_DIR, kernel_names, read_source
+from minicv.kernels.cuda.launch import KERNEL_DIR, Backend, kernel_names, read_source
+from minicv.ops import kernel_table
 
 CUDA_FILES = {"loss": "loss.cu", "pooling": "pool.cu", "upsample": "upsample.cu", "conv": "conv.cu",
               "batchnorm": "batchnorm.cu"}
@@ -51,6 +51,13 @@ class CudaTrack(Track):
 
     def file_of(self, module: str) -> str:
         return CUDA_FILES[module]
+
+    def written(self, module: str) -> list[str]:
+        """The kernels of the ``.cu`` file (minicv's launch code turns them into the table's functions)."""
+        return [k[3] for k in _KERNEL.finditer((KERNEL_DIR / self.file_of(module)).read_text(encoding="utf-8"))]
+
+    def todo(self, kernel: str) -> str:
+        return f"write the kernels of {self.file_of(self.module_of(kernel))} that {kernel} launches"
 
     def stub_files(self) -> dict[str, str]:
         files = {name: (KERNEL_DIR / name).read_text(encoding="utf-8") for name in HELPERS}
@@ -76,7 +83,7 @@ class CudaTrack(Track):
                 if names:
                     cudasim.kernel(file, names[0])  # builds every kernel of the file
             except Exception as err:  # a missing file, g++'s errors: the learner's, per kernel
-                for kernel in KERNEL_TABLE:
+                for kernel in kernel_table():
                     if self.module_of(kernel) == module:
                         errors[kernel] = self.error(err, folder)
         forward = _bound(cudasim, lambda: schedule("forward"))
@@ -112,12 +119,16 @@ def _kernel_body(source: str, name: str) -> str | None:
     return source[start:]
 
 
-class _LearnerBackend:
+class _LearnerBackend(Backend):
     """A backend over the learner's folder that refuses to launch a kernel still marked not started
-    (on a GPU a stub would just leave its output uninitialised)."""
+    (on a GPU a stub would just leave its output uninitialised); the rest is ``backend``'s."""
 
     def __init__(self, backend: Any, context: Callable[[], AbstractContextManager] | None):
-        self._backend, self._context = backend, context
+        self._backend, self._context = backend, context  # no super().__init__: backend compiles and caches
+
+    @property
+    def xp(self) -> Any:
+        return self._backend.xp
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
@@ -127,12 +138,12 @@ class _LearnerBackend:
         body = _kernel_body((self._backend.source_dir / source_file).read_text(encoding="utf-8"), name)
         if body is not None and NOT_STARTED in body:
             raise NotImplementedError(f"{name} in {source_file}: not written yet")
-        launch = self._backend.kernel(source_file, name_expression)
-        if self._context is None:
+        launch, context = self._backend.kernel(source_file, name_expression), self._context
+        if context is None:
             return launch
 
         def in_context(*args: Any, **kwargs: Any) -> None:
-            with self._context():
+            with context():
                 launch(*args, **kwargs)
 
         return in_context
@@ -207,4 +218,10 @@ CUDA = CudaTrack(
     rules="Rules: the kernels are called by minicv's launch code (kernels/cuda/table.py, conv.py) with the "
     "parameters of the stubs; cudasim runs them on the CPU in two thread orders, so a race shows.",
     timed=False,  # cudasim's times say nothing about a GPU
+    notebook_note="The cells call the functions of minicv's launch code (kernels/cuda/table.py, conv.py), which "
+    "launch your kernels on cudasim, on the CPU: no GPU is needed (`grade` also runs them on one when CuPy sees "
+    "it). Their contracts and the hints speak NumPy, the spec's language: in a kernel each thread computes "
+    "its share of the outputs (the top of each .cu file says how its kernels are launched).",
+    # cudasim runs the blocks one after another on one CPU thread: a 64x64 batch of 32 takes minutes
+    train_options="--epochs 1 --train-size 32 --test-size 8 --size 32",
 )

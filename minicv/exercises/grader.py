@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from minicv.devices import Device
-from minicv.exercises.cases import KernelCall, OpCase, inputs, record, run_op, run_torch
+from minicv.exercises.cases import KernelCall, inputs, record, run_op, run_torch
 from minicv.exercises.hints import GENERAL_HINTS, Failure, hint_for
 from minicv.exercises.tracks import LearnerError, LearnerTable, Track, mixed_table
 from minicv.gradcheck import GradcheckError, gradcheck
+from minicv.ops import Case
 from minicv.tensor import Tensor
 
 NOT_STARTED, FAILING, PASSING, FASTER = "not started", "failing", "passing", "passing and faster than the spec"
@@ -94,10 +95,10 @@ class Grader:
             stage = "compile" if error.compiling else "import"
             return Row(kernel, NOT_STARTED if error.not_started else FAILING, stage, error.message)
         function = self.learner.functions[kernel]
-        calls = [c for c in self.calls if c.kernel == kernel and not c.case.timing]
+        calls = [c for c in self.calls if c.kernel == kernel and not c.graded.timing]
         row = self._own_calls(kernel, function, calls)
         if row is None and self.torch_available:
-            row = self._against_torch(kernel, function, _cases_of(calls))
+            row = self._against_torch(kernel, function, [c for c in _cases_of(calls) if c.torch])
         if row is None:
             row = self._gradcheck(kernel, function, [c for c in _cases_of(calls) if c.smooth])
         for run in self.learner.runs:
@@ -146,10 +147,10 @@ class Grader:
         else:
             hint = GENERAL_HINTS[kernel] if failure.hint is None else failure.hint
         wrong = f" ({len(failures)} of {len(calls)} cases fail)" if len(calls) > 1 else ""
-        return Row(kernel, FAILING, "against the spec", f"case '{call.case.label}'{wrong}: {message}", hint)
+        return Row(kernel, FAILING, "against the spec", f"case '{call.graded.label}'{wrong}: {message}", hint)
 
     # ------------------------------------------------------------------ stage 2: PyTorch
-    def _against_torch(self, kernel: str, function: Callable[..., Any], cases: list[OpCase]) -> Row | None:
+    def _against_torch(self, kernel: str, function: Callable[..., Any], cases: list[Case]) -> Row | None:
         device = self._device(kernel, function)
         for case in cases:
             case64 = dataclasses.replace(case, dtype="float64")
@@ -167,7 +168,7 @@ class Grader:
         return None
 
     # ------------------------------------------------------------------ stage 3: gradcheck
-    def _gradcheck(self, kernel: str, function: Callable[..., Any], cases: list[OpCase]) -> Row | None:
+    def _gradcheck(self, kernel: str, function: Callable[..., Any], cases: list[Case]) -> Row | None:
         import minicv.functional as F
 
         device = self._device(kernel, function)
@@ -177,7 +178,7 @@ class Grader:
             tensors = [Tensor(a, requires_grad=True, device=device) for a in arrays]
             fixed_tensors = {k: Tensor(v, device=device) for k, v in fixed.items()}
             try:
-                gradcheck(lambda *xs, c=case64, k=fixed_tensors: c.op(F, *xs, **k), tensors)
+                gradcheck(lambda *xs, c=case64, k=fixed_tensors: c.call(F, *xs, **k), tensors)
             except GradcheckError as err:
                 return Row(kernel, FAILING, "gradcheck", f"case '{case.label}' (float64): {str(err).splitlines()[0]}",
                            "the backward is not the derivative of the forward: " + GENERAL_HINTS[kernel])
@@ -188,7 +189,7 @@ class Grader:
     # ------------------------------------------------------------------ stage 4: timing
     def _time(self, kernel: str, function: Callable[..., Any]) -> float:
         """The spec's best time over the learner's, the two run alternately after a warm-up call each."""
-        call = next(c for c in self.calls if c.kernel == kernel and c.case.timing)
+        call = next(c for c in self.calls if c.kernel == kernel and c.graded.timing)
         spec = getattr(self.track.spec_table(), kernel)
         best = [float("inf"), float("inf")]
         for run in range(TIMING_RUNS + 1):  # run 0 warms up (first-touch page faults, caches)
@@ -205,13 +206,13 @@ class Grader:
         xp = __import__(self.track.array_module)
         return Device("student", xp, mixed_table(self.track.spec_table(), kernel, function))
 
-    def _engine_error(self, kernel: str, stage: str, case: OpCase, err: Exception) -> Row:
+    def _engine_error(self, kernel: str, stage: str, case: Case, err: Exception) -> Row:
         return Row(kernel, FAILING, stage, f"case '{case.label}': {self.track.describe(err, self.learner.folder)}",
                    GENERAL_HINTS[kernel])
 
 
-def _cases_of(calls: list[KernelCall]) -> list[OpCase]:
-    return list(dict.fromkeys(c.case for c in calls))
+def _cases_of(calls: list[KernelCall]) -> list[Case]:
+    return list(dict.fromkeys(c.graded for c in calls))
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

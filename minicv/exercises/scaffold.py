@@ -16,6 +16,7 @@ from pathlib import Path
 from minicv.errors import ArgumentError
 from minicv.exercises.contracts import CONTRACTS, EXERCISES, Exercise
 from minicv.exercises.tracks import NUMPY, TRACK_FILE, Track, recorded_track
+from minicv.ops import kernel_table
 
 
 def init_exercises(folder: str | Path, track: Track = NUMPY) -> tuple[list[Path], list[Path]]:
@@ -92,17 +93,17 @@ def readme(folder: Path, track: Track) -> str:
     )
     return f"""# Learn by writing the kernels ({track.name} track)
 
-Every layer of minicv runs on ten small kernels. Here you write them yourself, in the lecture's order,
+Every layer of minicv runs on {len(kernel_table())} small kernels. Here you write them yourself, in the lecture's order,
 and a grader tells you precisely what is wrong: the shape, the first wrong element and a hint.
 
 1. Open an exercise's notebook (or just its file): each function's docstring (each kernel's comment in
    a `.cu` file) is its contract, with a worked example in the notebook. Replace the stub with your code.
 2. Grade: `minicv exercises grade {folder}` (one kernel: `--only conv2d_forward`). Each kernel is
    compared with minicv's specification and with PyTorch, gradient-checked in float64, then timed
-   against the specification (on the CUDA track: run on cudasim with its threads in order and in
-   reverse, and on a GPU when there is one).
+   against the specification (on the CUDA track instead: run again on cudasim with its threads in
+   reverse order, and on a GPU when there is one).
 3. Once the kernels a model needs pass, train it on your kernels:
-   `minicv exercises train {folder} --model segnet --epochs 1 --train-size 200`.
+   `minicv exercises train {folder} --model segnet {track.train_options}`.
 
 | # | exercise | file | kernels | notebook |
 |---|---|---|---|---|
@@ -123,12 +124,13 @@ def _code(text: str) -> dict:
 
 def notebook(exercise: Exercise, track: Track = NUMPY) -> dict:
     """The exercise's notebook (nbformat 4): contract, TODO cells, inline questions, hidden hints."""
-    names = ", ".join(exercise.kernels)
+    names = ", ".join(track.written(exercise.module))
+    note = f"\n\n{track.notebook_note}" if track.notebook_note else ""
     cells = [
         _markdown(
             f"# Exercise {exercise.number}: {exercise.title}\n\n{exercise.idea}\n\n"
             f"You write `{track.file_of(exercise.module)}` in the folder above this notebook: {names}. "
-            "Edit the file, then rerun the cells: every cell reloads your code."
+            f"Edit the file, then rerun the cells: every cell reloads your code.{note}"
         ),
         _code(
             "import numpy as np\n"
@@ -146,7 +148,7 @@ def notebook(exercise: Exercise, track: Track = NUMPY) -> dict:
         cells += [
             _markdown(f"## `{kernel}`\n\n```text\n{contract}\n```"),
             _code(
-                f"# TODO: write {kernel} in {track.file_of(exercise.module)}, then check the worked example:\n"
+                f"# TODO: {track.todo(kernel)}, then check the worked example:\n"
                 f"{kernel} = load_kernels(KERNELS).{kernel}\n{tries}"
             ),
             _code(f'grade(KERNELS, only="{kernel}")'),

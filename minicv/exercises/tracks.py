@@ -8,6 +8,7 @@ for cudasim, and for CuPy where there is a GPU).
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import traceback
@@ -18,7 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from minicv.devices import register_device
-from minicv.kernels import KERNEL_TABLE
+from minicv.exercises.contracts import LECTURE_ORDER
+from minicv.ops import kernel_table
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Track:
     stub_note: str = ""  # comment lines that open every stub's body: how a kernel of this track is built
     rules: str = "Rules: work on NumPy arrays, return new arrays in the input's dtype, never write into the arguments."
     timed: bool = True  # raced against the spec once it passes
+    notebook_note: str = ""  # a paragraph under every notebook's title: what differs on this track
+    train_options: str = "--epochs 1 --train-size 200"  # the README's `minicv exercises train` example
 
     def spec_table(self) -> ModuleType:
         return importlib.import_module(self.spec)
@@ -42,11 +46,19 @@ class Track:
         return getattr(self.spec_table(), kernel).__module__.rsplit(".", 1)[-1]
 
     def modules(self) -> list[str]:
-        return list(dict.fromkeys(self.module_of(k) for k in KERNEL_TABLE))
+        return list(dict.fromkeys(self.module_of(k) for k in kernel_table()))
 
     def file_of(self, module: str) -> str:
         """The learner's file of an exercise's module."""
         return f"{module}.py"
+
+    def written(self, module: str) -> list[str]:
+        """What the learner writes in the file of ``module``: here the kernel table's own functions."""
+        return [k for k in LECTURE_ORDER if self.module_of(k) == module]
+
+    def todo(self, kernel: str) -> str:
+        """The TODO of a notebook's cell that runs ``kernel``'s worked example."""
+        return f"write {kernel} in {self.file_of(self.module_of(kernel))}"
 
     def stub_files(self) -> dict[str, str]:
         """The learner's source files (name -> text) that ``init`` writes."""
@@ -89,6 +101,8 @@ NUMBA = Track(
     rules="Rules: the kernels are called with NumPy arrays and return new arrays in the input's dtype; do the "
     "loops in @njit functions (Numba compiles each on its first call, for each dtype), never write into the "
     "arguments.",
+    notebook_note="The contracts and hints speak NumPy, the spec's language: inside your @njit functions write "
+    "the loops they stand for (Numba has no `np.add.at` nor `np.einsum`: add and sum in loops).",
 )
 
 
@@ -104,7 +118,8 @@ class LearnerError:
 def _numba_message(err: BaseException, folder: Path) -> str:
     """Numba's compile error in one line: the learner's file and line, and what Numba found wrong
     (its message runs to pages: candidate signatures, the pipeline, the source)."""
-    if not type(err).__module__.startswith("numba.") or getattr(err, "loc", None) is None:
+    loc = getattr(err, "loc", None)  # where in the source: numba's errors carry it
+    if not type(err).__module__.startswith("numba.") or loc is None:
         return ""
     lines = [line.strip() for line in str(err).splitlines()]
     if lines and lines[0].startswith("Failed in"):  # the pipeline step that failed, not the reason
@@ -114,7 +129,7 @@ def _numba_message(err: BaseException, folder: Path) -> str:
         if line.startswith(("There are", "During:", "File ", "- Of which")):
             break
         what.append(line)
-    place = learner_place(Path(err.loc.filename), err.loc.line, folder)
+    place = learner_place(Path(loc.filename), loc.line, folder)
     return f"{place}Numba could not compile it: {' '.join(' '.join(what).split())}"
 
 
@@ -169,13 +184,12 @@ class LearnerTable:
         package = f"minicv_learner_{abs(hash(str(folder))):x}"
         for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
             del sys.modules[name]  # a fresh import: the learner may have edited the files since
-        spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
-        parent = importlib.util.module_from_spec(spec)
+        parent = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(package, None, is_package=True))
         parent.__path__ = [str(folder)]
         sys.modules[package] = parent
         functions, errors = {}, {}
         for module_name in track.modules():
-            kernels = [k for k in KERNEL_TABLE if track.module_of(k) == module_name]
+            kernels = [k for k in kernel_table() if track.module_of(k) == module_name]
             path = folder / f"{module_name}.py"
             try:
                 if not path.exists():
@@ -195,7 +209,7 @@ class LearnerTable:
 
     def table(self) -> Any:
         """A kernel table for a Device: the learner's functions; a missing one raises NotImplementedError."""
-        return _Table({k: self.functions.get(k, _missing(k, self.errors.get(k))) for k in KERNEL_TABLE})
+        return _Table({k: self.functions.get(k, _missing(k, self.errors.get(k))) for k in kernel_table()})
 
 
 class _Table:
@@ -214,7 +228,7 @@ def _missing(kernel: str, error: LearnerError | None) -> Callable[..., Any]:
 
 def mixed_table(spec: Any, kernel: str, function: Callable[..., Any]) -> Any:
     """The spec's table with one kernel replaced: grades that kernel alone through the engine."""
-    return _Table({k: function if k == kernel else getattr(spec, k) for k in KERNEL_TABLE})
+    return _Table({k: function if k == kernel else getattr(spec, k) for k in kernel_table()})
 
 
 def recorded_track(folder: Path) -> str | None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from minicv.autograd import Function
+from minicv import blas
+from minicv.autograd import Array, Function
 from minicv.devices import Device
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional._checks import check_float_tensor, contiguous
@@ -58,6 +59,7 @@ def _result_dtype(a: Any, b: Any) -> np.dtype:
         dtype = _promote(group)
         if dtype is not None and (result is None or _category(dtype) > _category(result)):
             result = dtype
+    assert result is not None, "_result_dtype: a or b is a Tensor"
     number = _promote(numbers)
     if number is not None and _category(number) > _category(result):
         result = number
@@ -86,38 +88,38 @@ def _shape_of(x: Any) -> tuple[int, ...]:
 
 
 class AddFunction(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.shapes = _shape_of(a), _shape_of(b)
         return a + b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         return _unbroadcast(gy, self.shapes[0]), _unbroadcast(gy, self.shapes[1])
 
 
 class SubFunction(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.shapes = _shape_of(a), _shape_of(b)
         return a - b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         return _unbroadcast(gy, self.shapes[0]), _unbroadcast(-gy, self.shapes[1])
 
 
 class MulFunction(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a * b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         return _unbroadcast(gy * self.b, _shape_of(self.a)), _unbroadcast(gy * self.a, _shape_of(self.b))
 
 
 class DivFunction(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a / b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         ga = gy / self.b
         return _unbroadcast(ga, _shape_of(self.a)), _unbroadcast(-ga * self.a / self.b, _shape_of(self.b))
 
@@ -141,68 +143,74 @@ def div(a: Any, b: Any) -> Tensor:
 class _UnaryFunction(Function):
     """y = f(x) elementwise; subclasses give f and dy/dx in terms of x and y."""
 
-    def forward(self, x):
+    def f(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def df(self, x: Any, y: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, x: Array) -> Array:
         self.x = x
         self.y = self.f(x)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy * self.df(self.x, self.y)
 
 
 class NegFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return -x
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return -1
 
 
 class ExpFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return self.xp.exp(x)
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return y
 
 
 class LogFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return self.xp.log(x)
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return 1 / x
 
 
 class AbsFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return self.xp.abs(x)
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return self.xp.sign(x)
 
 
 class SqrtFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return self.xp.sqrt(x)
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return 0.5 / y
 
 
 class ReLUFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return self.xp.maximum(x, 0)
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return x > 0
 
 
 class SigmoidFunction(_UnaryFunction):
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return 0.5 * self.xp.tanh(0.5 * x) + 0.5  # = 1 / (1 + exp(-x)), without exp's overflow
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return y * (1 - y)
 
 
@@ -210,10 +218,10 @@ class PowFunction(_UnaryFunction):
     def __init__(self, exponent: float):
         self.exponent = exponent
 
-    def f(self, x):
+    def f(self, x: Array) -> Array:
         return x**self.exponent
 
-    def df(self, x, y):
+    def df(self, x: Array, y: Array) -> Array:
         return self.exponent * x ** (self.exponent - 1)
 
 
@@ -269,11 +277,11 @@ class SumFunction(Function):
     def __init__(self, axes: tuple[int, ...], keepdim: bool):
         self.axes, self.keepdim = axes, keepdim
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.shape = x.shape
         return x.sum(axis=self.axes, keepdims=self.keepdim)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         if not self.keepdim:
             gy = gy.reshape([1 if i in self.axes else n for i, n in enumerate(self.shape)])
         return self.xp.broadcast_to(gy, self.shape).copy()
@@ -291,11 +299,11 @@ def mean(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = Fals
 
 
 class AmaxFunction(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x, self.y = x, x.max()
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         hit = self.x == self.y
         return gy * hit / hit.sum()
 
@@ -309,11 +317,11 @@ class ReshapeFunction(Function):
     def __init__(self, shape: tuple[int, ...]):
         self.shape = shape
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.in_shape = x.shape
         return x.reshape(self.shape)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy.reshape(self.in_shape)
 
 
@@ -347,10 +355,10 @@ class PermuteFunction(Function):
     def __init__(self, dims: tuple[int, ...]):
         self.dims = dims
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return x.transpose(self.dims)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy.transpose(np.argsort(self.dims))
 
 
@@ -370,11 +378,11 @@ class GetItemFunction(Function):
     def __init__(self, index: Any):
         self.index = index
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x_shape, self.x_dtype = x.shape, x.dtype
         return x[self.index]
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         gx = self.xp.zeros(self.x_shape, dtype=self.x_dtype)
         self.xp.add.at(gx, self.index, gy)
         return gx
@@ -394,12 +402,12 @@ class PadFunction(Function):
     def __init__(self, widths: tuple[tuple[int, int], ...], value: float):
         self.widths, self.value = widths, value
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x_shape = x.shape
         kept = x[_interior(x.shape, [(max(-lo, 0), max(-hi, 0)) for lo, hi in self.widths])]
         return self.xp.pad(kept, [(max(lo, 0), max(hi, 0)) for lo, hi in self.widths], constant_values=self.value)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         kept = gy[_interior(gy.shape, [(max(lo, 0), max(hi, 0)) for lo, hi in self.widths])]
         return self.xp.pad(kept, [(max(-lo, 0), max(-hi, 0)) for lo, hi in self.widths])
 
@@ -434,11 +442,11 @@ class ConcatFunction(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, *xs):
+    def forward(self, *xs: Array) -> Array:
         self.sizes = [x.shape[self.axis] for x in xs]
         return self.xp.concatenate(xs, axis=self.axis)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         bounds = np.cumsum(self.sizes)[:-1]
         return tuple(self.xp.split(gy, bounds, axis=self.axis))
 
@@ -464,12 +472,12 @@ class ToFunction(Function):
     def __init__(self, target: Device, dtype: Any):
         self.target, self.dtype = target, dtype
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.source, self.source_dtype = self.device, x.dtype
         y = self.target.asarray(x, dtype=self.dtype)
         return y.copy() if y is x else y  # a copy, so the two tensors never share memory
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return self.source.asarray(gy, dtype=self.source_dtype)
 
 
@@ -484,18 +492,20 @@ def to(x: Tensor, device: Device, dtype: Any = None) -> Tensor:
 
 # --------------------------------------------------------------------------- linear algebra
 class MatMulFunction(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
-        return a @ b
+        with blas.threads_for(self.device):
+            return a @ b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         # A 1-D operand is a row (left) or a column (right) whose extra axis matmul dropped from gy:
         # put that axis back, use the matrix rule, then drop it again.
         xp, a, b = self.xp, self.a, self.b
         a2, b2 = (a[None, :] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
         g = gy[..., None] if b.ndim == 1 else gy
         g = g[..., None, :] if a.ndim == 1 else g
-        ga, gb = g @ xp.swapaxes(b2, -1, -2), xp.swapaxes(a2, -1, -2) @ g
+        with blas.threads_for(self.device):
+            ga, gb = g @ xp.swapaxes(b2, -1, -2), xp.swapaxes(a2, -1, -2) @ g
         ga = ga.squeeze(-2) if a.ndim == 1 else ga
         gb = gb.squeeze(-1) if b.ndim == 1 else gb
         return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
@@ -541,12 +551,12 @@ class LogSoftmaxFunction(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         shifted = _shift_by_max(x, self.axis)
         self.y = shifted - self.xp.log(self.xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
 
@@ -554,12 +564,12 @@ class SoftmaxFunction(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         e = self.xp.exp(_shift_by_max(x, self.axis))
         self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return self.y * (gy - (gy * self.y).sum(axis=self.axis, keepdims=True))
 
 
@@ -587,7 +597,8 @@ class BatchNormFunction(Function):
     def __init__(self, eps: float, use_batch_stats: bool):
         self.eps, self.use_batch_stats = eps, use_batch_stats
 
-    def forward(self, x, mean, var, weight, bias):
+    def forward(self, x: Array, mean: Array | None, var: Array | None, weight: Array | None,
+                bias: Array | None) -> Array:
         xp = self.xp
         self.shape = x.shape
         self.x = contiguous(x).reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
@@ -600,7 +611,7 @@ class BatchNormFunction(Function):
             self.x, mean, var, self.weight, bias, self.eps, self.use_batch_stats)
         return y.reshape(self.shape)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         gy = contiguous(gy).reshape(self.x.shape)
         g_x, g_weight, g_bias = self.kernels.batch_norm_backward(
             gy, self.x, self.batch_mean, self.batch_var, self.weight, self.eps, self.use_batch_stats)
@@ -628,6 +639,8 @@ def batch_norm(
             raise ArgumentError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
         if t is not None:
             _check_same_dtype("batch_norm", name, t, "input", input)
+    if (running_mean is None) != (running_var is None):  # as PyTorch: the two are one choice
+        raise ArgumentError("batch_norm: running_mean and running_var must either both be None or neither be None")
     if not training and (running_mean is None or running_var is None):
         raise ArgumentError("batch_norm: running_mean and running_var are required when training=False")
     count = input.size // channels
@@ -635,7 +648,7 @@ def batch_norm(
         raise ArgumentError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
     fn = BatchNormFunction(eps, use_batch_stats=training)
     y = fn.apply(input, running_mean, running_var, weight, bias)
-    if training and running_mean is not None:
+    if training and running_mean is not None and running_var is not None:
         unbiased = fn.batch_var * (count / (count - 1))
         running_mean.data = (1 - momentum) * running_mean.data + momentum * fn.batch_mean
         running_var.data = (1 - momentum) * running_var.data + momentum * unbiased

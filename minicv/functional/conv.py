@@ -19,14 +19,13 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError
 from minicv.functional._checks import FLOAT_DTYPES, int_list, is_int, torch_dtype_name
 from minicv.functional.basic import pad, squeeze, unsqueeze
 from minicv.tensor import Tensor, common_device
 
 Pair = tuple[int, int]
-Shape4 = tuple[int, int, int, int]
 
 
 # --------------------------------------------------------------------------- the Functions
@@ -63,12 +62,12 @@ class _ConvFunction(Function):
 class Conv2dFunction(_ConvFunction):
     """y = conv2d(x, w) + b with symmetric zero padding (asymmetric 'same' padding is done before)."""
 
-    def forward(self, x, w, b=None):
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         self.x, self.w = x, w
         out_hw = conv_output_hw(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation)
         return _add_bias(self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *out_hw), x, w), b)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         (needs_x, needs_w, *needs_b), kernels, x, w = self.needs_input_grad, self.kernels, self.x, self.w
         gx = self._run(kernels.conv2d_backward_input, x.shape, gy, w, x.shape) if needs_x else None
         gw = self._run(kernels.conv2d_backward_weight, w.shape, x, gy, w.shape) if needs_w else None
@@ -83,12 +82,12 @@ class ConvTranspose2dFunction(_ConvFunction):
         super().__init__(stride, padding, dilation, groups)
         self.out_hw = out_hw
 
-    def forward(self, x, w, b=None):
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         self.x, self.w = x, w
         y_shape = (x.shape[0], self.groups * w.shape[1], *self.out_hw)
         return _add_bias(self._run(self.kernels.conv2d_backward_input, y_shape, x, w, y_shape), b)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         needs_x, needs_w, *needs_b = self.needs_input_grad
         gx = gw = gb = None
         if needs_x:
@@ -237,7 +236,7 @@ def _check_signs(op: str, stride: Pair, padding: Pair, dilation: Pair, output_pa
         raise ArgumentError(f"dilation should be greater than zero, but got {got}: argument 'dilation'")
 
 
-def _check_weight(op: str, x_shape: Shape4, weight: Tensor, groups: int, string_padding: bool) -> None:
+def _check_weight(op: str, x_shape: tuple[int, ...], weight: Tensor, groups: int, string_padding: bool) -> None:
     """The weight's rank, and its first dimension against groups (PyTorch's check_shape_forward)."""
     w_shape = list(weight.shape)
     if weight.ndim < 3:
@@ -274,7 +273,7 @@ def _check_bias_shape(bias: Tensor | None, channels: int, prefix: str) -> None:
         )
 
 
-def _check_nonempty_planes(x_shape: Shape4) -> None:
+def _check_nonempty_planes(x_shape: tuple[int, ...]) -> None:
     n, c, h, w = x_shape
     if n and c and not (h and w):
         raise ArgumentError(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional import basic
 from minicv.functional._checks import check_float_tensor, contiguous, torch_dtype_name
@@ -70,7 +70,7 @@ class SoftmaxCrossEntropyFunction(Function):
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
         self.reduction, self.out_shape = reduction, out_shape
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xp, t = self.xp, self.target
         self.x_shape = x.shape
         n, c = x.shape[0], x.shape[1]
@@ -101,7 +101,7 @@ class SoftmaxCrossEntropyFunction(Function):
             self.total_weight = (self.weight[xp.where(valid, t, 0)] * valid).sum()
         return _divide(loss.sum(), self.total_weight).astype(x.dtype)  # 0 / 0: NaN, as PyTorch
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         xp = self.xp
         if self.empty:
             return xp.zeros(self.x_shape, dtype=gy.dtype)
@@ -197,6 +197,7 @@ def _class_index_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | N
     xp = input.device.xp
     classes = input.shape[0] if input.ndim == 1 else input.shape[1]
     t = target.data.astype(np.int64, copy=False)
+    out_shape: tuple[int, ...]
     if input.ndim == 1:  # unbatched (C,): one sample of one pixel
         x, t, out_shape = basic.reshape(input, 1, classes, 1), t.reshape(1, 1), ()
     else:
@@ -290,7 +291,13 @@ class _ElementwiseLossFunction(Function):
     def __init__(self, reduction: str):
         self.reduction = reduction
 
-    def forward(self, input, target):  # noqa: A002
+    def f(self, z: Any) -> Any:
+        raise NotImplementedError
+
+    def df(self, z: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, input: Array, target: Array) -> Array:  # noqa: A002
         self.shapes = input.shape, target.shape
         self.z = input - target
         loss = self.f(self.z)
@@ -300,7 +307,7 @@ class _ElementwiseLossFunction(Function):
             return loss.sum()
         return _divide(loss.sum(), loss.size).astype(loss.dtype)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array, ...]:
         scale = gy if self.reduction != "mean" else _divide(gy, self.z.size).astype(gy.dtype)
         g = self.df(self.z) * scale
         return _unbroadcast(g, self.shapes[0]), _unbroadcast(-g, self.shapes[1])
@@ -313,27 +320,27 @@ class SmoothL1LossFunction(_ElementwiseLossFunction):
         super().__init__(reduction)
         self.beta = beta
 
-    def f(self, z):
+    def f(self, z: Array) -> Array:
         a = self.xp.abs(z)
         return self.xp.where(a < self.beta, 0.5 * z * z / self.beta, a - 0.5 * self.beta)
 
-    def df(self, z):
+    def df(self, z: Array) -> Array:
         return self.xp.clip(z / self.beta, -1, 1)  # z / beta inside, sign(z) outside
 
 
 class L1LossFunction(_ElementwiseLossFunction):
-    def f(self, z):
+    def f(self, z: Array) -> Array:
         return self.xp.abs(z)
 
-    def df(self, z):
+    def df(self, z: Array) -> Array:
         return self.xp.sign(z)
 
 
 class MSELossFunction(_ElementwiseLossFunction):
-    def f(self, z):
+    def f(self, z: Array) -> Array:
         return z * z
 
-    def df(self, z):
+    def df(self, z: Array) -> Array:
         return 2 * z
 
 

@@ -11,11 +11,11 @@ Output sizes, argument checks and error messages follow PyTorch 2.13 (ATen ``Poo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, DtypeError, OutOfRangeError
 from minicv.functional._checks import check_float_tensor, contiguous, int_list, torch_dtype_name
 from minicv.tensor import Tensor
@@ -26,11 +26,11 @@ INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 # --------------------------------------------------------------------------- argument checks
-def _pool_pair(name: str, value: Any, expected: str, allow_empty: bool = False) -> Pair | None:
-    """(h, w) from one int or two; None for an empty sequence where that is allowed (stride)."""
+def _pool_pair(name: str, value: Any, expected: str, empty: Pair | None = None) -> Pair:
+    """(h, w) from one int or two; ``empty`` for an empty sequence where that is allowed (stride)."""
     items = int_list("max_pool2d", name, value)
-    if allow_empty and not items:
-        return None
+    if empty is not None and not items:
+        return empty
     if any(not INT32_MIN <= v <= INT32_MAX for v in items):  # PyTorch's int[2] arguments are 32-bit
         raise ArgumentError(
             f"max_pool2d: value cannot be converted to type int without overflow: {name}={value!r} is outside "
@@ -107,7 +107,7 @@ def _padding_only_windows(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair
     """
     def covers_input(size: int, k: int, s: int, p: int, d: int, out: int) -> np.ndarray:
         taps = np.arange(out)[:, None] * s - p + np.arange(k) * d
-        return ((taps >= 0) & (taps < size)).any(axis=1)
+        return np.asarray(((taps >= 0) & (taps < size)).any(axis=1))
 
     rows, cols = (covers_input(*args) for args in zip(in_hw, kernel, stride, padding, dilation, out_hw, strict=True))
     empty = ~(rows[:, None] & cols[None, :])
@@ -125,7 +125,7 @@ class MaxPool2dFunction(Function):
         self.pool = (kernel_size, stride, padding, dilation)
         self.out_hw = out_hw
 
-    def forward(self, x):
+    def forward(self, x: Array) -> tuple[Array, ...]:
         self.unbatched = x.ndim == 3
         x = contiguous(x[None] if self.unbatched else x)
         n, c, h, w = x.shape
@@ -141,7 +141,7 @@ class MaxPool2dFunction(Function):
             return y[0], self.indices[0]
         return y, self.indices
 
-    def backward(self, gy, g_indices):
+    def backward(self, gy: Array, g_indices: Array) -> Array:
         gy = contiguous(gy[None] if self.unbatched else gy)
         indices = self.indices
         if self.padding_only is not None:
@@ -154,6 +154,19 @@ class MaxPool2dFunction(Function):
         return gx[0] if self.unbatched else gx
 
 
+# what max_pool2d returns follows return_indices: a Tensor, or (values, indices)
+@overload
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,  # noqa: A002
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: Literal[False] = False) -> Tensor: ...
+@overload
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,  # noqa: A002
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False, *,
+               return_indices: Literal[True]) -> tuple[Tensor, Tensor]: ...
+@overload
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,  # noqa: A002
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]: ...
 def max_pool2d(
     input: Tensor,  # noqa: A002 (PyTorch's name)
     kernel_size: IntOrPair,
@@ -172,8 +185,7 @@ def max_pool2d(
     check_float_tensor("max_pool2d", "input", input)
     kernel = _pool_pair("kernel_size", kernel_size, "either be a single int, or a tuple of two ints")
     strides = _pool_pair("stride", [] if stride is None else stride,
-                         "either be omitted, a single int, or a tuple of two ints", allow_empty=True)
-    strides = kernel if strides is None else strides
+                         "either be omitted, a single int, or a tuple of two ints", empty=kernel)
     pad = _pool_pair("padding", padding, "either be a single int, or a tuple of two ints")
     dil = _pool_pair("dilation", dilation, "be either a single int, or a tuple of two ints")
     if input.ndim not in (3, 4):
@@ -196,7 +208,7 @@ class MaxUnpool2dFunction(Function):
     def __init__(self, indices: Any, out_hw: Pair):
         self.indices, self.out_hw = indices, out_hw
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.unbatched = x.ndim == 3
         x = contiguous(x[None] if self.unbatched else x)
         indices = contiguous(self.indices[None] if self.unbatched else self.indices)
@@ -211,7 +223,7 @@ class MaxUnpool2dFunction(Function):
                 raise OutOfRangeError(f"max_unpool2d: {err}") from err
         return out[0] if self.unbatched else out
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         g = contiguous(g[None] if self.unbatched else g)
         if self.batched_indices.size == 0 or g.size == 0:  # nothing to read, or nothing to read from
             gx = self.xp.zeros(self.batched_indices.shape, dtype=g.dtype)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from minicv.autograd import Function
+from minicv.autograd import Array, Function
 from minicv.errors import ArgumentError, UnsupportedError
 from minicv.functional import basic
 from minicv.functional._checks import check_float_tensor, contiguous
@@ -76,7 +76,7 @@ class UpsampleNearestFunction(Function):
     def __init__(self, src_h: np.ndarray, src_w: np.ndarray):
         self.src = (src_h, src_w)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.one_d = x.ndim == 3  # (N, C, L) runs as (N, C, 1, L)
         x = x[:, :, None] if self.one_d else x
         self.in_hw = x.shape[2:]
@@ -88,7 +88,7 @@ class UpsampleNearestFunction(Function):
             y = self.kernels.upsample_nearest_forward(contiguous(x), src_h, src_w)
         return y[:, :, 0] if self.one_d else y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         gy = gy[:, :, None] if self.one_d else gy
         if gy.size == 0:
             gx = self.xp.zeros((*gy.shape[:2], *self.in_hw), dtype=gy.dtype)
@@ -207,11 +207,11 @@ def interpolate(
         )
     _check_sizes(input.shape, out_sizes)
     exact, float64 = mode == "nearest-exact", input.dtype == np.float64
-    scales = scales if scales is not None else [None] * len(out_sizes)
+    axis_scales: list[float | None] = [None] * len(out_sizes) if scales is None else list(scales)
     # PyTorch's 1-D and 3-D kernels are always the generic ones; 2-D takes short-cuts for small outputs.
     shortcut = input.ndim == 4 and sum(out_sizes) <= _SMALL_OUTPUT
     src = [source_indices(n, out, s, exact, float64, shortcut)
-           for n, out, s in zip(input.shape[2:], out_sizes, scales, strict=True)]
+           for n, out, s in zip(input.shape[2:], out_sizes, axis_scales, strict=True)]
     if input.ndim == 3:
         return UpsampleNearestFunction(np.zeros(1, dtype=np.int64), src[0]).apply(input)
     if input.ndim == 4:

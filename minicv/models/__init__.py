@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ TASKS = {
 SEGMENTERS = tuple(name for name, task in TASKS.items() if task == "segmentation")
 
 
-def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"model: expected one of {', '.join(MODELS)}, but got {name!r}")
     return MODELS[name](num_classes, **kwargs)

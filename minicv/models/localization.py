@@ -12,6 +12,7 @@ tasks share every trunk feature, and the weight balances their gradients.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Localizer(nn.Module):
         hidden: int = 128,
     ):
         super().__init__()
-        height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
+        height, width = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
         self.size_multiple = scale = 2 ** len(widths)  # one 2x2 pool per level
         check_image_size(self, height, width, "image_size")
         ins = [in_channels, *widths[:-1]]
@@ -70,5 +71,5 @@ def to_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(boxes) * np.array([width, height, width, height])
 
 
-def loc(num_classes: int, **kwargs) -> Localizer:
+def loc(num_classes: int, **kwargs: Any) -> Localizer:
     return Localizer(num_classes, **kwargs)

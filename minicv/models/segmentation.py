@@ -17,6 +17,7 @@ go down and come back up.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from minicv import nn
 from minicv.tensor import Tensor
@@ -109,17 +110,17 @@ class LearnedSegmenter(nn.Module):
         return self.classifier(self.up(self.down(x)))
 
 
-def naive(num_classes: int, **kwargs) -> NaiveSegmenter:
+def naive(num_classes: int, **kwargs: Any) -> NaiveSegmenter:
     return NaiveSegmenter(num_classes, **kwargs)
 
 
-def nearest(num_classes: int, **kwargs) -> PoolingSegmenter:
+def nearest(num_classes: int, **kwargs: Any) -> PoolingSegmenter:
     return PoolingSegmenter(num_classes, unpool="nearest", **kwargs)
 
 
-def segnet(num_classes: int, **kwargs) -> PoolingSegmenter:
+def segnet(num_classes: int, **kwargs: Any) -> PoolingSegmenter:
     return PoolingSegmenter(num_classes, unpool="max", **kwargs)
 
 
-def learned(num_classes: int, **kwargs) -> LearnedSegmenter:
+def learned(num_classes: int, **kwargs: Any) -> LearnedSegmenter:
     return LearnedSegmenter(num_classes, **kwargs)

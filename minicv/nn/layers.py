@@ -148,6 +148,7 @@ class ConvTranspose2d(_ConvNd):
     ``forward(x, output_size)`` picks the output_padding that gives that size, as PyTorch does."""
 
     transposed = True
+    padding: tuple[int, int]  # never a string: __init__ refuses one
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
                  padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1, bias: bool = True,
@@ -350,8 +351,8 @@ class Sequential(Module):
             for name, module in modules[0].items():
                 self.add_module(name, module)
         else:
-            for i, module in enumerate(modules):
-                self.add_module(str(i), module)
+            for i, layer in enumerate(modules):
+                self.add_module(str(i), layer)  # type: ignore[arg-type]  # an OrderedDict among others: a TypeError
 
     def forward(self, input: Any) -> Any:  # noqa: A002
         for module in self:

@@ -285,6 +285,18 @@ def test_batch_norm_errors():
         F.batch_norm(mc.ones(3), mc.zeros(3), mc.ones(3))
 
 
+@pytest.mark.parametrize("given", ["running_mean", "running_var"])
+def test_batch_norm_refuses_one_running_statistic_alone_as_pytorch_does(given):
+    """Training used to update the one given and fail on the other with an AttributeError."""
+    stats = {"running_mean": None, "running_var": None, given: mc.ones(3)}
+    message = "running_mean and running_var must either both be None or neither be None"
+    with pytest.raises(ArgumentError, match=message):
+        F.batch_norm(mc.ones(2, 3), **stats, training=True)
+    with pytest.raises(ValueError, match=message):
+        TF.batch_norm(torch.ones(2, 3), **{k: None if v is None else torch.ones(3) for k, v in stats.items()},
+                      training=True)
+
+
 # --------------------------------------------------------------------------- PyTorch's OpInfo samples
 def _op_db():
     from torch.testing._internal.common_methods_invocations import op_db

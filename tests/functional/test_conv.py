@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from minicv.kernels.numba import conv as nb_conv
 
 import minicv as mc
 import minicv.functional as F
@@ -421,8 +422,12 @@ GRADCHECK_CASES = {
                                {"stride": (2, 1), "padding": 1, "dilation": (1, 2), "groups": 2}),
     "conv2d 'same' even kernel": ("conv2d", [(1, 2, 4, 5), (3, 2, 2, 4), (3,)], {"padding": "same"}),
     "conv2d unbatched": ("conv2d", [(2, 5, 4), (3, 2, 3, 3), None], {"stride": 2, "padding": (2, 0)}),
-    # 3x3 stride 1: Winograd F(2x2, 3x3) on the numba device, forward and backward-input
+    # 3x3 stride 1: Winograd F(2x2, 3x3) on the numba device, forward and backward-input (its channel
+    # thresholds lowered below)
     "conv2d 3x3 stride 1": ("conv2d", [(2, 3, 5, 6), (4, 3, 3, 3), (4,)], {"padding": 1}),
+    # 3 input channels, rows of 17 outputs (float64 vectors of 8 or 16 and one more column): the numba
+    # weight gradient with pixels along the lanes
+    "conv2d 3 channels, wide rows": ("conv2d", [(2, 3, 3, 17), (3, 3, 3, 3), (3,)], {"padding": 1}),
     "conv_transpose2d 3x3 stride 1": ("conv_transpose2d", [(2, 4, 3, 4), (4, 3, 3, 3), (3,)], {"padding": (0, 2)}),
     "conv_transpose2d strided": ("conv_transpose2d", [(2, 4, 3, 3), (4, 1, 3, 2), (2,)],
                                  {"stride": 2, "padding": 1, "output_padding": (1, 0), "groups": 2}),
@@ -436,7 +441,10 @@ GRADCHECK_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck(device, case):
+def test_gradcheck(device, case, monkeypatch):
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))  # Winograd on the narrow 3x3 stride-1 layers too
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
+    monkeypatch.setattr(nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS", 1)  # and its weight gradient
     op, shapes, kwargs = GRADCHECK_CASES[case]
     rng = np.random.default_rng(7)
     inputs = [None if s is None else mc.tensor(rng.standard_normal(s), device=device, requires_grad=True)

@@ -46,11 +46,12 @@ from cases import (
 )
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.cuda import check_ptx
 from minicv.kernels.cuda import table as cuda_table
 from minicv.kernels.cuda.launch import NO_CUDA_MESSAGE
 from minicv.kernels.cudasim import runtime as cudasim_runtime
+
+from minicv.ops import kernel_table
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -76,7 +77,7 @@ def table(request: pytest.FixtureRequest):
 def test_both_devices_export_the_kernel_table() -> None:
     for device in ("cudasim", "cuda"):
         module = importlib.import_module(f"minicv.kernels.{device}")
-        assert all(callable(getattr(module, name)) for name in KERNEL_TABLE)
+        assert all(callable(getattr(module, name)) for name in kernel_table())
 
 
 def test_cuda_device_without_cupy_raises_a_clear_error() -> None:

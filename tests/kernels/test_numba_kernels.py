@@ -6,6 +6,7 @@ every conv case, with small im2col chunks and direct bands drawn too, so the chu
 """
 
 import contextlib
+import functools
 
 import minicv.kernels.numba as nb
 import minicv.kernels.numpy as spec
@@ -41,23 +42,29 @@ from cases import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from minicv.kernels import KERNEL_TABLE
 from minicv.kernels.numba import conv as nb_conv
-from minicv.kernels.numba import conv_direct, conv_im2col, conv_tiles, conv_weight_grad, conv_winograd
+from minicv.kernels.numba import (
+    conv_direct,
+    conv_im2col,
+    conv_tiles,
+    conv_weight_grad,
+    conv_weight_grad_pixels,
+    conv_winograd,
+)
 
 import minicv as mc
 from minicv.functional import conv2d as minicv_conv2d
 from minicv.gradcheck import gradcheck
-from tests.reference import assert_close as reference_close
+from minicv.ops import kernel_table
+from tests.reference import assert_close as assert_close_to_float64
 from tests.reference import float64_reference
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
-def test_exports_exactly_the_kernel_table_and_the_algorithm_setting():
-    assert set(nb.__all__) == {*KERNEL_TABLE, "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
-                               "code_generation"}
-    assert all(callable(getattr(nb, name)) for name in nb.__all__)
+def test_has_every_kernel_of_the_registry_and_the_algorithm_setting():
+    names = (*kernel_table(), "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "code_generation")
+    assert all(callable(getattr(nb, name)) for name in names)
 
 
 def test_conv_algorithm_setting():
@@ -81,17 +88,28 @@ def test_conv_algorithm_setting():
 @contextlib.contextmanager
 def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_bytes: int = 2**22):
     """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
-    through several of them run on small inputs."""
+    through several of them run on small inputs; Winograd on layers of any channel count."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
-                (conv_direct, "SPLIT_BYTES"))
+                (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"),
+                (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"))
     saved = [getattr(module, name) for module, name in settings]
-    for (module, name), value in zip(settings, (chunk_bytes, weight_band, vectors_per_task, split_bytes)):
+    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1, 1)
+    for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
         yield
     finally:
         for (module, name), value in zip(settings, saved):
             setattr(module, name, value)
+
+
+@pytest.fixture
+def winograd_on_any_layer(monkeypatch):
+    """Winograd on 3x3 stride-1 layers of any channel count (by default only on wide ones), so that the
+    small layers of a test reach it."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
+    monkeypatch.setattr(nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS", 1)
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
@@ -120,7 +138,7 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hyper", [((1, 2), (1, 1), (1, 1), 1), ((1, 1), (2, 1), (2, 1), 1),
                                    ((2, 1), (0, 2), (1, 2), 2)], ids=["s12", "s1-dilated", "grouped"])
-def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper):
+def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper, winograd_on_any_layer):
     """Enough channels and pixels for full and partial tiles of output channels and many tasks; rows
     wider than a vector (float64's 16 lanes, float32's 32: whole vectors along each row, the last one
     overlapping) and narrower (vectors across rows, lanes on padding columns dropped); the backward
@@ -160,8 +178,79 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
+@pytest.mark.parametrize(("c_in", "c_out", "forward", "backward_input"), [
+    (3, 16, False, False),  # the localizer's first layer
+    (3, 64, False, False),  # the segmenters' first layer
+    (16, 32, False, False),
+    (16, 64, True, False),  # backward-input correlates 64 -> 16 channels
+    (64, 16, False, True),
+    (32, 32, True, True),
+    (64, 64, True, True),
+])
+def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, forward, backward_input):
+    """Winograd's transforms cost per channel: 3x3 stride-1 layers with few input or output channels
+    (per group, of the correlation computed) run the direct sum, with the same results."""
+    calls = []
+    winograd = nb_conv._conv_winograd
+
+    def recording(src, w, out, padding, groups):
+        calls.append(out.shape[1])
+        return winograd(src, w, out, padding, groups)
+
+    monkeypatch.setattr(nb_conv, "_conv_winograd", recording)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c_in, 6, 7))
+    w = rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)
+    y, gy, gx, _ = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
+    assert_close(nb.conv2d_forward(x, w, *hyper), y, spec.conv2d_forward(x, w, *hyper))
+    assert calls == ([c_out] if forward else [])
+    calls.clear()
+    assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                 spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+    assert calls == ([c_in] if backward_input else [])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, stride, padding, dilation, groups", [
+    (3, 3, 16, (64, 64), (1, 1), (1, 1), (1, 1), 1),  # the localizer's first layer (rows of whole vectors)
+    (2, 3, 5, (9, 70), (1, 1), (1, 1), (1, 1), 1),  # odd channel count; 70 columns: whole vectors and a tail
+    (2, 1, 4, (7, 37), (2, 1), (0, 2), (1, 2), 1),  # strided rows, dilated columns: other phases and offsets
+    (2, 6, 4, (5, 40), (1, 1), (2, 1), (1, 1), 2),  # grouped, 3 channels per group
+    (1, 2, 3, (5, 37), (1, 1), (0, 0), (2, 2), 1),  # dilated: one output row of 33
+])
+def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in, c_out, hw, stride, padding,
+                                                                         dilation, groups, dtype, monkeypatch):
+    """Few taps per group and rows a vector wide: the weight gradient with pixels along the lanes (the
+    first layers' path), any stride, dilation, padding and group count, against PyTorch's float64 answer
+    (with the room its conditioning needs: the sums of 12288 products cancel in places) and the spec."""
+    calls = []
+    pixels = nb_conv._conv_backward_weight_pixels
+    monkeypatch.setattr(nb_conv, "_conv_backward_weight_pixels", lambda *args: calls.append(1) or pixels(*args))
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
+    hyper = (stride, padding, dilation, groups)
+    gy = rng.standard_normal(spec.conv2d_forward(x, w, *hyper).shape).astype(dtype)
+    conv = functools.partial(F.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _, (gw, allowance) = float64_reference(conv, [x, w], dtype, grad=[False, True], upstream=gy)
+    assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
+    for algorithm in ("winograd", "direct"):
+        with nb.conv_algorithm(algorithm):
+            assert_close_to_float64(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, algorithm,
+                                    allowance)
+    assert len(calls) == 2
+
+
+def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_and_wide_rows():
+    lanes32 = nb_conv.simd.VECTOR_BYTES // 4
+    assert conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32, 4)  # 27 taps
+    assert not conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32 - 1, 4)  # rows narrower than a vector
+    assert not conv_weight_grad_pixels.uses_pixel_lanes(16, (3, 3), 64, 4)  # 144 taps: the channels-last tiles
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value):
+def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value, winograd_on_any_layer):
     """Winograd's transforms subtract inputs from each other (inf - inf is NaN), so a layer with an
     infinite or NaN output is run again by the direct sum: the same infinities and NaNs as PyTorch, in
     the forward and in the backward-input."""
@@ -190,12 +279,12 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value)
     (2, 1, 1, (3, 3), 0),  # one output pixel, one tile
     (9, 6, 3, (4, 4), 1),  # more images than WINOGRAD_TASKS: one part each
 ])
-def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype, monkeypatch):
+def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype,
+                                                               winograd_on_any_layer):
     """The Winograd F(2x2, 3x3) weight gradient (G^T [sum over tiles of (A dY A^T) * (B^T d B)] G) on odd
     and even sizes, bands across rows, images split into parts, narrow layers let through: PyTorch's and
     the spec's within the dtype's tolerance, and within the conditioning-aware bound of the float64
     answer (tests/reference.py)."""
-    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(17)
     x = (rng.standard_normal((n, c_in, *hw)) / 8).astype(dtype)  # small, as in the wide-layer test
     w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(dtype)
@@ -207,7 +296,7 @@ def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, 
     assert_close(got, gw, spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
     (expected, allowance), = float64_reference(
         lambda a, b: torch.nn.grad.conv2d_weight(a, w.shape, b, padding=padding), [x, gy], dtype)
-    reference_close(got, expected, dtype, "weight gradient", allowance)
+    assert_close_to_float64(got, expected, dtype, "weight gradient", allowance)
 
 
 @pytest.mark.parametrize("partials_bytes", [1, 40_000])
@@ -224,7 +313,7 @@ def test_conv2d_backward_weight_winograd_bounds_its_partial_sums(partials_bytes,
 
 
 def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
-    """3x3 stride-1 ungrouped layers of WINOGRAD_MIN_CHANNELS channels and more take the Winograd weight
+    """3x3 stride-1 ungrouped layers of WINOGRAD_WEIGHT_MIN_CHANNELS channels and more take the Winograd weight
     gradient; narrower, grouped, strided or dilated ones the direct sum; the result is PyTorch's."""
     assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 32, 64)
     assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 16, 64)
@@ -244,12 +333,12 @@ def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
 
 @pytest.mark.parametrize("algorithm", nb_conv.ALGORITHMS)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_conv2d_backward_weight_non_finite_input_gives_torch_infinities_and_nans(algorithm, value, monkeypatch):
+def test_conv2d_backward_weight_non_finite_input_gives_torch_infinities_and_nans(algorithm, value,
+                                                                                  winograd_on_any_layer):
     """Winograd's transforms subtract inputs from each other (inf - inf is NaN), and the direct sum
     multiplies the inputs read on the split's padding columns by zeros (x[0, 0, 0, 7] by tap (0, 0): 0 * inf
     is NaN where PyTorch has no product): a weight gradient with an infinite or NaN element is run again by
     im2col, whose infinities and NaNs are PyTorch's."""
-    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(3)
     x = np.abs(rng.standard_normal((1, 2, 9, 8)))  # one sign: PyTorch's sums of infinities stay infinite
     x[0, 1, 4, 5] = x[0, 0, 0, 7] = value
@@ -263,9 +352,8 @@ def test_conv2d_backward_weight_non_finite_input_gives_torch_infinities_and_nans
                                    rtol=1e-10)
 
 
-def test_conv2d_winograd_weight_gradient_passes_gradcheck(monkeypatch):
+def test_conv2d_winograd_weight_gradient_passes_gradcheck(winograd_on_any_layer):
     """gradcheck in float64 of a 3x3 stride-1 conv2d on the numba device, its weight gradient by Winograd."""
-    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(23)
     x = mc.tensor(rng.standard_normal((2, 3, 5, 6)), device="numba", requires_grad=True)
     w = mc.tensor(rng.standard_normal((4, 3, 3, 3)), device="numba", requires_grad=True)
@@ -477,6 +565,32 @@ CROSS_ENTROPY_CASES = cross_entropy_cases(max_classes=7, max_side=25, scales=(3,
 def test_softmax_cross_entropy_forward_and_backward_match_torch_and_spec(case):
     loss_t, stats_t, g, gx_t = torch_cross_entropy_gradient(*case)
     kernel = kernel_args(*case[:-1])
+    loss, stats = nb.softmax_cross_entropy_forward(*kernel)
+    spec_loss, spec_stats = spec.softmax_cross_entropy_forward(*kernel)
+    assert_close(loss, loss_t, spec_loss)
+    assert_close(stats, stats_t, spec_stats)
+    assert_close(nb.softmax_cross_entropy_backward(*kernel, stats, g), gx_t,
+                 spec.softmax_cross_entropy_backward(*kernel, spec_stats, g))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_softmax_cross_entropy_full_and_ragged_pixel_blocks_match_torch_and_spec(dtype, label_smoothing):
+    """Images larger than the kernels' pixel blocks (the drawn cases above stay below a backward block):
+    full blocks run the literal-width code, the last one the ragged code, in both kernels."""
+    from minicv.kernels.numba.loss import BACKWARD_BLOCK, FORWARD_BLOCK
+
+    rng = np.random.default_rng(5)
+    classes, hw = 5, (67, 123)
+    pixels = hw[0] * hw[1]
+    assert pixels > 2 * BACKWARD_BLOCK and pixels % BACKWARD_BLOCK and pixels % FORWARD_BLOCK
+    x = (3 * rng.standard_normal((2, classes, *hw))).astype(dtype)
+    target = rng.integers(0, classes, (2, *hw))
+    target[rng.random(target.shape) < 0.2] = -100
+    weight = rng.uniform(0.1, 2.0, classes).astype(dtype)
+    case = (x, target, weight, -100, label_smoothing)
+    loss_t, stats_t, g, gx_t = torch_cross_entropy_gradient(*case, rng)
+    kernel = kernel_args(*case)
     loss, stats = nb.softmax_cross_entropy_forward(*kernel)
     spec_loss, spec_stats = spec.softmax_cross_entropy_forward(*kernel)
     assert_close(loss, loss_t, spec_loss)

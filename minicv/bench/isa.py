@@ -9,7 +9,7 @@ zmm (AVX-512) register in its machine code, and PyTorch reports the capability. 
 fresh process with an empty Numba cache running one training step of each demo model at a tiny size,
 run twice (cold, then on the cache it filled): the difference is the compile time.
 
-Run as ``python -m minicv.bench_isa bench|cold-start ISA ...`` by ``minicv.bench``, never by hand.
+Run as ``python -m minicv.bench.isa bench|cold-start ISA ...`` by ``minicv.bench.run``, never by hand.
 """
 
 from __future__ import annotations
@@ -158,14 +158,14 @@ def describe(evidence: dict[str, Any]) -> str:
 
 def _run_child(args: list[str], env: dict[str, str], what: str) -> float:
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "minicv.bench_isa", *args], env=env)
+    done = subprocess.run([sys.executable, "-m", "minicv.bench.isa", *args], env=env)
     if done.returncode:
         raise SystemExit(f"minicv bench: {what} failed (exit status {done.returncode}; its error is above)")
     return time.perf_counter() - began
 
 
 def run_child(isa: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The benchmark's rows (``minicv.bench.time_isa(isa, **options)``) and the evidence, from a child
+    """The benchmark's rows (``minicv.bench.run.time_isa(isa, **options)``) and the evidence, from a child
     process running ``isa``'s code."""
     if not host_has(isa):
         raise SystemExit(f"minicv bench: --isa {isa}: this CPU has no {isa.upper()}")
@@ -200,7 +200,7 @@ def _child_cold_start() -> None:
     """One training step of each demo model on the numba device (the cold-start child's work)."""
     import numpy as np
 
-    from minicv.bench_train import TrainStepProblem
+    from minicv.bench.train_step import TrainStepProblem
     from minicv.models import TASKS
 
     n, hw = COLD_START_SIZE
@@ -219,7 +219,7 @@ def main(argv: Sequence[str]) -> int:
     if problems:
         print(f"minicv bench: --isa {isa} does not run {isa} code here: {'; '.join(problems)}", file=sys.stderr)
         return 3
-    from minicv.bench import time_isa
+    from minicv.bench.run import time_isa  # here: run imports this module
 
     options, result = json.loads(rest[0]), Path(rest[1])
     result.write_text(json.dumps({"evidence": evidence, "rows": time_isa(isa, **options)}))
