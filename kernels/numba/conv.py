@@ -5,7 +5,8 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 * ``winograd`` (the default): Winograd F(2x2, 3x3) (Lavin & Gray, 2016) for the forward and
   backward-input of 3x3 stride-1 undilated layers, 16 products per 2x2 outputs and input channel
   instead of 36, and F(2x2, 2x2) for each output phase of the 4x4 stride-2 padding-1 transposed conv
-  (backward-input), 9 instead of 16; ``direct`` for every other layer and for every weight gradient.
+  (backward-input), 9 instead of 16, and F(2x2, 3x3) for the weight gradient of the 3x3 stride-1
+  layers of 32 channels and more; ``direct`` for every other layer and weight gradient.
   Each 4x4 input patch and each kernel is transformed, the sum over input channels is the same
   micro-kernel as ``direct``'s (one per transform element), and the sums are transformed back.
 * ``direct``: no BLAS. The input is zero-padded and split by stride phase once
@@ -27,7 +28,7 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
 ``winograd`` is the fastest on the layers it serves, ``direct`` on the others (docs/kernels/conv.md).
 Winograd's sums differ from the direct ones by rounding only: a layer with an infinite or NaN output
 is run again by the direct sum, whose infinities and NaNs are PyTorch's (Winograd's transforms subtract
-inputs from each other, and inf - inf is NaN).
+inputs from each other, and inf - inf is NaN); an infinite or NaN weight gradient by im2col.
 
 One file per idea: ``conv_tiles`` (the micro-kernel and the phase-split input every tile algorithm
 reads), ``conv_direct`` (forward and backward-input), ``conv_winograd``, ``conv_weight_grad`` (the
@@ -44,7 +45,7 @@ from . import simd
 from ._common import Pair
 from .conv_direct import _conv_direct, _sub_kernel, _transposed_direct
 from .conv_im2col import _conv_backward_weight_im2col, _conv_im2col, _transposed_im2col
-from .conv_weight_grad import _conv_backward_weight_direct
+from .conv_weight_grad import _conv_backward_weight_direct, _conv_backward_weight_winograd
 from .conv_weight_grad_pixels import _conv_backward_weight_pixels, uses_pixel_lanes
 from .conv_winograd import _conv_winograd, _transposed_winograd
 
@@ -82,6 +83,7 @@ def conv_algorithm(name: str) -> Iterator[None]:
 # backward-input: out -> in), from single-thread timings at 64x64 and 128x128 (docs/kernels/conv.md).
 WINOGRAD_MIN_CHANNELS = (16, 32)  # (input, output) channels per group
 WINOGRAD_MIN_PAIRS = 1024  # input x output channels per group
+WINOGRAD_WEIGHT_MIN_CHANNELS = 32  # input and output channels of a layer whose weight gradient goes by Winograd
 
 
 def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int, channels_out: int) -> bool:
@@ -96,6 +98,17 @@ def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilatio
     """Whether the algorithm is ``winograd`` and the transposed conv (backward-input) one of kernel 4x4,
     stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves."""
     return _algorithm == "winograd" and (kernel, stride, padding, dilation) == ((4, 4), (2, 2), (1, 1), (1, 1))
+
+
+
+def _uses_winograd_weight_gradient(kernel: Pair, stride: Pair, dilation: Pair, groups: int, c_in: int,
+                                   c_out: int) -> bool:
+    """Whether the weight gradient goes by Winograd F(2x2, 3x3): a layer _uses_winograd serves, ungrouped,
+    with at least WINOGRAD_WEIGHT_MIN_CHANNELS input and output channels (narrower layers were 0.6-0.96x
+    the direct sum's speed: the transforms cost as much as the products they save; docs/kernels/conv.md)."""
+    return (_uses_winograd(kernel, stride, dilation, c_in, c_out) and groups == 1
+            and min(c_in, c_out) >= WINOGRAD_WEIGHT_MIN_CHANNELS)
+
 
 # ---------------------------------------------------------------------------------------------------
 # The kernel table.
@@ -137,11 +150,18 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
 
 def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
                            padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
-    _, cg, k_h, k_w = w_shape
-    if _algorithm == "im2col":
-        backward_weight = _conv_backward_weight_im2col
-    elif uses_pixel_lanes(cg, (k_h, k_w), gy.shape[3], x.itemsize):  # the 3-channel first layers
-        backward_weight = _conv_backward_weight_pixels
-    else:
-        backward_weight = _conv_backward_weight_direct
-    return backward_weight(x, gy, w_shape, stride, padding, dilation, groups)
+    c_out, cg, k_h, k_w = w_shape
+    if _uses_winograd_weight_gradient((k_h, k_w), stride, dilation, groups, cg, c_out):
+        gw = _conv_backward_weight_winograd(x, gy, w_shape, padding)
+        if gw is not None:
+            return gw
+    elif _algorithm != "im2col":
+        pixel_lanes = uses_pixel_lanes(cg, (k_h, k_w), gy.shape[3], x.itemsize)  # the 3-channel first layers
+        backward_weight = _conv_backward_weight_pixels if pixel_lanes else _conv_backward_weight_direct
+        gw = backward_weight(x, gy, w_shape, stride, padding, dilation, groups)
+        if np.isfinite(gw).all():
+            return gw
+    # An infinite or NaN gradient: the direct sum also multiplies the inputs its pixels on the split's
+    # padding columns read by gy's zeros there (0 * inf is NaN) and Winograd subtracts inputs (inf - inf);
+    # im2col sums exactly PyTorch's products, so its infinities and NaNs are PyTorch's.
+    return _conv_backward_weight_im2col(x, gy, w_shape, stride, padding, dilation, groups)

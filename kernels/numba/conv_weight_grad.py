@@ -1,6 +1,12 @@
-"""The weight gradient (conv2d backward-weight) of the direct and Winograd algorithms: conv_tiles'
-micro-kernel reducing over pixels, rows = taps broadcast from the phase-split input, lanes = output
-channels read from gy laid out channels-last.
+"""The weight gradient (conv2d backward-weight), both algorithms on conv_tiles' micro-kernel with lanes =
+output channels read from gy laid out channels-last:
+
+* direct (any layer): reducing over pixels, rows = taps broadcast from the phase-split input;
+* Winograd F(2x2, 3x3) (3x3 stride-1 undilated ungrouped layers): reducing over 2x2 tiles, rows = input
+  channels broadcast from the transformed input patches, one product per transform element.
+
+Numba's cache watches each function's own file only: after changing conv_winograd's inlined
+``_input_transform``, delete ``kernels/numba/__pycache__``.
 """
 
 import numba
@@ -10,8 +16,12 @@ from numba import njit, prange
 from . import simd
 from ._common import Pair
 from .conv_tiles import ROWS, _outer_tile, _phase_split, _strides, _tap_offsets
+from .conv_winograd import KERNEL_TRANSFORM_3, _input_transform, _winograd_split
 
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
+WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
+WINOGRAD_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count
+PARTIALS_BYTES = 64 * 2**20  # the Winograd weight gradient's partial sums at most (but one per part)
 
 
 @njit(inline="always", cache=True)
@@ -105,3 +115,126 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     gw = np.empty((groups, c_out_g, cg, k_h * k_w), x.dtype)
     gw[..., order] = by_offset.transpose(0, 3, 1, 2)
     return gw.reshape(c_out, cg, k_h, k_w)
+
+
+
+@njit(inline="always", cache=True)
+def _gradient_transform(array, i0, i1):
+    """F(2, 3)'s A applied to the vectors (y0, y1) at array[i0], array[i1]: (y0, y0 + y1, y0 - y1, -y1), the
+    transpose of the forward's output transform A^T."""
+    y0, y1 = simd.load(array, i0), simd.load(array, i1)
+    return y0, simd.add(y0, y1), simd.subtract(y0, y1), simd.subtract(simd.zeros(array), y1)
+
+
+@njit(parallel=True, cache=True)
+def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
+                           images_per_task, partials):
+    """partials[(b // images_per_task) * parts + part, k, ci, co] = sum over the images b of a task and the
+    2x2 tiles q of the part's rows of tiles of
+    (B^T d_q B)[k] of input channel ci times (A dY_q A^T)[k] of output channel co: the gradient of the
+    transformed kernel (G g G^T)[k] of Winograd F(2x2, 3x3) (Lavin & Gray 2016), for each part of each
+    image apart (their sum, in a fixed order, is the caller's). src is x split by _winograd_split (tile q =
+    i * width + j reads src[q + patch_offsets[4u + v]] in each channel's block of channel_stride); gy_t[b,
+    2i + a, 2j + c, co] holds dY_q channels-last, zeros past gy (so the split's padding column of tiles,
+    j = width - 1, adds nothing).
+
+    Per band of WINOGRAD_BAND tiles: V = B^T d B of every input channel (vectors along tiles, as the
+    forward's), D = A dY A^T of every tile (vectors along output channels); then for each k the
+    micro-kernel, rows = ROWS input channels (broadcasts from V[k]), lanes = output channels (D[k]),
+    reducing over the band's tiles, V[k] and D[k] in L1 (16 KiB each for 64 float32 channels).
+    """
+    tasks, _, depth, c_pad = partials.shape
+    n, tile_rows = gy_t.shape[0], gy_t.shape[1] // 2
+    parts = -(-tile_rows // rows_per_part)
+    band = WINOGRAD_BAND
+    lanes = simd.lanes(src)
+    row_bases = np.arange(ROWS) * band
+    tile_offsets = np.arange(band) * c_pad
+    row_stride = gy_t.shape[2] * c_pad
+    for task in prange(tasks):
+        image_group, part = divmod(np.int64(task), parts)
+        # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
+        # longer than it needs, so that the 16 blocks, a multiple of 4 KiB long, do not share L1 sets
+        transformed = np.zeros((16, depth * band + lanes), src.dtype)
+        gradients = np.empty((16, band * c_pad + lanes), src.dtype)
+        half = np.empty(16 * lanes, src.dtype)
+        end = min(tile_rows, (part + 1) * rows_per_part) * width
+        for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
+            image = src[b * image_stride:]
+            gy_image = gy_t[b].reshape(-1)
+            for q0 in range(part * rows_per_part * width, end, band):
+                count = min(band, end - q0)
+                for ci in range(c_in):
+                    patch = image[ci * channel_stride + q0:]
+                    for s in range(0, count, lanes):  # B^T down each column of the patches, then B along each row
+                        for v in range(4):
+                            column = _input_transform(patch, s + patch_offsets[v], s + patch_offsets[4 + v],
+                                                      s + patch_offsets[8 + v], s + patch_offsets[12 + v])
+                            for u in range(4):
+                                simd.store(half, (4 * u + v) * lanes, column[u])
+                        for u in range(4):
+                            row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes,
+                                                   (4 * u + 3) * lanes)
+                            for v in range(4):
+                                simd.store(transformed[4 * u + v], ci * band + s, row[v])
+                for t in range(count):
+                    i, j = divmod(q0 + t, width)
+                    top = 2 * i * row_stride + 2 * j * c_pad
+                    for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
+                        at = top + co
+                        left = _gradient_transform(gy_image, at, at + row_stride)
+                        right = _gradient_transform(gy_image, at + c_pad, at + row_stride + c_pad)
+                        for u in range(4):
+                            simd.store(half, 2 * u * lanes, left[u])
+                            simd.store(half, (2 * u + 1) * lanes, right[u])
+                        for u in range(4):
+                            row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
+                            for v in range(4):
+                                simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
+                offsets = tile_offsets[:count]
+                for k in range(16):
+                    v_k, d_k = transformed[k], gradients[k]
+                    for tile in range(depth // ROWS):
+                        for co in range(0, c_pad, lanes):
+                            sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets)
+                            for r in range(ROWS):
+                                row = partials[task, k, tile * ROWS + r]
+                                simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+
+
+def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int],
+                                   padding: Pair) -> np.ndarray | None:
+    """The weight gradient of a 3x3 stride-1 undilated ungrouped layer by Winograd F(2x2, 3x3): with U = G g
+    G^T, V = B^T d B and M = U * V summed over input channels (the forward), dL/dU = sum over tiles of
+    (A dY A^T) * V, and dL/dg = G^T (dL/dU) G, 16 products per 2x2 outputs and channel pair instead of 36.
+    The transformed gradient is summed in x's dtype and transformed back in float64, rounded once.
+
+    Returns None when the result holds an infinity or a NaN: the transforms subtract inputs from each
+    other (inf - inf is NaN), so the caller runs the direct sum, whose infinities are PyTorch's."""
+    n, c_out, out_h, out_w = gy.shape
+    c_in = w_shape[1]
+    tiles_hw = (-(-out_h // 2), -(-out_w // 2))
+    src, image_stride, _, width, _, patch_offsets, channel_stride = _winograd_split(x, padding, tiles_hw, 1, c_in)
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    # a band's last vector of tiles may run past the last tile: check those reads stay inside src too
+    reads = np.array([0, (c_in - 1) * channel_stride + patch_offsets.max()])
+    _strides(src, n, 1, reads, tiles_hw[0] * width + lanes - 1)
+    c_pad = -(-c_out // lanes) * lanes
+    gy_t = simd.empty((n, 2 * tiles_hw[0], 2 * width, c_pad), x.dtype)
+    gy_t[:, out_h:] = 0
+    _channels_last(gy, gy_t[:, :out_h])
+    # the split of the work, and so the order of the sums, is a function of the shape alone
+    parts = min(tiles_hw[0], -(-WINOGRAD_TASKS // n))
+    rows_per_part = -(-tiles_hw[0] // parts)
+    parts = -(-tiles_hw[0] // rows_per_part)
+    depth = -(-c_in // ROWS) * ROWS
+    partial_bytes = 16 * depth * c_pad * x.itemsize
+    images_per_task = max(1, -(-n * partial_bytes // PARTIALS_BYTES))  # a large batch: images share partials
+    partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
+    _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
+                           images_per_task, partials)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
+        transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
+        gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),
+                       optimize=True).astype(x.dtype)
+    return gw if np.isfinite(gw).all() else None

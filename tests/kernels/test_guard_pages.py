@@ -67,7 +67,9 @@ class GuardedArrays:
 CONVS = [(2, 3, 7, 9, 4, 3, 1, 1, 1, 1), (1, 4, 5, 33, 6, 3, 2, 1, 1, 2), (2, 2, 6, 6, 2, 4, 2, 1, 1, 1),
          (1, 1, 1, 1, 1, 1, 1, 0, 1, 1), (2, 4, 9, 9, 4, 3, 1, 2, 2, 1), (3, 8, 13, 70, 8, 3, 1, 1, 1, 1),
          (2, 6, 8, 40, 6, 4, 2, 1, 1, 1), (1, 2, 3, 3, 3, 3, 1, 3, 1, 1),
-         (2, 3, 6, 70, 5, 3, 1, 1, 1, 1)]  # the last: a 3-channel layer, whose weight gradient puts pixels on lanes
+         (2, 3, 6, 70, 5, 3, 1, 1, 1, 1),  # a 3-channel layer, whose weight gradient puts pixels on lanes
+         # numba's Winograd weight gradient (bands across rows, parts of an image)
+         (1, 33, 5, 37, 40, 3, 1, 1, 1, 1), (2, 32, 1, 2, 32, 3, 1, 2, 1, 1)]
 CUDASIM_CONVS = CONVS[:5]  # cudasim runs a thread per GEMM element as a fiber: the small ones
 POOLS = [((2, 3, 7, 9), 2, 2, 0, 1), ((1, 2, 5, 33), 3, 1, 1, 1), ((2, 1, 8, 8), 2, 1, 1, 1),
          ((1, 1, 1, 1), 1, 1, 0, 1), ((1, 3, 9, 70), 3, 2, 1, 2)]
@@ -92,7 +94,8 @@ def run_cases(device: str, dtype: type, at: str) -> None:
         simd = importlib.import_module("minicv.kernels.numba.simd")
         simd.empty = lambda shape, dtype: guarded(np.empty(shape, dtype), at)
         conv = importlib.import_module("minicv.kernels.numba.conv")
-        conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS = (1, 1), 1  # Winograd on the narrow 3x3 layers too
+        # Winograd on the narrow 3x3 layers too, their weight gradients included
+        conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS, conv.WINOGRAD_WEIGHT_MIN_CHANNELS = (1, 1), 1, 1
     if device == "cudasim":
         kernels.backend.xp = GuardedArrays(at)
     algorithms = [""]

@@ -52,7 +52,10 @@ from minicv.kernels.numba import (
     conv_winograd,
 )
 
+import minicv as mc
+from minicv.functional import conv2d as minicv_conv2d
 from minicv.functional.conv import conv_output_hw
+from minicv.gradcheck import gradcheck
 from minicv.ops import kernel_table
 from tests.reference import assert_close as assert_close_to_float64
 from tests.reference import float64_reference
@@ -88,9 +91,10 @@ def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_by
     """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
     through several of them run on small inputs; Winograd on layers of any channel count."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
-                (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"))
+                (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"),
+                (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"))
     saved = [getattr(module, name) for module, name in settings]
-    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1)
+    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1, 1)
     for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
@@ -106,6 +110,7 @@ def winograd_on_any_layer(monkeypatch):
     small layers of a test reach it."""
     monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))
     monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
+    monkeypatch.setattr(nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS", 1)
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
@@ -266,6 +271,96 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value,
         # NaN and inf where torch's
         np.testing.assert_allclose(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, rtol=1e-10)
         np.testing.assert_allclose(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, padding", [
+    (2, 18, 22, (13, 45), 1),  # odd sizes: the last row and column of 2x2 tiles half outside gy
+    (1, 8, 40, (6, 70), 2),  # 36 tiles a row: bands across rows; one image split into parts; c_out > lanes
+    (3, 5, 7, (9, 11), 0),  # input channels not a multiple of the tile's rows
+    (1, 3, 4, (1, 2), 3),  # padding 3: a gy of 5 x 6, most of its tiles' patches padding
+    (2, 1, 1, (3, 3), 0),  # one output pixel, one tile
+    (9, 6, 3, (4, 4), 1),  # more images than WINOGRAD_TASKS: one part each
+])
+def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype,
+                                                               winograd_on_any_layer):
+    """The Winograd F(2x2, 3x3) weight gradient (G^T [sum over tiles of (A dY A^T) * (B^T d B)] G) on odd
+    and even sizes, bands across rows, images split into parts, narrow layers let through: PyTorch's and
+    the spec's within the dtype's tolerance, and within the conditioning-aware bound of the float64
+    answer (tests/reference.py)."""
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal((n, c_in, *hw)) / 8).astype(dtype)  # small, as in the wide-layer test
+    w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(dtype)
+    hyper = ((1, 1), (padding, padding), (1, 1), 1)
+    _, gy, _, gw = torch_conv(x, w, *hyper, rng)
+    assert conv_weight_grad._conv_backward_weight_winograd(x, gy, w.shape, hyper[1]) is not None  # the path taken
+    with nb.conv_algorithm("winograd"):
+        got = nb.conv2d_backward_weight(x, gy, w.shape, *hyper)
+    assert_close(got, gw, spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+    (expected, allowance), = float64_reference(
+        lambda a, b: torch.nn.grad.conv2d_weight(a, w.shape, b, padding=padding), [x, gy], dtype)
+    assert_close_to_float64(got, expected, dtype, "weight gradient", allowance)
+
+
+@pytest.mark.parametrize("partials_bytes", [1, 40_000])
+def test_conv2d_backward_weight_winograd_bounds_its_partial_sums(partials_bytes, monkeypatch):
+    """A batch whose partial sums would pass PARTIALS_BYTES sums several images into each (all 5 into one,
+    or a few into each): the same gradient as PyTorch's."""
+    monkeypatch.setattr(conv_weight_grad, "PARTIALS_BYTES", partials_bytes)
+    rng = np.random.default_rng(29)
+    x = (rng.standard_normal((5, 6, 7, 9)) / 8).astype(np.float32)
+    w = (rng.standard_normal((5, 6, 3, 3)) / np.sqrt(54)).astype(np.float32)
+    _, gy, _, gw = torch_conv(x, w, (1, 1), (1, 1), (1, 1), 1, rng)
+    assert_close(conv_weight_grad._conv_backward_weight_winograd(x, gy, w.shape, (1, 1)), gw,
+                 spec.conv2d_backward_weight(x, gy, w.shape, (1, 1), (1, 1), (1, 1), 1))
+
+
+def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
+    """3x3 stride-1 ungrouped layers of WINOGRAD_WEIGHT_MIN_CHANNELS channels and more take the Winograd weight
+    gradient; narrower, grouped, strided or dilated ones the direct sum; the result is PyTorch's."""
+    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 32, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 16, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 2, 64, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (2, 2), (1, 1), 1, 64, 64)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (2, 2), 1, 64, 64)
+    with nb.conv_algorithm("direct"):
+        assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 64, 64)
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((2, 33, 10, 7)).astype(np.float32)
+    w = (rng.standard_normal((40, 33, 3, 3)) / np.sqrt(9 * 33)).astype(np.float32)
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
+    _, gy, _, gw = torch_conv(x, w, *hyper, rng)
+    assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
+                 spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+
+
+@pytest.mark.parametrize("algorithm", nb_conv.ALGORITHMS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_conv2d_backward_weight_non_finite_input_gives_torch_infinities_and_nans(algorithm, value,
+                                                                                  winograd_on_any_layer):
+    """Winograd's transforms subtract inputs from each other (inf - inf is NaN), and the direct sum
+    multiplies the inputs read on the split's padding columns by zeros (x[0, 0, 0, 7] by tap (0, 0): 0 * inf
+    is NaN where PyTorch has no product): a weight gradient with an infinite or NaN element is run again by
+    im2col, whose infinities and NaNs are PyTorch's."""
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.standard_normal((1, 2, 9, 8)))  # one sign: PyTorch's sums of infinities stay infinite
+    x[0, 1, 4, 5] = x[0, 0, 0, 7] = value
+    gy = np.abs(rng.standard_normal((1, 3, 9, 8)))
+    gy[0, 2, 3, 3] = value
+    gw = torch.nn.grad.conv2d_weight(torch.from_numpy(x), (3, 2, 3, 3), torch.from_numpy(gy), padding=1).numpy()
+    assert np.isnan(gw).any() if np.isnan(value) else np.isinf(gw).any() and not np.isnan(gw).any()
+    assert conv_weight_grad._conv_backward_weight_winograd(x, gy, (3, 2, 3, 3), (1, 1)) is None  # refused
+    with nb.conv_algorithm(algorithm):
+        np.testing.assert_allclose(nb.conv2d_backward_weight(x, gy, (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), 1), gw,
+                                   rtol=1e-10)
+
+
+def test_conv2d_winograd_weight_gradient_passes_gradcheck(winograd_on_any_layer):
+    """gradcheck in float64 of a 3x3 stride-1 conv2d on the numba device, its weight gradient by Winograd."""
+    rng = np.random.default_rng(23)
+    x = mc.tensor(rng.standard_normal((2, 3, 5, 6)), device="numba", requires_grad=True)
+    w = mc.tensor(rng.standard_normal((4, 3, 3, 3)), device="numba", requires_grad=True)
+    assert gradcheck(lambda a, b: minicv_conv2d(a, b, padding=1), [x, w])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
