@@ -126,31 +126,58 @@ def _gradient_transform(array, i0, i1):
     return y0, simd.add(y0, y1), simd.subtract(y0, y1), simd.subtract(simd.zeros(array), y1)
 
 
+@njit(inline="always", cache=True)
+def _gather_band(gy, q0, count, width, out):
+    """out[a, 2t + c, co] = gy[co, 2i + a, 2j + c] for the tiles q0 + t = i * width + j, t < count: the two gy
+    rows of a band of 2x2 tiles laid out channels-last (zeros past gy's rows and columns; channels past
+    gy's are out's own and left alone). The band runs along tile rows, one run of tiles per row it meets;
+    each run is transposed by 16 x 16 tiles, as _channels_last."""
+    channels, h, w = gy.shape
+    t = 0
+    while t < count:
+        i, j = divmod(q0 + t, width)
+        run = min(count - t, width - j)
+        for a in range(2):
+            dst, row = out[a, 2 * t:2 * (t + run)], 2 * i + a
+            columns = max(0, min(2 * run, w - 2 * j)) if row < h else 0
+            dst[columns:, :channels] = 0
+            for c0 in range(0, channels, 16):
+                for k0 in range(0, columns, 16):
+                    source, target = gy[c0:, row, 2 * j + k0:], dst[k0:, c0:]
+                    if c0 + 16 <= channels and k0 + 16 <= columns:
+                        _transpose_tile(source, target, 16, 16)
+                    else:
+                        _transpose_tile(source, target, min(16, channels - c0), min(16, columns - k0))
+        t += run
+
+
 @njit(parallel=True, cache=True)
-def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
+def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy, width, rows_per_part,
                            images_per_task, partials):
     """partials[(b // images_per_task) * parts + part, k, ci, co] = sum over the images b of a task and the
     2x2 tiles q of the part's rows of tiles of
     (B^T d_q B)[k] of input channel ci times (A dY_q A^T)[k] of output channel co: the gradient of the
     transformed kernel (G g G^T)[k] of Winograd F(2x2, 3x3) (Lavin & Gray 2016), for each part of each
     image apart (their sum, in a fixed order, is the caller's). src is x split by _winograd_split (tile q =
-    i * width + j reads src[q + patch_offsets[4u + v]] in each channel's block of channel_stride); gy_t[b,
-    2i + a, 2j + c, co] holds dY_q channels-last, zeros past gy (so the split's padding column of tiles,
-    j = width - 1, adds nothing).
+    i * width + j reads src[q + patch_offsets[4u + v]] in each channel's block of channel_stride); dY_q is
+    gy[b, :, 2i:2i + 2, 2j:2j + 2], zeros past gy (so the split's padding column of tiles, j = width - 1,
+    adds nothing). gy is C-contiguous.
 
-    Per band of WINOGRAD_BAND tiles: V = B^T d B of every input channel (vectors along tiles, as the
-    forward's), D = A dY A^T of every tile (vectors along output channels); then for each k the
+    Per band of WINOGRAD_BAND tiles: the band's dY laid out channels-last in the task's own buffer
+    (_gather_band: in L2, instead of a whole-batch copy written to and read back from memory), V = B^T d B
+    of every input channel (vectors along tiles, as the forward's), D = A dY A^T of every tile (vectors
+    along output channels); then for each k the
     micro-kernel, rows = ROWS input channels (broadcasts from V[k]), lanes = output channels (D[k]),
     reducing over the band's tiles, V[k] and D[k] in L1 (16 KiB each for 64 float32 channels).
     """
     tasks, _, depth, c_pad = partials.shape
-    n, tile_rows = gy_t.shape[0], gy_t.shape[1] // 2
+    n, tile_rows = gy.shape[0], -(-gy.shape[2] // 2)
     parts = -(-tile_rows // rows_per_part)
     band = WINOGRAD_BAND
     lanes = simd.lanes(src)
     row_bases = np.arange(ROWS) * band
     tile_offsets = np.arange(band) * c_pad
-    row_stride = gy_t.shape[2] * c_pad
+    row_stride = 2 * band * c_pad
     for task in prange(tasks):
         image_group, part = divmod(np.int64(task), parts)
         # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
@@ -158,12 +185,14 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
         transformed = np.zeros((16, depth * band + lanes), src.dtype)
         gradients = np.empty((16, band * c_pad + lanes), src.dtype)
         half = np.empty(16 * lanes, src.dtype)
+        band_gy = np.zeros((2, 2 * band, c_pad), src.dtype)  # channels past gy's stay 0
+        band_flat = band_gy.reshape(-1)
         end = min(tile_rows, (part + 1) * rows_per_part) * width
         for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
             image = src[b * image_stride:]
-            gy_image = gy_t[b].reshape(-1)
             for q0 in range(part * rows_per_part * width, end, band):
                 count = min(band, end - q0)
+                _gather_band(gy[b], q0, count, width, band_gy)
                 for ci in range(c_in):
                     patch = image[ci * channel_stride + q0:]
                     for s in range(0, count, lanes):  # B^T down each column of the patches, then B along each row
@@ -178,12 +207,10 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
                             for v in range(4):
                                 simd.store(transformed[4 * u + v], ci * band + s, row[v])
                 for t in range(count):
-                    i, j = divmod(q0 + t, width)
-                    top = 2 * i * row_stride + 2 * j * c_pad
                     for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
-                        at = top + co
-                        left = _gradient_transform(gy_image, at, at + row_stride)
-                        right = _gradient_transform(gy_image, at + c_pad, at + row_stride + c_pad)
+                        at = 2 * t * c_pad + co
+                        left = _gradient_transform(band_flat, at, at + row_stride)
+                        right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
                         for u in range(4):
                             simd.store(half, 2 * u * lanes, left[u])
                             simd.store(half, (2 * u + 1) * lanes, right[u])
@@ -220,9 +247,6 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     reads = np.array([0, (c_in - 1) * channel_stride + patch_offsets.max()])
     _strides(src, n, 1, reads, tiles_hw[0] * width + lanes - 1)
     c_pad = -(-c_out // lanes) * lanes
-    gy_t = simd.empty((n, 2 * tiles_hw[0], 2 * width, c_pad), x.dtype)
-    gy_t[:, out_h:] = 0
-    _channels_last(gy, gy_t[:, :out_h])
     # the split of the work, and so the order of the sums, is a function of the shape alone
     parts = min(tiles_hw[0], -(-WINOGRAD_TASKS // n))
     rows_per_part = -(-tiles_hw[0] // parts)
@@ -231,8 +255,8 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     partial_bytes = 16 * depth * c_pad * x.itemsize
     images_per_task = max(1, -(-n * partial_bytes // PARTIALS_BYTES))  # a large batch: images share partials
     partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
-    _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy_t, width, rows_per_part,
-                           images_per_task, partials)
+    _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, np.ascontiguousarray(gy), width,
+                           rows_per_part, images_per_task, partials)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
         transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
         gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),
