@@ -1,5 +1,6 @@
 """The weight gradient (conv2d backward-weight), both algorithms on conv_tiles' micro-kernel with lanes =
-output channels read from gy laid out channels-last:
+output channels read from gy laid out channels-last, a band of pixels at a time in each task's own buffer
+(``_gather_run``; no whole-batch copy):
 
 * direct (any layer): reducing over pixels, rows = taps broadcast from the phase-split input;
 * Winograd F(2x2, 3x3) (3x3 stride-1 undilated ungrouped layers): reducing over 2x2 tiles, rows = input
@@ -31,55 +32,65 @@ def _transpose_tile(src, dst, rows, columns):
             dst[j, i] = src[i, j]
 
 
-@njit(parallel=True, cache=True)
-def _channels_last(x, out):
-    """out[b, i, j, c] = x[b, c, i, j], zeros where j or c lies past x: out is (N, H, width, C') with
-    width >= W and C' >= C (or a view of one).
+@njit(inline="always", cache=True)
+def _gather_run(plane, row, column, count, out):
+    """out[k, c] = plane[c, row, column + k] for k < count and every channel c of plane: a run of one row's
+    pixels laid out channels-last, zeros past plane's rows and columns (out's channels past plane's are left
+    alone). Each task lays out the band of gy it reduces over in its own buffer, in L2, instead of one
+    whole-batch channels-last copy written to memory and read back (docs/kernels/conv.md).
 
     The transpose goes by 16 x 16 tiles (16 channels by 16 pixels): both the 16 source rows and the 16
     destination runs stay in L1, and a full tile's constant trip counts let LLVM turn it into register
     shuffles (3x faster than copying one pixel's channels at a time).
     """
-    n, channels, h, w = x.shape
-    for task in prange(n * h):
-        b, i = divmod(np.int64(task), h)
-        row = out[b, i]
-        row[w:] = 0
-        row[:w, channels:] = 0
-        for c0 in range(0, channels, 16):
-            for j0 in range(0, w, 16):
-                src, dst = x[b, c0:, i, j0:], row[j0:, c0:]
-                if c0 + 16 <= channels and j0 + 16 <= w:
-                    _transpose_tile(src, dst, 16, 16)
-                else:
-                    _transpose_tile(src, dst, min(16, channels - c0), min(16, w - j0))
+    channels, h, w = plane.shape
+    inside = max(0, min(count, w - column)) if row < h else 0
+    out[inside:count, :channels] = 0
+    for c0 in range(0, channels, 16):
+        for k0 in range(0, inside, 16):
+            source, target = plane[c0:, row, column + k0:], out[k0:, c0:]
+            if c0 + 16 <= channels and k0 + 16 <= inside:
+                _transpose_tile(source, target, 16, 16)
+            else:
+                _transpose_tile(source, target, min(16, channels - c0), min(16, inside - k0))
 
 
 @njit(parallel=True, cache=True)
-def _weight_gradient_tiles(src, image_stride, group_stride, gy_t, bases, band_offsets, reach, tiles_per_task,
-                           partials):
+def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, band, reach, tiles_per_task, partials):
     """partials[b, g, t, co] = sum_{q < reach} src[b * image_stride + g * group_stride + bases[t] + q]
-    * gy_t[b, q, g, co]: the gradient of the weight (tap t = (ci, kh, kw), output channel co) of the
-    correlation _correlate_tiles computes, for each image apart (their sum, in a fixed order, is the
-    caller's). gy_t holds gy channels-last on the correlation's pixels q, zeros on the padding columns.
+    * gy[b, g * C + co, o_h, o_w] for q = o_h * width + o_w, C = gy's channels per group: the gradient of
+    the weight (tap t = (ci, kh, kw), output channel co) of the correlation _correlate_tiles computes, for
+    each image apart (their sum, in a fixed order, is the caller's). gy is C-contiguous; pixels q on the
+    padding columns (o_w past gy's) add nothing.
 
     Tiles of ROWS taps by lanes output channels, reducing over pixels; each task runs its tiles over a
-    band of pixels at a time, so that band of gy_t is read from L2 by every tile.
+    band of ``band`` pixels at a time, laid out channels-last in the task's buffer (_gather_run), read
+    from L2 by every tile.
     """
     n, groups, depth, c_pad = partials.shape
+    c_out_g = gy.shape[1] // groups
     lanes = simd.lanes(src)
     tile_groups = -(-(depth // ROWS) // tiles_per_task)
+    band_offsets = np.arange(band) * c_pad
     for task in prange(n * groups * tile_groups):
         image_group, tile_group = divmod(np.int64(task), tile_groups)
         b, g = divmod(image_group, groups)
-        gy_image = gy_t[b].reshape(-1)
-        for q0 in range(0, reach, band_offsets.size):
+        planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
+        band_gy = np.zeros((band, c_pad), src.dtype)  # channels past C stay 0
+        band_flat = band_gy.reshape(-1)
+        for q0 in range(0, reach, band):
+            count = min(band, reach - q0)
+            t = 0
+            while t < count:  # one run per output row the band meets
+                o_h, o_w = divmod(q0 + t, width)
+                run = min(count - t, width - o_w)
+                _gather_run(planes, o_h, o_w, run, band_gy[t:])
+                t += run
             window = src[b * image_stride + g * group_stride + q0:]
-            offsets = band_offsets[:min(band_offsets.size, reach - q0)]
+            offsets = band_offsets[:count]
             for tile in range(tile_group * tiles_per_task, min((tile_group + 1) * tiles_per_task, depth // ROWS)):
                 for co in range(0, c_pad, lanes):
-                    sums = _outer_tile(window, bases[tile * ROWS:], 1, gy_image[(q0 * groups + g) * c_pad + co:],
-                                       offsets)
+                    sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets)
                     for r in range(ROWS):
                         row = partials[b, g, tile * ROWS + r]
                         simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
@@ -100,16 +111,13 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     reach = (out_h - 1) * size[1] + out_w  # the pixels q of outputs
     image_stride, group_stride = _strides(src, n, groups, offsets, reach)
     c_pad = -(-c_out_g // lanes) * lanes
-    gy_t = simd.empty((n, out_h, size[1], groups, c_pad), x.dtype)
-    for g in range(groups):
-        _channels_last(gy[:, g * c_out_g:(g + 1) * c_out_g], gy_t[:, :, :, g])
     tiles = -(-offsets.size // ROWS)
     bases = np.full(tiles * ROWS, offsets[-1])  # the last tile's missing taps repeat one: computed, dropped
     bases[:offsets.size] = offsets
     tasks_wanted = 4 * numba.get_num_threads()  # the work's split only: each image's sum is the same
     tiles_per_task = max(1, min(tiles, tiles * n * groups // tasks_wanted))
     partials = np.zeros((n, groups, tiles * ROWS, c_pad), x.dtype)
-    _weight_gradient_tiles(src, image_stride, group_stride, gy_t, bases, np.arange(WEIGHT_BAND) * groups * c_pad,
+    _weight_gradient_tiles(src, image_stride, group_stride, size[1], np.ascontiguousarray(gy), bases, WEIGHT_BAND,
                            reach, tiles_per_task, partials)
     by_offset = partials.sum(axis=0)[:, :offsets.size, :c_out_g].reshape(groups, cg, -1, c_out_g)
     gw = np.empty((groups, c_out_g, cg, k_h * k_w), x.dtype)
@@ -126,31 +134,6 @@ def _gradient_transform(array, i0, i1):
     return y0, simd.add(y0, y1), simd.subtract(y0, y1), simd.subtract(simd.zeros(array), y1)
 
 
-@njit(inline="always", cache=True)
-def _gather_band(gy, q0, count, width, out):
-    """out[a, 2t + c, co] = gy[co, 2i + a, 2j + c] for the tiles q0 + t = i * width + j, t < count: the two gy
-    rows of a band of 2x2 tiles laid out channels-last (zeros past gy's rows and columns; channels past
-    gy's are out's own and left alone). The band runs along tile rows, one run of tiles per row it meets;
-    each run is transposed by 16 x 16 tiles, as _channels_last."""
-    channels, h, w = gy.shape
-    t = 0
-    while t < count:
-        i, j = divmod(q0 + t, width)
-        run = min(count - t, width - j)
-        for a in range(2):
-            dst, row = out[a, 2 * t:2 * (t + run)], 2 * i + a
-            columns = max(0, min(2 * run, w - 2 * j)) if row < h else 0
-            dst[columns:, :channels] = 0
-            for c0 in range(0, channels, 16):
-                for k0 in range(0, columns, 16):
-                    source, target = gy[c0:, row, 2 * j + k0:], dst[k0:, c0:]
-                    if c0 + 16 <= channels and k0 + 16 <= columns:
-                        _transpose_tile(source, target, 16, 16)
-                    else:
-                        _transpose_tile(source, target, min(16, channels - c0), min(16, columns - k0))
-        t += run
-
-
 @njit(parallel=True, cache=True)
 def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy, width, rows_per_part,
                            images_per_task, partials):
@@ -164,7 +147,7 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
     adds nothing). gy is C-contiguous.
 
     Per band of WINOGRAD_BAND tiles: the band's dY laid out channels-last in the task's own buffer
-    (_gather_band: in L2, instead of a whole-batch copy written to and read back from memory), V = B^T d B
+    (_gather_run: in L2, instead of a whole-batch copy written to and read back from memory), V = B^T d B
     of every input channel (vectors along tiles, as the forward's), D = A dY A^T of every tile (vectors
     along output channels); then for each k the
     micro-kernel, rows = ROWS input channels (broadcasts from V[k]), lanes = output channels (D[k]),
@@ -192,7 +175,13 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
             image = src[b * image_stride:]
             for q0 in range(part * rows_per_part * width, end, band):
                 count = min(band, end - q0)
-                _gather_band(gy[b], q0, count, width, band_gy)
+                t = 0
+                while t < count:  # the two gy rows of each row of tiles the band meets
+                    i, j = divmod(q0 + t, width)
+                    run = min(count - t, width - j)
+                    for a in range(2):
+                        _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
+                    t += run
                 for ci in range(c_in):
                     patch = image[ci * channel_stride + q0:]
                     for s in range(0, count, lanes):  # B^T down each column of the patches, then B along each row

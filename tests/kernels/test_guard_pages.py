@@ -89,7 +89,7 @@ def run_cases(device: str, dtype: type, at: str) -> None:
         print(device, np.dtype(dtype).name, at, *case, flush=True)
 
     # Outputs too, where the device allocates them through a function that can be swapped: writes past
-    # them fault. numba: the conv's y, gx and gy_t (simd.empty); cudasim: every output, workspace and flag.
+    # them fault. numba: the conv's y and gx (simd.empty); cudasim: every output, workspace and flag.
     if device == "numba":
         simd = importlib.import_module("minicv.kernels.numba.simd")
         simd.empty = lambda shape, dtype: guarded(np.empty(shape, dtype), at)
