@@ -10,7 +10,6 @@ Numba's cache watches each function's own file only: after changing conv_winogra
 ``_input_transform``, delete ``kernels/numba/__pycache__``.
 """
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -21,7 +20,7 @@ from .conv_winograd import KERNEL_TRANSFORM_3, _input_transform, _winograd_split
 
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
-WINOGRAD_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count
+MIN_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count (both paths)
 PARTIALS_BYTES = 64 * 2**20  # the Winograd weight gradient's partial sums at most (but one per part)
 
 
@@ -56,30 +55,34 @@ def _gather_run(plane, row, column, count, out):
 
 
 @njit(parallel=True, cache=True)
-def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, band, reach, tiles_per_task, partials):
-    """partials[b, g, t, co] = sum_{q < reach} src[b * image_stride + g * group_stride + bases[t] + q]
-    * gy[b, g * C + co, o_h, o_w] for q = o_h * width + o_w, C = gy's channels per group: the gradient of
-    the weight (tap t = (ci, kh, kw), output channel co) of the correlation _correlate_tiles computes, for
-    each image apart (their sum, in a fixed order, is the caller's). gy is C-contiguous; pixels q on the
-    padding columns (o_w past gy's) add nothing.
+def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, band, rows_per_part, partials):
+    """partials[b * parts + part, g, t, co] = sum over the pixels q = o_h * width + o_w of the part's output
+    rows (rows_per_part of them) of src[b * image_stride + g * group_stride + bases[t] + q] * gy[b, g * C + co,
+    o_h, o_w], C = gy's channels per group: the gradient of the weight (tap t = (ci, kh, kw), output channel
+    co) of the correlation _correlate_tiles computes, for each part of each image apart (their sum, in a
+    fixed order, is the caller's). gy is C-contiguous; pixels q on the padding columns (o_w past gy's) add
+    nothing.
 
-    Tiles of ROWS taps by lanes output channels, reducing over pixels; each task runs its tiles over a
+    Tiles of ROWS taps by lanes output channels, reducing over pixels; each task runs all its tiles over a
     band of ``band`` pixels at a time, laid out channels-last in the task's buffer (_gather_run), read
-    from L2 by every tile.
+    from L2 by every tile. (Tasks split along pixels, not tiles: a task per range of tiles would lay out
+    the same band once per range.)
     """
-    n, groups, depth, c_pad = partials.shape
-    c_out_g = gy.shape[1] // groups
+    tasks, groups, depth, c_pad = partials.shape
+    n, c_out, out_h, out_w = gy.shape
+    parts, c_out_g = tasks // n, c_out // groups
+    reach = (out_h - 1) * width + out_w
     lanes = simd.lanes(src)
-    tile_groups = -(-(depth // ROWS) // tiles_per_task)
     band_offsets = np.arange(band) * c_pad
-    for task in prange(n * groups * tile_groups):
-        image_group, tile_group = divmod(np.int64(task), tile_groups)
-        b, g = divmod(image_group, groups)
+    for task in prange(tasks * groups):
+        image_part, g = divmod(np.int64(task), groups)
+        b, part = divmod(image_part, parts)
         planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
         band_gy = np.zeros((band, c_pad), src.dtype)  # channels past C stay 0
         band_flat = band_gy.reshape(-1)
-        for q0 in range(0, reach, band):
-            count = min(band, reach - q0)
+        end = min(reach, (part + 1) * rows_per_part * width)
+        for q0 in range(part * rows_per_part * width, end, band):
+            count = min(band, end - q0)
             t = 0
             while t < count:  # one run per output row the band meets
                 o_h, o_w = divmod(q0 + t, width)
@@ -88,11 +91,11 @@ def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, ba
                 t += run
             window = src[b * image_stride + g * group_stride + q0:]
             offsets = band_offsets[:count]
-            for tile in range(tile_group * tiles_per_task, min((tile_group + 1) * tiles_per_task, depth // ROWS)):
+            for tile in range(depth // ROWS):
                 for co in range(0, c_pad, lanes):
                     sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets)
                     for r in range(ROWS):
-                        row = partials[b, g, tile * ROWS + r]
+                        row = partials[image_part, g, tile * ROWS + r]
                         simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
@@ -114,11 +117,13 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     tiles = -(-offsets.size // ROWS)
     bases = np.full(tiles * ROWS, offsets[-1])  # the last tile's missing taps repeat one: computed, dropped
     bases[:offsets.size] = offsets
-    tasks_wanted = 4 * numba.get_num_threads()  # the work's split only: each image's sum is the same
-    tiles_per_task = max(1, min(tiles, tiles * n * groups // tasks_wanted))
-    partials = np.zeros((n, groups, tiles * ROWS, c_pad), x.dtype)
+    # the split of the work, and so the order of the sums, is a function of the shape alone
+    parts = min(out_h, -(-MIN_TASKS // (n * groups)))
+    rows_per_part = -(-out_h // parts)
+    parts = -(-out_h // rows_per_part)
+    partials = np.zeros((n * parts, groups, tiles * ROWS, c_pad), x.dtype)
     _weight_gradient_tiles(src, image_stride, group_stride, size[1], np.ascontiguousarray(gy), bases, WEIGHT_BAND,
-                           reach, tiles_per_task, partials)
+                           rows_per_part, partials)
     by_offset = partials.sum(axis=0)[:, :offsets.size, :c_out_g].reshape(groups, cg, -1, c_out_g)
     gw = np.empty((groups, c_out_g, cg, k_h * k_w), x.dtype)
     gw[..., order] = by_offset.transpose(0, 3, 1, 2)
@@ -237,7 +242,7 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     _strides(src, n, 1, reads, tiles_hw[0] * width + lanes - 1)
     c_pad = -(-c_out // lanes) * lanes
     # the split of the work, and so the order of the sums, is a function of the shape alone
-    parts = min(tiles_hw[0], -(-WINOGRAD_TASKS // n))
+    parts = min(tiles_hw[0], -(-MIN_TASKS // n))
     rows_per_part = -(-tiles_hw[0] // parts)
     parts = -(-tiles_hw[0] // rows_per_part)
     depth = -(-c_in // ROWS) * ROWS

@@ -244,6 +244,28 @@ def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in,
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, stride, groups", [
+    (1, 8, 40, (13, 45), (1, 1), 1),  # one image in 7 parts of 2 rows (the last one row); c_out past a vector
+    (3, 12, 6, (10, 33), (2, 1), 2),  # grouped, strided: 2 parts of 3 rows an image and group
+    (2, 6, 5, (1, 70), (1, 1), 1),  # one output row: one part
+])
+def test_conv2d_direct_weight_gradient_in_parts_matches_torch_and_spec(n, c_in, c_out, hw, stride, groups, dtype):
+    """The direct weight gradient splits a small batch's pixels into parts (MIN_TASKS tasks), each task laying
+    its bands of gy out channels-last itself: PyTorch's float64 answer within the dtype's bound, and the spec's."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
+    hyper = (stride, (1, 1), (1, 1), groups)
+    out_hw = conv_output_hw(x.shape[2:], w.shape[2:], *hyper[:3])
+    gy = rng.standard_normal((n, c_out, *out_hw)).astype(dtype)
+    conv = functools.partial(F.conv2d, stride=stride, padding=1, groups=groups)
+    _, (gw, allowance) = float64_reference(conv, [x, w], dtype, grad=[False, True], upstream=gy)
+    got = conv_weight_grad._conv_backward_weight_direct(x, gy, w.shape, *hyper)
+    assert_close_to_float64(got, gw, dtype, "direct", allowance)
+    assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
+
+
 def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_and_wide_rows():
     lanes32 = nb_conv.simd.VECTOR_BYTES // 4
     assert conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32, 4)  # 27 taps
@@ -280,7 +302,7 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value,
     (3, 5, 7, (9, 11), 0),  # input channels not a multiple of the tile's rows
     (1, 3, 4, (1, 2), 3),  # padding 3: a gy of 5 x 6, most of its tiles' patches padding
     (2, 1, 1, (3, 3), 0),  # one output pixel, one tile
-    (9, 6, 3, (4, 4), 1),  # more images than WINOGRAD_TASKS: one part each
+    (9, 6, 3, (4, 4), 1),  # more images than MIN_TASKS: one part each
 ])
 def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype,
                                                                winograd_on_any_layer):
