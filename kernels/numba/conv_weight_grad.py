@@ -32,6 +32,15 @@ def _transpose_tile(src, dst, rows, columns):
 
 
 @njit(inline="always", cache=True)
+def _line_aligned_zeros(count, like):
+    """count zeros of like's dtype starting on a cache line, as simd.empty's (Numba's own arrays start on
+    32 bytes only, and a 128-byte vector there touches three lines instead of two)."""
+    raw = np.zeros(count + simd.CACHE_LINE // like.itemsize, like.dtype)
+    start = (-raw.ctypes.data % simd.CACHE_LINE) // like.itemsize
+    return raw[start:start + count]
+
+
+@njit(inline="always", cache=True)
 def _gather_run(plane, row, column, count, out):
     """out[k, c] = plane[c, row, column + k] for k < count and every channel c of plane: a run of one row's
     pixels laid out channels-last, zeros past plane's rows and columns (out's channels past plane's are left
@@ -78,8 +87,8 @@ def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, ba
         image_part, g = divmod(np.int64(task), groups)
         b, part = divmod(image_part, parts)
         planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
-        band_gy = np.zeros((band, c_pad), src.dtype)  # channels past C stay 0
-        band_flat = band_gy.reshape(-1)
+        band_flat = _line_aligned_zeros(band * c_pad, src)  # channels past C stay 0
+        band_gy = band_flat.reshape((band, c_pad))
         end = min(reach, (part + 1) * rows_per_part * width)
         for q0 in range(part * rows_per_part * width, end, band):
             count = min(band, end - q0)
@@ -173,8 +182,8 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
         transformed = np.zeros((16, depth * band + lanes), src.dtype)
         gradients = np.empty((16, band * c_pad + lanes), src.dtype)
         half = np.empty(16 * lanes, src.dtype)
-        band_gy = np.zeros((2, 2 * band, c_pad), src.dtype)  # channels past gy's stay 0
-        band_flat = band_gy.reshape(-1)
+        band_flat = _line_aligned_zeros(4 * band * c_pad, src)  # channels past gy's stay 0
+        band_gy = band_flat.reshape((2, 2 * band, c_pad))
         end = min(tile_rows, (part + 1) * rows_per_part) * width
         for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
             image = src[b * image_stride:]
