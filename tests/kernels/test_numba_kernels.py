@@ -249,6 +249,7 @@ def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in,
     (1, 8, 40, (13, 45), (1, 1), 1),  # one image in 7 parts of 2 rows (the last one row); c_out past a vector
     (3, 12, 6, (10, 33), (2, 1), 2),  # grouped, strided: 2 parts of 3 rows an image and group
     (2, 6, 5, (1, 70), (1, 1), 1),  # one output row: one part
+    (2, 4, 20, (40, 69), (1, 1), 1),  # 3 bands a part: each band's gy laid out over the last one's
 ])
 def test_conv2d_direct_weight_gradient_in_parts_matches_torch_and_spec(n, c_in, c_out, hw, stride, groups, dtype):
     """The direct weight gradient splits a small batch's pixels into parts (MIN_TASKS tasks), each task laying
@@ -303,6 +304,7 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value,
     (1, 3, 4, (1, 2), 3),  # padding 3: a gy of 5 x 6, most of its tiles' patches padding
     (2, 1, 1, (3, 3), 0),  # one output pixel, one tile
     (9, 6, 3, (4, 4), 1),  # more images than MIN_TASKS: one part each
+    (2, 6, 8, (29, 149), 1),  # 5 bands a part: each band's gy laid out over the last one's, odd edges zeroed
 ])
 def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype,
                                                                winograd_on_any_layer):
