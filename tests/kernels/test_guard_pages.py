@@ -69,7 +69,8 @@ CONVS = [(2, 3, 7, 9, 4, 3, 1, 1, 1, 1), (1, 4, 5, 33, 6, 3, 2, 1, 1, 2), (2, 2,
          (2, 6, 8, 40, 6, 4, 2, 1, 1, 1), (1, 2, 3, 3, 3, 3, 1, 3, 1, 1),
          (2, 3, 6, 70, 5, 3, 1, 1, 1, 1),  # a 3-channel layer, whose weight gradient puts pixels on lanes
          # numba's Winograd weight gradient (bands across rows, parts of an image)
-         (1, 33, 5, 37, 40, 3, 1, 1, 1, 1), (2, 32, 1, 2, 32, 3, 1, 2, 1, 1)]
+         (1, 33, 5, 37, 40, 3, 1, 1, 1, 1), (2, 32, 1, 2, 32, 3, 1, 2, 1, 1),
+         (1, 4, 29, 149, 4, 3, 1, 1, 1, 1)]  # weight gradients: several bands of gy laid out per task, odd edges
 CUDASIM_CONVS = CONVS[:5]  # cudasim runs a thread per GEMM element as a fiber: the small ones
 POOLS = [((2, 3, 7, 9), 2, 2, 0, 1), ((1, 2, 5, 33), 3, 1, 1, 1), ((2, 1, 8, 8), 2, 1, 1, 1),
          ((1, 1, 1, 1), 1, 1, 0, 1), ((1, 3, 9, 70), 3, 2, 1, 2)]
