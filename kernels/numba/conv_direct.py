@@ -148,7 +148,9 @@ def _sub_kernel(w: np.ndarray, taps_h: list[int], taps_w: list[int], groups: int
     gathering from gy's: (groups * C_in/G, C_out/G, len(taps_h), len(taps_w))."""
     c_out, cg = w.shape[:2]
     sub_kernel = w[:, :, taps_h][:, :, :, taps_w].reshape(groups, c_out // groups, cg, len(taps_h), -1)
-    return sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, len(taps_h), -1)
+    # C-contiguous, as the forward's weight: the kernels that read it then compile once, not per layout
+    return np.ascontiguousarray(sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups,
+                                                                             len(taps_h), -1))
 
 
 def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
