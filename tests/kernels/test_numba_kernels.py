@@ -558,6 +558,7 @@ x, one = f32(2, 4, 12, 12), (1, 1)
 conv_direct._conv_direct(x, f32(8, 4, 3, 3), np.empty((2, 8, 6, 6), np.float32), (2, 2), one, one, 1)
 nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 4, 3, 3), x.shape, (2, 2), one, one, 1)  # gx's row phases
 nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 4, 4, 4), x.shape, (2, 2), one, one, 1)  # Winograd per phase
+nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 1, 4, 4), x.shape, (2, 2), one, one, 4)  # grouped: sub-kernels F
 nb.conv2d_backward_input(f32(2, 8, 12, 12), f32(8, 4, 3, 3), x.shape, one, one, one, 1)  # Winograd
 planes = x.reshape(2, 4, -1)  # batch norm's kernels take (N, C, pixels)
 for training in (True, False):
