@@ -63,6 +63,7 @@ def _forward(x, mean, var, weight, bias, eps, training, y):
     n, c, p = x.shape
     count = n * p
     for ch in prange(c):
+        ch = np.int64(ch)  # prange's index is unsigned in the parallel body: one type, so one compile of each helper
         low = x.dtype.type(0)  # the given statistics are exact: nothing was dropped
         if training:
             batch_mean = _sum(x, ch) / count
@@ -82,6 +83,7 @@ def _backward(gy, x, mean, var, weight, eps, training, gx, gweight, gbias):
     n, c, p = x.shape
     count = n * p
     for ch in prange(c):
+        ch = np.int64(ch)  # as in _forward
         inv_std = 1.0 / np.sqrt(np.float64(var[ch]) + eps)
         total, weighted, centred = _sums_of_gradient(gy, x, ch, mean[ch])
         low = centred / count if training else 0.0  # what the rounded batch mean dropped

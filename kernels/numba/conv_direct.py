@@ -72,6 +72,14 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, de
 
 
 @njit(cache=True)
+def _correlate_any_layout(src, image_stride, group_stride, width, starts, offsets, depths, weights, out):
+    """_correlate_tiles with out typed as any layout: the forward's C-contiguous out and a transposed conv's
+    strided phase of gx then share one compile of it (5 s cold), where each layout would compile its own.
+    Its stores go through a pointer to the row (simd.store), as fast either way."""
+    _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out[..., ::1])
+
+
+@njit(cache=True)
 def _weight_tiles(w, order, out):
     """out[g, tile, ci * taps + a, r] = w[g*C_g + tile*ROWS + r, ci, order[a]]: w (C_out, C_in / groups,
     taps) in tiles of ROWS output channels, each tile's weights one contiguous run in the order the
@@ -115,7 +123,7 @@ def _correlate(src: np.ndarray, images: int, groups: int, width: int,
     lanes = simd.VECTOR_BYTES // src.itemsize
     starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // offsets.shape[0]), width, lanes)
     image_stride, group_stride = _strides(src, images, groups, offsets, starts.max() + lanes)
-    _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
+    _correlate_any_layout(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
 
 
 def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
@@ -148,7 +156,9 @@ def _sub_kernel(w: np.ndarray, taps_h: list[int], taps_w: list[int], groups: int
     gathering from gy's: (groups * C_in/G, C_out/G, len(taps_h), len(taps_w))."""
     c_out, cg = w.shape[:2]
     sub_kernel = w[:, :, taps_h][:, :, :, taps_w].reshape(groups, c_out // groups, cg, len(taps_h), -1)
-    return sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, len(taps_h), -1)
+    # C-contiguous, as the forward's weight: the kernels that read it then compile once, not per layout
+    return np.ascontiguousarray(sub_kernel.transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups,
+                                                                             len(taps_h), -1))
 
 
 def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,

@@ -678,3 +678,60 @@ def test_softmax_cross_entropy_backward_refuses_saved_arrays_of_another_shape():
 def test_batch_norm_forward_and_backward_match_torch_and_spec(case):
     check_batch_norm(nb.batch_norm_forward, nb.batch_norm_backward, *case)
 
+
+
+
+# --- cold start: one compile per dtype ---------------------------------------------------------------
+
+ONE_OF_EACH_LAYER = """
+import collections, sys
+import numpy as np
+from numba.core import event
+import minicv.kernels.numba as nb
+from minicv.kernels.numba import conv, conv_direct
+
+compiles = collections.Counter()
+class Count(event.Listener):
+    def on_start(self, ev):
+        compiles[ev.data["dispatcher"].py_func.__qualname__] += 1
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+
+conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS = (1, 1), 1  # Winograd on these small layers too
+rng = np.random.default_rng(0)
+def f32(*shape):
+    return rng.standard_normal(shape, np.float32)
+x, one = f32(2, 4, 12, 12), (1, 1)
+conv_direct._conv_direct(x, f32(8, 4, 3, 3), np.empty((2, 8, 6, 6), np.float32), (2, 2), one, one, 1)
+nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 4, 3, 3), x.shape, (2, 2), one, one, 1)  # gx's row phases
+nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 4, 4, 4), x.shape, (2, 2), one, one, 1)  # Winograd per phase
+nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 1, 4, 4), x.shape, (2, 2), one, one, 4)  # grouped: sub-kernels F
+nb.conv2d_backward_input(f32(2, 8, 12, 12), f32(8, 4, 3, 3), x.shape, one, one, one, 1)  # Winograd
+planes = x.reshape(2, 4, -1)  # batch norm's kernels take (N, C, pixels)
+for training in (True, False):
+    mean, var = (None, None) if training else (planes.mean((0, 2)), planes.var((0, 2)))
+    y, mean, var = nb.batch_norm_forward(planes, mean, var, np.ones(4, np.float32), np.zeros(4, np.float32),
+                                         1e-5, training)
+    nb.batch_norm_backward(y, planes, mean, var, np.ones(4, np.float32), 1e-5, training)
+print(dict(compiles))
+"""
+
+
+def test_kernels_compile_once_for_the_layouts_and_index_types_a_step_passes(tmp_path):
+    """On an empty cache, a strided conv's forward (C-contiguous output) and backward-input (strided phases
+    of gx, a transposed sub-kernel), Winograd's forward and transposed kernels and batch norm in training
+    and eval compile each core once: one layout and index type reaches it (docs/kernels/cold_start.md),
+    where each layout would cost a compile of its own (seconds each)."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", ONE_OF_EACH_LAYER], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    compiles = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    cores = ["_correlate_tiles", "_weight_tiles", "_winograd_weights", "_winograd_tiles",
+             "_winograd_transposed_tiles", "_sum", "_sum_squared_deviations", "_sums_of_gradient"]
+    assert {name: compiles.get(name) for name in cores} == dict.fromkeys(cores, 1)
