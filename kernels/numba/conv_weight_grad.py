@@ -7,7 +7,7 @@ output channels read from gy laid out channels-last, a band of pixels at a time 
   channels broadcast from the transformed input patches, one product per transform element.
 
 Numba's cache watches each function's own file only: after changing conv_winograd's inlined
-``_input_transform``, delete ``kernels/numba/__pycache__``.
+``_transform_patch``, delete ``kernels/numba/__pycache__``.
 """
 
 import numpy as np
@@ -16,7 +16,7 @@ from numba import njit, prange
 from . import simd
 from ._common import Pair
 from .conv_tiles import ROWS, _outer_tile, _phase_split, _strides, _tap_offsets
-from .conv_winograd import KERNEL_TRANSFORM_3, _input_transform, _winograd_split
+from .conv_winograd import KERNEL_TRANSFORM_3, _transform_patch, _winograd_split
 
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
@@ -198,17 +198,8 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
                     t += run
                 for ci in range(c_in):
                     patch = image[ci * channel_stride + q0:]
-                    for s in range(0, count, lanes):  # B^T down each column of the patches, then B along each row
-                        for v in range(4):
-                            column = _input_transform(patch, s + patch_offsets[v], s + patch_offsets[4 + v],
-                                                      s + patch_offsets[8 + v], s + patch_offsets[12 + v])
-                            for u in range(4):
-                                simd.store(half, (4 * u + v) * lanes, column[u])
-                        for u in range(4):
-                            row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes,
-                                                   (4 * u + 3) * lanes)
-                            for v in range(4):
-                                simd.store(transformed[4 * u + v], ci * band + s, row[v])
+                    for s in range(0, count, lanes):
+                        _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
                 for t in range(count):
                     for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
                         at = 2 * t * c_pad + co

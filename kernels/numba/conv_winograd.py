@@ -70,6 +70,22 @@ def _input_transform(array, i0, i1, i2, i3):
 
 
 @njit(inline="always", cache=True)
+def _transform_patch(patch, at, patch_offsets, half, transformed, out_at, lanes):
+    """B^T d B of the 4x4 patches whose corners' vectors start at patch[at + patch_offsets[k]] (k = 4 * row
+    + column): B^T down each column into ``half``, then B along each row, element (u, v) of the result
+    stored at transformed[4 * u + v][out_at]. The forward and the weight gradient transform alike."""
+    for v in range(4):
+        column = _input_transform(patch, at + patch_offsets[v], at + patch_offsets[4 + v],
+                                  at + patch_offsets[8 + v], at + patch_offsets[12 + v])
+        for u in range(4):
+            simd.store(half, (4 * u + v) * lanes, column[u])
+    for u in range(4):
+        row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes, (4 * u + 3) * lanes)
+        for v in range(4):
+            simd.store(transformed[4 * u + v], out_at, row[v])
+
+
+@njit(inline="always", cache=True)
 def _output_transform(array, i0, i1, i2, i3):
     """F(2, 3)'s A^T applied to the vectors m_k at array[i_k]: (m0 + m1 + m2, m1 - m2 - m3)."""
     m0, m1, m2, m3 = simd.load(array, i0), simd.load(array, i1), simd.load(array, i2), simd.load(array, i3)
@@ -141,17 +157,8 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
                 i, j = divmod(q0, width)
                 image = src[b * image_stride + g * group_stride + q0:]
                 for ci in range(c_in_g):
-                    patch = image[ci * channel_stride:]
-                    for v in range(4):  # B^T down each column of the patch, then B along each row
-                        column = _input_transform(patch, patch_offsets[v], patch_offsets[4 + v],
-                                                  patch_offsets[8 + v], patch_offsets[12 + v])
-                        for u in range(4):
-                            simd.store(half, (4 * u + v) * lanes, column[u])
-                    for u in range(4):
-                        row = _input_transform(half, 4 * u * lanes, (4 * u + 1) * lanes, (4 * u + 2) * lanes,
-                                               (4 * u + 3) * lanes)
-                        for v in range(4):
-                            simd.store(transformed[4 * u + v], ci * lanes, row[v])
+                    _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
+                                     lanes)
                 for k in range(16):
                     for tile in range(tiles):
                         sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS, transformed[k], channel_lanes)
