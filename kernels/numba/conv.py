@@ -156,7 +156,7 @@ def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, in
         if gw is not None:
             return gw
     elif _algorithm != "im2col":
-        pixel_lanes = uses_pixel_lanes(cg, (k_h, k_w), gy.shape[3], x.itemsize)  # the 3-channel first layers
+        pixel_lanes = uses_pixel_lanes(cg, (k_h, k_w), c_out // groups, gy.shape[3], x.itemsize)
         backward_weight = _conv_backward_weight_pixels if pixel_lanes else _conv_backward_weight_direct
         gw = backward_weight(x, gy, w_shape, stride, padding, dilation, groups)
         if np.isfinite(gw).all():

@@ -1,4 +1,5 @@
-"""The weight gradient of layers with few taps (the 3-channel first layers): pixels along the lanes.
+"""The weight gradient of layers with few taps (the 3-channel first layers) or few output channels (16 on
+AVX-512): pixels along the lanes.
 
 conv_weight_grad's tiles put output channels along the lanes and taps along the rows, on gy copied
 channels-last: for a 3-channel 3x3 layer (27 taps; 16 or 64 output channels) that copy took as long as
@@ -78,9 +79,13 @@ def _weight_gradient_pixels(src, image_stride, group_stride, gy, offsets, width,
                 partials[b, g, co_next, t0 + j] = lower_sum
 
 
-def uses_pixel_lanes(cg: int, kernel: Pair, out_w: int, itemsize: int) -> bool:
-    """Whether this path serves the weight gradient: few taps per group, output rows a vector wide."""
-    return cg * kernel[0] * kernel[1] <= MAX_TAPS and out_w >= simd.VECTOR_BYTES // itemsize
+def uses_pixel_lanes(cg: int, kernel: Pair, c_out_g: int, out_w: int, itemsize: int) -> bool:
+    """Whether this path serves the weight gradient: output rows a vector wide, and either few taps per
+    group or output channels that would fill at most half of the channels-last tiles' lanes (16 channels
+    of a 32-lane AVX-512 vector: those tiles then multiply as many zeros as values)."""
+    lanes = simd.VECTOR_BYTES // itemsize
+    few_taps = cg * kernel[0] * kernel[1] <= MAX_TAPS
+    return (few_taps or 2 * c_out_g <= lanes) and out_w >= lanes
 
 
 def _conv_backward_weight_pixels(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,

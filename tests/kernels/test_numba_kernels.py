@@ -219,12 +219,14 @@ def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, fo
     (2, 1, 4, (7, 37), (2, 1), (0, 2), (1, 2), 1),  # strided rows, dilated columns: other phases and offsets
     (2, 6, 4, (5, 40), (1, 1), (2, 1), (1, 1), 2),  # grouped, 3 channels per group
     (1, 2, 3, (5, 37), (1, 1), (0, 0), (2, 2), 1),  # dilated: one output row of 33
+    (2, 16, 2, (6, 70), (1, 1), (1, 1), (1, 1), 1),  # 144 taps, 2 output channels: half a vector's lanes or less
 ])
 def test_conv2d_weight_gradient_with_pixel_lanes_matches_torch_and_spec(n, c_in, c_out, hw, stride, padding,
                                                                          dilation, groups, dtype, monkeypatch):
-    """Few taps per group and rows a vector wide: the weight gradient with pixels along the lanes (the
-    first layers' path), any stride, dilation, padding and group count, against PyTorch's float64 answer
-    (with the room its conditioning needs: the sums of 12288 products cancel in places) and the spec."""
+    """Few taps per group or few output channels, and rows a vector wide: the weight gradient with pixels
+    along the lanes (the first layers' path), any stride, dilation, padding and group count, against
+    PyTorch's float64 answer (with the room its conditioning needs: the sums of 12288 products cancel in
+    places) and the spec."""
     calls = []
     pixels = nb_conv._conv_backward_weight_pixels
     monkeypatch.setattr(nb_conv, "_conv_backward_weight_pixels", lambda *args: calls.append(1) or pixels(*args))
@@ -267,11 +269,15 @@ def test_conv2d_direct_weight_gradient_in_parts_matches_torch_and_spec(n, c_in, 
     assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
 
 
-def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_and_wide_rows():
+def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_or_channels_and_wide_rows():
     lanes32 = nb_conv.simd.VECTOR_BYTES // 4
-    assert conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32, 4)  # 27 taps
-    assert not conv_weight_grad_pixels.uses_pixel_lanes(3, (3, 3), lanes32 - 1, 4)  # rows narrower than a vector
-    assert not conv_weight_grad_pixels.uses_pixel_lanes(16, (3, 3), 64, 4)  # 144 taps: the channels-last tiles
+    uses = conv_weight_grad_pixels.uses_pixel_lanes
+    assert uses(3, (3, 3), lanes32, lanes32, 4)  # 27 taps
+    assert not uses(3, (3, 3), lanes32, lanes32 - 1, 4)  # rows narrower than a vector
+    assert not uses(16, (3, 3), lanes32, 64, 4)  # 144 taps, full lanes: the channels-last tiles
+    assert uses(16, (3, 3), lanes32 // 2, 64, 4)  # output channels fill half the tiles' lanes
+    assert not uses(16, (3, 3), lanes32 // 2 + 1, 64, 4)
+    assert uses(16, (3, 3), lanes32 // 4, 64, 8)  # float64: half as many lanes
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
