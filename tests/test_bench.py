@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -408,6 +409,9 @@ def test_breakdown_lists_the_kernel_table_functions(tmp_path: Path) -> None:
                    cwd=REPO, check=True, capture_output=True)
     (written,) = tmp_path.glob("*-breakdown-segnet-quick.md")
     table = written.read_text()
+    # freed memory reused as in the benchmark's rows (glibc: Linux), and said
+    memory = "reuse" if sys.platform == "linux" else "(reuse|system)"
+    assert re.search(rf"host memory {memory} \(see `--malloc`\); mean of 3 steps", table)
     used = {"conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "max_pool2d_forward",
             "unpool_scatter", "unpool_gather", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
             "batch_norm_forward", "batch_norm_backward"}

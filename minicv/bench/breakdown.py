@@ -82,7 +82,10 @@ def _timed(timers: _Timers, kernels: Any) -> Iterator[None]:
             setattr(owner, name, original)
 
 
-def breakdown(model: str = "segnet", device: str = "numba", n: int = 8, hw: int = 128, steps: int = 3,
+BREAKDOWN_STEPS = 20  # timed steps: 3 left a SegNet step's mean 214-245 ms apart between runs
+
+
+def breakdown(model: str = "segnet", device: str = "numba", n: int = 8, hw: int = 128, steps: int = BREAKDOWN_STEPS,
               seed: int = 0) -> dict:
     """Time ``steps`` training steps of ``model`` (after one untimed step that compiles): the mean per step
     of each kernel-table function, of each op outside its kernels, of the optimizer, and of the rest."""
@@ -115,7 +118,8 @@ def breakdown_markdown(result: dict, machine: dict) -> str:
         f"## {result['model']} training step, {result['case']}, {result['device']} device",
         "",
         f"{machine['cpu']} ({machine.get('cpu_arch') or '?'}), {machine['cores']} cores, {machine['date']}, "
-        f"load average {machine['load_average']:.1f}; mean of {result['steps']} steps after a warm-up step: "
+        f"load average {machine['load_average']:.1f}, host memory {machine.get('malloc', 'system')} (see "
+        f"`--malloc`); mean of {result['steps']} steps after a warm-up step: "
         f"**{result['step_ms']:.1f} ms per step**. Self times: an op's row excludes the kernels it calls.",
         "",
         "| where | ms per step | share | calls per step |",

@@ -13,7 +13,7 @@ import numpy as np
 
 from minicv.bench import isa as bench_isa
 from minicv.bench.backends import BenchBackend, baseline_of, minicv_backend, torch_backends
-from minicv.bench.breakdown import breakdown, breakdown_markdown
+from minicv.bench.breakdown import BREAKDOWN_STEPS, breakdown, breakdown_markdown
 from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, registry_cases, sweep_cases
 from minicv.bench.jobs import Job, plan_jobs
 from minicv.bench.judge import add_ratios, judge_targets
@@ -185,8 +185,10 @@ def run_from_args(args: Any) -> dict:
         return run_bench(Path(args.out), device=args.device, op=args.op, quick=args.quick, seed=args.seed,
                          malloc=args.malloc, isa=args.isa)
     n, hw = QUICK_TRAIN_SIZES[0] if args.quick else (8, 128)
-    result = breakdown(args.breakdown, n=n, hw=hw, seed=args.seed)
-    info = machine_info([])
+    # as the benchmark's rows: a step's fresh activations would otherwise pay a page fault per 4 KiB
+    malloc = "reuse" if args.malloc == "reuse" and reuse_freed_memory() else "system"
+    result = breakdown(args.breakdown, n=n, hw=hw, seed=args.seed, steps=3 if args.quick else BREAKDOWN_STEPS)
+    info = {**machine_info([]), "malloc": malloc}
     table = breakdown_markdown(result, info)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
