@@ -48,7 +48,7 @@ def measure(n: int = 1, c_in: int = 3, c_out: int = 16, hw: int = 16) -> dict[st
         F.conv2d(xg, wg, padding=1).sum().backward()
 
     variants = {
-        "kernel conv2d_forward": lambda: kernels.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1),
+        "kernel conv2d_forward": lambda: kernels.conv2d_forward(x, w, (hw, hw), (1, 1), (1, 1), (1, 1), 1),
         "op F.conv2d, no_grad": no_grad,
         "op F.conv2d, recording": lambda: F.conv2d(xg, wg, padding=1),
         "op forward + sum + backward": backward,

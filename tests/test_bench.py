@@ -482,3 +482,15 @@ def test_cold_start_row(tmp_path: Path) -> None:
     rows = [{**row, "compile_s": 12.0}, {**row, "compile_s": 31.0}]
     judge_targets(rows, [])
     assert [(r["target"], r["met"]) for r in rows] == [("compile s <= 30", True), ("compile s <= 30", False)]
+
+
+def test_op_overhead_script_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/op_overhead.py calls the kernel table directly: it must follow the kernels' contract."""
+    from benchmarks import op_overhead
+
+    monkeypatch.setattr(op_overhead, "ROUNDS", 1)
+    monkeypatch.setattr(op_overhead, "CALLS", 1)
+    result = op_overhead.measure(1, 3, 4, 8)
+    assert set(result) == {"kernel conv2d_forward", "op F.conv2d, no_grad", "op F.conv2d, recording",
+                           "op forward + sum + backward"}
+    assert all(us >= 0 for us in result.values())
