@@ -77,35 +77,43 @@ def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, ba
     from L2 by every tile. (Tasks split along pixels, not tiles: a task per range of tiles would lay out
     the same band once per range.)
     """
+    for task in prange(partials.shape[0] * partials.shape[1]):
+        _weight_gradient_tiles_task(np.int64(task), src, image_stride, group_stride, width, gy, bases, band,
+                                    rows_per_part, partials)
+
+
+@njit(cache=True)
+def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy, bases, band, rows_per_part, partials):
+    """One task of _weight_gradient_tiles (see there). Its own function: Numba's parallel passes then
+    analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
     tasks, groups, depth, c_pad = partials.shape
     n, c_out, out_h, out_w = gy.shape
     parts, c_out_g = tasks // n, c_out // groups
     reach = (out_h - 1) * width + out_w
     lanes = simd.lanes(src)
     band_offsets = np.arange(band) * c_pad
-    for task in prange(tasks * groups):
-        image_part, g = divmod(np.int64(task), groups)
-        b, part = divmod(image_part, parts)
-        planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
-        band_flat = _line_aligned_zeros(band * c_pad, src)  # channels past C stay 0
-        band_gy = band_flat.reshape((band, c_pad))
-        end = min(reach, (part + 1) * rows_per_part * width)
-        for q0 in range(part * rows_per_part * width, end, band):
-            count = min(band, end - q0)
-            t = 0
-            while t < count:  # one run per output row the band meets
-                o_h, o_w = divmod(q0 + t, width)
-                run = min(count - t, width - o_w)
-                _gather_run(planes, o_h, o_w, run, band_gy[t:])
-                t += run
-            window = src[b * image_stride + g * group_stride + q0:]
-            offsets = band_offsets[:count]
-            for tile in range(depth // ROWS):
-                for co in range(0, c_pad, lanes):
-                    sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets)
-                    for r in range(ROWS):
-                        row = partials[image_part, g, tile * ROWS + r]
-                        simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+    image_part, g = divmod(task, groups)
+    b, part = divmod(image_part, parts)
+    planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
+    band_flat = _line_aligned_zeros(band * c_pad, src)  # channels past C stay 0
+    band_gy = band_flat.reshape((band, c_pad))
+    end = min(reach, (part + 1) * rows_per_part * width)
+    for q0 in range(part * rows_per_part * width, end, band):
+        count = min(band, end - q0)
+        t = 0
+        while t < count:  # one run per output row the band meets
+            o_h, o_w = divmod(q0 + t, width)
+            run = min(count - t, width - o_w)
+            _gather_run(planes, o_h, o_w, run, band_gy[t:])
+            t += run
+        window = src[b * image_stride + g * group_stride + q0:]
+        offsets = band_offsets[:count]
+        for tile in range(depth // ROWS):
+            for co in range(0, c_pad, lanes):
+                sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets)
+                for r in range(ROWS):
+                    row = partials[image_part, g, tile * ROWS + r]
+                    simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
 def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
@@ -167,7 +175,17 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
     micro-kernel, rows = ROWS input channels (broadcasts from V[k]), lanes = output channels (D[k]),
     reducing over the band's tiles, V[k] and D[k] in L1 (16 KiB each for 64 float32 channels).
     """
-    tasks, _, depth, c_pad = partials.shape
+    for task in prange(partials.shape[0]):
+        _winograd_weight_task(np.int64(task), src, image_stride, patch_offsets, channel_stride, c_in, gy, width,
+                              rows_per_part, images_per_task, partials)
+
+
+@njit(cache=True)
+def _winograd_weight_task(task, src, image_stride, patch_offsets, channel_stride, c_in, gy, width, rows_per_part,
+                          images_per_task, partials):
+    """One task of _winograd_weight_tiles: a part of the rows of tiles of images_per_task images. Its own
+    function: Numba's parallel passes then analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
+    _, _, depth, c_pad = partials.shape
     n, tile_rows = gy.shape[0], -(-gy.shape[2] // 2)
     parts = -(-tile_rows // rows_per_part)
     band = WINOGRAD_BAND
@@ -175,52 +193,51 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
     row_bases = np.arange(ROWS) * band
     tile_offsets = np.arange(band) * c_pad
     row_stride = 2 * band * c_pad
-    for task in prange(tasks):
-        image_group, part = divmod(np.int64(task), parts)
-        # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
-        # longer than it needs, so that the 16 blocks, a multiple of 4 KiB long, do not share L1 sets
-        transformed = np.zeros((16, depth * band + lanes), src.dtype)
-        gradients = np.empty((16, band * c_pad + lanes), src.dtype)
-        half = np.empty(16 * lanes, src.dtype)
-        band_flat = _line_aligned_zeros(4 * band * c_pad, src)  # channels past gy's stay 0
-        band_gy = band_flat.reshape((2, 2 * band, c_pad))
-        end = min(tile_rows, (part + 1) * rows_per_part) * width
-        for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
-            image = src[b * image_stride:]
-            for q0 in range(part * rows_per_part * width, end, band):
-                count = min(band, end - q0)
-                t = 0
-                while t < count:  # the two gy rows of each row of tiles the band meets
-                    i, j = divmod(q0 + t, width)
-                    run = min(count - t, width - j)
-                    for a in range(2):
-                        _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
-                    t += run
-                for ci in range(c_in):
-                    patch = image[ci * channel_stride + q0:]
-                    for s in range(0, count, lanes):
-                        _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
-                for t in range(count):
-                    for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
-                        at = 2 * t * c_pad + co
-                        left = _gradient_transform(band_flat, at, at + row_stride)
-                        right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
-                        for u in range(4):
-                            simd.store(half, 2 * u * lanes, left[u])
-                            simd.store(half, (2 * u + 1) * lanes, right[u])
-                        for u in range(4):
-                            row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
-                            for v in range(4):
-                                simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
-                offsets = tile_offsets[:count]
-                for k in range(16):
-                    v_k, d_k = transformed[k], gradients[k]
-                    for tile in range(depth // ROWS):
-                        for co in range(0, c_pad, lanes):
-                            sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets)
-                            for r in range(ROWS):
-                                row = partials[task, k, tile * ROWS + r]
-                                simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+    image_group, part = divmod(task, parts)
+    # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
+    # longer than it needs, so that the 16 blocks, a multiple of 4 KiB long, do not share L1 sets
+    transformed = np.zeros((16, depth * band + lanes), src.dtype)
+    gradients = np.empty((16, band * c_pad + lanes), src.dtype)
+    half = np.empty(16 * lanes, src.dtype)
+    band_flat = _line_aligned_zeros(4 * band * c_pad, src)  # channels past gy's stay 0
+    band_gy = band_flat.reshape((2, 2 * band, c_pad))
+    end = min(tile_rows, (part + 1) * rows_per_part) * width
+    for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
+        image = src[b * image_stride:]
+        for q0 in range(part * rows_per_part * width, end, band):
+            count = min(band, end - q0)
+            t = 0
+            while t < count:  # the two gy rows of each row of tiles the band meets
+                i, j = divmod(q0 + t, width)
+                run = min(count - t, width - j)
+                for a in range(2):
+                    _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
+                t += run
+            for ci in range(c_in):
+                patch = image[ci * channel_stride + q0:]
+                for s in range(0, count, lanes):
+                    _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
+            for t in range(count):
+                for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
+                    at = 2 * t * c_pad + co
+                    left = _gradient_transform(band_flat, at, at + row_stride)
+                    right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
+                    for u in range(4):
+                        simd.store(half, 2 * u * lanes, left[u])
+                        simd.store(half, (2 * u + 1) * lanes, right[u])
+                    for u in range(4):
+                        row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
+                        for v in range(4):
+                            simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
+            offsets = tile_offsets[:count]
+            for k in range(16):
+                v_k, d_k = transformed[k], gradients[k]
+                for tile in range(depth // ROWS):
+                    for co in range(0, c_pad, lanes):
+                        sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets)
+                        for r in range(ROWS):
+                            row = partials[task, k, tile * ROWS + r]
+                            simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
 def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int],

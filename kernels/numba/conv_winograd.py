@@ -135,49 +135,58 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
     columns interleaved into runs of output rows. non_finite[task] is set when a task computed an
     infinity or a NaN.
     """
-    n, c_out = out.shape[:2]
+    for task in prange(out.shape[0] * starts.shape[0]):
+        _winograd_tiles_task(np.int64(task), src, image_stride, group_stride, width, starts, patch_offsets,
+                             channel_stride, weights, out, non_finite)
+
+
+@njit(cache=True)
+def _winograd_tiles_task(task, src, image_stride, group_stride, width, starts, patch_offsets, channel_stride, weights,
+                         out, non_finite):
+    """One task of _winograd_tiles: image task // len(starts), its vectors starts[task % len(starts)]. Its
+    own function: Numba's parallel passes then analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
+    c_out = out.shape[1]
     groups, tiles, depth = weights.shape[1:]
     c_in_g, c_out_g = depth // ROWS, c_out // groups
     lanes = simd.lanes(src)
     channel_lanes = np.arange(c_in_g) * lanes
-    for task in prange(n * starts.shape[0]):
-        b, vectors = divmod(np.int64(task), starts.shape[0])
-        # V[k, ci]: B^T d B of each channel; M[k, co] at k * stride + co * lanes: the sum over ci of U * V.
-        # Rows one vector longer than they need: 16 rows a multiple of 4 KiB apart would share L1 sets.
-        transformed = np.empty((16, (c_in_g + 1) * lanes), src.dtype)
-        stride = (tiles * ROWS + 1) * lanes
-        products = np.empty(16 * stride, src.dtype)
-        half = np.empty(16 * lanes, src.dtype)  # a transform done along one axis
-        scratch = np.empty(2 * lanes, src.dtype)
-        finite_check = simd.zeros(src)
-        for g in range(groups):
-            for q0 in starts[vectors]:
-                if q0 < 0:
-                    break
-                i, j = divmod(q0, width)
-                image = src[b * image_stride + g * group_stride + q0:]
-                for ci in range(c_in_g):
-                    _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
-                                     lanes)
-                for k in range(16):
-                    for tile in range(tiles):
-                        sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS, transformed[k], channel_lanes)
-                        for r in range(ROWS):
-                            simd.store(products, k * stride + (tile * ROWS + r) * lanes, sums[r])
-                for co in range(c_out_g):
-                    for v in range(4):  # A^T down each column of M, then A along each row
-                        m = products[v * stride + co * lanes:]
-                        column = _output_transform(m, 0, 4 * stride, 8 * stride, 12 * stride)
-                        for a in range(2):
-                            simd.store(half, (4 * a + v) * lanes, column[a])
+    b, vectors = divmod(task, starts.shape[0])
+    # V[k, ci]: B^T d B of each channel; M[k, co] at k * stride + co * lanes: the sum over ci of U * V.
+    # Rows one vector longer than they need: 16 rows a multiple of 4 KiB apart would share L1 sets.
+    transformed = np.empty((16, (c_in_g + 1) * lanes), src.dtype)
+    stride = (tiles * ROWS + 1) * lanes
+    products = np.empty(16 * stride, src.dtype)
+    half = np.empty(16 * lanes, src.dtype)  # a transform done along one axis
+    scratch = np.empty(2 * lanes, src.dtype)
+    finite_check = simd.zeros(src)
+    for g in range(groups):
+        for q0 in starts[vectors]:
+            if q0 < 0:
+                break
+            i, j = divmod(q0, width)
+            image = src[b * image_stride + g * group_stride + q0:]
+            for ci in range(c_in_g):
+                _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
+                                 lanes)
+            for k in range(16):
+                for tile in range(tiles):
+                    sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS, transformed[k], channel_lanes)
+                    for r in range(ROWS):
+                        simd.store(products, k * stride + (tile * ROWS + r) * lanes, sums[r])
+            for co in range(c_out_g):
+                for v in range(4):  # A^T down each column of M, then A along each row
+                    m = products[v * stride + co * lanes:]
+                    column = _output_transform(m, 0, 4 * stride, 8 * stride, 12 * stride)
                     for a in range(2):
-                        y0, y1 = _output_transform(half, 4 * a * lanes, (4 * a + 1) * lanes, (4 * a + 2) * lanes,
-                                                   (4 * a + 3) * lanes)
-                        finite_check = _nan_if_non_finite(finite_check, simd.add(y0, y1))
-                        _store_lanes(simd.interleave(y0, y1), out[b, g * c_out_g + co, a::2], i, 2 * j, 2 * width,
-                                     scratch)
-        simd.store(scratch, 0, finite_check)
-        non_finite[task] = np.isnan(scratch[:lanes]).any()
+                        simd.store(half, (4 * a + v) * lanes, column[a])
+                for a in range(2):
+                    y0, y1 = _output_transform(half, 4 * a * lanes, (4 * a + 1) * lanes, (4 * a + 2) * lanes,
+                                               (4 * a + 3) * lanes)
+                    finite_check = _nan_if_non_finite(finite_check, simd.add(y0, y1))
+                    _store_lanes(simd.interleave(y0, y1), out[b, g * c_out_g + co, a::2], i, 2 * j, 2 * width,
+                                 scratch)
+    simd.store(scratch, 0, finite_check)
+    non_finite[task] = np.isnan(scratch[:lanes]).any()
 
 
 @njit(parallel=True, cache=True)
@@ -198,70 +207,78 @@ def _winograd_transposed_tiles(src, image_stride, group_stride, width, starts, p
     stored in one burst (64 KiB a vector in float32) they stalled the core, 16.9 instead of 15.9 ms.
     non_finite[task] is set when a task computed an infinity or a NaN.
     """
-    n, c_out = out.shape[:2]
+    for task in prange(out.shape[0] * starts.shape[0]):
+        _winograd_transposed_tiles_task(np.int64(task), src, image_stride, group_stride, width, starts, patch_offsets,
+                                        channel_stride, weights, out, non_finite)
+
+
+@njit(cache=True)
+def _winograd_transposed_tiles_task(task, src, image_stride, group_stride, width, starts, patch_offsets,
+                                    channel_stride, weights, out, non_finite):
+    """One task of _winograd_transposed_tiles, as _winograd_tiles_task is of _winograd_tiles."""
+    c_out = out.shape[1]
     groups, tiles, depth = weights.shape[1:]
     c_in_g, c_out_g = depth // ROWS, c_out // groups
     lanes = simd.lanes(src)
     channel_lanes = np.arange(c_in_g) * lanes
-    for task in prange(n * starts.shape[0]):
-        b, vectors = divmod(np.int64(task), starts.shape[0])
-        transformed = np.empty((25, (c_in_g + 1) * lanes), src.dtype)  # V[5s + t, ci], rows padded as above
-        products = np.empty(36 * ROWS * lanes, src.dtype)  # M[k, r] of one tile of output channels
-        pending = np.empty(16 * ROWS * lanes, src.dtype)  # Y[r, 2a + ph, 2c + pw] of the tile before
-        half = np.empty(20 * lanes, src.dtype)
-        scratch = np.empty(4 * lanes, src.dtype)
-        finite_check = simd.zeros(src)
-        for g in range(groups):
-            for q0 in starts[vectors]:
-                if q0 < 0:
-                    break
-                i, j = divmod(q0, width)
-                image = src[b * image_stride + g * group_stride + q0:]
-                # _winograd_tiles' loop with 5 values per column: one helper taking the transform as an
-                # argument made the 3x3 forward 13% slower (Numba does not inline a function passed as a value)
-                for ci in range(c_in_g):
-                    patch = image[ci * channel_stride:]
-                    for v in range(4):  # B^T down each column of the patch, then B along each row
-                        column = _window_transforms(patch, patch_offsets[v], patch_offsets[4 + v],
-                                                    patch_offsets[8 + v], patch_offsets[12 + v])
-                        for s in range(5):
-                            simd.store(half, (4 * s + v) * lanes, column[s])
+    b, vectors = divmod(task, starts.shape[0])
+    transformed = np.empty((25, (c_in_g + 1) * lanes), src.dtype)  # V[5s + t, ci], rows padded as above
+    products = np.empty(36 * ROWS * lanes, src.dtype)  # M[k, r] of one tile of output channels
+    pending = np.empty(16 * ROWS * lanes, src.dtype)  # Y[r, 2a + ph, 2c + pw] of the tile before
+    half = np.empty(20 * lanes, src.dtype)
+    scratch = np.empty(4 * lanes, src.dtype)
+    finite_check = simd.zeros(src)
+    for g in range(groups):
+        for q0 in starts[vectors]:
+            if q0 < 0:
+                break
+            i, j = divmod(q0, width)
+            image = src[b * image_stride + g * group_stride + q0:]
+            # _winograd_tiles' loop with 5 values per column: one helper taking the transform as an
+            # argument made the 3x3 forward 13% slower (Numba does not inline a function passed as a value)
+            for ci in range(c_in_g):
+                patch = image[ci * channel_stride:]
+                for v in range(4):  # B^T down each column of the patch, then B along each row
+                    column = _window_transforms(patch, patch_offsets[v], patch_offsets[4 + v],
+                                                patch_offsets[8 + v], patch_offsets[12 + v])
                     for s in range(5):
-                        row = _window_transforms(half, 4 * s * lanes, (4 * s + 1) * lanes, (4 * s + 2) * lanes,
-                                                 (4 * s + 3) * lanes)
-                        for t in range(5):
-                            simd.store(transformed[5 * s + t], ci * lanes, row[t])
-                for tile in range(tiles + 1):  # tile == tiles: the last tile's stores alone
-                    for k in range(36):
-                        if tile < tiles:
-                            p, uv = divmod(k, 9)
-                            u, v = divmod(uv, 3)
-                            sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS,
-                                               transformed[5 * (2 * (p // 2) + u) + 2 * (p % 2) + v], channel_lanes)
-                            for r in range(ROWS):
-                                simd.store(products, (k * ROWS + r) * lanes, sums[r])
-                        r, row = divmod(k, 4)
-                        if tile > 0 and r < min(ROWS, c_out_g - (tile - 1) * ROWS):
-                            at = (4 * r + row) * 4 * lanes  # columns 4j + (0, 1, 2, 3) from (c, pw) = 00, 01, 10, 11
-                            y = simd.interleave(
-                                simd.interleave(simd.load(pending, at), simd.load(pending, at + 2 * lanes)),
-                                simd.interleave(simd.load(pending, at + lanes), simd.load(pending, at + 3 * lanes)))
-                            _store_lanes(y, out[b, g * c_out_g + (tile - 1) * ROWS + r, row::4], i, 4 * j, 4 * width,
-                                         scratch)
-                    if tile == tiles:
-                        break
-                    for r in range(ROWS):
-                        for p in range(4):
-                            y00, y01, y10, y11 = _window_sums(products[(9 * p * ROWS + r) * lanes:], ROWS * lanes)
-                            finite_check = _nan_if_non_finite(finite_check, simd.add(simd.add(y00, y01),
-                                                                                     simd.add(y10, y11)))
-                            at = (4 * r + p // 2) * 4 * lanes + p % 2 * lanes
-                            simd.store(pending, at, y00)
-                            simd.store(pending, at + 2 * lanes, y01)
-                            simd.store(pending, at + 8 * lanes, y10)
-                            simd.store(pending, at + 10 * lanes, y11)
-        simd.store(scratch, 0, finite_check)
-        non_finite[task] = np.isnan(scratch[:lanes]).any()
+                        simd.store(half, (4 * s + v) * lanes, column[s])
+                for s in range(5):
+                    row = _window_transforms(half, 4 * s * lanes, (4 * s + 1) * lanes, (4 * s + 2) * lanes,
+                                             (4 * s + 3) * lanes)
+                    for t in range(5):
+                        simd.store(transformed[5 * s + t], ci * lanes, row[t])
+            for tile in range(tiles + 1):  # tile == tiles: the last tile's stores alone
+                for k in range(36):
+                    if tile < tiles:
+                        p, uv = divmod(k, 9)
+                        u, v = divmod(uv, 3)
+                        sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS,
+                                           transformed[5 * (2 * (p // 2) + u) + 2 * (p % 2) + v], channel_lanes)
+                        for r in range(ROWS):
+                            simd.store(products, (k * ROWS + r) * lanes, sums[r])
+                    r, row = divmod(k, 4)
+                    if tile > 0 and r < min(ROWS, c_out_g - (tile - 1) * ROWS):
+                        at = (4 * r + row) * 4 * lanes  # columns 4j + (0, 1, 2, 3) from (c, pw) = 00, 01, 10, 11
+                        y = simd.interleave(
+                            simd.interleave(simd.load(pending, at), simd.load(pending, at + 2 * lanes)),
+                            simd.interleave(simd.load(pending, at + lanes), simd.load(pending, at + 3 * lanes)))
+                        _store_lanes(y, out[b, g * c_out_g + (tile - 1) * ROWS + r, row::4], i, 4 * j, 4 * width,
+                                     scratch)
+                if tile == tiles:
+                    break
+                for r in range(ROWS):
+                    for p in range(4):
+                        y00, y01, y10, y11 = _window_sums(products[(9 * p * ROWS + r) * lanes:], ROWS * lanes)
+                        finite_check = _nan_if_non_finite(finite_check, simd.add(simd.add(y00, y01),
+                                                                                 simd.add(y10, y11)))
+                        at = (4 * r + p // 2) * 4 * lanes + p % 2 * lanes
+                        simd.store(pending, at, y00)
+                        simd.store(pending, at + 2 * lanes, y01)
+                        simd.store(pending, at + 8 * lanes, y10)
+                        simd.store(pending, at + 10 * lanes, y11)
+    simd.store(scratch, 0, finite_check)
+    non_finite[task] = np.isnan(scratch[:lanes]).any()
 
 
 def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c_in_g: int) -> tuple:
