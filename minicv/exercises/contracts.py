@@ -333,7 +333,8 @@ CONTRACTS: dict[str, str] = {
     >>> y, mean, var = batch_norm_forward(x, None, None, w, b, 0.0, True, False)
     >>> y.tolist(), mean.tolist(), var.tolist()
     ([[[-1.5, 2.5]], [[2.5, -1.5]]], [3.0], [4.0])
-    >>> batch_norm_forward(x, None, None, w, b, 0.0, True, True)[0].tolist()  # relu: the negatives become 0
+    >>> relu = True  # the negatives become 0
+    >>> batch_norm_forward(x, None, None, w, b, 0.0, True, relu)[0].tolist()
     [[[0.0, 2.5]], [[2.5, 0.0]]]
     >>> running_mean, running_var = np.array([1.0]), np.array([4.0])  # eval: the given statistics
     >>> batch_norm_forward(x, running_mean, running_var, w, b, 0.0, False, False)[0].tolist()
@@ -364,8 +365,8 @@ CONTRACTS: dict[str, str] = {
     >>> same_everywhere = np.ones((2, 1, 2))  # shifts every y alike: the batch mean takes it all back
     >>> batch_norm_backward(same_everywhere, x, mean, var, w, 0.0, True, None)[0].tolist()
     [[[0.0, 0.0]], [[0.0, 0.0]]]
-    >>> relu_output = np.array([[[0.0, 2.5]], [[2.5, 0.0]]])  # the relu forward's y (bias 0.5)
-    >>> batch_norm_backward(gy, x, mean, var, w, 0.0, True, relu_output)[0].tolist()  # gy's 1 sits at a 0
+    >>> relu_output = np.array([[[0.0, 2.5]], [[2.5, 0.0]]])  # the relu forward's y: gy's 1 sits at its 0
+    >>> batch_norm_backward(gy, x, mean, var, w, 0.0, True, relu_output)[0].tolist()
     [[[0.0, 0.0]], [[0.0, 0.0]]]
     """,
 }
