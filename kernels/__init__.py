@@ -85,7 +85,7 @@ softmax_cross_entropy_backward(x, target, weight, ignore_index, label_smoothing,
                                      + eps / C * (softmax[c] * sum(weight) - weight[c]))
     g (N, P) is the upstream gradient of each pixel's loss (the engine folds the reduction into it).
 
-batch_norm_forward(x, mean, var, weight, bias, eps, training) -> (y, mean, var)
+batch_norm_forward(x, mean, var, weight, bias, eps, training, relu) -> (y, mean, var)
     x (N, C, P) (the engine views NC, NCL, NCHW, ... input so); weight, bias, mean, var (C,) in x's
     dtype (the engine passes ones and zeros for an absent weight and bias). Over the M = N * P values
     of each channel, with inv_std = 1 / sqrt(var + eps):
@@ -95,8 +95,13 @@ batch_norm_forward(x, mean, var, weight, bias, eps, training) -> (y, mean, var)
     and returned. The statistics are accumulated in float64 in two passes (mean, then the mean of
     (x - mean)^2): the variance of nearly equal values is ill-conditioned, and E[x^2] - E[x]^2 would
     cancel away its digits. The running-statistics update (momentum, unbiased variance) is the engine's.
-batch_norm_backward(gy, x, mean, var, weight, eps, training) -> (gx, gweight, gbias)
-    gy, x (N, C, P); mean, var as the forward returned them. With x_hat = (x - mean) * inv_std:
+    relu (bool): y = max(y, 0) instead, NaN staying NaN as in np.maximum (batch_norm_relu: BatchNorm2d
+    then ReLU, in the pass that writes y rather than a pass of its own).
+batch_norm_backward(gy, x, mean, var, weight, eps, training, relu_output) -> (gx, gweight, gbias)
+    gy, x (N, C, P); mean, var as the forward returned them. relu_output: None, or the y of a relu=True
+    forward: gy is then taken as 0 wherever relu_output <= 0 or NaN (ReLU's backward, from the saved
+    output: a y recomputed from x could differ in its last bit and flip the mask) before anything else
+    below, so gbias, gweight and gx all see the masked gy. With x_hat = (x - mean) * inv_std:
       gbias = sum gy and gweight = sum gy * x_hat over (n, p), accumulated in float64;
       gx = weight * inv_std * gy                                         (not training)
       gx = weight * inv_std * (gy - gbias / M - x_hat * gweight / M)     (training: the batch

@@ -230,3 +230,17 @@ register_op(Op(
              lambda f, x, w, b: f.batch_norm(x, None, None, w, b, training=True), timing=True),
     ),
 ))
+register_op(Op(
+    "batch_norm_relu", ("batch_norm_forward", "batch_norm_backward"),  # batch norm's kernels, relu set
+    check=Case("batch_norm_relu training (3, 4, 5, 6)", _batch_norm_inputs((3, 4, 5, 6)),
+               lambda f, x, w, b: f.batch_norm_relu(x, None, None, w, b, training=True), torch=False),
+    cases=(
+        Case("batch_norm_relu training (2, 3, 4, 4)", _batch_norm_inputs((2, 3, 4, 4)),
+             lambda f, x, w, b: f.batch_norm_relu(x, None, None, w, b, training=True), torch=False),
+        Case("batch_norm_relu eval with running statistics", _batch_norm_inputs((2, 3, 3, 5), running=True),
+             lambda f, x, w, b, running_mean, running_var: f.batch_norm_relu(x, running_mean, running_var, w, b),
+             torch=False),
+        Case("timing: batch_norm_relu training, (8, 16, 32, 32)", _batch_norm_inputs((8, 16, 32, 32)),
+             lambda f, x, w, b: f.batch_norm_relu(x, None, None, w, b, training=True), timing=True, torch=False),
+    ),
+))

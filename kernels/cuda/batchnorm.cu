@@ -15,6 +15,10 @@
 // sqrt per element would be slow on GPUs with little double throughput), and centre x on the rounded
 // mean, then on low[c], the part of the batch mean that rounding it to T dropped (kernels/numpy/
 // batchnorm.py says why); the backward finds low again from x, as the mean of x - mean.
+//
+// Fused ReLU (batch_norm_relu): the transform kernel clamps y at 0 when relu is set (NaN stays NaN);
+// the two backward kernels take relu_output, the y of such a forward, or a null pointer: when it is
+// given, gy counts as 0 wherever relu_output is not positive (NaN included), in the sums and in gx.
 #include "common.cuh"
 
 constexpr int THREADS = 256;  // per block of the per-channel kernels: a power of two, for the tree
@@ -61,17 +65,25 @@ __global__ void batch_norm_stats_kernel(const T* __restrict__ x, T* __restrict__
     }
 }
 
-// y = (x - mean) * (weight * inv_std) + bias, one thread per element.
+// y = (x - mean) * (weight * inv_std) + bias, then max(y, 0) when relu is set; one thread per element.
 template <typename T>
 __global__ void batch_norm_transform_kernel(const T* __restrict__ x, const T* __restrict__ mean,
                                             const T* __restrict__ var, const T* __restrict__ low,
                                             const T* __restrict__ weight, const T* __restrict__ bias,
-                                            T* __restrict__ y, long long count, int C, long long P, double eps) {
+                                            T* __restrict__ y, long long count, int C, long long P, double eps,
+                                            int relu) {
     GRID_STRIDE_LOOP(i, count) {
         const int c = static_cast<int>(i / P % C);
         const T scale = weight[c] / sqrt(var[c] + static_cast<T>(eps));
-        y[i] = ((x[i] - mean[c]) - low[c]) * scale + bias[c];
+        const T value = ((x[i] - mean[c]) - low[c]) * scale + bias[c];
+        y[i] = relu && value < 0 ? static_cast<T>(0) : value;  // value < 0, not fmax: NaN stays NaN
     }
+}
+
+// gy[i], or 0 where the ReLU's output relu_output[i] (when given) is not positive: ReLU's backward.
+template <typename T>
+__device__ __forceinline__ T relu_masked(const T* __restrict__ gy, const T* __restrict__ relu_output, long long i) {
+    return relu_output == nullptr || relu_output[i] > 0 ? gy[i] : static_cast<T>(0);
 }
 
 // gbias[c] = sum gy and gweight[c] = sum gy * (x - batch mean) * inv_std, for every channel c, and
@@ -79,6 +91,7 @@ __global__ void batch_norm_transform_kernel(const T* __restrict__ x, const T* __
 template <typename T>
 __global__ void batch_norm_backward_reduce_kernel(const T* __restrict__ gy, const T* __restrict__ x,
                                                   const T* __restrict__ mean, const T* __restrict__ var,
+                                                  const T* __restrict__ relu_output,
                                                   T* __restrict__ gweight, T* __restrict__ gbias, T* __restrict__ low,
                                                   int C, long long M, long long P, double eps, int training) {
     __shared__ double partial[THREADS];
@@ -87,8 +100,9 @@ __global__ void batch_norm_backward_reduce_kernel(const T* __restrict__ gy, cons
         for (long long i = threadIdx.x; i < M; i += THREADS) {
             const long long offset = channel_offset(i, C, c, P);
             const double deviation = static_cast<double>(x[offset]) - mean[c];
-            sum += gy[offset];
-            weighted += static_cast<double>(gy[offset]) * deviation;
+            const double g = relu_masked(gy, relu_output, offset);
+            sum += g;
+            weighted += g * deviation;
             centred += deviation;
         }
         const double channel_sum = block_sum(sum, partial);
@@ -106,6 +120,7 @@ __global__ void batch_norm_backward_reduce_kernel(const T* __restrict__ gy, cons
 template <typename T>
 __global__ void batch_norm_backward_input_kernel(const T* __restrict__ gy, const T* __restrict__ x,
                                                  const T* __restrict__ mean, const T* __restrict__ var,
+                                                 const T* __restrict__ relu_output,
                                                  const T* __restrict__ low, const T* __restrict__ weight,
                                                  const T* __restrict__ gweight, const T* __restrict__ gbias,
                                                  T* __restrict__ gx, long long count, int C, long long P, double eps,
@@ -118,9 +133,9 @@ __global__ void batch_norm_backward_input_kernel(const T* __restrict__ gy, const
         if (training) {
             const T mean_gy = gbias[c] / M;
             const T projection = inv_std * gweight[c] / M;
-            gx[i] = scale * (gy[i] - mean_gy - ((x[i] - mean[c]) - low[c]) * projection);
+            gx[i] = scale * (relu_masked(gy, relu_output, i) - mean_gy - ((x[i] - mean[c]) - low[c]) * projection);
         } else {
-            gx[i] = scale * gy[i];
+            gx[i] = scale * relu_masked(gy, relu_output, i);
         }
     }
 }

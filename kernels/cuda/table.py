@@ -236,9 +236,9 @@ def _batch_norm_operands(backend: Backend, x: Array, **per_channel: Array) -> li
 
 
 def batch_norm_forward(backend: Backend, x: Array, mean: Array | None, var: Array | None, weight: Array,
-                       bias: Array, eps: float, training: bool) -> tuple[Array, Array, Array]:
+                       bias: Array, eps: float, training: bool, relu: bool) -> tuple[Array, Array, Array]:
     """(y, mean, var): in training the batch statistics first (one block per channel), then y (one thread
-    per element)."""
+    per element, through the ReLU when relu is true)."""
     if training:
         mean, var = (backend.xp.empty(x.shape[1:2], dtype=x.dtype) for _ in range(2))
     x, mean, var, weight, bias = _batch_norm_operands(backend, x, mean=mean, var=var, weight=weight, bias=bias)
@@ -250,16 +250,21 @@ def batch_norm_forward(backend: Backend, x: Array, mean: Array | None, var: Arra
                             (x, mean, var, low, channels, np.int64(n * p), np.int64(p)))
     y = backend.xp.empty(x.shape, dtype=x.dtype)
     launch_elements(backend, "batchnorm.cu", f"batch_norm_transform_kernel<{ctype(x.dtype)}>", y.size,
-                    (x, mean, var, low, weight, bias, y, np.int64(y.size), channels, np.int64(p), np.float64(eps)))
+                    (x, mean, var, low, weight, bias, y, np.int64(y.size), channels, np.int64(p), np.float64(eps),
+                     np.int32(bool(relu))))
     return y, mean, var
 
 
 def batch_norm_backward(backend: Backend, gy: Array, x: Array, mean: Array, var: Array, weight: Array, eps: float,
-                        training: bool) -> tuple[Array, Array, Array]:
-    """(gx, gweight, gbias): the sums first (one block per channel), then gx (one thread per element)."""
+                        training: bool, relu_output: Array | None) -> tuple[Array, Array, Array]:
+    """(gx, gweight, gbias): the sums first (one block per channel), then gx (one thread per element);
+    relu_output None is passed as the kernels' null pointer."""
     x, mean, var, weight = _batch_norm_operands(backend, x, mean=mean, var=var, weight=weight)
     (gy,) = _contiguous(backend, gy)
     _check("gy", gy, x.shape, x.dtype)
+    if relu_output is not None:
+        (relu_output,) = _contiguous(backend, relu_output)
+        _check("relu_output", relu_output, x.shape, x.dtype)
     n, c, p = x.shape
     (channels,) = _int32(c)
     gweight, gbias, low = (backend.xp.empty(x.shape[1:2], dtype=x.dtype) for _ in range(3))
@@ -267,11 +272,11 @@ def batch_norm_backward(backend: Backend, gy: Array, x: Array, mean: Array, var:
     t = ctype(x.dtype)
     if c:
         _launch_per_channel(backend, f"batch_norm_backward_reduce_kernel<{t}>", c,
-                            (gy, x, mean, var, gweight, gbias, low, channels, np.int64(n * p), np.int64(p),
-                             np.float64(eps), np.int32(bool(training))))
+                            (gy, x, mean, var, relu_output, gweight, gbias, low, channels, np.int64(n * p),
+                             np.int64(p), np.float64(eps), np.int32(bool(training))))
     launch_elements(backend, "batchnorm.cu", f"batch_norm_backward_input_kernel<{t}>", gx.size,
-                    (gy, x, mean, var, low, weight, gweight, gbias, gx, np.int64(gx.size), channels, np.int64(p),
-                     np.float64(eps), np.int32(bool(training))))
+                    (gy, x, mean, var, relu_output, low, weight, gweight, gbias, gx, np.int64(gx.size), channels,
+                     np.int64(p), np.float64(eps), np.int32(bool(training))))
     return gx, gweight, gbias
 
 

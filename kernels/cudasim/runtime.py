@@ -173,8 +173,10 @@ class CudasimKernel:
         """A NumPy array holding the bytes of parameter i: the data pointer of an array, or the scalar."""
         where = f"argument {i} of {self.name} ({_c_name(code)})"
         if code.startswith("*"):
+            if arg is None:  # a null pointer, as CuPy passes None (an optional operand the kernel checks for)
+                return np.array(0, dtype=np.uintp)
             if not isinstance(arg, np.ndarray):
-                raise TypeError(f"{where}: expected a numpy array, got {type(arg).__name__}")
+                raise TypeError(f"{where}: expected a numpy array or None, got {type(arg).__name__}")
             if code[-1] != "V" and arg.dtype != np.dtype(code[-1]):
                 raise TypeError(f"{where}: expected an array of {np.dtype(code[-1])}, got {arg.dtype}")
             if not arg.flags.c_contiguous:

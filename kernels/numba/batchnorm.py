@@ -13,6 +13,11 @@ the additions is fixed by the compiled code, not by the thread count: a result d
 to run. The elementwise passes run in x's dtype, with per-channel coefficients computed in float64 and
 rounded once, and x centred on the rounded mean, then on ``low``, what rounding dropped (the spec's
 arithmetic, and why).
+
+The fused ReLU costs no pass of its own: the forward's y pass clamps, and the backward's two passes read
+the saved output beside gy and drop gy where it is not positive. A flag (and, without a ReLU, gy in
+relu_output's place, never read) rather than None keeps one compile of each function: a None would
+compile a second specialisation of each.
 """
 
 import numpy as np
@@ -43,23 +48,25 @@ def _sum_squared_deviations(x, ch, mean):
 
 
 @njit(fastmath={"reassoc"}, cache=True)
-def _sums_of_gradient(gy, x, ch, mean):
-    """(sum gy, sum gy * (x - mean), sum (x - mean)) over channel ch in float64, mean in x's dtype."""
+def _sums_of_gradient(gy, x, ch, mean, relu, relu_output):
+    """(sum gy, sum gy * (x - mean), sum (x - mean)) over channel ch in float64, mean in x's dtype; with
+    relu, gy counts only where relu_output > 0."""
     total, weighted, centred = 0.0, 0.0, 0.0
     for b in range(x.shape[0]):
-        g, row = gy[b, ch], x[b, ch]
+        g, row, out = gy[b, ch], x[b, ch], relu_output[b, ch]
         for q in range(row.size):
             d = np.float64(row[q]) - np.float64(mean)
-            total += np.float64(g[q])
-            weighted += np.float64(g[q]) * d
+            gq = np.float64(g[q]) if not relu or out[q] > 0 else 0.0
+            total += gq
+            weighted += gq * d
             centred += d
     return total, weighted, centred
 
 
 @njit(parallel=True, cache=True)
-def _forward(x, mean, var, weight, bias, eps, training, y):
-    """y = (x - mean) * (weight * inv_std) + bias; in training, first mean and var of the batch into
-    mean and var."""
+def _forward(x, mean, var, weight, bias, eps, training, relu, y):
+    """y = (x - mean) * (weight * inv_std) + bias, then max(y, 0) with relu; in training, first mean and
+    var of the batch into mean and var."""
     n, c, p = x.shape
     count = n * p
     for ch in prange(c):
@@ -71,21 +78,22 @@ def _forward(x, mean, var, weight, bias, eps, training, y):
             var[ch] = _sum_squared_deviations(x, ch, batch_mean) / count
             low = x.dtype.type(batch_mean - np.float64(mean[ch]))
         scale = x.dtype.type(weight[ch] / np.sqrt(np.float64(var[ch]) + eps))
-        shift, offset = bias[ch], mean[ch]
+        shift, offset, zero = bias[ch], mean[ch], x.dtype.type(0)
         for b in range(n):
             row, out = x[b, ch], y[b, ch]
             for q in range(p):
-                out[q] = ((row[q] - offset) - low) * scale + shift
+                v = ((row[q] - offset) - low) * scale + shift
+                out[q] = zero if relu and v < 0 else v  # v < 0, not max: a NaN stays NaN (np.maximum's)
 
 
 @njit(parallel=True, cache=True)
-def _backward(gy, x, mean, var, weight, eps, training, gx, gweight, gbias):
+def _backward(gy, x, mean, var, weight, eps, training, relu, relu_output, gx, gweight, gbias):
     n, c, p = x.shape
     count = n * p
     for ch in prange(c):
         ch = np.int64(ch)  # as in _forward
         inv_std = 1.0 / np.sqrt(np.float64(var[ch]) + eps)
-        total, weighted, centred = _sums_of_gradient(gy, x, ch, mean[ch])
+        total, weighted, centred = _sums_of_gradient(gy, x, ch, mean[ch], relu, relu_output)
         low = centred / count if training else 0.0  # what the rounded batch mean dropped
         weighted -= low * total  # sum gy * (x - batch mean)
         gbias[ch] = total
@@ -94,11 +102,12 @@ def _backward(gy, x, mean, var, weight, eps, training, gx, gweight, gbias):
         # training: gx = scale * (gy - sum(gy) / M - (x - mean) * inv_std * gweight / M); eval: scale * gy
         mean_gy = x.dtype.type(total / count if training else 0.0)
         projection = x.dtype.type(inv_std * inv_std * weighted / count if training else 0.0)
-        offset, low_x = mean[ch], x.dtype.type(low)
+        offset, low_x, zero = mean[ch], x.dtype.type(low), x.dtype.type(0)
         for b in range(n):
-            g, row, out = gy[b, ch], x[b, ch], gx[b, ch]
+            g, row, out, y = gy[b, ch], x[b, ch], gx[b, ch], relu_output[b, ch]
             for q in range(p):
-                out[q] = scale * (g[q] - mean_gy - ((row[q] - offset) - low_x) * projection)
+                gq = g[q] if not relu or y[q] > 0 else zero
+                out[q] = scale * (gq - mean_gy - ((row[q] - offset) - low_x) * projection)
 
 
 def _check_channels(x: np.ndarray, **per_channel: np.ndarray) -> None:
@@ -109,24 +118,30 @@ def _check_channels(x: np.ndarray, **per_channel: np.ndarray) -> None:
 
 
 def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray | None, weight: np.ndarray,
-                       bias: np.ndarray, eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       bias: np.ndarray, eps: float, training: bool,
+                       relu: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if training:
         mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
     assert mean is not None and var is not None, "batch norm: mean and var are given outside training"
     _check_channels(x, mean=mean, var=var, weight=weight, bias=bias)
     y = np.empty_like(x)
     if x.shape[1]:
-        _forward(x, mean, var, weight, bias, float(eps), bool(training), y)
+        _forward(x, mean, var, weight, bias, float(eps), bool(training), bool(relu), y)
     return y, mean, var
 
 
 def batch_norm_backward(gy: np.ndarray, x: np.ndarray, mean: np.ndarray, var: np.ndarray, weight: np.ndarray,
-                        eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        eps: float, training: bool,
+                        relu_output: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if gy.shape != x.shape:
         raise ValueError(f"batch_norm_backward: gy has shape {gy.shape}, expected {x.shape}")
+    if relu_output is not None and relu_output.shape != x.shape:
+        raise ValueError(f"batch_norm_backward: relu_output has shape {relu_output.shape}, expected {x.shape}")
     _check_channels(x, mean=mean, var=var, weight=weight)
     gx = np.empty_like(x)
     gweight, gbias = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
     if x.shape[1]:
-        _backward(gy, x, mean, var, weight, float(eps), bool(training), gx, gweight, gbias)
+        relu = relu_output is not None
+        _backward(gy, x, mean, var, weight, float(eps), bool(training), relu, relu_output if relu else gy, gx,
+                  gweight, gbias)
     return gx, gweight, gbias

@@ -14,6 +14,9 @@ the channel, the batch's own in training (var biased: divided by M) and the runn
 In training the mean and the variance depend on x as well: the two subtracted terms are their share of
 the gradient (gx is gy, minus its projection onto the constants and onto x_hat).
 
+Fused ReLU (batch_norm_relu): with relu, y = max(y, 0); the backward then takes relu_output, that y,
+and zeroes gy wherever it is not positive (NaN included) before everything above.
+
 Precision: the statistics and the two sums of the backward are accumulated in float64 whatever x's
 dtype, and the variance takes two passes (the mean first, then the mean of (x - mean)^2): the one-pass
 E[x^2] - E[x]^2 cancels catastrophically for nearly equal values, and float32 running sums of a million
@@ -38,9 +41,11 @@ def _inv_std(var: np.ndarray, eps: float) -> np.ndarray:
 
 
 def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray | None, weight: np.ndarray,
-                       bias: np.ndarray, eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(y, mean, var): the normalised x, and the statistics it was normalised by (the batch's in training,
-    where the given mean and var are not read, the given ones otherwise)."""
+                       bias: np.ndarray, eps: float, training: bool,
+                       relu: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, mean, var): the normalised x (through a ReLU when relu is true), and the statistics it was
+    normalised by (the batch's in training, where the given mean and var are not read, the given ones
+    otherwise)."""
     low = np.zeros(x.shape[1], x.dtype)  # the given statistics are exact: nothing was dropped
     if training:
         mean64 = x.mean(axis=(0, 2), dtype=np.float64)
@@ -50,12 +55,16 @@ def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray |
     assert mean is not None and var is not None, "batch norm: mean and var are given outside training"
     scale = (weight * _inv_std(var, eps)).astype(x.dtype)
     y = ((x - _per_channel(mean)) - _per_channel(low)) * _per_channel(scale) + _per_channel(bias)
-    return y, mean, var
+    return (np.maximum(y, 0) if relu else y), mean, var
 
 
 def batch_norm_backward(gy: np.ndarray, x: np.ndarray, mean: np.ndarray, var: np.ndarray, weight: np.ndarray,
-                        eps: float, training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(gx, gweight, gbias): the gradients of sum(gy * y) for the forward's (mean, var)."""
+                        eps: float, training: bool,
+                        relu_output: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gx, gweight, gbias): the gradients of sum(gy * y) for the forward's (mean, var); with relu_output
+    (the y of a relu forward), of sum(gy * relu_output)."""
+    if relu_output is not None:
+        gy = np.where(relu_output > 0, gy, 0)  # ReLU's backward; a where, so a NaN gy there is dropped too
     inv_std = _inv_std(var, eps)
     centered = x - _per_channel(mean).astype(np.float64)  # from the rounded mean: exact in float64
     low = centered.mean(axis=(0, 2)) if training else np.zeros(x.shape[1])  # what the rounded mean dropped

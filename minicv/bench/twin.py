@@ -26,7 +26,8 @@ def _torch_layer(layer: nn.Module) -> Any:
                     padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
                     bias=layer.bias is not None, **extra)
     if isinstance(layer, nn.BatchNorm2d) and layer.has_bias == layer.affine:
-        return tnn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
+        kind = _torch_batch_norm_relu() if isinstance(layer, nn.BatchNormReLU2d) else tnn.BatchNorm2d
+        return kind(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
     if isinstance(layer, nn.Linear):
         return tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
     if isinstance(layer, nn.MaxPool2d):
@@ -42,6 +43,19 @@ def _torch_layer(layer: nn.Module) -> Any:
     if isinstance(layer, nn.Flatten):
         return tnn.Flatten(layer.start_dim, layer.end_dim)
     raise TypeError(f"torch_twin: no PyTorch twin for layer {type(layer).__name__} ({layer!r})")
+
+
+def _torch_batch_norm_relu() -> type:
+    """BatchNormReLU2d's twin: PyTorch's BatchNorm2d, then its ReLU, in one layer (so with BatchNorm2d's
+    state-dict keys, as BatchNormReLU2d has)."""
+    import torch
+    import torch.nn as tnn
+
+    class BatchNormReLU2d(tnn.BatchNorm2d):
+        def forward(self, input: Any) -> Any:  # noqa: A002 (PyTorch's name)
+            return torch.relu(super().forward(input))
+
+    return BatchNormReLU2d
 
 
 def _localizer_forward(self: Any, x: Any) -> tuple[Any, Any]:

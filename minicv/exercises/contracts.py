@@ -316,10 +316,12 @@ CONTRACTS: dict[str, str] = {
     "batch_norm_forward": f"""Batch normalisation: (y, mean, var), each channel normalised over the batch.
 
     x: (N, C, P). mean, var: (C,), the running statistics (read only when training is False; they may
-    be None when it is True). weight, bias: (C,). eps: float. training: bool.
+    be None when it is True). weight, bias: (C,). eps: float. training, relu: bool.
     Returns y (N, C, P), mean (C,) and var (C,), all in x's dtype. Over the M = N * P values of channel c,
     with the batch's own mean and (biased: divided by M) variance in training, the given ones otherwise:
         y[n, c, p] = (x[n, c, p] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+    and with relu true (batch_norm_relu: the ReLU after batch norm, in the same pass) max(y, 0) instead,
+    a NaN staying NaN as in np.maximum.
     Return the mean and var you normalised by (the engine updates the running statistics from them).
     Compute the variance as the mean of (x - mean)^2, summing in float64: E[x^2] - E[x]^2 loses every
     digit on nearly equal values.
@@ -328,17 +330,22 @@ CONTRACTS: dict[str, str] = {
 
     Example: one channel holding 1, 5, 5, 1 (mean 3, variance 4), weight 2, bias 0.5:
     >>> x = np.array([[[1.0, 5.0]], [[5.0, 1.0]]]); w, b = np.array([2.0]), np.array([0.5])  # x[n, 0, p]
-    >>> y, mean, var = batch_norm_forward(x, None, None, w, b, 0.0, True)
+    >>> y, mean, var = batch_norm_forward(x, None, None, w, b, 0.0, True, False)
     >>> y.tolist(), mean.tolist(), var.tolist()
     ([[[-1.5, 2.5]], [[2.5, -1.5]]], [3.0], [4.0])
+    >>> relu = True  # the negatives become 0
+    >>> batch_norm_forward(x, None, None, w, b, 0.0, True, relu)[0].tolist()
+    [[[0.0, 2.5]], [[2.5, 0.0]]]
     >>> running_mean, running_var = np.array([1.0]), np.array([4.0])  # eval: the given statistics
-    >>> batch_norm_forward(x, running_mean, running_var, w, b, 0.0, False)[0].tolist()
+    >>> batch_norm_forward(x, running_mean, running_var, w, b, 0.0, False, False)[0].tolist()
     [[[0.5, 4.5]], [[4.5, 0.5]]]
     """,
     "batch_norm_backward": f"""The gradients of batch normalisation: (gx, gweight, gbias).
 
     gy, x: (N, C, P). mean, var: (C,), what the forward returned. weight: (C,). eps, training: as in
-    the forward. Returns gx (N, C, P), gweight (C,) and gbias (C,) in x's dtype. With
+    the forward. relu_output: None, or the y of a forward with relu true: then first set gy to 0 wherever
+    relu_output is not > 0 (ReLU's backward; a NaN output counts as not > 0), and use that gy for
+    everything below. Returns gx (N, C, P), gweight (C,) and gbias (C,) in x's dtype. With
     inv_std = 1 / sqrt(var + eps) and x_hat = (x - mean) * inv_std, sums over the M = N * P values of a
     channel:
         gbias = sum gy        gweight = sum gy * x_hat
@@ -352,11 +359,14 @@ CONTRACTS: dict[str, str] = {
     first value only:
     >>> x = np.array([[[1.0, 5.0]], [[5.0, 1.0]]]); gy = np.array([[[1.0, 0.0]], [[0.0, 0.0]]])
     >>> mean, var, w = np.array([3.0]), np.array([4.0]), np.array([2.0])
-    >>> gx, gweight, gbias = batch_norm_backward(gy, x, mean, var, w, 0.0, True)
+    >>> gx, gweight, gbias = batch_norm_backward(gy, x, mean, var, w, 0.0, True, None)
     >>> gx.tolist(), gweight.tolist(), gbias.tolist()
     ([[[0.5, 0.0]], [[0.0, -0.5]]], [-1.0], [1.0])
     >>> same_everywhere = np.ones((2, 1, 2))  # shifts every y alike: the batch mean takes it all back
-    >>> batch_norm_backward(same_everywhere, x, mean, var, w, 0.0, True)[0].tolist()
+    >>> batch_norm_backward(same_everywhere, x, mean, var, w, 0.0, True, None)[0].tolist()
+    [[[0.0, 0.0]], [[0.0, 0.0]]]
+    >>> relu_output = np.array([[[0.0, 2.5]], [[2.5, 0.0]]])  # the relu forward's y: gy's 1 sits at its 0
+    >>> batch_norm_backward(gy, x, mean, var, w, 0.0, True, relu_output)[0].tolist()
     [[[0.0, 0.0]], [[0.0, 0.0]]]
     """,
 }

@@ -174,9 +174,11 @@ GENERAL_HINTS = {
     "conv2d_backward_weight": "gw[co, ci, i, j] sums gy[n, co, oh, ow] * x_pad[n, ci, oh*sH + i*dH, ow*sW + j*dW] "
     "over n, oh and ow",
     "batch_norm_forward": "per channel (axes 0 and 2): in training the batch's mean and biased variance (two passes, "
-    "in float64), otherwise the given ones; y = (x - mean) / sqrt(var + eps) * weight + bias",
-    "batch_norm_backward": "gbias = sum gy, gweight = sum gy * x_hat over axes 0 and 2; in training gx also loses "
-    "the mean of gy and x_hat times the mean of gy * x_hat",
+    "in float64), otherwise the given ones; y = (x - mean) / sqrt(var + eps) * weight + bias, then "
+    "np.maximum(y, 0) when relu is true",
+    "batch_norm_backward": "with relu_output given, first gy = np.where(relu_output > 0, gy, 0); then gbias = sum "
+    "gy, gweight = sum gy * x_hat over axes 0 and 2; in training gx also loses the mean of gy and x_hat times the "
+    "mean of gy * x_hat",
 }
 
 

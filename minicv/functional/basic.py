@@ -604,10 +604,11 @@ def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
 # --------------------------------------------------------------------------- batch norm
 class BatchNormFunction(Function):
     """Normalise over every axis but the channel axis 1, with given statistics or the batch's own: the
-    device's batch_norm kernels on x viewed as (N, C, P)."""
+    device's batch_norm kernels on x viewed as (N, C, P). With relu, then a ReLU in the same kernels: the
+    output is kept, as the backward's ReLU mask."""
 
-    def __init__(self, eps: float, use_batch_stats: bool):
-        self.eps, self.use_batch_stats = eps, use_batch_stats
+    def __init__(self, eps: float, use_batch_stats: bool, relu: bool = False):
+        self.eps, self.use_batch_stats, self.relu = eps, use_batch_stats, relu
 
     def forward(self, x: Array, mean: Array | None, var: Array | None, weight: Array | None,
                 bias: Array | None) -> Array:
@@ -620,13 +621,14 @@ class BatchNormFunction(Function):
         if not self.use_batch_stats:
             mean, var = contiguous(mean), contiguous(var)
         y, self.batch_mean, self.batch_var = self.kernels.batch_norm_forward(
-            self.x, mean, var, self.weight, bias, self.eps, self.use_batch_stats)
+            self.x, mean, var, self.weight, bias, self.eps, self.use_batch_stats, self.relu)
+        self.y = y if self.relu else None
         return y.reshape(self.shape)
 
     def backward(self, gy: Array) -> tuple[Array | None, ...]:
         gy = contiguous(gy).reshape(self.x.shape)
         g_x, g_weight, g_bias = self.kernels.batch_norm_backward(
-            gy, self.x, self.batch_mean, self.batch_var, self.weight, self.eps, self.use_batch_stats)
+            gy, self.x, self.batch_mean, self.batch_var, self.weight, self.eps, self.use_batch_stats, self.y)
         return g_x.reshape(self.shape), None, None, g_weight, g_bias
 
 
@@ -642,23 +644,49 @@ def batch_norm(
 ) -> Tensor:
     """PyTorch's batch_norm: in training, normalise by the batch statistics and update the running ones
     in place (unbiased variance); otherwise normalise by the running statistics."""
-    check_float_tensor("batch_norm", "input", input)
+    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps,
+                       relu=False)
+
+
+def batch_norm_relu(
+    input: Tensor,  # noqa: A002
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """relu(batch_norm(...)) with the same arguments, in the batch-norm kernels' own passes over memory
+    (minicv's, not PyTorch's: a ReLU follows every batch norm of the segmenters, and apart it is a pass
+    of its own each way). The backward masks the gradient by the saved output, as relu's does."""
+    return _batch_norm("batch_norm_relu", input, running_mean, running_var, weight, bias, training, momentum, eps,
+                       relu=True)
+
+
+def _batch_norm(op: str, input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,  # noqa: A002
+                weight: Tensor | None, bias: Tensor | None, training: bool, momentum: float, eps: float,
+                relu: bool) -> Tensor:
+    """batch_norm, or batch_norm_relu with relu: the checks (errors named by ``op``), the kernels, and the
+    running statistics' update."""
+    check_float_tensor(op, "input", input)
     if input.ndim < 2:
-        raise ArgumentError(f"batch_norm: expected input with at least 2 dimensions, but got shape {input.shape}")
+        raise ArgumentError(f"{op}: expected input with at least 2 dimensions, but got shape {input.shape}")
     channels = input.shape[1]
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if t is not None and t.shape != (channels,):
-            raise ArgumentError(f"batch_norm: expected {name} of shape ({channels},), but got {t.shape}")
+            raise ArgumentError(f"{op}: expected {name} of shape ({channels},), but got {t.shape}")
         if t is not None:
-            _check_same_dtype("batch_norm", name, t, "input", input)
+            _check_same_dtype(op, name, t, "input", input)
     if (running_mean is None) != (running_var is None):  # as PyTorch: the two are one choice
-        raise ArgumentError("batch_norm: running_mean and running_var must either both be None or neither be None")
+        raise ArgumentError(f"{op}: running_mean and running_var must either both be None or neither be None")
     if not training and (running_mean is None or running_var is None):
-        raise ArgumentError("batch_norm: running_mean and running_var are required when training=False")
+        raise ArgumentError(f"{op}: running_mean and running_var are required when training=False")
     count = input.size // channels
     if training and count <= 1:
         raise ArgumentError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
-    fn = BatchNormFunction(eps, use_batch_stats=training)
+    fn = BatchNormFunction(eps, use_batch_stats=training, relu=relu)
     y = fn.apply(input, running_mean, running_var, weight, bias)
     if training and running_mean is not None and running_var is not None:
         unbiased = fn.batch_var * (count / (count - 1))

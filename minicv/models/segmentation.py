@@ -24,20 +24,19 @@ from minicv.tensor import Tensor
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """3x3 convolution (no bias: batch norm has one), batch norm, ReLU."""
+    """3x3 convolution (no bias: batch norm has one), batch norm and ReLU (fused: one layer, with batch
+    norm's state-dict keys, "1.weight" and so on)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
+        nn.BatchNormReLU2d(out_channels),
     )
 
 
 def up_bn_relu(channels: int) -> nn.Sequential:
-    """Transposed 4x4 convolution with stride 2 (doubles the size exactly), batch norm, ReLU."""
+    """Transposed 4x4 convolution with stride 2 (doubles the size exactly), batch norm and ReLU (fused)."""
     return nn.Sequential(
         nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(),
+        nn.BatchNormReLU2d(channels),
     )
 
 

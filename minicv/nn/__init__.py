@@ -3,6 +3,7 @@
 from minicv.nn import init
 from minicv.nn.layers import (
     BatchNorm2d,
+    BatchNormReLU2d,
     Conv2d,
     ConvTranspose2d,
     Flatten,
@@ -17,6 +18,7 @@ from minicv.nn.module import Module, Parameter
 
 __all__ = [
     "BatchNorm2d",
+    "BatchNormReLU2d",
     "Conv2d",
     "ConvTranspose2d",
     "Flatten",

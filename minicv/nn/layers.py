@@ -262,6 +262,8 @@ class BatchNorm2d(Module):
     """Batch normalisation over (N, H, W) per channel. Training normalises by the batch's statistics
     and updates the running ones (momentum=None: a cumulative average); eval uses the running ones."""
 
+    _functional = staticmethod(F.batch_norm)  # what forward normalises with: BatchNormReLU2d's differs
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: str | Device | None = None, dtype: Any = None, *,
                  bias: bool = True):
@@ -302,12 +304,21 @@ class BatchNorm2d(Module):
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked.item())
         use_batch_stats = self.training or not self.track_running_stats
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_batch_stats, momentum, self.eps)
+        return self._functional(input, self.running_mean, self.running_var, self.weight, self.bias,
+                                use_batch_stats, momentum, self.eps)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.has_bias}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNormReLU2d(BatchNorm2d):
+    """BatchNorm2d then ReLU in one layer (F.batch_norm_relu): the ReLU is folded into the batch-norm
+    kernels, which write y and read gy anyway, instead of a pass over the activations of its own each way
+    (a ReLU apart took 14% of a segmenter's training step on numba). The same arguments, parameters and
+    buffers as BatchNorm2d, so the same state-dict keys: a checkpoint of BatchNorm2d then ReLU loads."""
+
+    _functional = staticmethod(F.batch_norm_relu)
 
 
 class Linear(Module):

@@ -264,6 +264,80 @@ def test_batch_norm_gradcheck(device, training, shape):
                         (x, weight, bias))
 
 
+def _zeros_after_normalising(dtype) -> np.ndarray:
+    """(2, 3, 2, 3) input whose channels hold small integers with mean 0 exactly: with bias 0, every 0 of
+    x normalises to exactly 0 (training, or eval with running mean 0), where ReLU's gradient is 0."""
+    channel = np.array([-3, -2, -1, 0, 0, 0, 1, 2, 3, -4, 4, 0])
+    rng = np.random.default_rng(4)
+    x = np.stack([rng.permutation(channel).reshape(2, 2, 3) for _ in range(3)], axis=1)
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_is_relu_of_batch_norm(device, dtype, training):
+    """The fused op and the two ops apart agree to the bit (same kernels, same rounding), forward and
+    backward, on outputs of exactly 0 and negatives, and update the running statistics alike."""
+    x = _zeros_after_normalising(dtype)
+    weight = np.array([1.5, -0.5, 2.0], dtype)
+    results = []
+    for fused in (True, False):
+        t, w, b = (mc.tensor(a, device=device, requires_grad=True) for a in (x, weight, np.zeros(3, dtype)))
+        stats = [mc.zeros(3, device=device, dtype=dtype), mc.tensor(np.array([0.5, 1.0, 2.0], dtype), device=device)]
+        if fused:
+            y = F.batch_norm_relu(t, *stats, w, b, training=training, momentum=0.3, eps=1e-3)
+        else:
+            y = F.relu(F.batch_norm(t, *stats, w, b, training=training, momentum=0.3, eps=1e-3))
+        y.backward(mc.tensor(randn(9, *x.shape, dtype=dtype) + 0.5, device=device))
+        results.append([y.detach().numpy(), t.grad.numpy(), w.grad.numpy(), b.grad.numpy(),
+                        *(s.numpy() for s in stats)])
+    assert (results[0][0] == 0).sum() > x.size // 4  # exact zeros (x at the mean) and clamped negatives
+    for name, a, e in zip(["y", "gx", "gweight", "gbias", "running_mean", "running_var"], *results, strict=True):
+        np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_norm_relu_matches_torch(device, dtype, training, seed):
+    """Against torch.relu(torch.nn.functional.batch_norm(...)) in float64 (PyTorch has no fused call)."""
+    x = randn(seed, 3, 4, 2, 5, dtype=dtype) * 2 + 1
+    weight, bias = randn(seed + 1, 4, dtype=dtype), randn(seed + 2, 4, dtype=dtype)
+    stats = [randn(seed + 3, 4, dtype=dtype), np.abs(randn(seed + 4, 4, dtype=dtype)) + 0.5]
+
+    def ours(t, w, b):
+        return F.batch_norm_relu(t, *(None if training else mc.tensor(s, device=device) for s in stats), w, b,
+                                 training=training)
+
+    def theirs(t, w, b):
+        running = (None if training else torch.tensor(s, dtype=t.dtype) for s in stats)
+        return torch.relu(TF.batch_norm(t, *running, w, b, training=training))
+
+    compare(ours, theirs, [x, weight, bias], device)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_gradcheck(device, training):
+    """float64 central differences through the fused kernels, on inputs tie-free for the ReLU: no output
+    within 1e-3 of 0, far beyond gradcheck's steps."""
+    rng = np.random.default_rng(11)
+    x, weight, bias = rng.standard_normal((2, 3, 4, 5)) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)
+    running = [rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)]
+    stats = [None, None] if training else [mc.tensor(s, device=device) for s in running]
+    tensors = [mc.tensor(a, device=device, requires_grad=True) for a in (x, weight, bias)]
+    with mc.no_grad():
+        normalised = F.batch_norm(*tensors[:1], *stats, *tensors[1:], training=training, eps=1e-3).numpy()
+    assert np.abs(normalised).min() > 1e-3 and (normalised < 0).any()
+    assert mc.gradcheck(lambda t, w, b: F.batch_norm_relu(t, *stats, w, b, training=training, eps=1e-3), tensors)
+
+
+def test_batch_norm_relu_shares_the_checks_of_batch_norm():
+    with pytest.raises(ArgumentError, match=r"batch_norm_relu: expected weight of shape \(3,\)"):
+        F.batch_norm_relu(mc.ones(2, 3), None, None, mc.ones(2), training=True)
+    with pytest.raises(ArgumentError, match="batch_norm_relu: running_mean and running_var are required"):
+        F.batch_norm_relu(mc.ones(2, 3), None, None)
+    with pytest.raises(DtypeError, match="batch_norm_relu: expected bias of dtype float32"):
+        F.batch_norm_relu(mc.ones(2, 3), None, None, None, mc.ones(3, dtype=np.float64), training=True)
+
+
 def test_batch_norm_refuses_mixed_dtypes_as_pytorch_does():
     x = mc.ones(2, 3, dtype=np.float32)
     with pytest.raises(DtypeError, match="expected weight of dtype float32"):

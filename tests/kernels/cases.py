@@ -325,13 +325,14 @@ def check_out_of_range_target(forward: Callable, backward: Callable, bad_target:
 
 @st.composite
 def batch_norm_cases(draw, max_batch: int = 3, max_channels: int = 4, max_pixels: int = 40):
-    """(x (N, C, P), mean, var, weight, bias, eps, training, gy): the kernels' arguments and an upstream
-    gradient. N = 1 and P = 1 are drawn; training needs M = N * P >= 2. (With M = 2, x_hat = +-1
-    whatever x, so moving the inputs shows no conditioning: a float32 kernel that centred x on the
-    rounded mean alone, as PyTorch's does, would fail here when the two values nearly agree; minicv's
-    also subtract what rounding the mean dropped.) mean and var are None in training (the
-    kernels must not read them). The values are
-    an offset plus a spread: a large offset over a small spread gives nearly equal values, whose variance
+    """(x (N, C, P), mean, var, weight, bias, eps, training, relu, gy): the kernels' arguments and an
+    upstream gradient. relu (the fused ReLU of batch_norm_relu) is drawn; with it, bias 0 and, in eval,
+    some values equal to the mean make outputs of exactly 0, where the ReLU's gradient is 0. N = 1 and
+    P = 1 are drawn; training needs M = N * P >= 2. (With M = 2, x_hat = +-1 whatever x, so moving the
+    inputs shows no conditioning: a float32 kernel that centred x on the rounded mean alone, as PyTorch's
+    does, would fail here when the two values nearly agree; minicv's also subtract what rounding the mean
+    dropped.) mean and var are None in training (the kernels must not read them). The values are an
+    offset plus a spread: a large offset over a small spread gives nearly equal values, whose variance
     is ill-conditioned. weight and bias are random, or the ones and zeros the engine passes for None."""
     n, c, p = draw(st.integers(1, max_batch)), draw(st.integers(1, max_channels)), draw(st.integers(1, max_pixels))
     training = draw(st.booleans())
@@ -347,7 +348,11 @@ def batch_norm_cases(draw, max_batch: int = 3, max_channels: int = 4, max_pixels
     else:
         weight, bias = np.ones(c, dtype), np.zeros(c, dtype)
     eps = draw(st.sampled_from([1e-5, 1e-3, 0.5]))
-    return x, mean, var, weight, bias, eps, training, rng.standard_normal((n, c, p)).astype(dtype)
+    relu = draw(st.booleans())
+    if relu and not training and draw(st.booleans()):
+        bias[:] = 0
+        x[:, :, 0] = mean  # x - mean = 0 exactly: y = 0
+    return x, mean, var, weight, bias, eps, training, relu, rng.standard_normal((n, c, p)).astype(dtype)
 
 
 def torch_batch_norm(x, mean, var, weight, bias, eps, training) -> tuple:
@@ -371,23 +376,64 @@ def _gx_rounding(x, gy, weight, mean, var, eps) -> np.ndarray:
     return 8 * np.finfo(x.dtype).eps * np.abs(weight * inv_std)[:, None] * terms
 
 
-def check_batch_norm(forward: Callable, backward: Callable, x, mean, var, weight, bias, eps, training, gy) -> None:
+def check_batch_norm(forward: Callable, backward: Callable, x, mean, var, weight, bias, eps, training, relu,
+                     gy) -> None:
     """A device's batch-norm kernels (y, mean, var, then gx, gweight, gbias) against PyTorch's float64
     answer and against the spec, within the dtype's tolerance plus what the conditioning of the inputs
-    allows (tests/reference.py): a float32 variance of nearly equal values is only so exact."""
-    args = (x, mean, var, weight, bias, eps, training)
+    allows (tests/reference.py): a float32 variance of nearly equal values is only so exact.
+
+    With relu: y against torch.relu of PyTorch's batch norm, and the gradients, given the device's y as
+    relu_output, against PyTorch's batch-norm gradients for gy masked where that y is not positive (the
+    mask is the device's own output's: a reference y may round to the other side of 0)."""
+    args = (x, mean, var, weight, bias, eps, training, relu)
+    y, mean_used, var_used = map(to_host, forward(*args))
+    relu_output = y if relu else None
+    masked_gy = np.where(y > 0, gy, 0).astype(gy.dtype) if relu else gy
     grad = [True, False, False, True, True]
     expected = float64_reference(lambda *a: torch_batch_norm(*a, eps, training), [x, mean, var, weight, bias],
-                                 x.dtype, grad, gy)
-    y, mean_used, var_used = map(to_host, forward(*args))
-    gradients = map(to_host, backward(gy, x, mean_used, var_used, weight, eps, training))
+                                 x.dtype, grad, masked_gy)
+    if relu:  # ReLU moves no value further than the batch norm's own allowance
+        expected[0] = (np.maximum(expected[0][0], 0), expected[0][1])
+    gradients = map(to_host, backward(gy, x, mean_used, var_used, weight, eps, training, relu_output))
     y_spec, mean_spec, var_spec = spec.batch_norm_forward(*args)
-    spec_gradients = spec.batch_norm_backward(gy, x, mean_spec, var_spec, weight, eps, training)
+    spec_gradients = spec.batch_norm_backward(gy, x, mean_spec, var_spec, weight, eps, training, relu_output)
     names = ("y", "mean", "var", "gx", "gweight", "gbias")
-    expected[3] = (expected[3][0], expected[3][1] + _gx_rounding(x, gy, weight, expected[1][0], expected[2][0], eps))
+    expected[3] = (expected[3][0],
+                   expected[3][1] + _gx_rounding(x, masked_gy, weight, expected[1][0], expected[2][0], eps))
     for name, actual, (e, allowance), s in zip(names, (y, mean_used, var_used, *gradients), expected,
                                                (y_spec, mean_spec, var_spec, *spec_gradients), strict=True):
         assert actual.dtype == x.dtype, name
         assert_near(actual, e, x.dtype, name, allowance)
         assert_near(actual, s, x.dtype, f"{name} (against the spec)", 2 * allowance)
 
+
+def check_relu_mask(forward: Callable, backward: Callable) -> None:
+    """A device's batch-norm backward with relu_output masks gy exactly where relu_output <= 0 or NaN, in
+    gbias, gweight and gx alike (the plain backward of the masked gy, to the bit: the masked values are
+    exact zeros either way), whatever the forward would have computed: the mask is the given output's.
+    Its forward with relu is max(y, 0), NaN kept."""
+    rng = np.random.default_rng(7)
+    for dtype in DTYPES:
+        x, gy = (rng.standard_normal((2, 3, 10)).astype(dtype) for _ in range(2))
+        weight, bias = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+        relu_output = rng.standard_normal(x.shape).astype(dtype)  # not the forward's: the mask is read, not recomputed
+        relu_output.flat[:4] = [0.0, -0.0, np.nan, np.finfo(dtype).tiny]  # masked, masked, masked, kept
+        masked = np.where(relu_output > 0, gy, 0).astype(dtype)
+        for training in (True, False):
+            mean, var = (None, None) if training else (rng.standard_normal(3).astype(dtype),
+                                                       rng.uniform(0.5, 2.0, 3).astype(dtype))
+            y, mean_used, var_used = map(to_host, forward(x, mean, var, weight, bias, 1e-5, training, False))
+            y_relu, *stats = map(to_host, forward(x, mean, var, weight, bias, 1e-5, training, True))
+            np.testing.assert_array_equal(y_relu, np.maximum(y, 0))
+            for a, b in zip(stats, (mean_used, var_used), strict=True):
+                np.testing.assert_array_equal(a, b)
+            fused = backward(gy, x, mean_used, var_used, weight, 1e-5, training, relu_output)
+            plain = backward(masked, x, mean_used, var_used, weight, 1e-5, training, None)
+            for name, a, b in zip(("gx", "gweight", "gbias"), fused, plain, strict=True):
+                np.testing.assert_array_equal(to_host(a), to_host(b), err_msg=f"{name}, training={training}")
+            unmasked = to_host(backward(gy, x, mean_used, var_used, weight, 1e-5, training, None)[2])
+            assert not np.array_equal(to_host(fused[2]), unmasked)  # the mask changed gbias
+        nan_x = x.copy()
+        nan_x[0, 0, 0] = np.nan  # eval: only that output is NaN, and the ReLU keeps it
+        y_nan = to_host(forward(nan_x, np.zeros(3, dtype), np.ones(3, dtype), weight, bias, 1e-5, False, True)[0])
+        assert np.isnan(y_nan[0, 0, 0]) and not np.isnan(y_nan.flat[1:]).any()

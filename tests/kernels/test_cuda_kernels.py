@@ -26,6 +26,7 @@ from cases import (
     check_batch_norm,
     check_max_pool,
     check_out_of_range_target,
+    check_relu_mask,
     cross_entropy_cases,
     distinct_values,
     dtypes,
@@ -304,6 +305,10 @@ def test_batch_norm_forward_and_backward(table, case) -> None:
                      *case)
 
 
+def test_batch_norm_relu_masks_where_the_given_output_is_not_positive(table) -> None:
+    check_relu_mask(functools.partial(table, "batch_norm_forward"), functools.partial(table, "batch_norm_backward"))
+
+
 def test_batch_norm_sums_do_not_depend_on_the_schedule_or_the_grid() -> None:
     """One block per channel sums in a fixed order (a shared-memory tree, no atomics): the result is the same
     to the bit in both schedules and whether a block takes one channel or several (the grid-stride loop
@@ -319,14 +324,15 @@ def test_batch_norm_sums_do_not_depend_on_the_schedule_or_the_grid() -> None:
             cudasim.backend.max_blocks = max_blocks
             try:
                 with cudasim_runtime.schedule(schedule):
-                    y, mean, var = cudasim.batch_norm_forward(x, None, None, weight, bias, 1e-5, True)
-                    results.append((y, mean, var, *cudasim.batch_norm_backward(gy, x, mean, var, weight, 1e-5, True)))
+                    y, mean, var = cudasim.batch_norm_forward(x, None, None, weight, bias, 1e-5, True, True)
+                    results.append((y, mean, var,
+                                    *cudasim.batch_norm_backward(gy, x, mean, var, weight, 1e-5, True, y)))
             finally:
                 del cudasim.backend.max_blocks  # back to the class default
     for result in results[1:]:
         for a, b in zip(result, results[0], strict=True):
             assert_same(a, b)
-    assert_close(results[0][1], spec.batch_norm_forward(x, None, None, weight, bias, 1e-5, True)[1])
+    assert_close(results[0][1], spec.batch_norm_forward(x, None, None, weight, bias, 1e-5, True, True)[1])
 
 
 # --- the launch code --------------------------------------------------------------------------------

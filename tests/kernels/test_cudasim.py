@@ -303,6 +303,22 @@ def test_arguments_are_checked_against_the_kernel_signature() -> None:
         kernel((1,), (16, 16), good[:5])
 
 
+def test_none_is_a_null_pointer_as_in_cupy() -> None:
+    """An optional operand (batch norm's relu_output) is passed as None, which CuPy launches as a null
+    pointer: cudasim does too."""
+    kernel = _load(r"""
+__global__ void scale_kernel(const float* factor, float* out, int n) {
+    if (threadIdx.x < n) out[threadIdx.x] = factor == nullptr ? -1.0f : out[threadIdx.x] * factor[0];
+}""", "scale_kernel")["scale_kernel"]
+    out = np.ones(4, np.float32)
+    kernel((1,), (4,), (np.full(1, 3.0, np.float32), out, np.int32(4)))
+    assert out.tolist() == [3.0] * 4
+    kernel((1,), (4,), (None, out, np.int32(4)))
+    assert out.tolist() == [-1.0] * 4
+    with pytest.raises(TypeError, match="expected a numpy array or None, got list"):
+        kernel((1,), (4,), ([3.0], out, np.int32(4)))
+
+
 def test_invalid_launch_configurations_raise() -> None:
     kernel = _load(BARRIERS, "hello_kernel")["hello_kernel"]
     with pytest.raises(RuntimeError, match="invalid block"):

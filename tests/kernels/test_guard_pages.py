@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import itertools
 import mmap
 import signal
 import subprocess
@@ -143,13 +144,13 @@ def run_cases(device: str, dtype: type, at: str) -> None:
         x, gy = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
         weight, bias, mean = (rng.standard_normal(shape[1]).astype(dtype) for _ in range(3))
         var = rng.uniform(0.5, 2.0, shape[1]).astype(dtype)
-        for training in (True, False):
-            say("batch_norm", shape, "training" if training else "eval")
-            _, mean_used, var_used = kernels.batch_norm_forward(place(x), None if training else place(mean),
+        for training, relu in itertools.product((True, False), (False, True)):
+            say("batch_norm", shape, "training" if training else "eval", "relu" if relu else "")
+            y, mean_used, var_used = kernels.batch_norm_forward(place(x), None if training else place(mean),
                                                                 None if training else place(var), place(weight),
-                                                                place(bias), 1e-5, training)
+                                                                place(bias), 1e-5, training, relu)
             kernels.batch_norm_backward(place(gy), place(x), place(mean_used), place(var_used), place(weight), 1e-5,
-                                        training)
+                                        training, place(y) if relu else None)
 
 
 def main(argv: list[str]) -> None:

@@ -22,6 +22,7 @@ from cases import (
     check_batch_norm,
     check_max_pool,
     check_out_of_range_target,
+    check_relu_mask,
     conv_cases,
     cross_entropy_cases,
     distinct_values,
@@ -683,6 +684,10 @@ def test_batch_norm_forward_and_backward_match_torch_and_spec(case):
     check_batch_norm(nb.batch_norm_forward, nb.batch_norm_backward, *case)
 
 
+def test_batch_norm_relu_masks_where_the_given_output_is_not_positive():
+    check_relu_mask(nb.batch_norm_forward, nb.batch_norm_backward)
+
+
 
 
 # --- cold start: one compile per dtype ---------------------------------------------------------------
@@ -713,11 +718,11 @@ nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 4, 4, 4), x.shape, (2, 2), one,
 nb.conv2d_backward_input(f32(2, 8, 6, 6), f32(8, 1, 4, 4), x.shape, (2, 2), one, one, 4)  # grouped: sub-kernels F
 nb.conv2d_backward_input(f32(2, 8, 12, 12), f32(8, 4, 3, 3), x.shape, one, one, one, 1)  # Winograd
 planes = x.reshape(2, 4, -1)  # batch norm's kernels take (N, C, pixels)
-for training in (True, False):
+for training, relu in ((True, False), (False, False), (True, True), (False, True)):  # the ReLU: a flag, no compile
     mean, var = (None, None) if training else (planes.mean((0, 2)), planes.var((0, 2)))
     y, mean, var = nb.batch_norm_forward(planes, mean, var, np.ones(4, np.float32), np.zeros(4, np.float32),
-                                         1e-5, training)
-    nb.batch_norm_backward(y, planes, mean, var, np.ones(4, np.float32), 1e-5, training)
+                                         1e-5, training, relu)
+    nb.batch_norm_backward(y, planes, mean, var, np.ones(4, np.float32), 1e-5, training, y if relu else None)
 print(dict(compiles))
 """
 

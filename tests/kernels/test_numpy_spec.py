@@ -17,6 +17,7 @@ from cases import (
     check_batch_norm,
     check_max_pool,
     check_out_of_range_target,
+    check_relu_mask,
     conv_cases,
     cross_entropy_cases,
     distinct_values,
@@ -288,4 +289,8 @@ def test_empty_batch_gives_empty_results_and_a_zero_weight_gradient():
 @given(batch_norm_cases())
 def test_batch_norm_forward_and_backward_match_torch_and_spec(case):
     check_batch_norm(spec.batch_norm_forward, spec.batch_norm_backward, *case)
+
+
+def test_batch_norm_relu_masks_where_the_given_output_is_not_positive():
+    check_relu_mask(spec.batch_norm_forward, spec.batch_norm_backward)
 

@@ -34,6 +34,44 @@ def test_localizer_gives_scores_and_normalised_boxes():
     assert np.all((boxes.detach().numpy() > 0) & (boxes.detach().numpy() < 1))
 
 
+def _unfused_conv_bn_relu(in_channels, out_channels, stride=1):
+    return mc.nn.Sequential(mc.nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                            mc.nn.BatchNorm2d(out_channels), mc.nn.ReLU())
+
+
+def _unfused_up_bn_relu(channels):
+    return mc.nn.Sequential(mc.nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False),
+                            mc.nn.BatchNorm2d(channels), mc.nn.ReLU())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fused_batch_norm_relu_keeps_the_state_dict_keys_and_the_outputs(name, monkeypatch):
+    """Every model built with BatchNorm2d then ReLU (as before the fusion) has the same state-dict keys as
+    today's, in the same order; its state dict loads into today's, which then computes the same outputs
+    in training (batch statistics, updated running ones) and in eval."""
+    from minicv.models import localization, segmentation
+
+    mc.manual_seed(0)
+    fused = build_model(name, 3, **SMALL[name])
+    monkeypatch.setattr(segmentation, "conv_bn_relu", _unfused_conv_bn_relu)
+    monkeypatch.setattr(segmentation, "up_bn_relu", _unfused_up_bn_relu)
+    monkeypatch.setattr(localization, "conv_bn_relu", _unfused_conv_bn_relu)
+    mc.manual_seed(1)
+    unfused = build_model(name, 3, **SMALL[name])
+    norms = [m for m in fused.modules() if isinstance(m, mc.nn.BatchNorm2d)]  # each followed by a ReLU
+    assert norms and all(isinstance(m, mc.nn.BatchNormReLU2d) for m in norms)
+    assert list(fused.state_dict()) == list(unfused.state_dict())
+    fused.load_state_dict(unfused.state_dict())
+    for train in (True, False):
+        fused.train(train)
+        unfused.train(train)
+        outputs = [m(_images()) for m in (fused, unfused)]
+        for a, b in zip(*(o if isinstance(o, tuple) else (o,) for o in outputs), strict=True):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6)
+    for key, value in unfused.state_dict().items():  # the running statistics moved alike
+        np.testing.assert_allclose(fused.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_box_convention_round_trips():
     boxes = np.array([[3.0, 5.0, 10.0, 4.0]])
     assert np.allclose(normalise_boxes(boxes, 32, 64), [[3 / 64, 5 / 32, 10 / 64, 4 / 32]])

@@ -90,11 +90,20 @@ def test_relu_flatten_linear_sequential_match_torch(device, dtype):
     compare(ours, theirs, randn(4, 3, 2, 2, dtype=dtype), device)
 
 
+class TorchBatchNormReLU2d(tnn.BatchNorm2d):
+    """What nn.BatchNormReLU2d computes, in PyTorch, with BatchNorm2d's parameter names."""
+
+    def forward(self, input):  # noqa: A002
+        return torch.relu(super().forward(input))
+
+
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_training_then_eval_matches_torch(device, momentum, affine):
-    ours = nn.BatchNorm2d(3, momentum=momentum, affine=affine, dtype=np.float64)
-    theirs = tnn.BatchNorm2d(3, momentum=momentum, affine=affine, dtype=torch.float64)
+@pytest.mark.parametrize("relu", [False, True], ids=["BatchNorm2d", "BatchNormReLU2d"])
+def test_batch_norm_training_then_eval_matches_torch(device, momentum, affine, relu):
+    ours = (nn.BatchNormReLU2d if relu else nn.BatchNorm2d)(3, momentum=momentum, affine=affine, dtype=np.float64)
+    theirs = (TorchBatchNormReLU2d if relu else tnn.BatchNorm2d)(3, momentum=momentum, affine=affine,
+                                                                   dtype=torch.float64)
     if affine:
         ours.weight.data = randn(3, seed=7)
         ours.bias.data = randn(3, seed=8)
@@ -120,6 +129,14 @@ def test_batch_norm_without_running_stats_always_uses_the_batch():
 def test_batch_norm_needs_4d_input():
     with pytest.raises(ValueError, match=r"expected 4D input \(got 3D input\)"):
         nn.BatchNorm2d(3)(mc.zeros(2, 3, 4))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"affine": False}, {"track_running_stats": False}, {"bias": False}])
+def test_batch_norm_relu_has_the_parameters_buffers_and_keys_of_batch_norm(kwargs):
+    fused, plain = nn.BatchNormReLU2d(4, **kwargs), nn.BatchNorm2d(4, **kwargs)
+    assert isinstance(fused, nn.BatchNorm2d)
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert repr(fused) == repr(plain).replace("BatchNorm2d", "BatchNormReLU2d")
 
 
 # --------------------------------------------------------------------------- constructors
