@@ -23,21 +23,27 @@ FORWARD_BLOCK = 128
 BACKWARD_BLOCK = 4096
 
 
+# 1.5 * 2**mantissa bits + the exponent's bias: t + ROUNDER rounds t to an integer n held in the sum's low
+# mantissa bits as n + bias, from which _pow2 takes 2**n; (t + ROUNDER) - ROUNDER is n as a float.
+# No float -> int conversion (undefined for NaN in LLVM, and two more instructions than this per vector).
+ROUNDER_F32 = np.float32(1.5 * 2**23 + 127)
+ROUNDER_F64 = 1.5 * 2**52 + 1023
+
+
 @intrinsic
-def _pow2(typingctx, n):
-    """2.0 ** n for an integral float n in the normal range, built from its bits (exponent field n + bias)
-    in LLVM IR: integer ops at the float's own width, so the loops around it vectorise at full width."""
-    if n not in (types.float32, types.float64):
+def _pow2(typingctx, rounded):
+    """2.0 ** n from ``rounded`` = n + ROUNDER_* (n in the normal range): its low bits shifted into the
+    exponent field, in LLVM IR, at the float's own width so that the loops around it vectorise fully."""
+    if rounded not in (types.float32, types.float64):
         return None
-    width, mantissa, bias = (32, 23, 127) if n == types.float32 else (64, 52, 1023)
+    width, mantissa = (32, 23) if rounded == types.float32 else (64, 52)
 
     def codegen(context, builder, signature, args):
         integer = ir.IntType(width)
-        exponent = builder.add(builder.fptosi(args[0], integer), ir.Constant(integer, bias))
-        bits = builder.shl(exponent, ir.Constant(integer, mantissa))
-        return builder.bitcast(bits, ir.FloatType() if width == 32 else ir.DoubleType())
+        bits = builder.shl(builder.bitcast(args[0], integer), ir.Constant(integer, mantissa))
+        return builder.bitcast(bits, args[0].type)
 
-    return n(n), codegen
+    return rounded(rounded), codegen
 
 
 @intrinsic
@@ -97,14 +103,17 @@ def _log_f32(x):
     p = p * m + np.float32(3.3333331174e-1)
     y = p * m * z + e * np.float32(-2.12194440e-4) - np.float32(0.5) * z
     result = m + y + e * np.float32(0.693359375)
-    return result if x < np.float32(np.inf) else x
+    # NaN passes through as x - x, not by a select: log_sum is logged in place, and LLVM makes a select
+    # between a value and the one loaded from its destination a masked store (see _maximum)
+    return result + (x - x)
 
 
 @njit(inline="always", cache=True)
 def _exp_f32(x):
     """exp for x <= 0 (all softmax needs); NaN stays NaN and -inf gives 0."""
-    clamped = max(x, np.float32(-87.0))
-    n = np.floor(clamped * np.float32(1.44269504) + np.float32(0.5))
+    clamped = max(x, np.float32(-87.0))  # NaN stays NaN, and so do n, r, p and e
+    rounded = clamped * np.float32(1.44269504) + ROUNDER_F32
+    n = rounded - ROUNDER_F32
     r = clamped - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
     p = p * r + np.float32(1.3981999507e-3)
@@ -112,26 +121,23 @@ def _exp_f32(x):
     p = p * r + np.float32(4.1665795894e-2)
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
-    e = (p * r * r + r + np.float32(1.0)) * _pow2(n)
-    if x != x:
-        return x
-    return e if x > np.float32(-87.0) else np.float32(0.0)
+    e = (p * r * r + r + np.float32(1.0)) * _pow2(rounded)
+    return np.float32(0.0) if x <= np.float32(-87.0) else e
 
 
 @njit(inline="always", cache=True)
 def _exp_f64(x):
     """exp for x <= 0 (all softmax needs); NaN stays NaN and -inf gives 0."""
-    clamped = max(x, -708.0)
-    n = np.floor(clamped * 1.4426950408889634 + 0.5)
+    clamped = max(x, -708.0)  # NaN stays NaN, and so do n, r, px, qx and e
+    rounded = clamped * 1.4426950408889634 + ROUNDER_F64
+    n = rounded - ROUNDER_F64
     r = clamped - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6
     rr = r * r
     px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
     qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
           + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
-    e = (1.0 + 2.0 * px / (qx - px)) * _pow2(n)
-    if x != x:
-        return x
-    return e if x > -708.0 else 0.0
+    e = (1.0 + 2.0 * px / (qx - px)) * _pow2(rounded)
+    return 0.0 if x <= -708.0 else e
 
 
 def _exp(x):
