@@ -111,10 +111,11 @@ def _log_f32(x):
 @njit(inline="always", cache=True)
 def _exp_f32(x):
     """exp for x <= 0 (all softmax needs); NaN stays NaN and -inf gives 0."""
-    clamped = max(x, np.float32(-87.0))  # NaN stays NaN, and so do n, r, p and e
-    rounded = clamped * np.float32(1.44269504) + ROUNDER_F32
+    # no clamp: below -87, where n would leave the exponent's range, the result is 0 whatever e is; a NaN x
+    # makes n, r, p and e NaN
+    rounded = x * np.float32(1.44269504) + ROUNDER_F32
     n = rounded - ROUNDER_F32
-    r = clamped - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+    r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
     p = p * r + np.float32(1.3981999507e-3)
     p = p * r + np.float32(8.3334519073e-3)
@@ -128,10 +129,9 @@ def _exp_f32(x):
 @njit(inline="always", cache=True)
 def _exp_f64(x):
     """exp for x <= 0 (all softmax needs); NaN stays NaN and -inf gives 0."""
-    clamped = max(x, -708.0)  # NaN stays NaN, and so do n, r, px, qx and e
-    rounded = clamped * 1.4426950408889634 + ROUNDER_F64
+    rounded = x * 1.4426950408889634 + ROUNDER_F64  # no clamp, as in _exp_f32
     n = rounded - ROUNDER_F64
-    r = clamped - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6
+    r = x - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6
     rr = r * r
     px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
     qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
