@@ -645,6 +645,33 @@ def test_softmax_cross_entropy_propagates_nan_and_handles_minus_inf(dtype):
     assert np.isnan(gx[0, :, 0]).all() and np.isnan(x_t.grad.numpy()[0, :, 0]).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_nan_and_minus_inf_in_full_vector_blocks(dtype):
+    """The same in the vectorised full-block code (the test above runs the ragged code): a NaN logit in
+    any class makes its pixel's loss, stats and gradient NaN and no other pixel's; a -inf logit is a zero
+    probability (zero gradient), or an inf loss where it is the target."""
+    from minicv.kernels.numba.loss import BACKWARD_BLOCK
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, BACKWARD_BLOCK)).astype(dtype)
+    target = rng.integers(0, 3, (1, BACKWARD_BLOCK))
+    x[0, 2, 5] = x[0, 0, 130] = np.nan  # a later class (the max's running NaN) and the first (its start)
+    x[0, 1, 7], target[0, 7] = -np.inf, 0
+    x[0, 1, 9], target[0, 9] = -np.inf, 1
+    x_t = torch.from_numpy(x).requires_grad_()
+    loss_t = F.cross_entropy(x_t, torch.from_numpy(target), reduction="none")
+    loss_t.sum().backward()
+    loss, stats = nb.softmax_cross_entropy_forward(x, target, np.ones(3, dtype), -100, 0.0)
+    gx = nb.softmax_cross_entropy_backward(x, target, np.ones(3, dtype), -100, 0.0, stats, np.ones((1, BACKWARD_BLOCK),
+                                                                                                    dtype))
+    nan = np.isnan(loss[0])
+    assert np.flatnonzero(nan).tolist() == [5, 130] and np.isnan(stats[:, 0, [5, 130]]).all()
+    assert np.isnan(gx[0][:, nan]).all() and not np.isnan(gx[0][:, ~nan]).any()
+    assert loss[0, 9] == np.inf and gx[0, 1, 7] == 0
+    assert_close(loss, loss_t.detach().numpy())
+    assert_close(gx, x_t.grad.numpy())
+
+
 @pytest.mark.parametrize(("bad_target", "ignore_index"), [(3, -100), (-100, 1), (-1, -100), (7, 2)])
 def test_softmax_cross_entropy_out_of_range_target_raises_like_torch(bad_target, ignore_index):
     check_out_of_range_target(nb.softmax_cross_entropy_forward, nb.softmax_cross_entropy_backward, bad_target,
