@@ -3,6 +3,7 @@ buffers (the state dict copied), so that a training step of each does the same a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -45,9 +46,10 @@ def _torch_layer(layer: nn.Module) -> Any:
     raise TypeError(f"torch_twin: no PyTorch twin for layer {type(layer).__name__} ({layer!r})")
 
 
+@functools.cache
 def _torch_batch_norm_relu() -> type:
     """BatchNormReLU2d's twin: PyTorch's BatchNorm2d, then its ReLU, in one layer (so with BatchNorm2d's
-    state-dict keys, as BatchNormReLU2d has)."""
+    state-dict keys, as BatchNormReLU2d has); one class for every layer of a twin."""
     import torch
     import torch.nn as tnn
 
