@@ -23,9 +23,10 @@ import numpy as np
 import minicv
 from minicv import metrics, optim, viz
 from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, SceneDataset
-from minicv.devices import Device
+from minicv.devices import Device, get_device
 from minicv.models import TASKS, build_model, profile
 from minicv.nn import Module
+from minicv.precompile import compile_ahead
 from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
 
 
@@ -49,6 +50,7 @@ SETTINGS: dict[str, Settings] = {
 BATCH_SIZE = 32
 BEST_BY = {"segmentation": "mean_iou", "localization": "mean_box_iou"}
 SHOWN = 6  # test images in the pictures
+IMAGE_SIZE = 64  # the scenes' side
 
 
 def run_demo(
@@ -67,12 +69,14 @@ def run_demo(
     if unknown:
         raise ValueError(f"models: unknown {unknown}, expected some of {list(TASKS)}")
     out.mkdir(parents=True, exist_ok=True)
+    if get_device(device).name == "numba":
+        compile_ahead(models, IMAGE_SIZE)  # a cold numba cache compiles in two processes
     print(f"minicv demo: generating {train_size} training, {validation_size} validation and {test_size} test "
           f"scenes (seed {seed})")
-    train_items = _materialise(SceneDataset("train", train_size, seed=seed))
+    train_items = _materialise(SceneDataset("train", train_size, IMAGE_SIZE, seed=seed))
     # scenes of their own split: picking each model's best epoch never looks at the test scenes
-    validation_items = _materialise(SceneDataset("val", validation_size, seed=seed))
-    test_items = _materialise(SceneDataset("test", test_size, seed=seed))
+    validation_items = _materialise(SceneDataset("val", validation_size, IMAGE_SIZE, seed=seed))
+    test_items = _materialise(SceneDataset("test", test_size, IMAGE_SIZE, seed=seed))
     results, histories, predictions = {}, {}, {}
     for name in models:
         task_name = TASKS[name]
@@ -99,13 +103,14 @@ def run_demo(
                 "model": name,
                 "num_classes": num_classes,
                 "kwargs": {},
-                "image_size": [64, 64],
+                "image_size": [IMAGE_SIZE, IMAGE_SIZE],
                 "classes": list(CLASS_NAMES if task_name == "segmentation" else OBJECT_NAMES),
             },
         )
         seconds = time.perf_counter() - began
         scores = evaluate(model, task, DataLoader(test_items, 100))
-        results[name] = {"task": task_name, **scores, **profile(model, (3, 64, 64)), "train_seconds": seconds}
+        results[name] = {"task": task_name, **scores, **profile(model, (3, IMAGE_SIZE, IMAGE_SIZE)),
+                         "train_seconds": seconds}
         histories[name] = history
         predictions[name] = predict_shown(model, task, test_items)
         print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f" ({seconds:.0f} s)")

@@ -9,7 +9,10 @@ follow the CPU Numba compiles for (``target.py``); ``code_generation()`` says wh
 """
 
 # ruff: noqa: F401 (these imports are the exports: the kernel table, whose names minicv/ops.py lists)
-from . import notice  # says so on stderr when a kernel compiles (a cold cache: the first run on a CPU)
+from . import (
+    cache_lock,  # two processes may compile at once (minicv/precompile.py)
+    notice,  # says so on stderr when a kernel compiles (a cold cache: the first run on a CPU)
+)
 from .target import cache_folder, code_generation
 
 with cache_folder():  # every kernel is decorated here, so each caches where its vector width's code lives

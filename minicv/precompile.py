@@ -1,0 +1,94 @@
+"""Compile the numba kernels of a run's models in a helper process, beside the run.
+
+On an empty numba cache the demo's first steps wait for ~40 s of compiling (docs/kernels/cold_start.md):
+Numba compiles one function at a time, in one thread. Its on-disk cache is shared between processes,
+though, so a second process that compiles what this one needs later halves the wait on two cores, as
+``make -j`` does. The helper first takes the layers the models share, on one small tensor, in the order
+the first models meet them after their first convolution (the loss, batch norm, a wide 3x3 conv, the
+pooling, upsampling and unpooling, the transposed conv), then one training step of each model, last
+model first, so that it meets this process in the middle rather than racing it; then a prediction of
+each (evaluation comes after an epoch). What the helper has cached when this process gets there is
+loaded; what it has not, this process compiles as it always did. The helper changes when a kernel
+compiles, never what runs.
+
+It runs only where this process may use two cores, and where numba's cache saves can be locked against
+each other (``kernels/numba/cache_lock.py``: two processes saving one function at once could otherwise
+mix up its cache entries).
+
+Run as ``python -m minicv.precompile IMAGE_SIZE MODEL...`` by ``compile_ahead``, never by hand.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+HELPER_BATCH = 2  # images per helper step: the kernels compiled are those of any batch
+
+
+def compile_ahead(models: Sequence[str], image_size: int) -> None:
+    """Start the helper for ``models`` (in the order this process will train them) on image_size x
+    image_size scenes; nothing on one core, or where the cache cannot be locked. On a warm cache the
+    helper loads what it would compile and ends within seconds."""
+    from minicv.kernels.numba import cache_lock
+
+    if _cores() < 2 or not cache_lock.LOCKED:
+        return
+    command = [sys.executable, "-m", __name__, str(image_size), *models]
+    # one thread: its steps are tiny, and this process's training wants the cores once compiled
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
+    helper = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(helper.kill)  # a helper still compiling when this process ends is of no more use
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def compile_models(models: Sequence[str], image_size: int) -> None:
+    """The helper's work, on the numba device (see the module's doc)."""
+    import numpy as np
+
+    import minicv
+    import minicv.functional as F
+    from minicv import nn
+    from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, SceneDataset
+    from minicv.models import TASKS, build_model
+    from minicv.train import make_task
+
+    # the demo's scenes (so the helper's arrays have the run's dtypes and layouts), at the run's size
+    batch = next(iter(DataLoader(SceneDataset("train", HELPER_BATCH, size=image_size), HELPER_BATCH)))
+    channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
+    x = minicv.Tensor(np.zeros((HELPER_BATCH, channels, image_size, image_size), np.float32), device="numba",
+                      requires_grad=True)
+    mask = minicv.Tensor(batch["mask"], device="numba")
+    transposed = nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")
+    # the layers the models share, in the order the first models meet them after their first convolution;
+    # each under the loss, so that its backward gets a gradient laid out as in a model
+    for layer in (lambda t: t,  # the loss alone
+                  nn.BatchNormReLU2d(channels).to("numba"),
+                  nn.Conv2d(channels, channels, 3, padding=1).to("numba"),
+                  lambda t: F.interpolate(F.max_pool2d(t, 2), scale_factor=2, mode="nearest"),
+                  lambda t: F.max_unpool2d(*F.max_pool2d(t, 2, return_indices=True), 2),
+                  lambda t: transposed(F.max_pool2d(t, 2))):
+        F.cross_entropy(layer(x), mask).backward()
+    built = []
+    for name in reversed(models):
+        num_classes = len(CLASS_NAMES if TASKS[name] == "segmentation" else OBJECT_NAMES)
+        kwargs = {"image_size": image_size} if TASKS[name] == "localization" else {}  # its linear layer's size
+        model = build_model(name, num_classes, **kwargs).to("numba")
+        task = make_task(TASKS[name], num_classes)
+        task.loss(model, batch).backward()
+        built.append((model, task))
+    for model, task in built:  # evaluation comes after an epoch of training: long after the steps
+        model.eval()
+        with minicv.no_grad():
+            task.predict(model, batch["image"])
+
+
+if __name__ == "__main__":
+    compile_models(sys.argv[2:], int(sys.argv[1]))
