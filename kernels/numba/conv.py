@@ -84,6 +84,9 @@ def conv_algorithm(name: str) -> Iterator[None]:
 WINOGRAD_MIN_CHANNELS = (16, 32)  # (input, output) channels per group
 WINOGRAD_MIN_PAIRS = 1024  # input x output channels per group
 WINOGRAD_WEIGHT_MIN_CHANNELS = 32  # input and output channels of a layer whose weight gradient goes by Winograd
+# 16 and 24 channels, input rows of 32 (AVX-512) or 16 (AVX2) float32: Winograd took 1.2-1.7x the direct
+# sum's time; at 32 channels the two were even, at 64 Winograd 2-6% ahead (docs/kernels/conv.md)
+TRANSPOSED_WINOGRAD_MIN_CHANNELS = 32
 
 
 def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int, channels_out: int) -> bool:
@@ -94,11 +97,15 @@ def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int,
     return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and wide
 
 
-def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> bool:
+def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, channels: int,
+                              in_width: int, lanes: int) -> bool:
     """Whether the algorithm is ``winograd`` and the transposed conv (backward-input) one of kernel 4x4,
-    stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves."""
-    return _algorithm == "winograd" and (kernel, stride, padding, dilation) == ((4, 4), (2, 2), (1, 1), (1, 1))
-
+    stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves. Except
+    on layers of fewer than TRANSPOSED_WINOGRAD_MIN_CHANNELS channels (per group, the fewer of in and out)
+    whose input rows are one to two vectors of ``lanes`` wide: there the direct sum stores its two column
+    phases as whole interleaved vectors, while Winograd's rows of in_width / 2 tiles end inside a vector."""
+    exact = _algorithm == "winograd" and (kernel, stride, padding, dilation) == ((4, 4), (2, 2), (1, 1), (1, 1))
+    return exact and not (channels < TRANSPOSED_WINOGRAD_MIN_CHANNELS and lanes <= in_width < 2 * lanes)
 
 
 def _uses_winograd_weight_gradient(kernel: Pair, stride: Pair, dilation: Pair, groups: int, c_in: int,
@@ -139,7 +146,8 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
             gy, _sub_kernel(w, [2, 1, 0], [2, 1, 0], groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]),
             groups):
         return gx
-    if _uses_transposed_winograd(kernel, stride, padding, dilation) and _transposed_winograd(gy, w, gx, groups):
+    if _uses_transposed_winograd(kernel, stride, padding, dilation, min(c_out // groups, cg), gy.shape[3],
+                                 simd.VECTOR_BYTES // gy.itemsize) and _transposed_winograd(gy, w, gx, groups):
         return gx
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _transposed_direct(gy, w, gx, stride, padding, dilation, groups)

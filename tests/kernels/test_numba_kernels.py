@@ -93,9 +93,9 @@ def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_by
     through several of them run on small inputs; Winograd on layers of any channel count."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
                 (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"),
-                (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"))
+                (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"), (nb_conv, "TRANSPOSED_WINOGRAD_MIN_CHANNELS"))
     saved = [getattr(module, name) for module, name in settings]
-    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1, 1)
+    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1, 1, 1)
     for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
@@ -412,9 +412,22 @@ def test_conv_transpose2d_winograd_matches_torch_and_spec(n, c_x, c_gy, hw, grou
     hyper = ((2, 2), (1, 1), (1, 1), groups)
     _, gy, gx, _ = torch_conv(x, w, *hyper, rng)
     with nb.conv_algorithm("winograd"), chunking(2**24, 256, vectors_per_task):
-        assert nb_conv._uses_transposed_winograd((4, 4), *hyper[:3])
+        assert nb_conv._uses_transposed_winograd((4, 4), *hyper[:3], c_x // groups, gy.shape[3],
+                                                 nb_conv.simd.VECTOR_BYTES // gy.itemsize)
         assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+
+
+def test_narrow_transposed_convs_with_rows_of_one_vector_go_by_the_direct_sum():
+    """The rule of TRANSPOSED_WINOGRAD_MIN_CHANNELS: direct only where both hold, narrow and rows of 1-2 vectors."""
+    lanes, exact = nb_conv.simd.VECTOR_BYTES // 4, ((4, 4), (2, 2), (1, 1), (1, 1))
+    with nb.conv_algorithm("winograd"):
+        assert not nb_conv._uses_transposed_winograd(*exact, 16, lanes, lanes)
+        assert not nb_conv._uses_transposed_winograd(*exact, 24, 2 * lanes - 1, lanes)
+        assert nb_conv._uses_transposed_winograd(*exact, 16, lanes - 1, lanes)
+        assert nb_conv._uses_transposed_winograd(*exact, 16, 2 * lanes, lanes)
+        assert nb_conv._uses_transposed_winograd(*exact, 32, lanes, lanes)
+        assert not nb_conv._uses_transposed_winograd((4, 4), (2, 2), (0, 0), (1, 1), 64, 4 * lanes, lanes)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
