@@ -85,46 +85,38 @@ def _deal_columns(source, evens, odds):
 def _split_phases(x, top, left, out):
     """out[b, c, r_h, r_w, i, j] = x[b, c, i * s_h + r_h - top, j * s_w + r_w - left], 0 off x, with
     (s_h, s_w) = out.shape[2:4]: the zero-padded input, split by row and column phase (space-to-depth).
+    x and out are C-contiguous.
 
     A strided correlation's taps then read consecutive pixels of one phase for consecutive outputs.
+    Each plane is zeroed in one run, then its rows inside x are copied by flat offsets: unsigned, so
+    Numba adds no wraparound test to each access, and no view is made per row (rows of 8-32 pixels
+    ran 2.2-3.7x faster than with a slice per row). Rows of stride-2 columns at least a vector long
+    deal x's columns 2k and 2k + 1 to the two column phases in registers instead (``_deal_columns``).
     """
     n, channels, s_h, s_w, rows, columns = out.shape
     h, w = x.shape[2], x.shape[3]
+    lanes = simd.lanes(x)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    plane_x, plane_out = np.uint64(h * w), np.uint64(s_h * s_w * rows * columns)
+    phases_w = (left % 2, 1 - left % 2) if s_w == 2 else (0, 1)  # the column phases of x's even, odd columns
     for task in prange(n * channels):
         b, c = divmod(np.int64(task), channels)
+        first_x, first_out = np.uint64(task) * plane_x, np.uint64(task) * plane_out
+        flat_out[first_out:first_out + plane_out] = 0
         for r_h in range(s_h):
-            if s_w == 2 and left >= 0:  # x's columns 2k and 2k + 1 go to the two column phases at once
-                evens, odds = out[b, c, r_h, left % 2], out[b, c, r_h, 1 - left % 2]
-                first_even, first_odd = left // 2, (left + 1) // 2
-                for i in range(rows):
-                    source_h = i * s_h + r_h - top
-                    if not 0 <= source_h < h:
-                        evens[i] = 0
-                        odds[i] = 0
-                        continue
-                    evens[i, :first_even] = 0
-                    odds[i, :first_odd] = 0
-                    written_evens, written_odds = _deal_columns(x[b, c, source_h], evens[i, first_even:],
-                                                                odds[i, first_odd:])
-                    evens[i, first_even + written_evens:] = 0
-                    odds[i, first_odd + written_odds:] = 0
+            i_lo, i_hi = valid_outputs(r_h, s_h, top, 1, h, rows)
+            if s_w == 2 and left >= 0 and min(columns - (left + 1) // 2, w // 2) >= lanes:
+                evens, odds = out[b, c, r_h, phases_w[0]], out[b, c, r_h, phases_w[1]]
+                for i in range(i_lo, i_hi):
+                    _deal_columns(x[b, c, i * s_h + r_h - top], evens[i, left // 2:], odds[i, (left + 1) // 2:])
                 continue
             for r_w in range(s_w):
                 lo, hi = valid_outputs(r_w, s_w, left, 1, w, columns)
-                for i in range(rows):
-                    row, source_h = out[b, c, r_h, r_w, i], i * s_h + r_h - top
-                    if not 0 <= source_h < h:
-                        row[:] = 0
-                        continue
-                    row[:lo] = 0
-                    source = x[b, c, source_h, lo * s_w + r_w - left:]
-                    if s_w == 1:
-                        row[lo:hi] = source[:hi - lo]
-                    else:
-                        inside = row[lo:hi]  # a view from 0, indexed by j alone: LLVM vectorises the loop
-                        for j in range(inside.size):
-                            inside[j] = source[j * s_w]
-                    row[hi:] = 0
+                for i in range(i_lo, i_hi):
+                    to = first_out + np.uint64(((r_h * s_w + r_w) * rows + i) * columns + lo)
+                    source = first_x + np.uint64((i * s_h + r_h - top) * w + lo * s_w + r_w - left)
+                    for j in range(hi - lo):
+                        flat_out[to + np.uint64(j)] = flat_x[source + np.uint64(j * s_w)]
 
 
 def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.ndarray:
@@ -134,7 +126,7 @@ def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.
     lanes = simd.VECTOR_BYTES // x.itemsize
     flat = np.empty(math.prod(shape) + lanes, x.dtype)
     flat[-lanes:] = 0
-    _split_phases(x, *top_left, flat[:-lanes].reshape(shape))
+    _split_phases(np.ascontiguousarray(x), *top_left, flat[:-lanes].reshape(shape))
     return flat
 
 

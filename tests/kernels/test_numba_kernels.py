@@ -453,7 +453,7 @@ def test_conv_transpose2d_winograd_non_finite_input_gives_torch_infinities_and_n
     ((0, -1), (2, 2), (6, 40))])
 def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
     """The direct conv's input copy: x zero-padded (or cropped: negative offset, a small size), then split
-    by row and column phase."""
+    by row and column phase; rows of stride-2 columns a vector long and more dealt in registers."""
     x = np.random.default_rng(5).standard_normal((2, 3, 11, 75)).astype(dtype)
     top, left = top_left
     padded = np.zeros((2, 3, 60, 300), dtype)  # margins: x always fits
@@ -461,10 +461,13 @@ def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
     padded = padded[:, :, 20:, 50:]
     expected = np.stack([np.stack([padded[:, :, r_h::stride[0], r_w::stride[1]][:, :, :size[0], :size[1]]
                                    for r_w in range(stride[1])], 2) for r_h in range(stride[0])], 2)
-    for source in (x, np.asfortranarray(x)):  # rows of adjacent elements (vectors), and strided ones
-        out = np.full((2, 3, *stride, *size), np.nan, dtype)
-        conv_tiles._split_phases(source, top, left, out)
-        np.testing.assert_array_equal(out, expected)
+    out = np.full((2, 3, *stride, *size), np.nan, dtype)  # NaN: an element the kernel skips shows
+    conv_tiles._split_phases(x, top, left, out)
+    np.testing.assert_array_equal(out, expected)
+    # any layout through _phase_split (the kernel reads C-contiguous x), and the zeros after the split
+    split = conv_tiles._phase_split(np.asfortranarray(x), top_left, stride, size)
+    np.testing.assert_array_equal(split[:expected.size].reshape(expected.shape), expected)
+    assert not split[expected.size:].any()
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
