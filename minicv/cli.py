@@ -33,6 +33,7 @@ from minicv.exercises import command as exercises
 from minicv.models import TASKS, build_model, check_image_size
 from minicv.nn import Module
 from minicv.ops import OPS
+from minicv.precompile import compile_ahead
 from minicv.train import LocalizationTask, SegmentationTask, evaluate, fit, make_task
 from minicv.viz import to_uint8
 
@@ -280,6 +281,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     optimizer = _optimizer(args.optimizer, model, args.lr)
     task = make_task(task_name, num_classes)
+    if model.device.name == "numba":
+        compile_ahead([args.model], (int(size[0]), int(size[1])))  # a cold numba cache compiles in two processes
     history = fit(
         model,
         task,

@@ -15,7 +15,7 @@ It runs only where this process may use two cores, and where numba's cache saves
 each other (``kernels/numba/cache_lock.py``: two processes saving one function at once could otherwise
 mix up its cache entries).
 
-Run as ``python -m minicv.precompile IMAGE_SIZE MODEL...`` by ``compile_ahead``, never by hand.
+Run as ``python -m minicv.precompile HEIGHT WIDTH MODEL...`` by ``compile_ahead``, never by hand.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from collections.abc import Sequence
 HELPER_BATCH = 2  # images per helper step: the kernels compiled are those of any batch
 
 
-def compile_ahead(models: Sequence[str], image_size: int) -> None:
-    """Start the helper for ``models`` (in the order this process will train them) on image_size x
-    image_size scenes; nothing on one core, or where the cache cannot be locked. On a warm cache the
+def compile_ahead(models: Sequence[str], image_hw: tuple[int, int]) -> None:
+    """Start the helper for ``models`` (in the order this process will train them) on images of image_hw
+    (height, width); nothing on one core, or where the cache cannot be locked. On a warm cache the
     helper loads what it would compile and ends within seconds."""
     from minicv.kernels.numba import cache_lock
 
     if _cores() < 2 or not cache_lock.LOCKED:
         return
-    command = [sys.executable, "-m", __name__, str(image_size), *models]
+    command = [sys.executable, "-m", __name__, *map(str, image_hw), *models]
     # one thread: its steps are tiny, and this process's training wants the cores once compiled
     env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
     helper = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,7 +49,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def compile_models(models: Sequence[str], image_size: int) -> None:
+def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
     """The helper's work, on the numba device (see the module's doc)."""
     import numpy as np
 
@@ -61,9 +61,9 @@ def compile_models(models: Sequence[str], image_size: int) -> None:
     from minicv.train import make_task
 
     # the demo's scenes (so the helper's arrays have the run's dtypes and layouts), at the run's size
-    batch = next(iter(DataLoader(SceneDataset("train", HELPER_BATCH, size=image_size), HELPER_BATCH)))
+    batch = next(iter(DataLoader(SceneDataset("train", HELPER_BATCH, size=image_hw), HELPER_BATCH)))
     channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
-    x = minicv.Tensor(np.zeros((HELPER_BATCH, channels, image_size, image_size), np.float32), device="numba",
+    x = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *image_hw), np.float32), device="numba",
                       requires_grad=True)
     mask = minicv.Tensor(batch["mask"], device="numba")
     transposed = nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")
@@ -79,7 +79,7 @@ def compile_models(models: Sequence[str], image_size: int) -> None:
     built = []
     for name in reversed(models):
         num_classes = len(CLASS_NAMES if TASKS[name] == "segmentation" else OBJECT_NAMES)
-        kwargs = {"image_size": image_size} if TASKS[name] == "localization" else {}  # its linear layer's size
+        kwargs = {"image_size": image_hw} if TASKS[name] == "localization" else {}  # its linear layer's size
         model = build_model(name, num_classes, **kwargs).to("numba")
         task = make_task(TASKS[name], num_classes)
         task.loss(model, batch).backward()
@@ -91,4 +91,4 @@ def compile_models(models: Sequence[str], image_size: int) -> None:
 
 
 if __name__ == "__main__":
-    compile_models(sys.argv[2:], int(sys.argv[1]))
+    compile_models(sys.argv[3:], (int(sys.argv[1]), int(sys.argv[2])))

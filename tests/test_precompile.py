@@ -41,7 +41,7 @@ HELPER_THEN_DEMO = textwrap.dedent("""
                 for name, value in vars(namespace).items() if isinstance(value, CPUDispatcher)
                 for signature in value.signatures}
 
-    compile_models(TASKS, minicv.demo.IMAGE_SIZE)
+    compile_models(TASKS, (minicv.demo.IMAGE_SIZE, minicv.demo.IMAGE_SIZE))
     helped = signatures()
     minicv.demo.compile_ahead = lambda *args: None  # no second helper: this process is the run
     with tempfile.TemporaryDirectory() as out:

@@ -206,7 +206,7 @@ def _child_cold_start() -> None:
     from minicv.precompile import compile_ahead
 
     n, hw = COLD_START_SIZE
-    compile_ahead(list(TASKS), hw)  # as the demo does
+    compile_ahead(list(TASKS), (hw, hw))  # as the demo does
     for model in TASKS:
         problem = TrainStepProblem(model, n, hw)
         problem.minicv_step("numba", problem.arrays(np.random.default_rng(0), np.float32))()
