@@ -60,12 +60,16 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
     from minicv.models import TASKS, build_model
     from minicv.train import make_task
 
-    # the demo's scenes (so the helper's arrays have the run's dtypes and layouts), at the run's size
-    batch = next(iter(DataLoader(SceneDataset("train", HELPER_BATCH, size=image_hw), HELPER_BATCH)))
+    def scenes(hw: tuple[int, int]) -> dict:
+        """A batch of the demo's scenes: the helper's arrays get the run's dtypes and layouts."""
+        return next(iter(DataLoader(SceneDataset("train", HELPER_BATCH, size=hw), HELPER_BATCH)))
+
+    # the shared layers at the run's size rounded down to even: pooling then upsampling gives it back
+    even_hw = (max(2, image_hw[0] - image_hw[0] % 2), max(2, image_hw[1] - image_hw[1] % 2))
     channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
-    x = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *image_hw), np.float32), device="numba",
+    x = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *even_hw), np.float32), device="numba",
                       requires_grad=True)
-    mask = minicv.Tensor(batch["mask"], device="numba")
+    mask = minicv.Tensor(scenes(even_hw)["mask"], device="numba")
     transposed = nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")
     # the layers the models share, in the order the first models meet them after their first convolution;
     # each under the loss, so that its backward gets a gradient laid out as in a model
@@ -76,7 +80,7 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
                   lambda t: F.max_unpool2d(*F.max_pool2d(t, 2, return_indices=True), 2),
                   lambda t: transposed(F.max_pool2d(t, 2))):
         F.cross_entropy(layer(x), mask).backward()
-    built = []
+    batch, built = scenes(image_hw), []
     for name in reversed(models):
         num_classes = len(CLASS_NAMES if TASKS[name] == "segmentation" else OBJECT_NAMES)
         kwargs = {"image_size": image_hw} if TASKS[name] == "localization" else {}  # its linear layer's size

@@ -57,3 +57,10 @@ def test_the_helper_compiles_every_kernel_signature_the_demo_runs():
     run = subprocess.run([sys.executable, "-c", HELPER_THEN_DEMO], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "NUMBA_NUM_THREADS": "1"})
     assert run.returncode == 0, f"the demo ran signatures the helper did not compile:\n{run.stdout}{run.stderr}"
+
+
+def test_the_helper_takes_odd_image_sizes():
+    """A naive model trains on any size; the helper's pooling layers must not stop at an odd one."""
+    from minicv.precompile import compile_models
+
+    compile_models(["naive"], (17, 23))
