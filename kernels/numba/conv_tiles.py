@@ -98,7 +98,6 @@ def _split_phases(x, top, left, out):
     lanes = simd.lanes(x)
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     plane_x, plane_out = np.uint64(h * w), np.uint64(s_h * s_w * rows * columns)
-    phases_w = (left % 2, 1 - left % 2) if s_w == 2 else (0, 1)  # the column phases of x's even, odd columns
     for task in prange(n * channels):
         b, c = divmod(np.int64(task), channels)
         first_x, first_out = np.uint64(task) * plane_x, np.uint64(task) * plane_out
@@ -106,7 +105,7 @@ def _split_phases(x, top, left, out):
         for r_h in range(s_h):
             i_lo, i_hi = valid_outputs(r_h, s_h, top, 1, h, rows)
             if s_w == 2 and left >= 0 and min(columns - (left + 1) // 2, w // 2) >= lanes:
-                evens, odds = out[b, c, r_h, phases_w[0]], out[b, c, r_h, phases_w[1]]
+                evens, odds = out[b, c, r_h, left % 2], out[b, c, r_h, 1 - left % 2]  # x's columns 2k, 2k + 1
                 for i in range(i_lo, i_hi):
                     _deal_columns(x[b, c, i * s_h + r_h - top], evens[i, left // 2:], odds[i, (left + 1) // 2:])
                 continue
