@@ -4,6 +4,7 @@ on speed."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from minicv import nn, optim
+from minicv.bench import run as bench_run
 from minicv.bench.backends import BenchBackend, minicv_backend
 from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, sweep_cases
 from minicv.bench.jobs import Job
@@ -34,7 +36,7 @@ from minicv.bench.problems import (
 )
 from minicv.bench.run import run_bench
 from minicv.bench.steps import _step_torch
-from minicv.bench.timing import QUICK_PLAN, Plan
+from minicv.bench.timing import QUICK_PLAN, Plan, Timed
 from minicv.ops import OPS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,21 +200,24 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
 
 def test_a_run_cut_short_keeps_the_rows_it_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A time limit or Ctrl-C during a long run (a GPU session's) leaves the rows timed so far."""
-    run = Job.run
-    timed = []
+    time_together = bench_run.time_together
+    timed: list[dict] = []
+    cases = []
 
-    def run_then_stop(job: Job, *args):
-        if len(timed) == 3:
+    def time_then_stop(jobs: list[Job], *args):
+        if len(cases) == 1:  # the second case (of two: fwd, fwd+bwd)
             raise KeyboardInterrupt
-        timed.append(run(job, *args))
-        return timed[-1]
+        cases.append(jobs[0].case)
+        rows = time_together(jobs, *args)
+        timed.extend(rows)
+        return rows
 
-    monkeypatch.setattr(Job, "run", run_then_stop)
+    monkeypatch.setattr(bench_run, "time_together", time_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_bench(tmp_path, device="numpy", op="max_pool2d", quick=True, malloc="system")
     (partial,) = tmp_path.iterdir()
     assert partial.name.endswith("-quick.partial.json")
-    assert json.loads(partial.read_text())["results"] == timed
+    assert json.loads(partial.read_text())["results"] == timed and len(timed) == 3
 
 
 def test_unknown_op_malloc_and_cudasim_without_quick_are_refused(tmp_path: Path) -> None:
@@ -260,6 +265,35 @@ def test_warm_up_lasts_its_calls_and_its_time() -> None:
     calls.clear()
     Plan(warmup=3, min_repeats=2, max_repeats=2, budget_s=0.1, warmup_s=1.0).measure(None, timer)
     assert len(calls) == 2 + 2  # each call over half the budget: the compile call and one more suffice
+
+
+def test_steps_compared_are_timed_in_alternating_rounds() -> None:
+    """All warm up, then each round times each step's share of its repeats in turn, inside the step's
+    context; a step that fails leaves the rounds with its error, the others go on."""
+    calls: list[str] = []
+    inside: list[str] = []
+
+    def timer_of(name: str, seconds: float, fail_at: int | None = None):
+        def timer(fn) -> float:
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke")
+            return seconds
+        return timer
+
+    @contextlib.contextmanager
+    def context_of(name: str):
+        inside.append(name)
+        yield
+
+    plan = Plan(warmup=2, min_repeats=1, max_repeats=10, budget_s=1.0, rounds=3)
+    steps = [Timed(None, timer_of("a", 0.25), lambda: context_of("a")),  # 4 repeats: 1 + 1 + 2 per round
+             Timed(None, timer_of("b", 0.5)),  # 2 repeats: 0 + 1 + 1
+             Timed(None, timer_of("c", 0.1, fail_at=7))]  # 10 repeats: 3 + 3 + 4, its 7th call fails
+    a, b, c = plan.measure_alternating(steps)
+    assert a == [0.25] * 4 and b == [0.5] * 2 and isinstance(c, RuntimeError) and str(c) == "c broke"
+    assert "".join(calls) == "aa" "bb" "cc" + "a" "" "ccc" + "a" "b" "cc" + "aa" "b"
+    assert inside == ["a"] * 4  # its warm-up and each of its rounds
 
 
 def test_torch_runs_on_its_own_aligned_copies() -> None:

@@ -1,7 +1,9 @@
-"""Jobs: one row of the results each, a case on a backend through one path, and the jobs of a run."""
+"""Jobs: one row of the results each, a case on a backend through one path; the jobs of a run, and the
+timing of one case's jobs together."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +11,7 @@ import numpy as np
 
 from minicv.bench.backends import BenchBackend
 from minicv.bench.cases import BenchCase
-from minicv.bench.timing import Plan, summarize
+from minicv.bench.timing import Plan, Timed, summarize
 
 
 @dataclass(frozen=True)
@@ -22,24 +24,44 @@ class Job:
     algorithm: str = ""  # the conv algorithm ("" where the device has one, or for memory-bound ops)
 
     def run(self, plan: Plan, arrays: dict[str, np.ndarray], isa: str = "native") -> dict:
-        """Time the job on the problem's host ``arrays``; the row, with an error in place of times if it fails.
+        """Time the job alone on the problem's host ``arrays`` (``time_together`` with itself)."""
+        return time_together([self], plan, arrays, isa)[0]
 
-        ``isa`` names the instruction set this process's code runs (see minicv.bench.isa).
-        """
+    def head(self, isa: str) -> dict[str, Any]:
+        """The row's description of the job; ``isa`` names the instruction set this process's code runs
+        (see minicv.bench.isa)."""
         problem = self.case.problem
-        row: dict[str, Any] = {
-            "group": self.case.group, "op": problem.op, "case": problem.label, "pass": self.case.passes,
-            "device": self.backend.name, "path": self.path, "algorithm": self.algorithm or None,
-            "bound": problem.bound, "work": problem.work(self.case.backward, 4), "isa": isa,
-        }
+        return {"group": self.case.group, "op": problem.op, "case": problem.label, "pass": self.case.passes,
+                "device": self.backend.name, "path": self.path, "algorithm": self.algorithm or None,
+                "bound": problem.bound, "work": problem.work(self.case.backward, 4), "isa": isa}
+
+
+def time_together(jobs: list[Job], plan: Plan, arrays: dict[str, np.ndarray], isa: str = "native") -> list[dict]:
+    """The rows of jobs compared with each other (one case's engines and paths) on the same host ``arrays``,
+    timed in alternating rounds (``Plan.measure_alternating``); a job that fails gets an error in place of
+    times, and the others go on."""
+    rows = [job.head(isa) for job in jobs]
+    timed: list[Timed] = []
+    timed_rows = []
+    for job, row in zip(jobs, rows, strict=True):
         try:
-            step = problem.step(self.path, self.case, self.backend, arrays)
-            with self.backend.algorithm(self.algorithm):
-                row.update(summarize(plan.measure(step, self.backend.timer())))
-            row["gflops" if problem.bound == "compute" else "gbps"] = row["work"] / row["median_s"] / 1e9
+            step = job.case.problem.step(job.path, job.case, job.backend, arrays)
         except Exception as err:  # a kernel still being written may fail in any way: report it, go on
-            row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        return row
+            row["error"] = _error_text(err)
+            continue
+        timed.append(Timed(step, job.backend.timer(), functools.partial(job.backend.algorithm, job.algorithm)))
+        timed_rows.append(row)
+    for row, times in zip(timed_rows, plan.measure_alternating(timed), strict=True):
+        if isinstance(times, Exception):
+            row["error"] = _error_text(times)
+            continue
+        row.update(summarize(times))
+        row["gflops" if row["bound"] == "compute" else "gbps"] = row["work"] / row["median_s"] / 1e9
+    return rows
+
+
+def _error_text(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0][:300]
 
 
 def plan_jobs(cases: list[BenchCase], backends: list[BenchBackend]) -> list[Job]:

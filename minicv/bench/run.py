@@ -3,6 +3,7 @@ process), the cold start, the ratios and targets, and the files written; or a tr
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from minicv.bench import isa as bench_isa
 from minicv.bench.backends import BenchBackend, baseline_of, minicv_backend, torch_backends
 from minicv.bench.breakdown import BREAKDOWN_STEPS, breakdown, breakdown_markdown
 from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, registry_cases, sweep_cases
-from minicv.bench.jobs import Job, plan_jobs
+from minicv.bench.jobs import Job, plan_jobs, time_together
 from minicv.bench.judge import add_ratios, judge_targets
 from minicv.bench.machine import copy_bandwidth, machine_info, machine_slug, numba_code, reuse_freed_memory
 from minicv.bench.options import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, SELECTIONS
@@ -82,22 +83,23 @@ def setup(device: str | Sequence[str] | None, op: str | None, quick: bool) -> Se
 
 
 def time_jobs(jobs: list[Job], plan: Plan, seed: int, isa: str, rows: list[dict],
-              on_row: Callable[[], None] = lambda: None) -> None:
-    """Time each job in this process, appending its row to ``rows`` (then calling ``on_row``)."""
+              on_rows: Callable[[], None] = lambda: None) -> None:
+    """Time the jobs in this process, one case's together (alternating), appending their rows to ``rows``
+    (then calling ``on_rows``)."""
     from tqdm import tqdm
 
     arrays: dict[str, np.ndarray] = {}
     arrays_of = None
-    with tqdm(jobs, desc=f"minicv bench ({isa})", unit="case") as progress:
-        for job in progress:
-            problem = job.case.problem
-            progress.set_postfix_str(f"{problem.label} {job.case.passes} {job.backend.name} {job.path}",
-                                     refresh=False)
-            if problem != arrays_of:  # jobs come case by case: one problem's inputs are held at a time
-                arrays, arrays_of = {}, problem  # (the previous ones freed before the next are made)
-                arrays = problem.arrays(np.random.default_rng(seed), np.float32)
-            rows.append(job.run(plan, arrays, isa))
-            on_row()
+    with tqdm(total=len(jobs), desc=f"minicv bench ({isa})", unit="job") as progress:
+        for case, group in itertools.groupby(jobs, key=lambda job: job.case):
+            case_jobs = list(group)
+            progress.set_postfix_str(f"{case.problem.label} {case.passes}", refresh=False)
+            if case.problem != arrays_of:  # one problem's inputs are held at a time (its passes share them;
+                arrays, arrays_of = {}, case.problem  # the previous ones freed before the next are made)
+                arrays = case.problem.arrays(np.random.default_rng(seed), np.float32)
+            rows += time_together(case_jobs, plan, arrays, isa)
+            progress.update(len(case_jobs))
+            on_rows()
 
 
 def time_isa(isa: str, device: str | Sequence[str] | None, op: str | None, quick: bool, seed: int,
