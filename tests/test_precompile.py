@@ -1,6 +1,7 @@
 """The cold cache's helper process (minicv/precompile.py) and the lock it relies on
 (kernels/numba/cache_lock.py)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,6 +26,25 @@ def test_a_cache_save_waits_while_another_process_holds_the_lock(tmp_path):
     save.join(30)
     assert not save.is_alive()
     assert cache_file.load("signature") == "machine code"
+
+
+@pytest.mark.skipif(not cache_lock.LOCKED, reason="no flock on this system (Windows): saves are not locked")
+def test_the_lock_is_taken_once_when_its_file_is_imported_twice(tmp_path):
+    """A source checkout's ``kernels.numba`` and the installed ``minicv.kernels.numba`` are two modules of
+    one file; a save after both imports must not wait for the lock its own process holds."""
+    second = importlib.util.spec_from_file_location("second_cache_lock", cache_lock.__file__)
+    module = importlib.util.module_from_spec(second)
+    saved = caching.IndexDataCacheFile.save
+    try:
+        second.loader.exec_module(module)
+        cache_file = caching.IndexDataCacheFile(str(tmp_path), "kernel", source_stamp="stamp")
+        save = threading.Thread(target=cache_file.save, args=("signature", "machine code"), daemon=True)
+        save.start()
+        save.join(10)
+        assert not save.is_alive(), "the save waits on a lock its own process holds"
+        assert cache_file.load("signature") == "machine code"
+    finally:
+        caching.IndexDataCacheFile.save = saved
 
 
 HELPER_THEN_DEMO = textwrap.dedent("""

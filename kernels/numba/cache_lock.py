@@ -21,7 +21,10 @@ except ImportError:  # Windows
     LOCKED = False
 
 LOCK_NAME = "minicv-cache.lock"
-_unlocked_save = caching.IndexDataCacheFile.save
+# Numba's own save, also when this file runs a second time under another name (a source checkout's
+# ``kernels.numba`` beside ``minicv.kernels.numba``, which unpickling a cached kernel imports): wrapping
+# the wrapper would take the lock again through a second open file, and the process would wait on itself.
+_unlocked_save = getattr(caching.IndexDataCacheFile.save, "unlocked", caching.IndexDataCacheFile.save)
 
 
 def _locked_save(self: caching.IndexDataCacheFile, key: object, data: object) -> None:
@@ -30,5 +33,6 @@ def _locked_save(self: caching.IndexDataCacheFile, key: object, data: object) ->
         _unlocked_save(self, key, data)
 
 
+_locked_save.unlocked = _unlocked_save  # type: ignore[attr-defined]
 if LOCKED:
     caching.IndexDataCacheFile.save = _locked_save  # type: ignore[method-assign]  # the patch is the point
