@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicv import devices, viz
+from minicv import allocator, cli, devices, viz
 from minicv.checkpoint import read_meta
 from minicv.cli import EXAMPLES, build_parser, main
 from minicv.data.scenes import PALETTE
@@ -71,6 +71,20 @@ def test_help_examples_name_the_files_train_writes():
     for command in ("eval", "predict"):
         assert f"--checkpoint {written}" in EXAMPLES[command]
         assert EXAMPLES["train"].splitlines()[1] in EXAMPLES[command]  # the example says to train first
+
+
+def test_commands_keep_freed_memory_and_bench_leaves_it_to_its_option(tmp_path, monkeypatch):
+    """The minicv command is the application: it has glibc reuse freed memory (a training step's fresh
+    buffers otherwise pay a page fault per 4 KiB at every call) before any command but bench, whose
+    --malloc says it."""
+    calls = []
+    monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append(True) or True)
+    assert main(["check", "--device", "numpy", "--op", "interpolate", "--dtype", "float64"]) == 0
+    assert calls == [True]
+    assert main(["bench", "--quick", "--device", "numpy", "--op", "max_pool2d", "--malloc", "system",
+                 "--out", str(tmp_path)]) == 0
+    assert calls == [True]
+    assert allocator.reuse_freed_memory() == (sys.platform == "linux")  # glibc's mallopt, where there is glibc
 
 
 def test_train_writes_runs_model_by_default_and_names_its_checkpoints(tmp_path, monkeypatch, capsys):

@@ -1,10 +1,9 @@
-"""The machine: its CPU, GPU and library versions (each result records them), its copy bandwidth (the
-yardstick of memory-bound ops), and the allocator setting the harness times under."""
+"""The machine: its CPU, GPU and library versions (each result records them), and its copy bandwidth (the
+yardstick of memory-bound ops)."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import importlib
 import os
@@ -26,24 +25,6 @@ def copy_bandwidth(backend: BenchBackend, plan: Plan, nbytes: int) -> float:
     dst = xp.empty_like(src)
     times = plan.measure(lambda: xp.copyto(dst, src), backend.timer())
     return 2 * nbytes / float(np.median(times)) / 1e9
-
-
-def reuse_freed_memory() -> bool:
-    """Have glibc keep freed memory for the next allocation instead of handing it back to the OS.
-
-    By default glibc takes every block above a threshold (at most 32 MiB) fresh from the OS and returns it
-    when freed, so a call that allocates a large output pays a page fault for each 4 KiB it writes: on
-    max_pool2d 2x2 N16 C64 128x128 (32 MiB of int64 indices) that tripled the time of minicv's kernel
-    and of PyTorch's alike. The harness times kernels, not the OS, so it raises both thresholds, for every
-    backend of the process; PyTorch's CPU tuning guide recommends jemalloc or tcmalloc for the same reason.
-    True where it applied (glibc); ``--malloc system`` keeps the default.
-    """
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(m_mmap_threshold, 2**31 - 1) and libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def machine_info(backends: list[BenchBackend]) -> dict:

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from minicv.allocator import reuse_freed_memory
 from minicv.bench import isa as bench_isa
 from minicv.bench.backends import BenchBackend, baseline_of, minicv_backend, torch_backends
 from minicv.bench.breakdown import BREAKDOWN_STEPS, breakdown, breakdown_markdown
 from minicv.bench.cases import BenchCase, gpu_cases, issue_cases, registry_cases, sweep_cases
 from minicv.bench.jobs import Job, plan_jobs, time_together
 from minicv.bench.judge import add_ratios, judge_targets
-from minicv.bench.machine import copy_bandwidth, machine_info, machine_slug, numba_code, reuse_freed_memory
+from minicv.bench.machine import copy_bandwidth, machine_info, machine_slug, numba_code
 from minicv.bench.options import CUDASIM_NEEDS_QUICK, MALLOC_CHOICES, SELECTIONS
 from minicv.bench.plot import plot
 from minicv.bench.report import markdown
