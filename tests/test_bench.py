@@ -199,15 +199,13 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[str, dict, Pat
 
 
 def test_a_run_cut_short_keeps_the_rows_it_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A time limit or Ctrl-C during a long run (a GPU session's) leaves the rows timed so far."""
+    """A time limit or Ctrl-C during a long run (a GPU session's) leaves the rows of the cases timed so far."""
     time_together = bench_run.time_together
     timed: list[dict] = []
-    cases = []
 
     def time_then_stop(jobs: list[Job], *args):
-        if len(cases) == 1:  # the second case (of two: fwd, fwd+bwd)
+        if len(timed) == 3:  # the first case's three rows (numpy op and kernels, each alone; torch): stop
             raise KeyboardInterrupt
-        cases.append(jobs[0].case)
         rows = time_together(jobs, *args)
         timed.extend(rows)
         return rows
@@ -217,7 +215,9 @@ def test_a_run_cut_short_keeps_the_rows_it_timed(tmp_path: Path, monkeypatch: py
         run_bench(tmp_path, device="numpy", op="max_pool2d", quick=True, malloc="system")
     (partial,) = tmp_path.iterdir()
     assert partial.name.endswith("-quick.partial.json")
-    assert json.loads(partial.read_text())["results"] == timed and len(timed) == 3
+    results = json.loads(partial.read_text())["results"]
+    assert results == timed and [(r["device"], r["path"]) for r in results] == [
+        ("numpy", "op"), ("numpy", "kernels"), ("torch-cpu", "torch")]
 
 
 def test_unknown_op_malloc_and_cudasim_without_quick_are_refused(tmp_path: Path) -> None:
@@ -268,8 +268,8 @@ def test_warm_up_lasts_its_calls_and_its_time() -> None:
 
 
 def test_steps_compared_are_timed_in_alternating_rounds() -> None:
-    """All warm up, then each round times each step's share of its repeats in turn, inside the step's
-    context; a step that fails leaves the rounds with its error, the others go on."""
+    """All warm up, then each round times each step's share of its repeats in turn, after one untimed
+    call, inside the step's context; a step that fails leaves the rounds with its error, the others go on."""
     calls: list[str] = []
     inside: list[str] = []
 
@@ -289,11 +289,13 @@ def test_steps_compared_are_timed_in_alternating_rounds() -> None:
     plan = Plan(warmup=2, min_repeats=1, max_repeats=10, budget_s=1.0, rounds=3)
     steps = [Timed(None, timer_of("a", 0.25), lambda: context_of("a")),  # 4 repeats: 1 + 1 + 2 per round
              Timed(None, timer_of("b", 0.5)),  # 2 repeats: 0 + 1 + 1
-             Timed(None, timer_of("c", 0.1, fail_at=7))]  # 10 repeats: 3 + 3 + 4, its 7th call fails
+             Timed(None, timer_of("c", 0.1, fail_at=9))]  # 10 repeats: 3 + 3 + 4, its 9th call fails
     a, b, c = plan.measure_alternating(steps)
     assert a == [0.25] * 4 and b == [0.5] * 2 and isinstance(c, RuntimeError) and str(c) == "c broke"
-    assert "".join(calls) == "aa" "bb" "cc" + "a" "" "ccc" + "a" "b" "cc" + "aa" "b"
+    # warm-ups; then per round and step the untimed call and the timed ones ("" where a round has none)
+    assert "".join(calls) == "aa" "bb" "cc" + "aa" "" "cccc" + "aa" "bb" "ccc" + "aaa" "bb"
     assert inside == ["a"] * 4  # its warm-up and each of its rounds
+    assert plan.measure_alternating([Timed(None, timer_of("d", 0.5))]) == [[0.5] * 2] and calls[-4:] == ["d"] * 4
 
 
 def test_torch_runs_on_its_own_aligned_copies() -> None:

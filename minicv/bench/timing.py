@@ -73,8 +73,9 @@ class Plan:
 
     def measure_alternating(self, steps: list[Timed]) -> list[list[float] | Exception]:
         """Each step's times: all warmed up first, then ``rounds`` rounds in which each step in turn runs
-        its share of its repeats, so that a machine whose speed drifts (a shared VM) affects every step
-        alike. A step that raises gets its exception instead and leaves the rounds; the others go on."""
+        its share of its repeats, after one untimed call, so that a machine whose speed drifts (a shared
+        VM) affects every step alike. A step that raises gets its exception instead and leaves the rounds;
+        the others go on."""
         results: list[list[float] | Exception] = []
         repeats = []
         for timed in steps:
@@ -93,6 +94,8 @@ class Plan:
                 calls = n * (r + 1) // self.rounds - n * r // self.rounds  # the rounds share n
                 try:
                     with timed.context():
+                        if calls and len(steps) > 1:  # untimed: the caches, and the threads of the step before
+                            timed.timer(timed.step)  # (they spin a while after it returns), settle
                         times += [timed.timer(timed.step) for _ in range(calls)]
                 except Exception as err:
                     results[i] = err
