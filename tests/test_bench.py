@@ -487,9 +487,9 @@ def test_avx2_child_runs_avx2_code_and_says_so(tmp_path: Path) -> None:
                         isa="native,avx2")
     avx2 = results["isa"]["avx2"]
     assert avx2["zmm"] == 0 and avx2["ymm"] > 0 and avx2["numba_cpu"] == "haswell"
-    assert avx2["torch_capability"] == "AVX2"
+    assert avx2["torch_capability"] == "AVX2" and avx2["torch_conv_code"] == "jit:avx2"  # oneDNN capped too
     if "avx512f" in host_features():  # the native run's evidence shows what the child left out
-        assert results["isa"]["native"]["zmm"] > 0
+        assert results["isa"]["native"]["zmm"] > 0 and "avx512" in results["isa"]["native"]["torch_conv_code"]
     rows = results["results"]
     assert {r["isa"] for r in rows} == {"native", "avx2"}
     assert {(r["case"], r["pass"], r["device"]) for r in rows if r["isa"] == "avx2"} == \
@@ -499,14 +499,15 @@ def test_avx2_child_runs_avx2_code_and_says_so(tmp_path: Path) -> None:
         assert r["vs_torch"] == pytest.approx(torch_time[r["case"], r["pass"], r["isa"]] / r["median_s"])
     table = Path(results["files"][1]).read_text()
     assert "ISAs in this run: native, avx2" in table and "## issue (avx2)" in table
-    assert "PyTorch capability AVX2" in table
+    assert "PyTorch capability AVX2, its convolutions oneDNN's jit:avx2" in table
 
 
 def test_evidence_against_the_isa_is_a_problem() -> None:
-    evidence = {"zmm": 3, "conv_kernel": "conv._winograd_tiles", "torch_capability": "AVX512"}
+    evidence = {"zmm": 3, "conv_kernel": "conv._winograd_tiles", "torch_capability": "AVX512",
+                "torch_conv_code": "jit:avx512_core"}
     assert evidence_problems("avx2", evidence) == [
         "numba's conv._winograd_tiles uses zmm (AVX-512) registers 3 times",
-        "PyTorch reports capability AVX512, not AVX2"]
+        "PyTorch reports capability AVX512, not AVX2", "PyTorch's convolutions run oneDNN's jit:avx512_core"]
     assert evidence_problems("native", evidence) == []
 
 

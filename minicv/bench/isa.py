@@ -3,9 +3,11 @@
 ``--isa avx2`` runs the whole comparison with AVX2 code on a host that has more (AVX-512): a child
 process in which Numba compiles for Haswell (``NUMBA_CPU_NAME=haswell`` with Haswell's feature string
 in ``NUMBA_CPU_FEATURES``: the name alone keeps the host's AVX-512 features) into a cache of its own,
-and PyTorch dispatches its AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``). The child first checks that
-this is so, and its evidence goes into the results: one numba conv kernel compiled afresh there has no
-zmm (AVX-512) register in its machine code, and PyTorch reports the capability. The cold start is a
+and PyTorch dispatches its AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``) and oneDNN, which runs its
+convolutions, JIT-compiles AVX2 code (``ONEDNN_MAX_CPU_ISA=AVX2``). The child first checks that this is
+so, and its evidence goes into the results: one numba conv kernel compiled afresh there has no zmm
+(AVX-512) register in its machine code, PyTorch reports the capability, and oneDNN's verbose line for a
+conv names its AVX2 implementation. The cold start is a
 fresh process with an empty Numba cache running one training step of each demo model at a tiny size,
 run twice (cold, then on the cache it filled): the difference is the compile time.
 
@@ -33,7 +35,10 @@ HASWELL_FEATURES = ("+64bit,+aes,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+f
                     "+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,"
                     "+xsave,+xsaveopt,-avx512f")
 ENVIRONMENTS = {  # what each ISA other than the host's own sets in the child's environment
-    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES, "ATEN_CPU_CAPABILITY": "avx2"},
+    # ATEN_CPU_CAPABILITY is PyTorch's own kernels' dispatch only: its convolutions are oneDNN's, which
+    # JIT-compiles for the host's ISA unless ONEDNN_MAX_CPU_ISA caps it
+    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES, "ATEN_CPU_CAPABILITY": "avx2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 TORCH_CAPABILITY = {"avx2": "AVX2"}  # what torch.backends.cpu.get_cpu_capability() must say in the child
 COLD_START_SIZE = (2, 16)  # batch, image side: tiny, the kernels compiled are those of any size
@@ -111,6 +116,28 @@ def conv_kernel_asm() -> tuple[str, str]:
     return name, fresh.inspect_asm(signature)
 
 
+def onednn_conv_code() -> str:
+    """The implementation oneDNN runs a PyTorch convolution with in this process (e.g. ``jit:avx512_core``,
+    ``jit:avx2``), from its verbose line: fd 1 goes to a file while one small conv runs."""
+    import torch
+
+    x, w = torch.ones(8, 64, 32, 32), torch.ones(64, 64, 3, 3)  # PyTorch's own code serves tiny convs
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                torch.nn.functional.conv2d(x, w, padding=1)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = [line for line in log.read().splitlines() if ",convolution," in line]
+    found = [field for line in lines for field in line.split(",") if field.startswith(("jit:", "brg", "gemm:", "ref"))]
+    return found[0] if found else "unknown"
+
+
 def isa_evidence(isa: str) -> dict[str, Any]:
     """What this process's code really uses: numba's CPU, one conv kernel's registers, PyTorch's capability."""
     import llvmlite.binding as llvm
@@ -132,6 +159,7 @@ def isa_evidence(isa: str) -> dict[str, Any]:
         import torch
 
         evidence["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+        evidence["torch_conv_code"] = onednn_conv_code()
     return evidence
 
 
@@ -143,6 +171,8 @@ def evidence_problems(isa: str, evidence: dict[str, Any]) -> list[str]:
     expected = TORCH_CAPABILITY.get(isa)
     if expected and evidence.get("torch_capability", expected) != expected:
         problems.append(f"PyTorch reports capability {evidence['torch_capability']}, not {expected}")
+    if isa == "avx2" and "avx512" in evidence.get("torch_conv_code", ""):
+        problems.append(f"PyTorch's convolutions run oneDNN's {evidence['torch_conv_code']}")
     return problems
 
 
@@ -150,7 +180,8 @@ def describe(evidence: dict[str, Any]) -> str:
     """One line of the report's header."""
     return (f"{evidence['isa']}: numba for {evidence['numba_cpu']} ({evidence['numba_cpu_features']} features), "
             f"{evidence['conv_kernel']} compiled here uses {evidence['zmm']} zmm and {evidence['ymm']} ymm "
-            f"register operands; simd {evidence['simd']}; PyTorch capability {evidence.get('torch_capability', '-')}")
+            f"register operands; simd {evidence['simd']}; PyTorch capability {evidence.get('torch_capability', '-')}, "
+            f"its convolutions oneDNN's {evidence.get('torch_conv_code', '-')}")
 
 
 # ---------------------------------------------------------------------------------------------------
