@@ -52,7 +52,8 @@ def _isa_lines(results: dict) -> list[str]:
     lines = []
     if results.get("isa"):
         lines += ["", f"ISAs in this run: {', '.join(results['isa'])} (each row's `isa`; AVX2 rows from a child "
-                      "process, numba for haswell and PyTorch with ATEN_CPU_CAPABILITY=avx2):"]
+                      "process, numba for haswell and PyTorch with ATEN_CPU_CAPABILITY=avx2 and "
+                      "ONEDNN_MAX_CPU_ISA=AVX2):"]
         lines += [f"- {describe(evidence)}" for evidence in results["isa"].values()]
     means = geometric_means(results["results"])
     if means:
