@@ -41,7 +41,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from . import simd
+from . import simd, target
 from ._common import Pair
 from .conv_direct import _conv_direct, _sub_kernel, _transposed_direct
 from .conv_im2col import _conv_backward_weight_im2col, _conv_im2col, _transposed_im2col
@@ -80,10 +80,14 @@ def conv_algorithm(name: str) -> Iterator[None]:
 # Winograd's input and output transforms cost per channel, its products save per pair of input and output
 # channels: on narrow layers (the 3-channel first layers, 16 and 32 channels) the direct sum was faster.
 # Thresholds on the channels per group of the correlation computed (forward: the layer's in -> out;
-# backward-input: out -> in), from single-thread timings at 64x64 and 128x128 (docs/kernels/conv.md).
-WINOGRAD_MIN_CHANNELS = (16, 32)  # (input, output) channels per group
-WINOGRAD_MIN_PAIRS = 1024  # input x output channels per group
-WINOGRAD_WEIGHT_MIN_CHANNELS = 32  # input and output channels of a layer whose weight gradient goes by Winograd
+# backward-input: out -> in), from timings at 32x32 to 128x128, per instruction set: on AVX-512 (Zen 4)
+# the direct sum led below 16 -> 32 and 1024 pairs; on AVX2 (Zen 3) Winograd led from 16 -> 32, 32 -> 16
+# and 24 -> 24 on (1.06-1.41x), its weight gradient from 24 channels (docs/kernels/conv.md). The ISAs
+# not measured take AVX-512's.
+# (input, output) channels per group; input x output channels per group; the input and output channels
+# of a layer whose weight gradient goes by Winograd
+WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PAIRS, WINOGRAD_WEIGHT_MIN_CHANNELS = {
+    "avx2": ((16, 16), 512, 24)}.get(target.ISA, ((16, 32), 1024, 32))
 # 16 and 24 channels, input rows of 32 (AVX-512) or 16 (AVX2) float32: Winograd took 1.2-1.7x the direct
 # sum's time; at 32 channels the two were even, at 64 Winograd 2-6% ahead (docs/kernels/conv.md)
 TRANSPOSED_WINOGRAD_MIN_CHANNELS = 32

@@ -180,12 +180,17 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
+AVX2 = nb.code_generation()["isa"] == "avx2"  # the Winograd thresholds are per instruction set (conv.py)
+
+
 @pytest.mark.parametrize(("c_in", "c_out", "forward", "backward_input"), [
     (3, 16, False, False),  # the localizer's first layer
     (3, 64, False, False),  # the segmenters' first layer
-    (16, 32, False, False),
-    (16, 64, True, False),  # backward-input correlates 64 -> 16 channels
-    (64, 16, False, True),
+    (16, 16, False, False),
+    (16, 32, AVX2, AVX2),  # AVX2: from 16 channels each way and 512 pairs; else 16 -> 32 and 1024 pairs
+    (24, 24, AVX2, AVX2),
+    (16, 64, True, AVX2),  # backward-input correlates 64 -> 16 channels
+    (64, 16, AVX2, True),
     (32, 32, True, True),
     (64, 64, True, True),
 ])
@@ -351,6 +356,7 @@ def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
     gradient; narrower, grouped, strided or dilated ones the direct sum; the result is PyTorch's."""
     assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 32, 64)
     assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 16, 64)
+    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 24, 24) == AVX2  # 32 channels elsewhere
     assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 2, 64, 64)
     assert not nb_conv._uses_winograd_weight_gradient((3, 3), (2, 2), (1, 1), 1, 64, 64)
     assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (2, 2), 1, 64, 64)

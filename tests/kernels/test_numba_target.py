@@ -105,23 +105,24 @@ def test_a_bad_override_names_the_variable_and_the_choices():
 @pytest.mark.skipif(nb.code_generation()["isa"] not in ("avx512", "avx2"), reason="x86 code only")
 def test_avx2_code_on_any_x86_host_has_no_zmm_register(tmp_path):
     """NUMBA_CPU_NAME=haswell with haswell's features (the name alone keeps the host's AVX-512) gives AVX2
-    code, and the kernels the width for it."""
+    code, and the kernels the width and the Winograd thresholds for it."""
     script = textwrap.dedent("""
         import numpy as np
         import minicv.kernels.numba as nb
-        from minicv.kernels.numba import conv_tiles
+        from minicv.kernels.numba import conv, conv_tiles
         x = np.zeros((1, 1, 3, 200), np.float32)
         out = np.empty((1, 1, 1, 2, 3, 100), np.float32)
         conv_tiles._split_phases(x, 0, 0, out)
         asm = "".join(conv_tiles._split_phases.inspect_asm().values())
-        print(nb.code_generation()["isa"], "zmm" in asm, "ymm" in asm)
+        print(nb.code_generation()["isa"], "zmm" in asm, "ymm" in asm, conv.WINOGRAD_MIN_CHANNELS[1],
+              conv.WINOGRAD_MIN_PAIRS, conv.WINOGRAD_WEIGHT_MIN_CHANNELS)
     """)
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
            "NUMBA_CACHE_DIR": str(tmp_path)}
     env.pop(target.OVERRIDE, None)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["avx2", "False", "True"]
+    assert done.stdout.split() == ["avx2", "False", "True", "16", "512", "24"]
 
 
 @pytest.mark.skipif(nb.code_generation()["isa"] not in ("avx512", "avx2"), reason="x86 code only")
