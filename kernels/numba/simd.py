@@ -57,6 +57,11 @@ class _VectorModel(models.PrimitiveModel):
 
 def _element_pointer(context, builder, array_type, array, index):
     array = context.make_array(array_type)(context, builder, array)
+    if array_type.layout == "C":
+        # contiguous by its type: the index is the offset. Multiplying by the stride read at run time cost
+        # an imul per load and kept LLVM from folding a tile's broadcasts into constant displacements
+        # (the direct correlation's tile loop 1.25-1.4x faster without, AVX2 on Zen 3)
+        return builder.gep(array.data, [index])
     stride = cgutils.unpack_tuple(builder, array.strides, 1)[0]
     offset = builder.mul(index, builder.sdiv(stride, ir.Constant(stride.type, array_type.dtype.bitwidth // 8)))
     return builder.gep(array.data, [offset])
