@@ -80,14 +80,14 @@ def conv_algorithm(name: str) -> Iterator[None]:
 # Winograd's input and output transforms cost per channel, its products save per pair of input and output
 # channels: on narrow layers (the 3-channel first layers, 16 and 32 channels) the direct sum was faster.
 # Thresholds on the channels per group of the correlation computed (forward: the layer's in -> out;
-# backward-input: out -> in), from timings at 32x32 to 128x128, per instruction set: on AVX-512 (Zen 4)
-# the direct sum led below 16 -> 32 and 1024 pairs; on AVX2 (Zen 3) Winograd led from 16 -> 32, 32 -> 16
-# and 24 -> 24 on (1.06-1.41x), its weight gradient from 24 channels (docs/kernels/conv.md). The ISAs
-# not measured take AVX-512's.
-# (input, output) channels per group; input x output channels per group; the input and output channels
-# of a layer whose weight gradient goes by Winograd
-WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PAIRS, WINOGRAD_WEIGHT_MIN_CHANNELS = {
-    "avx2": ((16, 16), 512, 24)}.get(target.ISA, ((16, 32), 1024, 32))
+# backward-input: out -> in), per instruction set: (input, output) channels per group, input x output
+# channels per group, and the input and output channels of a layer whose weight gradient goes by Winograd.
+# Measured at 32x32 to 128x128 (docs/kernels/conv.md): on AVX-512 (Zen 4) the direct sum led below 16 -> 32
+# channels and 1024 pairs; on AVX2 (Zen 3) Winograd led from 16 -> 32, 32 -> 16 and 24 -> 24 (1.06-1.41x),
+# its weight gradient from 24 channels. The ISAs not measured take AVX-512's.
+WINOGRAD_RULES = {"avx512": ((16, 32), 1024, 32), "avx2": ((16, 16), 512, 24)}
+WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PAIRS, WINOGRAD_WEIGHT_MIN_CHANNELS = WINOGRAD_RULES.get(
+    target.ISA, WINOGRAD_RULES["avx512"])
 # 16 and 24 channels, input rows of 32 (AVX-512) or 16 (AVX2) float32: Winograd took 1.2-1.7x the direct
 # sum's time; at 32 channels the two were even, at 64 Winograd 2-6% ahead (docs/kernels/conv.md)
 TRANSPOSED_WINOGRAD_MIN_CHANNELS = 32
