@@ -3,17 +3,16 @@
 On an empty numba cache the demo's first steps wait for ~40 s of compiling (docs/kernels/cold_start.md):
 Numba compiles one function at a time, in one thread. Its on-disk cache is shared between processes,
 though, so a second process that compiles what this one needs later halves the wait on two cores, as
-``make -j`` does. The helper first takes the layers the models share, on one small tensor, in the order
-the first models meet them after their first convolution (the loss, batch norm, a wide 3x3 conv, the
-pooling, upsampling and unpooling, the transposed conv), then one training step of each model, last
-model first, so that it meets this process in the middle rather than racing it; then a prediction of
-each (evaluation comes after an epoch). What the helper has cached when this process gets there is
-loaded; what it has not, this process compiles as it always did. The helper changes when a kernel
-compiles, never what runs.
+``make -j`` does. The helper first takes layers alone, in the reverse of the order in which the run first
+meets their kernels (unpooling, upsampling, pooling, the loss, a wide conv's weight gradient, the transposed
+conv, a narrow conv's weight gradient, batch norm), so that the two compile different kernels until they meet; then one
+training step of each model, last model first, for whatever the layers missed; then a prediction of each
+(evaluation comes after an epoch). What the helper has cached when this process gets there is loaded;
+what it is compiling, this process waits for (``kernels/numba/cache_lock.py``: a process claims a
+function while it compiles it); what it has not reached, this process compiles as it always did. The
+helper changes when a kernel compiles, never what runs.
 
-It runs only where this process may use two cores, and where numba's cache saves can be locked against
-each other (``kernels/numba/cache_lock.py``: two processes saving one function at once could otherwise
-mix up its cache entries).
+It runs only where this process may use two cores, and where numba's cache can be claimed (``flock``).
 
 Run as ``python -m minicv.precompile HEIGHT WIDTH MODEL...`` by ``compile_ahead``, never by hand.
 """
@@ -66,20 +65,32 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
 
     # the shared layers at the run's size rounded down to even: pooling then upsampling gives it back
     even_hw = (max(2, image_hw[0] - image_hw[0] % 2), max(2, image_hw[1] - image_hw[1] % 2))
+    half_hw = (even_hw[0] // 2, even_hw[1] // 2)
     channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
-    x = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *even_hw), np.float32), device="numba",
-                      requires_grad=True)
+
+    def tensor(hw: tuple[int, int], requires_grad: bool = True) -> minicv.Tensor:
+        return minicv.Tensor(np.ones((HELPER_BATCH, channels, *hw), np.float32), device="numba",
+                             requires_grad=requires_grad)
+
+    def backward(y: minicv.Tensor) -> None:
+        y.backward(np.ones(y.shape, np.float32))  # C-contiguous, as the gradient a model's next layer gives
+
     mask = minicv.Tensor(scenes(even_hw)["mask"], device="numba")
-    transposed = nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")
-    # the layers the models share, in the order the first models meet them after their first convolution;
-    # each under the loss, so that its backward gets a gradient laid out as in a model
-    for layer in (lambda t: t,  # the loss alone
-                  nn.BatchNormReLU2d(channels).to("numba"),
-                  nn.Conv2d(channels, channels, 3, padding=1).to("numba"),
-                  lambda t: F.interpolate(F.max_pool2d(t, 2), scale_factor=2, mode="nearest"),
-                  lambda t: F.max_unpool2d(*F.max_pool2d(t, 2, return_indices=True), 2),
-                  lambda t: transposed(F.max_pool2d(t, 2))):
-        F.cross_entropy(layer(x), mask).backward()
+    corners = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *half_hw), np.int64), device="numba")
+    # Layers, each alone, in the reverse of the order in which the run first meets their kernels (its first
+    # model meets the convolutions' forward kernels, batch norm and the loss at once, the unpooling last), so
+    # that the two processes compile different kernels until they meet; no convolution before the loss, whose
+    # compile outlasts the run's first convolutions (the kernels every convolution shares are then cached)
+    for layer in (lambda: backward(F.max_unpool2d(tensor(half_hw), corners, 2)),
+                  lambda: backward(F.interpolate(tensor(half_hw), scale_factor=2, mode="nearest")),
+                  lambda: backward(F.max_pool2d(tensor(even_hw), 2)),
+                  lambda: F.cross_entropy(tensor(even_hw), mask).backward(),
+                  lambda: backward(nn.Conv2d(channels, channels, 3, padding=1).to("numba")(tensor(even_hw, False))),
+                  lambda: nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")(tensor(half_hw, False)),
+                  lambda: backward(nn.Conv2d(16, 16, 3, padding=1).to("numba")(
+                      minicv.Tensor(np.ones((HELPER_BATCH, 16, *even_hw), np.float32), device="numba"))),
+                  lambda: backward(nn.BatchNormReLU2d(channels).to("numba")(tensor(even_hw)))):
+        layer()
     batch, built = scenes(image_hw), []
     for name in reversed(models):
         num_classes = len(CLASS_NAMES if TASKS[name] == "segmentation" else OBJECT_NAMES)

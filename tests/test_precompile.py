@@ -10,41 +10,65 @@ import threading
 
 import pytest
 from minicv.kernels.numba import cache_lock
-from numba.core import caching
+
+KERNEL_SOURCE = "from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n"
+# another process compiles and saves the kernel, with claims off (they would wait for this test's claim)
+COMPILE_UNCLAIMED = textwrap.dedent("""
+    import importlib.util, sys
+    from minicv.kernels.numba import cache_lock
+    cache_lock.dispatcher.Dispatcher.compile = cache_lock._unclaimed_compile
+    spec = importlib.util.spec_from_file_location("claimed_kernel", sys.argv[1])
+    kernel = sys.modules["claimed_kernel"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel)
+    assert kernel.twice(1.0) == 2.0
+""")
 
 
-@pytest.mark.skipif(not cache_lock.LOCKED, reason="no flock on this system (Windows): saves are not locked")
-def test_a_cache_save_waits_while_another_process_holds_the_lock(tmp_path):
-    cache_file = caching.IndexDataCacheFile(str(tmp_path), "kernel", source_stamp="stamp")
-    with open(tmp_path / cache_lock.LOCK_NAME, "a") as lock:  # a second open file: flock's other holder
-        cache_lock.fcntl.flock(lock, cache_lock.fcntl.LOCK_EX)
-        save = threading.Thread(target=cache_file.save, args=("signature", "machine code"))
-        save.start()
-        save.join(0.5)
-        assert save.is_alive(), "the save went ahead while the lock was held"
-        assert cache_file.load("signature") is None
-    save.join(30)
-    assert not save.is_alive()
-    assert cache_file.load("signature") == "machine code"
+def _cached_kernel(tmp_path, monkeypatch):
+    """A module of one @njit(cache=True) function, in a file of its own, and so with a cache of its own."""
+    path = tmp_path / "claimed_kernel.py"
+    path.write_text(KERNEL_SOURCE)
+    spec = importlib.util.spec_from_file_location("claimed_kernel", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "claimed_kernel", module)  # a cached kernel's globals are its module's
+    spec.loader.exec_module(module)
+    return module.twice, path
 
 
-@pytest.mark.skipif(not cache_lock.LOCKED, reason="no flock on this system (Windows): saves are not locked")
-def test_the_lock_is_taken_once_when_its_file_is_imported_twice(tmp_path):
+@pytest.mark.skipif(not cache_lock.LOCKED, reason="no flock on this system (Windows): nothing is claimed")
+def test_a_compile_waits_for_another_claim_on_the_function_then_loads_what_it_saved(tmp_path, monkeypatch):
+    twice, path = _cached_kernel(tmp_path, monkeypatch)
+    with open(cache_lock.claim_path(twice), "a") as claim:  # a second open file: flock's other holder
+        cache_lock.fcntl.flock(claim, cache_lock.fcntl.LOCK_EX)
+        result = []
+        call = threading.Thread(target=lambda: result.append(twice(1.0)))
+        call.start()
+        call.join(0.5)
+        assert call.is_alive(), "the compile went ahead while another held the claim"
+        subprocess.run([sys.executable, "-c", COMPILE_UNCLAIMED, str(path)], check=True, timeout=300)
+    call.join(60)
+    assert result == [2.0]
+    assert sum(twice._cache_hits.values()) == 1, "the waiting process compiled what the other had saved"
+    assert not twice._cache_misses
+
+
+@pytest.mark.skipif(not cache_lock.LOCKED, reason="no flock on this system (Windows): nothing is claimed")
+def test_the_claim_is_taken_once_when_its_file_is_imported_twice(tmp_path, monkeypatch):
     """A source checkout's ``kernels.numba`` and the installed ``minicv.kernels.numba`` are two modules of
-    one file; a save after both imports must not wait for the lock its own process holds."""
+    one file; a compile after both imports must not wait for the claim its own process holds."""
     second = importlib.util.spec_from_file_location("second_cache_lock", cache_lock.__file__)
     module = importlib.util.module_from_spec(second)
-    saved = caching.IndexDataCacheFile.save
+    claimed = cache_lock.dispatcher.Dispatcher.compile
     try:
         second.loader.exec_module(module)
-        cache_file = caching.IndexDataCacheFile(str(tmp_path), "kernel", source_stamp="stamp")
-        save = threading.Thread(target=cache_file.save, args=("signature", "machine code"), daemon=True)
-        save.start()
-        save.join(10)
-        assert not save.is_alive(), "the save waits on a lock its own process holds"
-        assert cache_file.load("signature") == "machine code"
+        assert cache_lock.dispatcher.Dispatcher.compile.unclaimed is cache_lock._unclaimed_compile
+        twice, _ = _cached_kernel(tmp_path, monkeypatch)
+        call = threading.Thread(target=twice, args=(1.0,), daemon=True)
+        call.start()
+        call.join(60)
+        assert not call.is_alive(), "the compile waits on a claim its own process holds"
     finally:
-        caching.IndexDataCacheFile.save = saved
+        cache_lock.dispatcher.Dispatcher.compile = claimed
 
 
 HELPER_THEN_DEMO = textwrap.dedent("""
