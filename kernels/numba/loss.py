@@ -18,11 +18,18 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from . import target
+
 # Pixels per task, measured at N16 C21 128x128 on Zen 4 (one thread, CPU time). The forward reads a block's
 # C rows twice (max, then exp): at 128 pixels they stay in L1 between the passes (1.5x faster than 512).
 # The backward reads each row once: long runs of a row stream from memory best (4096: 1.2x faster than 512).
 FORWARD_BLOCK = 128
 BACKWARD_BLOCK = 4096
+# A full block's width as a literal lets LLVM vectorise its loops far better with AVX-512 (the forward 1.5x
+# faster on Zen 4, one thread). With AVX2 it pays nothing (Zen 3, N16 C21 128x128: forward 3.9 ms with it,
+# 3.8 without, backward 3.8 and 3.6, two threads; 3.6 and 3.7 ms at N32 C21 64x64) and a second copy of
+# each kernel's body costs 3.4 s of its cold compile (12.6 -> 9.2 s CPU), so only AVX-512 code has it.
+LITERAL_WIDTH = target.ISA == "avx512"
 
 
 # 1.5 * 2**mantissa bits + the exponent's bias: t + ROUNDER rounds t to an integer n held in the sum's low
@@ -275,7 +282,7 @@ def _forward(x, target, weight, ignore_index, label_smoothing, loss, stats, firs
         b, block = divmod(np.int64(task), blocks)
         p = slice(block * FORWARD_BLOCK, min(block * FORWARD_BLOCK + FORWARD_BLOCK, pixels))
         first_bad[task] = _first_bad_target(target[b, p], classes, ignore_index, b * pixels + p.start)
-        if p.stop - p.start == FORWARD_BLOCK:  # the literal width: LLVM then vectorises far better (1.5x)
+        if LITERAL_WIDTH and p.stop - p.start == FORWARD_BLOCK:
             _forward_block(x, b, p, FORWARD_BLOCK, target, weight, ignore_index, label_smoothing, loss, stats,
                            exp_constants)
         else:
@@ -298,7 +305,7 @@ def _backward(x, target, weight, ignore_index, label_smoothing, stats, g, gx, fi
         b, block = divmod(np.int64(task), blocks)
         p = slice(block * BACKWARD_BLOCK, min(block * BACKWARD_BLOCK + BACKWARD_BLOCK, pixels))
         first_bad[task] = _first_bad_target(target[b, p], classes, ignore_index, b * pixels + p.start)
-        if p.stop - p.start == BACKWARD_BLOCK:  # the literal width, as in _forward
+        if LITERAL_WIDTH and p.stop - p.start == BACKWARD_BLOCK:
             _block_grad(x, b, p, BACKWARD_BLOCK, target[b, p], weight, ignore_index, label_smoothing, stats[0, b, p],
                         stats[1, b, p], g[b, p], gx, exp_constants)
         else:
