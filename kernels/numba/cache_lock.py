@@ -37,7 +37,7 @@ _held: set[str] = set()  # the claims this process holds: a nested request for o
 
 def claim_path(function: dispatcher.Dispatcher) -> str | None:
     """The claim file of an on-disk cached function, or None (a function without ``cache=True``)."""
-    cache = function._cache
+    cache = function._cache  # type: ignore[attr-defined]  # numba's own, set in its __init__
     if not isinstance(cache, caching.Cache):
         return None
     return os.path.join(cache.cache_path, cache._cache_file._index_name + CLAIM_SUFFIX)
@@ -52,7 +52,10 @@ def _claimed_compile(self: dispatcher.Dispatcher, sig: Any) -> Any:
     except OSError:  # a cache folder not made yet, or read-only: numba reports its own trouble with it
         return _unclaimed_compile(self, sig)
     with claim:
-        fcntl.flock(claim, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX)  # released when the file closes
+        except OSError:  # a file system without flock (some network ones): compile as numba alone would
+            return _unclaimed_compile(self, sig)
         _held.add(path)
         try:
             return _unclaimed_compile(self, sig)
