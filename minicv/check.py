@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 import minicv.functional as F
-from minicv.devices import available_devices
+from minicv.devices import available_devices, canonical_name
 from minicv.gradcheck import GradcheckError, gradcheck
 from minicv.ops import OPS, Case
+from minicv.precompile import check_ahead
 from minicv.tensor import Tensor
 
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
@@ -116,6 +117,8 @@ def run_check(device: str | None = None, op: str | None = None, dtype: str | Non
     devices = [device] if device else available_devices()
     ops = [op] if op else list(OPS)
     dtypes = [dtype] if dtype else ["float32", "float64"]
+    if "numba" in map(canonical_name, devices):
+        check_ahead(ops, dtypes)  # a cold numba cache compiles in two processes
     torch = importlib.util.find_spec("torch") is not None
     if not torch:
         print("(PyTorch is not installed: the specification is not compared with it)")

@@ -14,7 +14,10 @@ helper changes when a kernel compiles, never what runs.
 
 It runs only where this process may use two cores, and where numba's cache can be claimed (``flock``).
 
-Run as ``python -m minicv.precompile HEIGHT WIDTH MODEL...`` by ``compile_ahead``, never by hand.
+``minicv check`` starts one too (``check_ahead``): it runs the check's numba rows, last row first.
+
+Run as ``python -m minicv.precompile models HEIGHT WIDTH MODEL...`` by ``compile_ahead`` and as
+``python -m minicv.precompile check DTYPE,... OP...`` by ``check_ahead``, never by hand.
 """
 
 from __future__ import annotations
@@ -30,14 +33,24 @@ HELPER_BATCH = 2  # images per helper step: the kernels compiled are those of an
 
 def compile_ahead(models: Sequence[str], image_hw: tuple[int, int]) -> None:
     """Start the helper for ``models`` (in the order this process will train them) on images of image_hw
-    (height, width); nothing on one core, or where the cache cannot be locked. On a warm cache the
+    (height, width); nothing on one core, or where the cache cannot be claimed. On a warm cache the
     helper loads what it would compile and ends within seconds."""
+    _start_helper(["models", *map(str, image_hw), *models])
+
+
+def check_ahead(ops: Sequence[str], dtypes: Sequence[str]) -> None:
+    """Start the helper for ``minicv check``'s numba rows of ``ops`` in ``dtypes`` (on a warm cache it runs
+    them, a few seconds)."""
+    _start_helper(["check", ",".join(dtypes), *ops])
+
+
+def _start_helper(args: list[str]) -> None:
     from minicv.kernels.numba import cache_lock
 
     if _cores() < 2 or not cache_lock.LOCKED:
         return
-    command = [sys.executable, "-m", __name__, *map(str, image_hw), *models]
-    # one thread: its steps are tiny, and this process's training wants the cores once compiled
+    command = [sys.executable, "-m", __name__, *args]
+    # one thread: its work is tiny, and this process wants the cores once compiled
     env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
     helper = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(helper.kill)  # a helper still compiling when this process ends is of no more use
@@ -105,5 +118,18 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
             task.predict(model, batch["image"])
 
 
+def compile_checks(ops: Sequence[str], dtypes: Sequence[str]) -> None:
+    """The helper's work for ``minicv check``: its numba rows, last first (the run starts at the first)."""
+    from minicv.check import check_op
+
+    for name in reversed(ops):
+        for dtype in reversed(dtypes):
+            check_op(name, "numba", dtype)
+
+
 if __name__ == "__main__":
-    compile_models(sys.argv[3:], (int(sys.argv[1]), int(sys.argv[2])))
+    kind, *arguments = sys.argv[1:]
+    if kind == "models":
+        compile_models(arguments[2:], (int(arguments[0]), int(arguments[1])))
+    else:
+        compile_checks(arguments[1:], arguments[0].split(","))

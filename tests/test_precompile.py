@@ -108,3 +108,31 @@ def test_the_helper_takes_odd_image_sizes():
     from minicv.precompile import compile_models
 
     compile_models(["naive"], (17, 23))
+
+
+def test_minicv_check_starts_the_helper_for_its_numba_rows_only(monkeypatch):
+    import minicv.check
+
+    started = []
+    monkeypatch.setattr(minicv.check, "check_ahead", lambda ops, dtypes: started.append((ops, dtypes)))
+    assert minicv.check.run_check(device="numpy", op="interpolate") == 0
+    assert started == []
+    assert minicv.check.run_check(device="cpu", op="interpolate", dtype="float32") == 0  # cpu: numba's alias
+    assert started == [(["interpolate"], ["float32"])]
+
+
+def test_the_check_helper_runs_the_numba_rows_last_first(monkeypatch):
+    import minicv.check
+    from minicv.precompile import compile_checks
+
+    rows = []
+    monkeypatch.setattr(minicv.check, "check_op", lambda *row: rows.append(row))
+    compile_checks(["conv2d", "max_pool2d"], ["float32", "float64"])
+    assert rows == [("max_pool2d", "numba", "float64"), ("max_pool2d", "numba", "float32"),
+                    ("conv2d", "numba", "float64"), ("conv2d", "numba", "float32")]
+
+
+@pytest.mark.parametrize("arguments", [["check", "float32", "interpolate"], ["models", "17", "23", "naive"]])
+def test_the_helper_runs_as_its_starters_call_it(arguments):
+    subprocess.run([sys.executable, "-m", "minicv.precompile", *arguments], check=True, timeout=600,
+                   env={**os.environ, "NUMBA_NUM_THREADS": "1"})
