@@ -1,7 +1,8 @@
 """Nearest upsampling on the CPU: a gather by precomputed source indices, and its exact adjoint.
 
 One (n, c) plane per task. The forward copies an output row whole when its source row is the one of the
-row above (every row of a 2x upsampling but the first of a pair), so most of it is a memcpy.
+row above (every row of a 2x upsampling but the first of a pair), so most of it is a memcpy. Scale 2
+along the rows, the lecture's case, has loops of its own that need no gather or scatter.
 """
 
 import numpy as np
@@ -9,27 +10,46 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def _upsample_nearest_forward(x, src_h, src_w, y):
+def _upsample_nearest_forward(x, src_h, src_w, doubled, y):
+    """y[plane, i, j] = x[plane, src_h[i], src_w[j]]. ``doubled``: src_w[j] = j // 2 for every j (scale 2
+    along the rows), where each source value is written twice: a loop LLVM vectorises with shuffles,
+    where the general one is a gather (the benchmark's 2x case 1.2x faster on two threads, 1.4x on one,
+    Zen 3)."""
     for plane in prange(y.shape[0]):
         for i in range(y.shape[1]):
             if i > 0 and src_h[i] == src_h[i - 1]:
                 y[plane, i, :] = y[plane, i - 1, :]
             else:
                 row, out = x[plane, src_h[i]], y[plane, i]
-                for j in range(out.size):
-                    out[j] = row[src_w[j]]
+                if doubled:
+                    for k in range(row.size):
+                        out[2 * k] = row[k]
+                        out[2 * k + 1] = row[k]
+                else:
+                    for j in range(out.size):
+                        out[j] = row[src_w[j]]
 
 
 @njit(parallel=True, cache=True)
-def _upsample_nearest_backward(gy, src_h, src_w, gx):
+def _upsample_nearest_backward(gy, src_h, src_w, doubled, gx):
     """gx[h, w] = sum of gy[i, j] over src_h[i] == h, src_w[j] == w: each gy row is added into its
-    source row, one plane per task, so nothing races."""
+    source row, one plane per task, so nothing races. ``doubled`` as in the forward: the pair of a source
+    value added in the general loop's order (the same sums, bit for bit), without its scatter (2.2-2.5x)."""
     for plane in prange(gx.shape[0]):
         gx[plane] = 0
         for i in range(gy.shape[1]):
             row, source = gx[plane, src_h[i]], gy[plane, i]
-            for j in range(source.size):
-                row[src_w[j]] += source[j]
+            if doubled:
+                for k in range(row.size):
+                    row[k] = (row[k] + source[2 * k]) + source[2 * k + 1]
+            else:
+                for j in range(source.size):
+                    row[src_w[j]] += source[j]
+
+
+def _doubled(src_w: np.ndarray, w: int) -> bool:
+    """Whether src_w maps output column j to j // 2 for every j of 2 * w: the kernels' fast case."""
+    return src_w.size == 2 * w and bool(np.array_equal(src_w, np.arange(src_w.size) // 2))
 
 
 def _check_sources(src_h: np.ndarray, src_w: np.ndarray, in_hw: tuple[int, int]) -> None:
@@ -43,7 +63,7 @@ def upsample_nearest_forward(x: np.ndarray, src_h: np.ndarray, src_w: np.ndarray
     n, c, h, w = x.shape
     _check_sources(src_h, src_w, (h, w))
     y = np.empty((n, c, len(src_h), len(src_w)), x.dtype)
-    _upsample_nearest_forward(x.reshape(n * c, h, w), src_h, src_w, y.reshape(n * c, *y.shape[2:]))
+    _upsample_nearest_forward(x.reshape(n * c, h, w), src_h, src_w, _doubled(src_w, w), y.reshape(n * c, *y.shape[2:]))
     return y
 
 
@@ -52,5 +72,6 @@ def upsample_nearest_backward(gy: np.ndarray, src_h: np.ndarray, src_w: np.ndarr
     n, c = gy.shape[:2]
     _check_sources(src_h, src_w, in_hw)
     gx = np.zeros((n, c, *in_hw), gy.dtype)
-    _upsample_nearest_backward(gy.reshape(n * c, *gy.shape[2:]), src_h, src_w, gx.reshape(n * c, *gx.shape[2:]))
+    _upsample_nearest_backward(gy.reshape(n * c, *gy.shape[2:]), src_h, src_w, _doubled(src_w, in_hw[1]),
+                               gx.reshape(n * c, *gx.shape[2:]))
     return gx

@@ -600,6 +600,25 @@ def test_upsample_nearest_2x_matches_interpolate(dtype):
                  spec.upsample_nearest_backward(gy, src_h, src_w, (5, 7)))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("in_w", [1, 8, 37])
+def test_upsample_nearest_2x_loops_equal_the_general_ones_bit_for_bit(dtype, in_w):
+    """Scale 2 along the rows has loops of its own (kernels/numba/upsample.py): the general gather's values,
+    and the backward's sums in the general scatter's order."""
+    from minicv.kernels.numba import upsample
+
+    rng = np.random.default_rng(in_w)
+    x, gy = rng.standard_normal((4, 3, in_w)).astype(dtype), rng.standard_normal((4, 6, 2 * in_w)).astype(dtype)
+    src_h, src_w = np.arange(6) // 2, np.arange(2 * in_w) // 2
+    assert upsample._doubled(src_w, in_w) and not upsample._doubled(src_w[:-1], in_w)
+    ys, gxs = [np.empty((4, 6, 2 * in_w), dtype) for _ in range(2)], [np.empty((4, 3, in_w), dtype) for _ in range(2)]
+    for doubled, y, gx in zip((True, False), ys, gxs):
+        upsample._upsample_nearest_forward(x, src_h, src_w, doubled, y)
+        upsample._upsample_nearest_backward(gy, src_h, src_w, doubled, gx)
+    np.testing.assert_array_equal(ys[0], ys[1])
+    np.testing.assert_array_equal(gxs[0], gxs[1])
+
+
 def test_upsample_nearest_refuses_out_of_range_source_indices():
     x = np.ones((1, 1, 3, 3))
     with pytest.raises(IndexError, match="src_h"):
