@@ -656,11 +656,21 @@ def test_softmax_cross_entropy_forward_and_backward_match_torch_and_spec(case):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
-def test_softmax_cross_entropy_full_and_ragged_pixel_blocks_match_torch_and_spec(dtype, label_smoothing):
-    """Images larger than the kernels' pixel blocks (the drawn cases above stay below a backward block):
-    full blocks run the literal-width code, the last one the ragged code, in both kernels."""
+@pytest.mark.parametrize("literal_width", [False, True])
+def test_softmax_cross_entropy_full_and_ragged_pixel_blocks_match_torch_and_spec(dtype, label_smoothing,
+                                                                                  literal_width, monkeypatch):
+    """Images larger than the kernels' pixel blocks (the drawn cases above stay below a backward block), in
+    both kernels. With literal_width (AVX-512 code) full blocks run the literal-width code and the last one
+    the ragged code; without it (AVX2 code) every block runs the ragged code. The one this CPU's code does
+    not have is compiled here, with the module's flag switched, so that every CPU tests both."""
+    from minicv.kernels.numba import loss
     from minicv.kernels.numba.loss import BACKWARD_BLOCK, FORWARD_BLOCK
+    from numba import njit
 
+    if literal_width != loss.LITERAL_WIDTH:
+        monkeypatch.setattr(loss, "LITERAL_WIDTH", literal_width)  # read when the copies below compile
+        for name in ("_forward", "_backward"):
+            monkeypatch.setattr(loss, name, njit(parallel=True, fastmath={"contract"})(getattr(loss, name).py_func))
     rng = np.random.default_rng(5)
     classes, hw = 5, (67, 123)
     pixels = hw[0] * hw[1]
