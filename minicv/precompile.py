@@ -4,13 +4,14 @@ On an empty numba cache the demo's first steps wait for ~40 s of compiling (docs
 Numba compiles one function at a time, in one thread. Its on-disk cache is shared between processes,
 though, so a second process that compiles what this one needs later halves the wait on two cores, as
 ``make -j`` does. The helper first takes layers alone, in the reverse of the order in which the run first
-meets their kernels (unpooling, upsampling, pooling, the loss, a wide conv's weight gradient, the transposed
-conv, a narrow conv's weight gradient, batch norm), so that the two compile different kernels until they meet; then one
-training step of each model, last model first, for whatever the layers missed; then a prediction of each
-(evaluation comes after an epoch). What the helper has cached when this process gets there is loaded;
-what it is compiling, this process waits for (``kernels/numba/cache_lock.py``: a process claims a
-function while it compiles it); what it has not reached, this process compiles as it always did. The
-helper changes when a kernel compiles, never what runs.
+meets their kernels (unpooling, upsampling, pooling, the loss, a wide conv's weight gradient, the
+transposed conv, a narrow conv's weight gradient, batch norm), so that the two compile different kernels
+until they meet; then one training step of each model, last model first, for whatever the layers missed;
+then a prediction of each (evaluation comes after an epoch). What the helper has cached when this
+process gets there is loaded; what it is compiling, this process waits for
+(``kernels/numba/cache_lock.py``: a process claims a function while it compiles it); what it has not
+reached, this process compiles as it always did. The helper changes when a kernel compiles, never what
+runs.
 
 It runs only where this process may use two cores, and where numba's cache can be claimed (``flock``).
 
@@ -81,8 +82,8 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
     half_hw = (even_hw[0] // 2, even_hw[1] // 2)
     channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
 
-    def tensor(hw: tuple[int, int], requires_grad: bool = True) -> minicv.Tensor:
-        return minicv.Tensor(np.ones((HELPER_BATCH, channels, *hw), np.float32), device="numba",
+    def tensor(hw: tuple[int, int], requires_grad: bool = True, width: int = channels) -> minicv.Tensor:
+        return minicv.Tensor(np.ones((HELPER_BATCH, width, *hw), np.float32), device="numba",
                              requires_grad=requires_grad)
 
     def backward(y: minicv.Tensor) -> None:
@@ -100,8 +101,7 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
                   lambda: F.cross_entropy(tensor(even_hw), mask).backward(),
                   lambda: backward(nn.Conv2d(channels, channels, 3, padding=1).to("numba")(tensor(even_hw, False))),
                   lambda: nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")(tensor(half_hw, False)),
-                  lambda: backward(nn.Conv2d(16, 16, 3, padding=1).to("numba")(
-                      minicv.Tensor(np.ones((HELPER_BATCH, 16, *even_hw), np.float32), device="numba"))),
+                  lambda: backward(nn.Conv2d(16, 16, 3, padding=1).to("numba")(tensor(even_hw, False, 16))),
                   lambda: backward(nn.BatchNormReLU2d(channels).to("numba")(tensor(even_hw)))):
         layer()
     batch, built = scenes(image_hw), []

@@ -28,7 +28,7 @@ BACKWARD_BLOCK = 4096
 # A full block's width as a literal lets LLVM vectorise its loops far better with AVX-512 (the forward 1.5x
 # faster on Zen 4, one thread). With AVX2 it pays nothing (Zen 3, N16 C21 128x128: forward 3.9 ms with it,
 # 3.8 without, backward 3.8 and 3.6, two threads; 3.6 and 3.7 ms at N32 C21 64x64) and a second copy of
-# each kernel's body costs 3.4 s of its cold compile (12.6 -> 9.2 s CPU), so only AVX-512 code has it.
+# each kernel's body costs 3.4 s of its cold compile (12.6 -> 8.6 s CPU), so only AVX-512 code has it.
 LITERAL_WIDTH = target.ISA == "avx512"
 
 
