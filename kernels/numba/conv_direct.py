@@ -16,11 +16,11 @@ from ._common import Pair
 from .conv_tiles import (
     ROW_BASES,
     ROWS,
-    _outer_tile,
     _phase_split,
     _store_lanes,
     _strides,
     _tap_offsets,
+    _tile_into,
     _vector_starts,
 )
 
@@ -49,7 +49,7 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, de
     for task in prange(n * starts.shape[0]):
         b, vectors = divmod(np.int64(task), starts.shape[0])
         scratch = np.empty(phases * lanes, src.dtype)
-        first_phase = np.empty((ROWS, lanes), src.dtype)  # phase 0's tile while phase 1's is computed
+        rows = np.empty(phases * ROWS * lanes, src.dtype)  # a tile's rows: phase 0's, then phase 1's
         for g in range(groups):
             image = src[b * image_stride + g * group_stride:]
             for q0 in starts[vectors]:
@@ -58,17 +58,17 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, de
                 o_h, m = divmod(q0, width)
                 for tile in range(tiles):
                     first = g * c_out_g + tile * ROWS
+                    used = min(ROWS, c_out_g - tile * ROWS)
                     for p in range(phases):
-                        tile_outputs = _outer_tile(weights[p, g, tile], ROW_BASES, ROWS, image[q0:],
-                                                   offsets[p, :depths[p]])
-                        for r in range(min(ROWS, c_out_g - tile * ROWS)):
-                            if phases == 1:
-                                _store_lanes(tile_outputs[r], out[b, first + r], o_h, m, width, scratch)
-                            elif p == 0:
-                                simd.store(first_phase[r], 0, tile_outputs[r])
-                            else:
-                                pair = simd.interleave(simd.load(first_phase[r], 0), tile_outputs[r])
-                                _store_lanes(pair, out[b, first + r], o_h, 2 * m, -1, scratch)
+                        _tile_into(used, weights[p, g, tile], ROW_BASES, ROWS, image[q0:], offsets[p, :depths[p]],
+                                   rows, p * ROWS * lanes)
+                    for r in range(used):
+                        value = simd.load(rows, r * lanes)
+                        if phases == 1:
+                            _store_lanes(value, out[b, first + r], o_h, m, width, scratch)
+                        else:
+                            pair = simd.interleave(value, simd.load(rows, (ROWS + r) * lanes))
+                            _store_lanes(pair, out[b, first + r], o_h, 2 * m, -1, scratch)
 
 
 @njit(cache=True)

@@ -19,24 +19,45 @@ from . import simd, target
 from ._common import Pair, valid_outputs
 
 ROWS = target.ROWS  # rows of a tile of the outer-product micro-kernel: 8 on AVX-512, 6 on AVX2 (target.py)
+# a layer's last tile, when it has this many rows or fewer to fill, runs a micro-kernel of this many rows: on
+# AVX2, 16 channels are tiles of 6 + 6 + 4 rows rather than 6 + 6 + 6 (11% of the FMAs were on zero rows)
+SHORT_ROWS = ROWS - 2
 ROW_BASES = np.arange(ROWS)  # a forward tile's weights: ROWS per tap, side by side
 VECTORS_PER_TASK = 8  # vectors of outputs (or of Winograd tiles) per task at most
 
 
 @njit(inline="always", cache=True)
-def _outer_tile(scalars, bases, step, vectors, offsets):
-    """The ROWS x lanes tile sum_t scalars[bases[r] + t * step] * vectors[offsets[t] + l], r < ROWS, l < lanes.
+def _outer_tile(scalars, bases, step, vectors, offsets, rows):
+    """The rows x lanes tile sum_t scalars[bases[r] + t * step] * vectors[offsets[t] + l], r < rows, l < lanes.
 
-    The ROWS accumulators are vectors along l that stay in registers while t runs: each t loads one
-    vector and broadcasts ROWS scalars into it, ROWS FMAs per load and no horizontal sums. ROWS is a
-    compile-time constant, so the loop over rows unrolls and the tuple of accumulators is registers.
+    The rows accumulators are vectors along l that stay in registers while t runs: each t loads one
+    vector and broadcasts ``rows`` scalars into it, ``rows`` FMAs per load and no horizontal sums. rows is
+    a compile-time constant (ROWS or SHORT_ROWS), so the loop over rows unrolls and the tuple of
+    accumulators is registers.
     """
-    tile = simd.repeat(simd.zeros(vectors), ROWS)
+    tile = simd.repeat(simd.zeros(vectors), rows)
     for t in range(offsets.size):
         v, s = simd.load(vectors, offsets[t]), t * step
-        for r in range(ROWS):
+        for r in range(rows):
             tile = tuple_setitem(tile, r, simd.fma(simd.broadcast(scalars, bases[r] + s), v, tile[r]))
     return tile
+
+
+@njit(inline="always", cache=True)
+def _tile_into(used, scalars, bases, step, vectors, offsets, out, at):
+    """out[at + r * lanes:][:lanes] = row r of the tile of _outer_tile, for the first ``used`` rows (those
+    that matter) at least: through the SHORT_ROWS micro-kernel when they fit in it (the rows past it are
+    then not written), else the ROWS one. The one store path after it then serves both (each its own
+    copy of the stores compiled 3 s longer)."""
+    lanes = simd.lanes(vectors)
+    if used <= SHORT_ROWS:
+        short = _outer_tile(scalars, bases, step, vectors, offsets, SHORT_ROWS)
+        for r in range(SHORT_ROWS):
+            simd.store(out, at + r * lanes, short[r])
+    else:
+        tile = _outer_tile(scalars, bases, step, vectors, offsets, ROWS)
+        for r in range(ROWS):
+            simd.store(out, at + r * lanes, tile[r])
 
 
 @njit(inline="always", cache=True)

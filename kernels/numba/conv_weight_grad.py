@@ -110,7 +110,7 @@ def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy
         offsets = band_offsets[:count]
         for tile in range(depth // ROWS):
             for co in range(0, c_pad, lanes):
-                sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets)
+                sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets, ROWS)
                 for r in range(ROWS):
                     row = partials[image_part, g, tile * ROWS + r]
                     simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
@@ -234,7 +234,7 @@ def _winograd_weight_task(task, src, image_stride, patch_offsets, channel_stride
                 v_k, d_k = transformed[k], gradients[k]
                 for tile in range(depth // ROWS):
                     for co in range(0, c_pad, lanes):
-                        sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets)
+                        sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets, ROWS)
                         for r in range(ROWS):
                             row = partials[task, k, tile * ROWS + r]
                             simd.store(row, co, simd.add(simd.load(row, co), sums[r]))

@@ -15,7 +15,7 @@ from numba import njit, prange
 from . import simd
 from ._common import Pair
 from .conv_direct import _phase, _sub_kernel
-from .conv_tiles import ROW_BASES, ROWS, _outer_tile, _phase_split, _store_lanes, _strides, _vector_starts
+from .conv_tiles import ROW_BASES, ROWS, _phase_split, _store_lanes, _strides, _tile_into, _vector_starts
 
 # Lavin & Gray (2016): Y = A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the patch d with the
 # kernel g, the sum over input channels taken between the transforms. F(2, 3): B^T d = (d0 - d2, d1 + d2,
@@ -170,9 +170,8 @@ def _winograd_tiles_task(task, src, image_stride, group_stride, width, starts, p
                                  lanes)
             for k in range(16):
                 for tile in range(tiles):
-                    sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS, transformed[k], channel_lanes)
-                    for r in range(ROWS):
-                        simd.store(products, k * stride + (tile * ROWS + r) * lanes, sums[r])
+                    _tile_into(min(ROWS, c_out_g - tile * ROWS), weights[k, g, tile], ROW_BASES, ROWS, transformed[k],
+                               channel_lanes, products, k * stride + tile * ROWS * lanes)
             for co in range(c_out_g):
                 for v in range(4):  # A^T down each column of M, then A along each row
                     m = products[v * stride + co * lanes:]
@@ -253,10 +252,9 @@ def _winograd_transposed_tiles_task(task, src, image_stride, group_stride, width
                     if tile < tiles:
                         p, uv = divmod(k, 9)
                         u, v = divmod(uv, 3)
-                        sums = _outer_tile(weights[k, g, tile], ROW_BASES, ROWS,
-                                           transformed[5 * (2 * (p // 2) + u) + 2 * (p % 2) + v], channel_lanes)
-                        for r in range(ROWS):
-                            simd.store(products, (k * ROWS + r) * lanes, sums[r])
+                        _tile_into(min(ROWS, c_out_g - tile * ROWS), weights[k, g, tile], ROW_BASES, ROWS,
+                                   transformed[5 * (2 * (p // 2) + u) + 2 * (p % 2) + v], channel_lanes, products,
+                                   k * ROWS * lanes)
                     r, row = divmod(k, 4)
                     if tile > 0 and r < min(ROWS, c_out_g - (tile - 1) * ROWS):
                         at = (4 * r + row) * 4 * lanes  # columns 4j + (0, 1, 2, 3) from (c, pw) = 00, 01, 10, 11
@@ -267,7 +265,7 @@ def _winograd_transposed_tiles_task(task, src, image_stride, group_stride, width
                                      scratch)
                 if tile == tiles:
                     break
-                for r in range(ROWS):
+                for r in range(min(ROWS, c_out_g - tile * ROWS)):  # the rows _tile_into wrote
                     for p in range(4):
                         y00, y01, y10, y11 = _window_sums(products[(9 * p * ROWS + r) * lanes:], ROWS * lanes)
                         finite_check = _nan_if_non_finite(finite_check, simd.add(simd.add(y00, y01),

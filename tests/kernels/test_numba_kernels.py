@@ -424,6 +424,31 @@ def test_conv_transpose2d_winograd_matches_torch_and_spec(n, c_x, c_gy, hw, grou
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_conv_tiles_of_every_row_count_match_torch_and_spec(algorithm, dtype, winograd_on_any_layer):
+    """1 to 2 * ROWS + 1 channels out of a correlation: its last tile of channels full, partly used
+    through the ROWS micro-kernel, or short (SHORT_ROWS rows or fewer used: the SHORT_ROWS micro-kernel,
+    its rows past them unwritten). The forward's tiles are over the layer's output channels, the
+    backward-input's over its input channels: direct (one phase, and stride 2's two column phases
+    interleaved) and Winograd's forward, backward-input and 4x4 stride-2 transposed tiles (rows of 65
+    tiles: two vectors and more on every ISA)."""
+    rng = np.random.default_rng(17)
+    assert 0 < conv_tiles.SHORT_ROWS < conv_tiles.ROWS
+    for channels in range(1, 2 * conv_tiles.ROWS + 2):
+        for kernel, stride in ((3, 1), (4, 2)):
+            hyper = ((stride, stride), (1, 1), (1, 1), 1)
+            for c_in, c_out in ((5, channels), (channels, 5)):
+                x = rng.standard_normal((2, c_in, 6, 130)).astype(dtype)
+                w = (rng.standard_normal((c_out, c_in, kernel, kernel)) / np.sqrt(c_in * kernel ** 2)).astype(dtype)
+                y, gy, gx, _ = torch_conv(x, w, *hyper, rng)
+                with nb.conv_algorithm(algorithm):
+                    assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y,
+                                 spec.conv2d_forward(x, w, y.shape[2:], *hyper))
+                    assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                                 spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+
+
 def test_narrow_transposed_convs_with_rows_of_one_vector_go_by_the_direct_sum():
     """The rule of TRANSPOSED_WINOGRAD_MIN_CHANNELS: direct only where both hold, narrow and rows of 1-2 vectors."""
     lanes, exact = nb_conv.simd.VECTOR_BYTES // 4, ((4, 4), (2, 2), (1, 1), (1, 1))
