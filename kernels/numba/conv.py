@@ -17,7 +17,7 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   Forward: rows are output channels, lanes are pixels, reduction over taps. backward-input: the
   transposed convolution split by output phase into stride-1 correlations (the two column phases of
   stride 2 stored interleaved). backward-weight: rows are taps, lanes are output channels (gy
-  channels-last), reduction over pixels, one partial per image. Any stride, dilation, group count.
+  channels-last), reduction over pixels, one partial per image (or a few). Any stride, dilation, group count.
   The weight gradient of layers with few taps (3-channel first layers) puts pixels along the lanes
   instead (``conv_weight_grad_pixels``): no channels-last copy of gy, no lanes of padding channels.
 * ``im2col``: unfold a chunk of output rows into columns ``cols[(ci, kh, kw), pixel]`` (Numba, parallel

@@ -22,6 +22,7 @@ WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
 MIN_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count (both paths)
 PARTIALS_BYTES = 64 * 2**20  # the Winograd weight gradient's partial sums at most (but one per part)
+DIRECT_PARTIALS_BYTES = 2**20  # the direct weight gradient's partial sums at most (but MIN_TASKS of them)
 
 
 @njit(inline="always", cache=True)
@@ -64,13 +65,14 @@ def _gather_run(plane, row, column, count, out):
 
 
 @njit(parallel=True, cache=True)
-def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, band, rows_per_part, partials):
-    """partials[b * parts + part, g, t, co] = sum over the pixels q = o_h * width + o_w of the part's output
-    rows (rows_per_part of them) of src[b * image_stride + g * group_stride + bases[t] + q] * gy[b, g * C + co,
-    o_h, o_w], C = gy's channels per group: the gradient of the weight (tap t = (ci, kh, kw), output channel
-    co) of the correlation _correlate_tiles computes, for each part of each image apart (their sum, in a
-    fixed order, is the caller's). gy is C-contiguous; pixels q on the padding columns (o_w past gy's) add
-    nothing.
+def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, band, rows_per_part, images_per_task,
+                           partials):
+    """partials[(b // images_per_task) * parts + part, g, t, co] = sum over the images b of a task and the
+    pixels q = o_h * width + o_w of the part's output rows (rows_per_part of them) of src[b * image_stride
+    + g * group_stride + bases[t] + q] * gy[b, g * C + co, o_h, o_w], C = gy's channels per group: the
+    gradient of the weight (tap t = (ci, kh, kw), output channel co) of the correlation _correlate_tiles
+    computes, for each part of each group of images apart (their sum, in a fixed order, is the caller's).
+    gy is C-contiguous; pixels q on the padding columns (o_w past gy's) add nothing.
 
     Tiles of ROWS taps by lanes output channels, reducing over pixels; each task runs all its tiles over a
     band of ``band`` pixels at a time, laid out channels-last in the task's buffer (_gather_run), read
@@ -79,41 +81,43 @@ def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, ba
     """
     for task in prange(partials.shape[0] * partials.shape[1]):
         _weight_gradient_tiles_task(np.int64(task), src, image_stride, group_stride, width, gy, bases, band,
-                                    rows_per_part, partials)
+                                    rows_per_part, images_per_task, partials)
 
 
 @njit(cache=True)
-def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy, bases, band, rows_per_part, partials):
+def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy, bases, band, rows_per_part,
+                                images_per_task, partials):
     """One task of _weight_gradient_tiles (see there). Its own function: Numba's parallel passes then
     analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
     tasks, groups, depth, c_pad = partials.shape
     n, c_out, out_h, out_w = gy.shape
-    parts, c_out_g = tasks // n, c_out // groups
+    parts, c_out_g = tasks // -(-n // images_per_task), c_out // groups
     reach = (out_h - 1) * width + out_w
     lanes = simd.lanes(src)
     band_offsets = np.arange(band) * c_pad
     image_part, g = divmod(task, groups)
-    b, part = divmod(image_part, parts)
-    planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
+    image_group, part = divmod(image_part, parts)
     band_flat = _line_aligned_zeros(band * c_pad, src)  # channels past C stay 0
     band_gy = band_flat.reshape((band, c_pad))
     end = min(reach, (part + 1) * rows_per_part * width)
-    for q0 in range(part * rows_per_part * width, end, band):
-        count = min(band, end - q0)
-        t = 0
-        while t < count:  # one run per output row the band meets
-            o_h, o_w = divmod(q0 + t, width)
-            run = min(count - t, width - o_w)
-            _gather_run(planes, o_h, o_w, run, band_gy[t:])
-            t += run
-        window = src[b * image_stride + g * group_stride + q0:]
-        offsets = band_offsets[:count]
-        for tile in range(depth // ROWS):
-            for co in range(0, c_pad, lanes):
-                sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets, ROWS)
-                for r in range(ROWS):
-                    row = partials[image_part, g, tile * ROWS + r]
-                    simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+    for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
+        planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
+        for q0 in range(part * rows_per_part * width, end, band):
+            count = min(band, end - q0)
+            t = 0
+            while t < count:  # one run per output row the band meets
+                o_h, o_w = divmod(q0 + t, width)
+                run = min(count - t, width - o_w)
+                _gather_run(planes, o_h, o_w, run, band_gy[t:])
+                t += run
+            window = src[b * image_stride + g * group_stride + q0:]
+            offsets = band_offsets[:count]
+            for tile in range(depth // ROWS):
+                for co in range(0, c_pad, lanes):
+                    sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets, ROWS)
+                    for r in range(ROWS):
+                        row = partials[image_part, g, tile * ROWS + r]
+                        simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
 def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
@@ -138,9 +142,13 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     parts = min(out_h, -(-MIN_TASKS // (n * groups)))
     rows_per_part = -(-out_h // parts)
     parts = -(-out_h // rows_per_part)
-    partials = np.zeros((n * parts, groups, tiles * ROWS, c_pad), x.dtype)
+    # a batch of large partial sums (wide layers, few pixels): images share a partial, so fewer are zeroed
+    # and added up, while MIN_TASKS tasks remain
+    partial_bytes = parts * groups * tiles * ROWS * c_pad * x.itemsize
+    images_per_task = max(1, min(-(-n * partial_bytes // DIRECT_PARTIALS_BYTES), n * parts * groups // MIN_TASKS))
+    partials = np.zeros((-(-n // images_per_task) * parts, groups, tiles * ROWS, c_pad), x.dtype)
     _weight_gradient_tiles(src, image_stride, group_stride, size[1], np.ascontiguousarray(gy), bases, WEIGHT_BAND,
-                           rows_per_part, partials)
+                           rows_per_part, images_per_task, partials)
     by_offset = partials.sum(axis=0)[:, :offsets.size, :c_out_g].reshape(groups, cg, -1, c_out_g)
     gw = np.empty((groups, c_out_g, cg, k_h * k_w), x.dtype)
     gw[..., order] = by_offset.transpose(0, 3, 1, 2)
