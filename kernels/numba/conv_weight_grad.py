@@ -21,8 +21,8 @@ from .conv_winograd import KERNEL_TRANSFORM_3, _transform_patch, _winograd_split
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
 MIN_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count (both paths)
-PARTIALS_BYTES = 64 * 2**20  # the Winograd weight gradient's partial sums at most (but one per part)
-DIRECT_PARTIALS_BYTES = 2**20  # the direct weight gradient's partial sums at most (but MIN_TASKS of them)
+PARTIALS_BYTES = 64 * 2**20  # a weight gradient's partial sums at most (but one per part)
+SHARED_PARTIALS_BYTES = 2**20  # partial sums of a batch past this: images share them (MIN_TASKS tasks kept)
 
 
 @njit(inline="always", cache=True)
@@ -120,6 +120,15 @@ def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy
                         simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
+def _images_per_task(images: int, tasks_per_image: int, partial_bytes: int) -> int:
+    """Consecutive images per task, which share its partial sum (of partial_bytes per image): one, unless the
+    batch's partials would pass SHARED_PARTIALS_BYTES, then as many as keep MIN_TASKS tasks (for wide layers
+    of few pixels, zeroing, accumulating into and adding up a partial per image cost as much as the products),
+    and in any case enough to keep the partials under PARTIALS_BYTES. A function of the shape alone."""
+    shared = min(-(-images * partial_bytes // SHARED_PARTIALS_BYTES), images * tasks_per_image // MIN_TASKS)
+    return max(1, shared, -(-images * partial_bytes // PARTIALS_BYTES))
+
+
 def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
                                  padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     """The weight gradient of _conv_direct's correlation: sum over images and pixels q of the input it
@@ -142,10 +151,7 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     parts = min(out_h, -(-MIN_TASKS // (n * groups)))
     rows_per_part = -(-out_h // parts)
     parts = -(-out_h // rows_per_part)
-    # a batch of large partial sums (wide layers, few pixels): images share a partial, so fewer are zeroed
-    # and added up, while MIN_TASKS tasks remain
-    partial_bytes = parts * groups * tiles * ROWS * c_pad * x.itemsize
-    images_per_task = max(1, min(-(-n * partial_bytes // DIRECT_PARTIALS_BYTES), n * parts * groups // MIN_TASKS))
+    images_per_task = _images_per_task(n, parts * groups, parts * groups * tiles * ROWS * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, groups, tiles * ROWS, c_pad), x.dtype)
     _weight_gradient_tiles(src, image_stride, group_stride, size[1], np.ascontiguousarray(gy), bases, WEIGHT_BAND,
                            rows_per_part, images_per_task, partials)
@@ -271,8 +277,7 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     rows_per_part = -(-tiles_hw[0] // parts)
     parts = -(-tiles_hw[0] // rows_per_part)
     depth = -(-c_in // ROWS) * ROWS
-    partial_bytes = 16 * depth * c_pad * x.itemsize
-    images_per_task = max(1, -(-n * partial_bytes // PARTIALS_BYTES))  # a large batch: images share partials
+    images_per_task = _images_per_task(n, parts, parts * 16 * depth * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
     _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, np.ascontiguousarray(gy), width,
                            rows_per_part, images_per_task, partials)

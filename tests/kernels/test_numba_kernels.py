@@ -276,26 +276,31 @@ def test_conv2d_direct_weight_gradient_in_parts_matches_torch_and_spec(n, c_in, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, groups, images_per_task", [(19, 1, 2), (16, 2, 4)])
-def test_conv2d_direct_weight_gradient_with_images_sharing_partials_matches_torch_and_spec(
-        n, groups, images_per_task, dtype, monkeypatch):
-    """Partial sums past DIRECT_PARTIALS_BYTES: images share one (19 images: 9 tasks of 2 and one of 1; 16
-    images in 2 groups: 4 images a task), MIN_TASKS tasks kept."""
-    monkeypatch.setattr(conv_weight_grad, "DIRECT_PARTIALS_BYTES", 1)
+@pytest.mark.parametrize("path, n, groups, images_per_task", [
+    ("direct", 19, 1, 2), ("direct", 16, 2, 4), ("winograd", 19, 1, 2)])
+def test_conv2d_weight_gradient_with_images_sharing_partials_matches_torch_and_spec(
+        path, n, groups, images_per_task, dtype, monkeypatch):
+    """Partial sums past SHARED_PARTIALS_BYTES: images share one (19 images: 9 tasks of 2 and one of 1; 16
+    images in 2 groups: 4 images a task), MIN_TASKS tasks kept; direct (stride 2) and Winograd."""
+    monkeypatch.setattr(conv_weight_grad, "SHARED_PARTIALS_BYTES", 1)
     calls = []
-    tiles = conv_weight_grad._weight_gradient_tiles
-    monkeypatch.setattr(conv_weight_grad, "_weight_gradient_tiles", lambda *args: calls.append(args[8]) or tiles(*args))
+    name, stride = ("_weight_gradient_tiles", 2) if path == "direct" else ("_winograd_weight_tiles", 1)
+    tiles = getattr(conv_weight_grad, name)
+    monkeypatch.setattr(conv_weight_grad, name, lambda *args: calls.append(args[8]) or tiles(*args))
     rng = np.random.default_rng(29)
     x = rng.standard_normal((n, 4, 9, 7)).astype(dtype)
     w = rng.standard_normal((10, 4 // groups, 3, 3)).astype(dtype)
-    hyper = ((2, 2), (1, 1), (1, 1), groups)
+    hyper = ((stride, stride), (1, 1), (1, 1), groups)
     out_hw = conv_output_hw(x.shape[2:], w.shape[2:], *hyper[:3])
     gy = rng.standard_normal((n, 10, *out_hw)).astype(dtype)
-    conv = functools.partial(F.conv2d, stride=2, padding=1, groups=groups)
+    conv = functools.partial(F.conv2d, stride=stride, padding=1, groups=groups)
     _, (gw, allowance) = float64_reference(conv, [x, w], dtype, grad=[False, True], upstream=gy)
-    got = conv_weight_grad._conv_backward_weight_direct(x, gy, w.shape, *hyper)
+    if path == "direct":
+        got = conv_weight_grad._conv_backward_weight_direct(x, gy, w.shape, *hyper)
+    else:
+        got = conv_weight_grad._conv_backward_weight_winograd(x, gy, w.shape, (1, 1))
     assert calls == [images_per_task]
-    assert_close_to_float64(got, gw, dtype, "direct", allowance)
+    assert_close_to_float64(got, gw, dtype, path, allowance)
     assert_close_to_float64(spec.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, dtype, "spec", allowance)
 
 
