@@ -121,12 +121,13 @@ def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy
 
 
 def _images_per_task(images: int, tasks_per_image: int, partial_bytes: int) -> int:
-    """Consecutive images per task, which share its partial sum (of partial_bytes per image): one, unless the
-    batch's partials would pass SHARED_PARTIALS_BYTES, then as many as keep MIN_TASKS tasks (for wide layers
-    of few pixels, zeroing, accumulating into and adding up a partial per image cost as much as the products),
-    and in any case enough to keep the partials under PARTIALS_BYTES. A function of the shape alone."""
-    shared = min(-(-images * partial_bytes // SHARED_PARTIALS_BYTES), images * tasks_per_image // MIN_TASKS)
-    return max(1, shared, -(-images * partial_bytes // PARTIALS_BYTES))
+    """Consecutive images per task, which share its partial sum (partial_bytes each): one, unless the batch's
+    partials would pass SHARED_PARTIALS_BYTES, then as many as keep MIN_TASKS tasks (for wide layers of few
+    pixels, zeroing, accumulating into and adding up a partial per image cost as much as the products), and
+    in any case enough to keep the partials under PARTIALS_BYTES. A function of the shape alone."""
+    batch_bytes = images * tasks_per_image * partial_bytes  # one task, and partial, per image
+    shared = min(-(-batch_bytes // SHARED_PARTIALS_BYTES), images * tasks_per_image // MIN_TASKS)
+    return max(1, shared, -(-batch_bytes // PARTIALS_BYTES))
 
 
 def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
@@ -151,7 +152,7 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     parts = min(out_h, -(-MIN_TASKS // (n * groups)))
     rows_per_part = -(-out_h // parts)
     parts = -(-out_h // rows_per_part)
-    images_per_task = _images_per_task(n, parts * groups, parts * groups * tiles * ROWS * c_pad * x.itemsize)
+    images_per_task = _images_per_task(n, parts * groups, tiles * ROWS * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, groups, tiles * ROWS, c_pad), x.dtype)
     _weight_gradient_tiles(src, image_stride, group_stride, size[1], np.ascontiguousarray(gy), bases, WEIGHT_BAND,
                            rows_per_part, images_per_task, partials)
@@ -277,7 +278,7 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     rows_per_part = -(-tiles_hw[0] // parts)
     parts = -(-tiles_hw[0] // rows_per_part)
     depth = -(-c_in // ROWS) * ROWS
-    images_per_task = _images_per_task(n, parts, parts * 16 * depth * c_pad * x.itemsize)
+    images_per_task = _images_per_task(n, parts, 16 * depth * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
     _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, np.ascontiguousarray(gy), width,
                            rows_per_part, images_per_task, partials)
