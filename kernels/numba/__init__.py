@@ -1,7 +1,8 @@
 """Numba CPU kernels (the ``numba`` device, alias ``cpu``): the kernel table of minicv.kernels.
 
 Every kernel is ``@njit(cache=True)``, parallel over independent work (planes, output rows, pixel
-blocks) with ``prange``; the Python functions here allocate the outputs and call the compiled cores.
+blocks): a kernel runs a range of tasks, and ``tasks.run_tasks`` runs one range per thread; the Python
+functions here allocate the outputs and call the compiled cores.
 The convolution algorithm is a module setting: ``set_conv_algorithm("direct" | "im2col")``,
 ``get_conv_algorithm()`` or ``with conv_algorithm(name): ...``. A kernel that is not in numba's
 on-disk cache yet compiles on its first call, announced once on stderr (``notice.py``). Vector widths

@@ -21,7 +21,9 @@ compile a second specialisation of each.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .tasks import run_tasks
 
 
 @njit(fastmath={"reassoc"}, cache=True)
@@ -63,14 +65,13 @@ def _sums_of_gradient(gy, x, ch, mean, relu, relu_output):
     return total, weighted, centred
 
 
-@njit(parallel=True, cache=True)
-def _forward(x, mean, var, weight, bias, eps, training, relu, y):
-    """y = (x - mean) * (weight * inv_std) + bias, then max(y, 0) with relu; in training, first mean and
-    var of the batch into mean and var."""
-    n, c, p = x.shape
+@njit(cache=True, error_model="numpy")
+def _forward(first_channel, last_channel, x, mean, var, weight, bias, eps, training, relu, y):
+    """y = (x - mean) * (weight * inv_std) + bias, then max(y, 0) with relu, for the channels first_channel ..
+    last_channel - 1; in training, first mean and var of the batch into mean and var."""
+    n, _, p = x.shape
     count = n * p
-    for ch in prange(c):
-        ch = np.int64(ch)  # prange's index is unsigned in the parallel body: one type, so one compile of each helper
+    for ch in range(first_channel, last_channel):
         low = x.dtype.type(0)  # the given statistics are exact: nothing was dropped
         if training:
             batch_mean = _sum(x, ch) / count
@@ -86,12 +87,13 @@ def _forward(x, mean, var, weight, bias, eps, training, relu, y):
                 out[q] = zero if relu and v < 0 else v  # v < 0, not max: a NaN stays NaN (np.maximum's)
 
 
-@njit(parallel=True, cache=True)
-def _backward(gy, x, mean, var, weight, eps, training, relu, relu_output, gx, gweight, gbias):
-    n, c, p = x.shape
+@njit(cache=True, error_model="numpy")
+def _backward(first_channel, last_channel, gy, x, mean, var, weight, eps, training, relu, relu_output, gx, gweight,
+              gbias):
+    """gx, gweight and gbias of the channels first_channel .. last_channel - 1."""
+    n, _, p = x.shape
     count = n * p
-    for ch in prange(c):
-        ch = np.int64(ch)  # as in _forward
+    for ch in range(first_channel, last_channel):
         inv_std = 1.0 / np.sqrt(np.float64(var[ch]) + eps)
         total, weighted, centred = _sums_of_gradient(gy, x, ch, mean[ch], relu, relu_output)
         low = centred / count if training else 0.0  # what the rounded batch mean dropped
@@ -125,8 +127,7 @@ def batch_norm_forward(x: np.ndarray, mean: np.ndarray | None, var: np.ndarray |
     assert mean is not None and var is not None, "batch norm: mean and var are given outside training"
     _check_channels(x, mean=mean, var=var, weight=weight, bias=bias)
     y = np.empty_like(x)
-    if x.shape[1]:
-        _forward(x, mean, var, weight, bias, float(eps), bool(training), bool(relu), y)
+    run_tasks(_forward, x.shape[1], x, mean, var, weight, bias, float(eps), bool(training), bool(relu), y)
     return y, mean, var
 
 
@@ -140,8 +141,7 @@ def batch_norm_backward(gy: np.ndarray, x: np.ndarray, mean: np.ndarray, var: np
     _check_channels(x, mean=mean, var=var, weight=weight)
     gx = np.empty_like(x)
     gweight, gbias = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
-    if x.shape[1]:
-        relu = relu_output is not None
-        _backward(gy, x, mean, var, weight, float(eps), bool(training), relu, relu_output if relu else gy, gx,
-                  gweight, gbias)
+    relu = relu_output is not None
+    run_tasks(_backward, x.shape[1], gy, x, mean, var, weight, float(eps), bool(training), relu,
+              relu_output if relu else gy, gx, gweight, gbias)
     return gx, gweight, gbias

@@ -9,7 +9,7 @@ stored interleaved into whole runs of gx's rows. Any stride, dilation, group cou
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import simd
 from ._common import Pair
@@ -23,21 +23,23 @@ from .conv_tiles import (
     _tile_into,
     _vector_starts,
 )
+from .tasks import run_tasks
 
 # phase-split input per chunk of images of the direct forward: read back from the caches right after
 # the split (a whole batch's 17 MB is mostly evicted first: conv3x3 s2 fwd+bwd 14.0 -> 12.7 ms)
 SPLIT_BYTES = 4 * 2**20
 
 
-@njit(parallel=True, cache=True)
-def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out):
+@njit(cache=True, error_model="numpy")
+def _correlate_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, offsets, depths, weights,
+                     out):
     """out[b, g*C_g + co, o_h, o_w] = sum_{t < depths[p]} weights[p, g, co // ROWS, t * ROWS + co % ROWS]
     * src[b * image_stride + g * group_stride + o_h * width + m + offsets[p, t]]: a correlation read in
     place from a flat input whose rows are ``width`` wide, output pixel q = o_h * width + m reading q +
     offsets[p, t] through tap t. One phase (p = 0): o_w = m. Two: the column phases of a stride-2
     transposed conv, o_w = 2m + p, their vectors interleaved into whole runs of out's rows.
 
-    One task per row of ``starts``, the q of the first output of each of its vectors (-1: none). Every
+    One task per image and row of ``starts``, the q of the first output of each of its vectors (-1: none). Every
     tile of ROWS output channels runs over one vector before the next vector: the vector's inputs stay
     in the caches while the weights stream from L2 (stride-2 forward 3.3-4.0 -> 3.0-3.2 ms against
     the tiles outer, their weights held in L1).
@@ -46,8 +48,8 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, de
     phases, groups, tiles = weights.shape[:3]
     c_out_g = c_out // groups
     lanes = simd.lanes(src)
-    for task in prange(n * starts.shape[0]):
-        b, vectors = divmod(np.int64(task), starts.shape[0])
+    for task in range(first_task, last_task):
+        b, vectors = divmod(task, starts.shape[0])
         scratch = np.empty(phases * lanes, src.dtype)
         rows = np.empty(phases * ROWS * lanes, src.dtype)  # a tile's rows: phase 0's, then phase 1's
         for g in range(groups):
@@ -72,11 +74,13 @@ def _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, de
 
 
 @njit(cache=True)
-def _correlate_any_layout(src, image_stride, group_stride, width, starts, offsets, depths, weights, out):
+def _correlate_any_layout(first_task, last_task, src, image_stride, group_stride, width, starts, offsets, depths,
+                          weights, out):
     """_correlate_tiles with out typed as any layout: the forward's C-contiguous out and a transposed conv's
     strided phase of gx then share one compile of it (5 s cold), where each layout would compile its own.
     Its stores go through a pointer to the row (simd.store), as fast either way."""
-    _correlate_tiles(src, image_stride, group_stride, width, starts, offsets, depths, weights, out[..., ::1])
+    _correlate_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, offsets, depths, weights,
+                     out[..., ::1])
 
 
 @njit(cache=True)
@@ -123,7 +127,8 @@ def _correlate(src: np.ndarray, images: int, groups: int, width: int,
     lanes = simd.VECTOR_BYTES // src.itemsize
     starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // offsets.shape[0]), width, lanes)
     image_stride, group_stride = _strides(src, images, groups, offsets, starts.max() + lanes)
-    _correlate_any_layout(src, image_stride, group_stride, width, starts, offsets, depths, weights, out)
+    run_tasks(_correlate_any_layout, images * starts.shape[0], src, image_stride, group_stride, width, starts, offsets,
+              depths, weights, out)
 
 
 def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,

@@ -7,9 +7,10 @@ Chunks are whole images when they fit in ``CHUNK_BYTES``, else bands of rows, so
 from collections.abc import Iterator
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import Pair, valid_outputs
+from .tasks import run_tasks
 
 CHUNK_BYTES = 16 * 2**20  # im2col columns per chunk; well under the 64 MiB bound, and cache-friendlier
 
@@ -46,23 +47,24 @@ def _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, c
         row[hi:] = 0
 
 
-@njit(parallel=True, cache=True)
-def _im2col(x, r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols):
-    for k in prange(cols.shape[0]):
-        _im2col_row(x, np.int64(k), r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols)
+@njit(cache=True, error_model="numpy")
+def _im2col(first_row, last_row, x, r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols):
+    """The rows first_row .. last_row - 1 of cols (_im2col_row)."""
+    for k in range(first_row, last_row):
+        _im2col_row(x, k, r0, rows, c0, kernel, stride, padding, dilation, out_hw, cols)
 
 
-@njit(parallel=True, cache=True)
-def _col2im(cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
-    """gx[b, c0 + ci, i_h, i_w] += cols[(ci, kh, kw), r*W_out + o_w]: the adjoint of _im2col_row.
+@njit(cache=True, error_model="numpy")
+def _col2im(first_channel, last_channel, cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
+    """gx[b, c0 + ci, i_h, i_w] += cols[(ci, kh, kw), r*W_out + o_w], ci in first_channel .. last_channel - 1:
+    the adjoint of _im2col_row.
 
     Parallel over channels: every thread owns whole planes of gx, so the sums never race.
     """
     _, _, h, w = gx.shape
     out_h, out_w = out_hw
     taps = kernel[0] * kernel[1]
-    for ci in prange(cols.shape[0] // taps):
-        ci = np.int64(ci)
+    for ci in range(first_channel, last_channel):
         for kh in range(kernel[0]):
             for kw in range(kernel[1]):
                 k = ci * taps + kh * kernel[1] + kw
@@ -79,23 +81,22 @@ def _col2im(cols, r0, rows, c0, kernel, stride, padding, dilation, out_hw, gx):
                         target[q * stride[1]] += source[q]
 
 
-@njit(parallel=True, cache=True)
-def _planes_to_rows(src, r0, rows, c0, out):
-    """out[c, r*W + j] = src[b, c0 + c, o_h, j] for the flat rows r0 + r = b*H + o_h."""
+@njit(cache=True, error_model="numpy")
+def _planes_to_rows(first_channel, last_channel, src, r0, rows, c0, out):
+    """out[c, r*W + j] = src[b, c0 + c, o_h, j] for the flat rows r0 + r = b*H + o_h, c in first_channel ..
+    last_channel - 1."""
     out_h, out_w = src.shape[2], src.shape[3]
-    for c in prange(out.shape[0]):
-        c = np.int64(c)
+    for c in range(first_channel, last_channel):
         for r in range(rows):
             b, o_h = divmod(r0 + r, out_h)
             out[c, r * out_w:(r + 1) * out_w] = src[b, c0 + c, o_h, :]
 
 
-@njit(parallel=True, cache=True)
-def _rows_to_planes(rows_array, r0, rows, c0, out):
+@njit(cache=True, error_model="numpy")
+def _rows_to_planes(first_channel, last_channel, rows_array, r0, rows, c0, out):
     """The inverse copy of _planes_to_rows."""
     out_h, out_w = out.shape[2], out.shape[3]
-    for c in prange(rows_array.shape[0]):
-        c = np.int64(c)
+    for c in range(first_channel, last_channel):
         for r in range(rows):
             b, o_h = divmod(r0 + r, out_h)
             out[b, c0 + c, o_h, :] = rows_array[c, r * out_w:(r + 1) * out_w]
@@ -126,7 +127,7 @@ def _gather_rows(planes: np.ndarray, r0: int, rows: int, c0: int, count: int) ->
     if view is not None:
         return view
     out = np.empty((count, rows * planes.shape[3]), planes.dtype)
-    _planes_to_rows(planes, r0, rows, c0, out)
+    run_tasks(_planes_to_rows, count, planes, r0, rows, c0, out)
     return out
 
 
@@ -142,12 +143,12 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, y: np.ndarray, stride: Pair, padd
     for r0, rows in _chunks(n, out_hw, depth, x.itemsize):
         cols = np.empty((depth, rows * out_hw[1]), x.dtype)
         for g in range(groups):
-            _im2col(x, r0, rows, g * cg, kernel, stride, padding, dilation, out_hw, cols)
+            run_tasks(_im2col, depth, x, r0, rows, g * cg, kernel, stride, padding, dilation, out_hw, cols)
             view = _rows_view(y, r0, rows, g * c_out_g, c_out_g)
             if view is not None:
                 np.matmul(weight[g], cols, out=view)
             else:
-                _rows_to_planes(weight[g] @ cols, r0, rows, g * c_out_g, y)
+                run_tasks(_rows_to_planes, c_out_g, weight[g] @ cols, r0, rows, g * c_out_g, y)
 
 
 def _transposed_im2col(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair,
@@ -162,7 +163,7 @@ def _transposed_im2col(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     for r0, rows in _chunks(n, (out_h, out_w), depth, gy.itemsize):
         for g in range(groups):
             cols = weight_t[g] @ _gather_rows(gy, r0, rows, g * c_out_g, c_out_g)
-            _col2im(cols, r0, rows, g * cg, kernel, stride, padding, dilation, (out_h, out_w), gx)
+            run_tasks(_col2im, cg, cols, r0, rows, g * cg, kernel, stride, padding, dilation, (out_h, out_w), gx)
 
 
 def _conv_backward_weight_im2col(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
@@ -177,6 +178,7 @@ def _conv_backward_weight_im2col(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     for r0, rows in _chunks(n, (out_h, out_w), depth, x.itemsize):
         cols = np.empty((depth, rows * out_w), x.dtype)
         for g in range(groups):
-            _im2col(x, r0, rows, g * cg, kernel, stride, padding, dilation, (out_h, out_w), cols)
+            run_tasks(_im2col, depth, x, r0, rows, g * cg, kernel, stride, padding, dilation, (out_h, out_w),
+                      cols)
             gw[g * c_out_g:(g + 1) * c_out_g] += _gather_rows(gy, r0, rows, g * c_out_g, c_out_g) @ cols.T
     return gw.reshape(c_out, cg, k_h, k_w)

@@ -12,11 +12,12 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.cpython.unsafe.tuple import tuple_setitem
 
 from . import simd, target
 from ._common import Pair, valid_outputs
+from .tasks import run_tasks
 
 ROWS = target.ROWS  # rows of a tile of the outer-product micro-kernel: 8 on AVX-512, 6 on AVX2 (target.py)
 # a layer's last tile, when it has this many rows or fewer to fill, runs a micro-kernel of this many rows: on
@@ -102,11 +103,11 @@ def _deal_columns(source, evens, odds):
     return written_evens, pairs
 
 
-@njit(parallel=True, cache=True)
-def _split_phases(x, top, left, out):
+@njit(cache=True, error_model="numpy")
+def _split_phases(first_plane, last_plane, x, top, left, out):
     """out[b, c, r_h, r_w, i, j] = x[b, c, i * s_h + r_h - top, j * s_w + r_w - left], 0 off x, with
-    (s_h, s_w) = out.shape[2:4]: the zero-padded input, split by row and column phase (space-to-depth).
-    x and out are C-contiguous.
+    (s_h, s_w) = out.shape[2:4], for the planes (b, c) = divmod(task, C) of tasks first_plane .. last_plane - 1:
+    the zero-padded input, split by row and column phase (space-to-depth). x and out are C-contiguous.
 
     A strided correlation's taps then read consecutive pixels of one phase for consecutive outputs.
     Each plane is zeroed in one run, then its rows inside x are copied by flat offsets: unsigned, so
@@ -114,13 +115,13 @@ def _split_phases(x, top, left, out):
     ran 2.2-3.7x faster than with a slice per row). Rows of stride-2 columns at least a vector long
     deal x's columns 2k and 2k + 1 to the two column phases in registers instead (``_deal_columns``).
     """
-    n, channels, s_h, s_w, rows, columns = out.shape
+    channels, s_h, s_w, rows, columns = out.shape[1:]
     h, w = x.shape[2], x.shape[3]
     lanes = simd.lanes(x)
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     plane_x, plane_out = np.uint64(h * w), np.uint64(s_h * s_w * rows * columns)
-    for task in prange(n * channels):
-        b, c = divmod(np.int64(task), channels)
+    for task in range(first_plane, last_plane):
+        b, c = divmod(task, channels)
         first_x, first_out = np.uint64(task) * plane_x, np.uint64(task) * plane_out
         flat_out[first_out:first_out + plane_out] = 0
         for r_h in range(s_h):
@@ -146,7 +147,7 @@ def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> np.
     lanes = simd.VECTOR_BYTES // x.itemsize
     flat = np.empty(math.prod(shape) + lanes, x.dtype)
     flat[-lanes:] = 0
-    _split_phases(np.ascontiguousarray(x), *top_left, flat[:-lanes].reshape(shape))
+    run_tasks(_split_phases, shape[0] * shape[1], np.ascontiguousarray(x), *top_left, flat[:-lanes].reshape(shape))
     return flat
 
 

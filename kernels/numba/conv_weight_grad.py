@@ -11,12 +11,13 @@ Numba's cache watches each function's own file only: after changing conv_winogra
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import simd
 from ._common import Pair
 from .conv_tiles import ROWS, _outer_tile, _phase_split, _strides, _tap_offsets
 from .conv_winograd import KERNEL_TRANSFORM_3, _transform_patch, _winograd_split
+from .tasks import run_tasks
 
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
@@ -64,61 +65,52 @@ def _gather_run(plane, row, column, count, out):
                 _transpose_tile(source, target, min(16, channels - c0), min(16, inside - k0))
 
 
-@njit(parallel=True, cache=True)
-def _weight_gradient_tiles(src, image_stride, group_stride, width, gy, bases, band, rows_per_part, images_per_task,
-                           partials):
+@njit(cache=True)
+def _weight_gradient_tiles(first_task, last_task, src, image_stride, group_stride, width, gy, bases, band,
+                           rows_per_part, images_per_task, partials):
     """partials[(b // images_per_task) * parts + part, g, t, co] = sum over the images b of a task and the
     pixels q = o_h * width + o_w of the part's output rows (rows_per_part of them) of src[b * image_stride
     + g * group_stride + bases[t] + q] * gy[b, g * C + co, o_h, o_w], C = gy's channels per group: the
     gradient of the weight (tap t = (ci, kh, kw), output channel co) of the correlation _correlate_tiles
     computes, for each part of each group of images apart (their sum, in a fixed order, is the caller's).
-    gy is C-contiguous; pixels q on the padding columns (o_w past gy's) add nothing.
+    gy is C-contiguous; pixels q on the padding columns (o_w past gy's) add nothing. Task (image group,
+    part, g) of the tasks first_task .. last_task - 1 fills partials[image group * parts + part, g].
 
     Tiles of ROWS taps by lanes output channels, reducing over pixels; each task runs all its tiles over a
     band of ``band`` pixels at a time, laid out channels-last in the task's buffer (_gather_run), read
     from L2 by every tile. (Tasks split along pixels, not tiles: a task per range of tiles would lay out
     the same band once per range.)
     """
-    for task in prange(partials.shape[0] * partials.shape[1]):
-        _weight_gradient_tiles_task(np.int64(task), src, image_stride, group_stride, width, gy, bases, band,
-                                    rows_per_part, images_per_task, partials)
-
-
-@njit(cache=True)
-def _weight_gradient_tiles_task(task, src, image_stride, group_stride, width, gy, bases, band, rows_per_part,
-                                images_per_task, partials):
-    """One task of _weight_gradient_tiles (see there). Its own function: Numba's parallel passes then
-    analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
     tasks, groups, depth, c_pad = partials.shape
     n, c_out, out_h, out_w = gy.shape
     parts, c_out_g = tasks // -(-n // images_per_task), c_out // groups
     reach = (out_h - 1) * width + out_w
     lanes = simd.lanes(src)
     band_offsets = np.arange(band) * c_pad
-    image_part, g = divmod(task, groups)
-    image_group, part = divmod(image_part, parts)
     band_flat = _line_aligned_zeros(band * c_pad, src)  # channels past C stay 0
     band_gy = band_flat.reshape((band, c_pad))
-    end = min(reach, (part + 1) * rows_per_part * width)
-    for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
-        planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
-        for q0 in range(part * rows_per_part * width, end, band):
-            count = min(band, end - q0)
-            t = 0
-            while t < count:  # one run per output row the band meets
-                o_h, o_w = divmod(q0 + t, width)
-                run = min(count - t, width - o_w)
-                _gather_run(planes, o_h, o_w, run, band_gy[t:])
-                t += run
-            window = src[b * image_stride + g * group_stride + q0:]
-            offsets = band_offsets[:count]
-            for tile in range(depth // ROWS):
-                for co in range(0, c_pad, lanes):
-                    sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets, ROWS)
-                    for r in range(ROWS):
-                        row = partials[image_part, g, tile * ROWS + r]
-                        simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
-
+    for task in range(first_task, last_task):
+        image_part, g = divmod(task, groups)
+        image_group, part = divmod(image_part, parts)
+        end = min(reach, (part + 1) * rows_per_part * width)
+        for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
+            planes = gy[b, g * c_out_g:(g + 1) * c_out_g]
+            for q0 in range(part * rows_per_part * width, end, band):
+                count = min(band, end - q0)
+                t = 0
+                while t < count:  # one run per output row the band meets
+                    o_h, o_w = divmod(q0 + t, width)
+                    run = min(count - t, width - o_w)
+                    _gather_run(planes, o_h, o_w, run, band_gy[t:])
+                    t += run
+                window = src[b * image_stride + g * group_stride + q0:]
+                offsets = band_offsets[:count]
+                for tile in range(depth // ROWS):
+                    for co in range(0, c_pad, lanes):
+                        sums = _outer_tile(window, bases[tile * ROWS:], 1, band_flat[co:], offsets, ROWS)
+                        for r in range(ROWS):
+                            row = partials[image_part, g, tile * ROWS + r]
+                            simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 def _images_per_task(images: int, tasks_per_image: int, partial_bytes: int) -> int:
     """Consecutive images per task, which share its partial sum (partial_bytes each): one, unless the batch's
@@ -154,8 +146,8 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     parts = -(-out_h // rows_per_part)
     images_per_task = _images_per_task(n, parts * groups, tiles * ROWS * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, groups, tiles * ROWS, c_pad), x.dtype)
-    _weight_gradient_tiles(src, image_stride, group_stride, size[1], np.ascontiguousarray(gy), bases, WEIGHT_BAND,
-                           rows_per_part, images_per_task, partials)
+    run_tasks(_weight_gradient_tiles, partials.shape[0] * groups, src, image_stride, group_stride, size[1],
+              np.ascontiguousarray(gy), bases, WEIGHT_BAND, rows_per_part, images_per_task, partials)
     by_offset = partials.sum(axis=0)[:, :offsets.size, :c_out_g].reshape(groups, cg, -1, c_out_g)
     gw = np.empty((groups, c_out_g, cg, k_h * k_w), x.dtype)
     gw[..., order] = by_offset.transpose(0, 3, 1, 2)
@@ -171,9 +163,9 @@ def _gradient_transform(array, i0, i1):
     return y0, simd.add(y0, y1), simd.subtract(y0, y1), simd.subtract(simd.zeros(array), y1)
 
 
-@njit(parallel=True, cache=True)
-def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, gy, width, rows_per_part,
-                           images_per_task, partials):
+@njit(cache=True)
+def _winograd_weight_tiles(first_task, last_task, src, image_stride, patch_offsets, channel_stride, c_in, gy, width,
+                           rows_per_part, images_per_task, partials):
     """partials[(b // images_per_task) * parts + part, k, ci, co] = sum over the images b of a task and the
     2x2 tiles q of the part's rows of tiles of
     (B^T d_q B)[k] of input channel ci times (A dY_q A^T)[k] of output channel co: the gradient of the
@@ -188,18 +180,9 @@ def _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_i
     of every input channel (vectors along tiles, as the forward's), D = A dY A^T of every tile (vectors
     along output channels); then for each k the
     micro-kernel, rows = ROWS input channels (broadcasts from V[k]), lanes = output channels (D[k]),
-    reducing over the band's tiles, V[k] and D[k] in L1 (16 KiB each for 64 float32 channels).
+    reducing over the band's tiles, V[k] and D[k] in L1 (16 KiB each for 64 float32 channels). Task
+    (image group, part) of the tasks first_task .. last_task - 1 fills partials[image group * parts + part].
     """
-    for task in prange(partials.shape[0]):
-        _winograd_weight_task(np.int64(task), src, image_stride, patch_offsets, channel_stride, c_in, gy, width,
-                              rows_per_part, images_per_task, partials)
-
-
-@njit(cache=True)
-def _winograd_weight_task(task, src, image_stride, patch_offsets, channel_stride, c_in, gy, width, rows_per_part,
-                          images_per_task, partials):
-    """One task of _winograd_weight_tiles: a part of the rows of tiles of images_per_task images. Its own
-    function: Numba's parallel passes then analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
     _, _, depth, c_pad = partials.shape
     n, tile_rows = gy.shape[0], -(-gy.shape[2] // 2)
     parts = -(-tile_rows // rows_per_part)
@@ -208,7 +191,6 @@ def _winograd_weight_task(task, src, image_stride, patch_offsets, channel_stride
     row_bases = np.arange(ROWS) * band
     tile_offsets = np.arange(band) * c_pad
     row_stride = 2 * band * c_pad
-    image_group, part = divmod(task, parts)
     # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
     # longer than it needs, so that the 16 blocks, a multiple of 4 KiB long, do not share L1 sets
     transformed = np.zeros((16, depth * band + lanes), src.dtype)
@@ -216,43 +198,45 @@ def _winograd_weight_task(task, src, image_stride, patch_offsets, channel_stride
     half = np.empty(16 * lanes, src.dtype)
     band_flat = _line_aligned_zeros(4 * band * c_pad, src)  # channels past gy's stay 0
     band_gy = band_flat.reshape((2, 2 * band, c_pad))
-    end = min(tile_rows, (part + 1) * rows_per_part) * width
-    for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
-        image = src[b * image_stride:]
-        for q0 in range(part * rows_per_part * width, end, band):
-            count = min(band, end - q0)
-            t = 0
-            while t < count:  # the two gy rows of each row of tiles the band meets
-                i, j = divmod(q0 + t, width)
-                run = min(count - t, width - j)
-                for a in range(2):
-                    _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
-                t += run
-            for ci in range(c_in):
-                patch = image[ci * channel_stride + q0:]
-                for s in range(0, count, lanes):
-                    _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
-            for t in range(count):
-                for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
-                    at = 2 * t * c_pad + co
-                    left = _gradient_transform(band_flat, at, at + row_stride)
-                    right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
-                    for u in range(4):
-                        simd.store(half, 2 * u * lanes, left[u])
-                        simd.store(half, (2 * u + 1) * lanes, right[u])
-                    for u in range(4):
-                        row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
-                        for v in range(4):
-                            simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
-            offsets = tile_offsets[:count]
-            for k in range(16):
-                v_k, d_k = transformed[k], gradients[k]
-                for tile in range(depth // ROWS):
-                    for co in range(0, c_pad, lanes):
-                        sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets, ROWS)
-                        for r in range(ROWS):
-                            row = partials[task, k, tile * ROWS + r]
-                            simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+    for task in range(first_task, last_task):
+        image_group, part = divmod(task, parts)
+        end = min(tile_rows, (part + 1) * rows_per_part) * width
+        for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
+            image = src[b * image_stride:]
+            for q0 in range(part * rows_per_part * width, end, band):
+                count = min(band, end - q0)
+                t = 0
+                while t < count:  # the two gy rows of each row of tiles the band meets
+                    i, j = divmod(q0 + t, width)
+                    run = min(count - t, width - j)
+                    for a in range(2):
+                        _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
+                    t += run
+                for ci in range(c_in):
+                    patch = image[ci * channel_stride + q0:]
+                    for s in range(0, count, lanes):
+                        _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
+                for t in range(count):
+                    for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
+                        at = 2 * t * c_pad + co
+                        left = _gradient_transform(band_flat, at, at + row_stride)
+                        right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
+                        for u in range(4):
+                            simd.store(half, 2 * u * lanes, left[u])
+                            simd.store(half, (2 * u + 1) * lanes, right[u])
+                        for u in range(4):
+                            row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
+                            for v in range(4):
+                                simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
+                offsets = tile_offsets[:count]
+                for k in range(16):
+                    v_k, d_k = transformed[k], gradients[k]
+                    for tile in range(depth // ROWS):
+                        for co in range(0, c_pad, lanes):
+                            sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets, ROWS)
+                            for r in range(ROWS):
+                                row = partials[task, k, tile * ROWS + r]
+                                simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
 def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int],
@@ -280,8 +264,8 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     depth = -(-c_in // ROWS) * ROWS
     images_per_task = _images_per_task(n, parts, 16 * depth * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
-    _winograd_weight_tiles(src, image_stride, patch_offsets, channel_stride, c_in, np.ascontiguousarray(gy), width,
-                           rows_per_part, images_per_task, partials)
+    run_tasks(_winograd_weight_tiles, partials.shape[0], src, image_stride, patch_offsets, channel_stride, c_in,
+              np.ascontiguousarray(gy), width, rows_per_part, images_per_task, partials)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
         transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
         gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),

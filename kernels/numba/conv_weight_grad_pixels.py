@@ -11,12 +11,13 @@ micro-kernel, and each loaded input vector feeds two FMAs, each gy vector ROWS /
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.cpython.unsafe.tuple import tuple_setitem
 
 from . import simd
 from ._common import Pair
 from .conv_tiles import ROWS, _phase_split, _strides, _tap_offsets
+from .tasks import run_tasks
 
 TAPS_PER_TILE = ROWS // 2  # times 2 output channels: ROWS accumulators
 TILE_SUMS = 8  # a tile's lane sums, 2 x 4 (_tile_sums; TAPS_PER_TILE is 4 or 3)
@@ -62,28 +63,28 @@ def _tile_sums(top, bottom, scratch):
     simd.store(scratch, 0, sums)
 
 
-@njit(parallel=True, cache=True)
-def _weight_gradient_pixels(src, image_stride, group_stride, gy, offsets, width, partials):
+@njit(cache=True, error_model="numpy")
+def _weight_gradient_pixels(first_task, last_task, src, image_stride, group_stride, gy, offsets, width, partials):
     """partials[b, g, co, t] = sum over output pixels (o_h, o_w) of gy[b, g * C + co, o_h, o_w]
     * src[b * image_stride + g * group_stride + o_h * width + o_w + offsets[t]], C = partials.shape[2]:
     each image's weight gradient apart (their sum, in a fixed order, is the caller's). gy is C-contiguous.
 
-    One task per image, group and pair of output channels; whole vectors along each output row, the
-    columns left past the last whole vector in scalars.
+    One task per image, group and pair of output channels (tasks first_task .. last_task - 1 here); whole
+    vectors along each output row, the columns left past the last whole vector in scalars.
     """
-    n, groups, c_out_g, taps = partials.shape
+    groups, c_out_g, taps = partials.shape[1:]
     out_h, out_w = gy.shape[2], gy.shape[3]
     lanes = simd.lanes(src)
     whole = out_w - out_w % lanes
     pairs = -(-c_out_g // 2)
-    for task in prange(n * groups * pairs):
-        image_group, pair = divmod(np.int64(task), pairs)
+    scratch = np.empty(TILE_SUMS + lanes, src.dtype)
+    for task in range(first_task, last_task):
+        image_group, pair = divmod(task, pairs)
         b, g = divmod(image_group, groups)
         window = src[b * image_stride + g * group_stride:]
         co = 2 * pair
         co_next = min(co + 1, c_out_g - 1)  # an odd last channel is computed twice, stored once
         top_plane, bottom_plane = gy[b, g * c_out_g + co], gy[b, g * c_out_g + co_next]
-        scratch = np.empty(TILE_SUMS + lanes, src.dtype)
         for t0 in range(0, taps, TAPS_PER_TILE):
             tile_offsets = offsets[t0:t0 + TAPS_PER_TILE]
             top = simd.repeat(simd.zeros(src), TAPS_PER_TILE)
@@ -131,7 +132,8 @@ def _conv_backward_weight_pixels(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     offsets, order = _tap_offsets(cg, (k_h, k_w), stride, dilation, size)
     image_stride, group_stride = _strides(src, n, groups, offsets, (out_h - 1) * size[1] + out_w)
     partials = np.empty((n, groups, c_out_g, offsets.size), x.dtype)
-    _weight_gradient_pixels(src, image_stride, group_stride, np.ascontiguousarray(gy), offsets, size[1], partials)
+    run_tasks(_weight_gradient_pixels, n * groups * -(-c_out_g // 2), src, image_stride, group_stride,
+              np.ascontiguousarray(gy), offsets, size[1], partials)
     gw = np.empty((groups, c_out_g, cg, k_h * k_w), x.dtype)
     gw[..., order] = partials.sum(axis=0).reshape(groups, c_out_g, cg, k_h * k_w)
     return gw.reshape(c_out, cg, k_h, k_w)

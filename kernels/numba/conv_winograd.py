@@ -10,12 +10,13 @@ each other, and inf - inf is NaN).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import simd
 from ._common import Pair
 from .conv_direct import _phase, _sub_kernel
 from .conv_tiles import ROW_BASES, ROWS, _phase_split, _store_lanes, _strides, _tile_into, _vector_starts
+from .tasks import run_tasks
 
 # Lavin & Gray (2016): Y = A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the patch d with the
 # kernel g, the sum over input channels taken between the transforms. F(2, 3): B^T d = (d0 - d2, d1 + d2,
@@ -27,20 +28,21 @@ KERNEL_TRANSFORM_3 = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0,
 KERNEL_TRANSFORMS_2 = (np.array([[1.0, 0], [1, 1], [0, 1]]), np.array([[-1.0, 0], [1, 1], [0, 1]]))
 
 
-@njit(parallel=True, cache=True)
-def _winograd_weights(kernels, rows, columns, out):
+@njit(cache=True, error_model="numpy")
+def _winograd_weights(first_task, last_task, kernels, rows, columns, out):
     """out[u * V + v, g, tile, ci * ROWS + r] = (rows k columns^T)[u, v] for the kernel k = kernels[co, ci] of
     output channel co = g*C_g + tile*ROWS + r (rows (U, k_h), columns (V, k_w)): the transformed kernels in
-    the micro-kernel's tiles of ROWS output channels, summed in float64 and rounded once to out's dtype.
-    Rows past C_g keep out's zeros."""
+    the micro-kernel's tiles of ROWS output channels, summed in float64 and rounded once to out's dtype,
+    for (g, tile) = divmod(task, tiles) of the tasks first_task .. last_task - 1. Rows past C_g keep out's
+    zeros."""
     groups, tiles = out.shape[1:3]
     c_out_g = kernels.shape[0] // groups
     c_in_g, k_h, k_w = kernels.shape[1:]
-    for task in prange(groups * tiles):
-        g, tile = divmod(np.int64(task), tiles)
-        # in float64, input channels innermost: each step below is one loop over them, which LLVM vectorises
-        kernel = np.empty((k_h, k_w, c_in_g))
-        half = np.empty((rows.shape[0], k_w, c_in_g))  # rows @ k, then @ columns^T
+    # in float64, input channels innermost: each step below is one loop over them, which LLVM vectorises
+    kernel = np.empty((k_h, k_w, c_in_g))
+    half = np.empty((rows.shape[0], k_w, c_in_g))  # rows @ k, then @ columns^T
+    for task in range(first_task, last_task):
+        g, tile = divmod(task, tiles)
         for r in range(min(ROWS, c_out_g - tile * ROWS)):
             for a in range(k_h):
                 for c in range(k_w):
@@ -120,9 +122,9 @@ def _nan_if_non_finite(check, value):
     return simd.add(check, simd.subtract(value, value))
 
 
-@njit(parallel=True, cache=True)
-def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offsets, channel_stride, weights, out,
-                    non_finite):
+@njit(cache=True)
+def _winograd_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, patch_offsets,
+                    channel_stride, weights, out, non_finite):
     """out[b, g*C_g + co, 2i + a, 2j + c] for the 2x2 output tiles q = i * width + j of ``starts``' vectors
     (see _vector_starts): the Winograd F(2x2, 3x3) correlation of the split input of _winograd_split, whose
     tile q's 4 x 4 patch element (u, v) is src[... + q + patch_offsets[4u + v]] in each channel's block of
@@ -135,22 +137,11 @@ def _winograd_tiles(src, image_stride, group_stride, width, starts, patch_offset
     columns interleaved into runs of output rows. non_finite[task] is set when a task computed an
     infinity or a NaN.
     """
-    for task in prange(out.shape[0] * starts.shape[0]):
-        _winograd_tiles_task(np.int64(task), src, image_stride, group_stride, width, starts, patch_offsets,
-                             channel_stride, weights, out, non_finite)
-
-
-@njit(cache=True)
-def _winograd_tiles_task(task, src, image_stride, group_stride, width, starts, patch_offsets, channel_stride, weights,
-                         out, non_finite):
-    """One task of _winograd_tiles: image task // len(starts), its vectors starts[task % len(starts)]. Its
-    own function: Numba's parallel passes then analyse the loop over tasks alone (docs/kernels/cold_start.md)."""
     c_out = out.shape[1]
     groups, tiles, depth = weights.shape[1:]
     c_in_g, c_out_g = depth // ROWS, c_out // groups
     lanes = simd.lanes(src)
     channel_lanes = np.arange(c_in_g) * lanes
-    b, vectors = divmod(task, starts.shape[0])
     # V[k, ci]: B^T d B of each channel; M[k, co] at k * stride + co * lanes: the sum over ci of U * V.
     # Rows one vector longer than they need: 16 rows a multiple of 4 KiB apart would share L1 sets.
     transformed = np.empty((16, (c_in_g + 1) * lanes), src.dtype)
@@ -158,39 +149,41 @@ def _winograd_tiles_task(task, src, image_stride, group_stride, width, starts, p
     products = np.empty(16 * stride, src.dtype)
     half = np.empty(16 * lanes, src.dtype)  # a transform done along one axis
     scratch = np.empty(2 * lanes, src.dtype)
-    finite_check = simd.zeros(src)
-    for g in range(groups):
-        for q0 in starts[vectors]:
-            if q0 < 0:
-                break
-            i, j = divmod(q0, width)
-            image = src[b * image_stride + g * group_stride + q0:]
-            for ci in range(c_in_g):
-                _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
-                                 lanes)
-            for k in range(16):
-                for tile in range(tiles):
-                    _tile_into(min(ROWS, c_out_g - tile * ROWS), weights[k, g, tile], ROW_BASES, ROWS, transformed[k],
-                               channel_lanes, products, k * stride + tile * ROWS * lanes)
-            for co in range(c_out_g):
-                for v in range(4):  # A^T down each column of M, then A along each row
-                    m = products[v * stride + co * lanes:]
-                    column = _output_transform(m, 0, 4 * stride, 8 * stride, 12 * stride)
+    for task in range(first_task, last_task):  # image b, its vectors starts[vectors]
+        b, vectors = divmod(task, starts.shape[0])
+        finite_check = simd.zeros(src)
+        for g in range(groups):
+            for q0 in starts[vectors]:
+                if q0 < 0:
+                    break
+                i, j = divmod(q0, width)
+                image = src[b * image_stride + g * group_stride + q0:]
+                for ci in range(c_in_g):
+                    _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
+                                     lanes)
+                for k in range(16):
+                    for tile in range(tiles):
+                        _tile_into(min(ROWS, c_out_g - tile * ROWS), weights[k, g, tile], ROW_BASES, ROWS,
+                                   transformed[k], channel_lanes, products, k * stride + tile * ROWS * lanes)
+                for co in range(c_out_g):
+                    for v in range(4):  # A^T down each column of M, then A along each row
+                        m = products[v * stride + co * lanes:]
+                        column = _output_transform(m, 0, 4 * stride, 8 * stride, 12 * stride)
+                        for a in range(2):
+                            simd.store(half, (4 * a + v) * lanes, column[a])
                     for a in range(2):
-                        simd.store(half, (4 * a + v) * lanes, column[a])
-                for a in range(2):
-                    y0, y1 = _output_transform(half, 4 * a * lanes, (4 * a + 1) * lanes, (4 * a + 2) * lanes,
-                                               (4 * a + 3) * lanes)
-                    finite_check = _nan_if_non_finite(finite_check, simd.add(y0, y1))
-                    _store_lanes(simd.interleave(y0, y1), out[b, g * c_out_g + co, a::2], i, 2 * j, 2 * width,
-                                 scratch)
-    simd.store(scratch, 0, finite_check)
-    non_finite[task] = np.isnan(scratch[:lanes]).any()
+                        y0, y1 = _output_transform(half, 4 * a * lanes, (4 * a + 1) * lanes, (4 * a + 2) * lanes,
+                                                   (4 * a + 3) * lanes)
+                        finite_check = _nan_if_non_finite(finite_check, simd.add(y0, y1))
+                        _store_lanes(simd.interleave(y0, y1), out[b, g * c_out_g + co, a::2], i, 2 * j, 2 * width,
+                                     scratch)
+        simd.store(scratch, 0, finite_check)
+        non_finite[task] = np.isnan(scratch[:lanes]).any()
 
 
-@njit(parallel=True, cache=True)
-def _winograd_transposed_tiles(src, image_stride, group_stride, width, starts, patch_offsets, channel_stride,
-                               weights, out, non_finite):
+@njit(cache=True)
+def _winograd_transposed_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, patch_offsets,
+                               channel_stride, weights, out, non_finite):
     """out[b, g*C_g + co, 4i + r, 4j + c] for the 4x4 output tiles q = i * width + j of ``starts``' vectors:
     the conv_transpose2d (kernel 4x4, stride 2, padding 1) of the input, split as for _winograd_tiles with
     padding 1, so that tile q's 4 x 4 patch covers input rows 2i - 1 ... 2i + 2. Output phase (ph, pw) of a
@@ -206,77 +199,74 @@ def _winograd_transposed_tiles(src, image_stride, group_stride, width, starts, p
     stored in one burst (64 KiB a vector in float32) they stalled the core, 16.9 instead of 15.9 ms.
     non_finite[task] is set when a task computed an infinity or a NaN.
     """
-    for task in prange(out.shape[0] * starts.shape[0]):
-        _winograd_transposed_tiles_task(np.int64(task), src, image_stride, group_stride, width, starts, patch_offsets,
-                                        channel_stride, weights, out, non_finite)
-
-
-@njit(cache=True)
-def _winograd_transposed_tiles_task(task, src, image_stride, group_stride, width, starts, patch_offsets,
-                                    channel_stride, weights, out, non_finite):
-    """One task of _winograd_transposed_tiles, as _winograd_tiles_task is of _winograd_tiles."""
     c_out = out.shape[1]
     groups, tiles, depth = weights.shape[1:]
     c_in_g, c_out_g = depth // ROWS, c_out // groups
     lanes = simd.lanes(src)
     channel_lanes = np.arange(c_in_g) * lanes
-    b, vectors = divmod(task, starts.shape[0])
     transformed = np.empty((25, (c_in_g + 1) * lanes), src.dtype)  # V[5s + t, ci], rows padded as above
     products = np.empty(36 * ROWS * lanes, src.dtype)  # M[k, r] of one tile of output channels
     pending = np.empty(16 * ROWS * lanes, src.dtype)  # Y[r, 2a + ph, 2c + pw] of the tile before
     half = np.empty(20 * lanes, src.dtype)
     scratch = np.empty(4 * lanes, src.dtype)
-    finite_check = simd.zeros(src)
-    for g in range(groups):
-        for q0 in starts[vectors]:
-            if q0 < 0:
-                break
-            i, j = divmod(q0, width)
-            image = src[b * image_stride + g * group_stride + q0:]
-            # _winograd_tiles' loop with 5 values per column: one helper taking the transform as an
-            # argument made the 3x3 forward 13% slower (Numba does not inline a function passed as a value)
-            for ci in range(c_in_g):
-                patch = image[ci * channel_stride:]
-                for v in range(4):  # B^T down each column of the patch, then B along each row
-                    column = _window_transforms(patch, patch_offsets[v], patch_offsets[4 + v],
-                                                patch_offsets[8 + v], patch_offsets[12 + v])
-                    for s in range(5):
-                        simd.store(half, (4 * s + v) * lanes, column[s])
-                for s in range(5):
-                    row = _window_transforms(half, 4 * s * lanes, (4 * s + 1) * lanes, (4 * s + 2) * lanes,
-                                             (4 * s + 3) * lanes)
-                    for t in range(5):
-                        simd.store(transformed[5 * s + t], ci * lanes, row[t])
-            for tile in range(tiles + 1):  # tile == tiles: the last tile's stores alone
-                for k in range(36):
-                    if tile < tiles:
-                        p, uv = divmod(k, 9)
-                        u, v = divmod(uv, 3)
-                        _tile_into(min(ROWS, c_out_g - tile * ROWS), weights[k, g, tile], ROW_BASES, ROWS,
-                                   transformed[5 * (2 * (p // 2) + u) + 2 * (p % 2) + v], channel_lanes, products,
-                                   k * ROWS * lanes)
-                    r, row = divmod(k, 4)
-                    if tile > 0 and r < min(ROWS, c_out_g - (tile - 1) * ROWS):
-                        at = (4 * r + row) * 4 * lanes  # columns 4j + (0, 1, 2, 3) from (c, pw) = 00, 01, 10, 11
-                        y = simd.interleave(
-                            simd.interleave(simd.load(pending, at), simd.load(pending, at + 2 * lanes)),
-                            simd.interleave(simd.load(pending, at + lanes), simd.load(pending, at + 3 * lanes)))
-                        _store_lanes(y, out[b, g * c_out_g + (tile - 1) * ROWS + r, row::4], i, 4 * j, 4 * width,
-                                     scratch)
-                if tile == tiles:
+    for task in range(first_task, last_task):  # image b, its vectors starts[vectors]
+        b, vectors = divmod(task, starts.shape[0])
+        finite_check = simd.zeros(src)
+        for g in range(groups):
+            for q0 in starts[vectors]:
+                if q0 < 0:
                     break
-                for r in range(min(ROWS, c_out_g - tile * ROWS)):  # the rows _tile_into wrote
-                    for p in range(4):
-                        y00, y01, y10, y11 = _window_sums(products[(9 * p * ROWS + r) * lanes:], ROWS * lanes)
-                        finite_check = _nan_if_non_finite(finite_check, simd.add(simd.add(y00, y01),
-                                                                                 simd.add(y10, y11)))
-                        at = (4 * r + p // 2) * 4 * lanes + p % 2 * lanes
-                        simd.store(pending, at, y00)
-                        simd.store(pending, at + 2 * lanes, y01)
-                        simd.store(pending, at + 8 * lanes, y10)
-                        simd.store(pending, at + 10 * lanes, y11)
-    simd.store(scratch, 0, finite_check)
-    non_finite[task] = np.isnan(scratch[:lanes]).any()
+                i, j = divmod(q0, width)
+                image = src[b * image_stride + g * group_stride + q0:]
+                # _winograd_tiles' loop with 5 values per column: one helper taking the transform as an
+                # argument made the 3x3 forward 13% slower (Numba does not inline a function passed as a value)
+                for ci in range(c_in_g):
+                    patch = image[ci * channel_stride:]
+                    for v in range(4):  # B^T down each column of the patch, then B along each row
+                        column = _window_transforms(patch, patch_offsets[v], patch_offsets[4 + v],
+                                                    patch_offsets[8 + v], patch_offsets[12 + v])
+                        for s in range(5):
+                            simd.store(half, (4 * s + v) * lanes, column[s])
+                    for s in range(5):
+                        row = _window_transforms(half, 4 * s * lanes, (4 * s + 1) * lanes, (4 * s + 2) * lanes,
+                                                 (4 * s + 3) * lanes)
+                        for t in range(5):
+                            simd.store(transformed[5 * s + t], ci * lanes, row[t])
+                for tile in range(tiles + 1):  # tile == tiles: the last tile's stores alone
+                    for k in range(36):
+                        if tile < tiles:
+                            p, uv = divmod(k, 9)
+                            u, v = divmod(uv, 3)
+                            _tile_into(min(ROWS, c_out_g - tile * ROWS), weights[k, g, tile], ROW_BASES, ROWS,
+                                       transformed[5 * (2 * (p // 2) + u) + 2 * (p % 2) + v], channel_lanes, products,
+                                       k * ROWS * lanes)
+                        r, row = divmod(k, 4)
+                        if tile > 0 and r < min(ROWS, c_out_g - (tile - 1) * ROWS):
+                            at = (4 * r + row) * 4 * lanes  # columns 4j + (0, 1, 2, 3) from (c, pw) = 00, 01, 10, 11
+                            y = simd.interleave(
+                                simd.interleave(simd.load(pending, at), simd.load(pending, at + 2 * lanes)),
+                                simd.interleave(simd.load(pending, at + lanes), simd.load(pending, at + 3 * lanes)))
+                            _store_lanes(y, out[b, g * c_out_g + (tile - 1) * ROWS + r, row::4], i, 4 * j, 4 * width,
+                                         scratch)
+                    if tile == tiles:
+                        break
+                    for r in range(min(ROWS, c_out_g - tile * ROWS)):  # the rows _tile_into wrote
+                        for p in range(4):
+                            y00, y01, y10, y11 = _window_sums(products[(9 * p * ROWS + r) * lanes:], ROWS * lanes)
+                            finite_check = _nan_if_non_finite(finite_check, simd.add(simd.add(y00, y01),
+                                                                                     simd.add(y10, y11)))
+                            at = (4 * r + p // 2) * 4 * lanes + p % 2 * lanes
+                            simd.store(pending, at, y00)
+                            simd.store(pending, at + 2 * lanes, y01)
+                            simd.store(pending, at + 8 * lanes, y10)
+                            simd.store(pending, at + 10 * lanes, y11)
+        simd.store(scratch, 0, finite_check)
+        non_finite[task] = np.isnan(scratch[:lanes]).any()
+
+
+def _transform_weights(kernels: np.ndarray, rows: np.ndarray, columns: np.ndarray, out: np.ndarray) -> None:
+    """_winograd_weights into out (U * V, groups, tiles, C_in_g * ROWS), one task per group and tile."""
+    run_tasks(_winograd_weights, out.shape[1] * out.shape[2], kernels, rows, columns, out)
 
 
 def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c_in_g: int) -> tuple:
@@ -301,7 +291,7 @@ def _all_finite(tiles_kernel, split: tuple, weights: np.ndarray, out: np.ndarray
     """Run a Winograd tiles kernel on _winograd_split's arguments into out; False if one of its tasks (one
     per image and row of starts) computed an infinity or a NaN."""
     non_finite = np.zeros(out.shape[0] * split[4].shape[0], np.bool_)
-    tiles_kernel(*split, weights, out, non_finite)
+    run_tasks(tiles_kernel, non_finite.size, *split, weights, out, non_finite)
     return not non_finite.any()
 
 
@@ -315,7 +305,7 @@ def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair,
     the direct sum instead."""
     split = _winograd_split(x, padding, (-(-out.shape[2] // 2), -(-out.shape[3] // 2)), groups, w.shape[1])
     weights = np.zeros((16, groups, -(-w.shape[0] // groups // ROWS), w.shape[1] * ROWS), x.dtype)
-    _winograd_weights(w, KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, weights)
+    _transform_weights(w, KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, weights)
     return _all_finite(_winograd_tiles, split, weights, out)
 
 
@@ -328,6 +318,6 @@ def _transposed_winograd(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, groups: 
     taps = [_phase(4, 2, 1, 1, phase)[0] for phase in (0, 1)]  # [3, 1] and [2, 0]
     weights = np.zeros((36, groups, -(-gx.shape[1] // groups // ROWS), w.shape[0] // groups * ROWS), gy.dtype)
     for p, (ph, pw) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        _winograd_weights(_sub_kernel(w, taps[ph], taps[pw], groups), KERNEL_TRANSFORMS_2[ph], KERNEL_TRANSFORMS_2[pw],
-                          weights[9 * p:9 * p + 9])
+        _transform_weights(_sub_kernel(w, taps[ph], taps[pw], groups), KERNEL_TRANSFORMS_2[ph], KERNEL_TRANSFORMS_2[pw],
+                           weights[9 * p:9 * p + 9])
     return _all_finite(_winograd_transposed_tiles, split, weights, gx)

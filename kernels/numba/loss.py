@@ -14,11 +14,12 @@ store vmaskmovps, microcoded on AMD (``_maximum``).
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from . import target
+from .tasks import run_tasks
 
 # Pixels per task, measured at N16 C21 128x128 on Zen 4 (one thread, CPU time). The forward reads a block's
 # C rows twice (max, then exp): at 128 pixels they stay in L1 between the passes (1.5x faster than 512).
@@ -212,7 +213,9 @@ def _block_stats(x, b, p, width, peak, log_sum, exp_constants):
     block of pixels p (a slice of ``width`` pixels): max first, so exp never overflows; a NaN logit makes
     the maximum (and so the result) NaN. Rows are taken as 1-D slices x[b, c, p], indexed from 0, so
     LLVM vectorises."""
-    peak[:] = x[b, 0, p]
+    first = x[b, 0, p]
+    for q in range(width):  # a loop, not a slice copy: that compiles its error message
+        peak[q] = first[q]
     for c in range(1, x.shape[1]):
         row = x[b, c, p]
         for q in range(width):
@@ -274,12 +277,15 @@ def _block_grad(x, b, p, width, target, weight, ignore_index, label_smoothing, p
             gx[b, t, p.start + q] -= gain[q] * keep * weight[t]
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward(x, target, weight, ignore_index, label_smoothing, loss, stats, first_bad, exp_constants):
-    n, classes, pixels = x.shape
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _forward(first_task, last_task, x, target, weight, ignore_index, label_smoothing, loss, stats, first_bad,
+             exp_constants):
+    """loss and stats of the blocks of FORWARD_BLOCK pixels (b, block) = divmod(task, blocks), task in
+    first_task .. last_task - 1."""
+    _, classes, pixels = x.shape
     blocks = (pixels + FORWARD_BLOCK - 1) // FORWARD_BLOCK
-    for task in prange(n * blocks):
-        b, block = divmod(np.int64(task), blocks)
+    for task in range(first_task, last_task):
+        b, block = divmod(task, blocks)
         p = slice(block * FORWARD_BLOCK, min(block * FORWARD_BLOCK + FORWARD_BLOCK, pixels))
         first_bad[task] = _first_bad_target(target[b, p], classes, ignore_index, b * pixels + p.start)
         if LITERAL_WIDTH and p.stop - p.start == FORWARD_BLOCK:
@@ -297,12 +303,15 @@ def _forward_block(x, b, p, width, target, weight, ignore_index, label_smoothing
     _block_loss(x, b, p, width, target[b, p], weight, ignore_index, label_smoothing, peak, log_sum, loss[b, p])
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _backward(x, target, weight, ignore_index, label_smoothing, stats, g, gx, first_bad, exp_constants):
-    n, classes, pixels = x.shape
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _backward(first_task, last_task, x, target, weight, ignore_index, label_smoothing, stats, g, gx, first_bad,
+              exp_constants):
+    """gx of the blocks of BACKWARD_BLOCK pixels (b, block) = divmod(task, blocks), task in first_task ..
+    last_task - 1."""
+    _, classes, pixels = x.shape
     blocks = (pixels + BACKWARD_BLOCK - 1) // BACKWARD_BLOCK
-    for task in prange(n * blocks):
-        b, block = divmod(np.int64(task), blocks)
+    for task in range(first_task, last_task):
+        b, block = divmod(task, blocks)
         p = slice(block * BACKWARD_BLOCK, min(block * BACKWARD_BLOCK + BACKWARD_BLOCK, pixels))
         first_bad[task] = _first_bad_target(target[b, p], classes, ignore_index, b * pixels + p.start)
         if LITERAL_WIDTH and p.stop - p.start == BACKWARD_BLOCK:
@@ -321,6 +330,15 @@ def _raise_first_bad(first_bad: np.ndarray, target: np.ndarray) -> None:
         raise IndexError(f"Target {int(target.ravel()[bad.min()])} is out of bounds.")
 
 
+def _without_classes(x: np.ndarray, target: np.ndarray, ignore_index: int) -> bool:
+    """Whether x has no classes: then there is no logit to read and the kernels do not run, and every
+    target but ignore_index is out of bounds (IndexError)."""
+    if x.shape[1]:
+        return False
+    _raise_first_bad(np.flatnonzero(target != ignore_index), target)
+    return True
+
+
 def _task_slots(target: np.ndarray, block: int) -> np.ndarray:
     """One slot per (n, pixel block) task of a kernel, for the first bad target it meets."""
     n, pixels = target.shape
@@ -329,11 +347,13 @@ def _task_slots(target: np.ndarray, block: int) -> np.ndarray:
 
 def softmax_cross_entropy_forward(x: np.ndarray, target: np.ndarray, weight: np.ndarray, ignore_index: int,
                                   label_smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    if _without_classes(x, target, ignore_index):  # the maximum and log-sum-exp of no logits: -inf
+        return np.zeros(target.shape, x.dtype), np.full((2, *target.shape), -np.inf, x.dtype)
     loss = np.empty(target.shape, x.dtype)
     stats = np.empty((2, *target.shape), x.dtype)
     first_bad = _task_slots(target, FORWARD_BLOCK)
-    _forward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), loss, stats, first_bad,
-             _exp_constants(x.dtype))
+    run_tasks(_forward, first_bad.size, x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), loss,
+              stats, first_bad, _exp_constants(x.dtype))
     _raise_first_bad(first_bad, target)
     return loss, stats
 
@@ -344,8 +364,10 @@ def softmax_cross_entropy_backward(x: np.ndarray, target: np.ndarray, weight: np
         if array.shape != shape:  # the loops index them by the target's pixels: never past their end
             raise ValueError(f"softmax_cross_entropy_backward: {name} has shape {array.shape}, expected {shape}")
     gx = np.empty_like(x)
+    if _without_classes(x, target, ignore_index):
+        return gx
     first_bad = _task_slots(target, BACKWARD_BLOCK)
-    _backward(x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), stats, g, gx, first_bad,
-              _exp_constants(x.dtype))
+    run_tasks(_backward, first_bad.size, x, target, weight, int(ignore_index), x.dtype.type(label_smoothing), stats,
+              g, gx, first_bad, _exp_constants(x.dtype))
     _raise_first_bad(first_bad, target)
     return gx

@@ -7,16 +7,18 @@ raises PyTorch's IndexError.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import valid_outputs
+from .tasks import run_tasks
 
 Pair = tuple[int, int]
 
 
-@njit(parallel=True, cache=True)
-def _max_pool(x, kernel, stride, padding, dilation, y, indices):
-    n, c = x.shape[:2]
+@njit(cache=True, error_model="numpy")
+def _max_pool(first_plane, last_plane, x, kernel, stride, padding, dilation, y, indices):
+    """y and indices of the planes (b, ch) = divmod(plane, C), plane in first_plane .. last_plane - 1."""
+    c = x.shape[1]
     first_w = np.empty(y.shape[3], np.int64)  # first in-bounds column of each window: the same on every row
     for o_w in range(first_w.size):
         first_w[o_w] = _first_inside(o_w, stride[1], padding[1], dilation[1])
@@ -25,8 +27,8 @@ def _max_pool(x, kernel, stride, padding, dilation, y, indices):
     # common 2x2 pool gets a path that reads each window whole, with the kernel size a literal
     tiled = (kernel == stride and padding == (0, 0) and dilation == (1, 1)
              and out_h * kernel[0] <= x.shape[2] and out_w * kernel[1] <= x.shape[3])
-    for plane in prange(n * c):
-        b, ch = divmod(np.int64(plane), c)
+    for plane in range(first_plane, last_plane):
+        b, ch = divmod(plane, c)
         if tiled and kernel == (2, 2):
             _max_pool_plane_tiled(x[b, ch], 2, 2, first_w, y[b, ch], indices[b, ch])
         else:
@@ -107,13 +109,12 @@ def _first_inside(o, s, p, d):
     return start if start >= 0 else start + (-start + d - 1) // d * d
 
 
-@njit(parallel=True, cache=True)
-def _unpool_scatter(values, indices, out, accumulate, bad_found, bad_index):
-    """out[plane].flat[indices] = (or +=) values, plane by plane; bad indices are skipped and the first
-    of each plane recorded."""
-    planes = out.shape[0]
+@njit(cache=True, error_model="numpy")
+def _unpool_scatter(first_plane, last_plane, values, indices, out, accumulate, bad_found, bad_index):
+    """out[plane].flat[indices] = (or +=) values, plane by plane from first_plane to last_plane - 1; bad
+    indices are skipped and the first of each plane recorded."""
     size = out.shape[1]
-    for plane in prange(planes):
+    for plane in range(first_plane, last_plane):
         out[plane, :] = 0
         for i in range(values.shape[1]):
             j = indices[plane, i]
@@ -127,11 +128,12 @@ def _unpool_scatter(values, indices, out, accumulate, bad_found, bad_index):
                 bad_index[plane] = j
 
 
-@njit(parallel=True, cache=True)
-def _unpool_gather(g, indices, out, bad_found, bad_index):
-    """out[plane, i] = g[plane, indices[plane, i]]; a bad index reads nothing (gives 0) and is recorded."""
+@njit(cache=True, error_model="numpy")
+def _unpool_gather(first_plane, last_plane, g, indices, out, bad_found, bad_index):
+    """out[plane, i] = g[plane, indices[plane, i]] for the planes first_plane .. last_plane - 1; a bad index
+    reads nothing (gives 0) and is recorded."""
     size = g.shape[1]
-    for plane in prange(out.shape[0]):
+    for plane in range(first_plane, last_plane):
         for i in range(out.shape[1]):
             j = indices[plane, i]
             if 0 <= j < size:
@@ -158,7 +160,7 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: 
                        out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
     y = np.empty((*x.shape[:2], *out_hw), x.dtype)
     indices = np.empty(y.shape, np.int64)
-    _max_pool(x, kernel_size, stride, padding, dilation, y, indices)
+    run_tasks(_max_pool, x.shape[0] * x.shape[1], x, kernel_size, stride, padding, dilation, y, indices)
     return y, indices
 
 
@@ -170,8 +172,8 @@ def unpool_scatter(values: np.ndarray, indices: np.ndarray, out_hw: Pair,
     bad_found = np.zeros(planes, np.bool_)
     bad_index = np.zeros(planes, np.int64)
     # pool given: max-pool backward, duplicates (overlapping windows) add up
-    _unpool_scatter(_as_planes(values), _as_planes(indices), out.reshape(planes, -1), pool is not None,
-                    bad_found, bad_index)
+    run_tasks(_unpool_scatter, planes, _as_planes(values), _as_planes(indices), out.reshape(planes, -1),
+              pool is not None, bad_found, bad_index)
     _raise_first_bad(bad_found, bad_index, out_hw)
     return out
 
@@ -182,6 +184,7 @@ def unpool_gather(g: np.ndarray, indices: np.ndarray) -> np.ndarray:
     planes = n * c
     bad_found = np.zeros(planes, np.bool_)
     bad_index = np.zeros(planes, np.int64)
-    _unpool_gather(_as_planes(g), _as_planes(indices), out.reshape(planes, -1), bad_found, bad_index)
+    run_tasks(_unpool_gather, planes, _as_planes(g), _as_planes(indices), out.reshape(planes, -1), bad_found,
+              bad_index)
     _raise_first_bad(bad_found, bad_index, g.shape[2:])
     return out

@@ -6,19 +6,23 @@ along the rows, the lecture's case, has loops of its own that need no gather or 
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .tasks import run_tasks
 
 
-@njit(parallel=True, cache=True)
-def _upsample_nearest_forward(x, src_h, src_w, doubled, y):
-    """y[plane, i, j] = x[plane, src_h[i], src_w[j]]. ``doubled``: src_w[j] = j // 2 for every j (scale 2
-    along the rows), where each source value is written twice: a loop LLVM vectorises with shuffles,
-    where the general one is a gather (the benchmark's 2x case 1.2x faster on two threads, 1.4x on one,
-    Zen 3)."""
-    for plane in prange(y.shape[0]):
+@njit(cache=True, error_model="numpy")
+def _upsample_nearest_forward(first_plane, last_plane, x, src_h, src_w, doubled, y):
+    """y[plane, i, j] = x[plane, src_h[i], src_w[j]], plane in first_plane .. last_plane - 1. ``doubled``:
+    src_w[j] = j // 2 for every j (scale 2 along the rows), where each source value is written twice: a
+    loop LLVM vectorises with shuffles, where the general one is a gather (the benchmark's 2x case 1.2x
+    faster on two threads, 1.4x on one, Zen 3)."""
+    for plane in range(first_plane, last_plane):
         for i in range(y.shape[1]):
             if i > 0 and src_h[i] == src_h[i - 1]:
-                y[plane, i, :] = y[plane, i - 1, :]
+                above, out = y[plane, i - 1], y[plane, i]
+                for j in range(out.size):  # a loop, not a slice copy: that compiles its error message (0.5 s)
+                    out[j] = above[j]
             else:
                 row, out = x[plane, src_h[i]], y[plane, i]
                 if doubled:
@@ -30,12 +34,13 @@ def _upsample_nearest_forward(x, src_h, src_w, doubled, y):
                         out[j] = row[src_w[j]]
 
 
-@njit(parallel=True, cache=True)
-def _upsample_nearest_backward(gy, src_h, src_w, doubled, gx):
-    """gx[h, w] = sum of gy[i, j] over src_h[i] == h, src_w[j] == w: each gy row is added into its
-    source row, one plane per task, so nothing races. ``doubled`` as in the forward: the pair of a source
-    value added in the general loop's order (the same sums, bit for bit), without its scatter (2.2-2.5x)."""
-    for plane in prange(gx.shape[0]):
+@njit(cache=True, error_model="numpy")
+def _upsample_nearest_backward(first_plane, last_plane, gy, src_h, src_w, doubled, gx):
+    """gx[h, w] = sum of gy[i, j] over src_h[i] == h, src_w[j] == w, plane in first_plane .. last_plane - 1:
+    each gy row is added into its source row, one plane per task, so nothing races. ``doubled`` as in the
+    forward: the pair of a source value added in the general loop's order (the same sums, bit for bit),
+    without its scatter (2.2-2.5x)."""
+    for plane in range(first_plane, last_plane):
         gx[plane] = 0
         for i in range(gy.shape[1]):
             row, source = gx[plane, src_h[i]], gy[plane, i]
@@ -63,7 +68,8 @@ def upsample_nearest_forward(x: np.ndarray, src_h: np.ndarray, src_w: np.ndarray
     n, c, h, w = x.shape
     _check_sources(src_h, src_w, (h, w))
     y = np.empty((n, c, len(src_h), len(src_w)), x.dtype)
-    _upsample_nearest_forward(x.reshape(n * c, h, w), src_h, src_w, _doubled(src_w, w), y.reshape(n * c, *y.shape[2:]))
+    run_tasks(_upsample_nearest_forward, n * c, x.reshape(n * c, h, w), src_h, src_w, _doubled(src_w, w),
+              y.reshape(n * c, *y.shape[2:]))
     return y
 
 
@@ -72,6 +78,6 @@ def upsample_nearest_backward(gy: np.ndarray, src_h: np.ndarray, src_w: np.ndarr
     n, c = gy.shape[:2]
     _check_sources(src_h, src_w, in_hw)
     gx = np.zeros((n, c, *in_hw), gy.dtype)
-    _upsample_nearest_backward(gy.reshape(n * c, *gy.shape[2:]), src_h, src_w, _doubled(src_w, in_hw[1]),
-                               gx.reshape(n * c, *gx.shape[2:]))
+    run_tasks(_upsample_nearest_backward, n * c, gy.reshape(n * c, *gy.shape[2:]), src_h, src_w,
+              _doubled(src_w, in_hw[1]), gx.reshape(n * c, *gx.shape[2:]))
     return gx

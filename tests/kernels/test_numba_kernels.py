@@ -52,6 +52,7 @@ from minicv.kernels.numba import (
     conv_weight_grad_pixels,
     conv_winograd,
 )
+from minicv.kernels.numba.tasks import run_tasks
 
 import minicv as mc
 from minicv.functional import conv2d as minicv_conv2d
@@ -285,8 +286,13 @@ def test_conv2d_weight_gradient_with_images_sharing_partials_matches_torch_and_s
     monkeypatch.setattr(conv_weight_grad, "SHARED_PARTIALS_BYTES", 1)
     calls = []
     name, stride = ("_weight_gradient_tiles", 2) if path == "direct" else ("_winograd_weight_tiles", 1)
-    tiles = getattr(conv_weight_grad, name)
-    monkeypatch.setattr(conv_weight_grad, name, lambda *args: calls.append(args[8]) or tiles(*args))
+    tiles, run_tasks = getattr(conv_weight_grad, name), conv_weight_grad.run_tasks
+
+    def spy(kernel, count, *args):  # records the kernel's images_per_task
+        calls.extend([args[8]] if kernel is tiles else [])
+        run_tasks(kernel, count, *args)
+
+    monkeypatch.setattr(conv_weight_grad, "run_tasks", spy)
     rng = np.random.default_rng(29)
     x = rng.standard_normal((n, 4, 9, 7)).astype(dtype)
     w = rng.standard_normal((10, 4 // groups, 3, 3)).astype(dtype)
@@ -522,7 +528,7 @@ def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
     expected = np.stack([np.stack([padded[:, :, r_h::stride[0], r_w::stride[1]][:, :, :size[0], :size[1]]
                                    for r_w in range(stride[1])], 2) for r_h in range(stride[0])], 2)
     out = np.full((2, 3, *stride, *size), np.nan, dtype)  # NaN: an element the kernel skips shows
-    conv_tiles._split_phases(x, top, left, out)
+    run_tasks(conv_tiles._split_phases, 2 * 3, x, top, left, out)
     np.testing.assert_array_equal(out, expected)
     # any layout through _phase_split (the kernel reads C-contiguous x), and the zeros after the split
     split = conv_tiles._phase_split(np.asfortranarray(x), top_left, stride, size)
@@ -667,8 +673,8 @@ def test_upsample_nearest_2x_loops_equal_the_general_ones_bit_for_bit(dtype, in_
     assert upsample._doubled(src_w, in_w) and not upsample._doubled(src_w[:-1], in_w)
     ys, gxs = [np.empty((4, 6, 2 * in_w), dtype) for _ in range(2)], [np.empty((4, 3, in_w), dtype) for _ in range(2)]
     for doubled, y, gx in zip((True, False), ys, gxs):
-        upsample._upsample_nearest_forward(x, src_h, src_w, doubled, y)
-        upsample._upsample_nearest_backward(gy, src_h, src_w, doubled, gx)
+        run_tasks(upsample._upsample_nearest_forward, 4, x, src_h, src_w, doubled, y)
+        run_tasks(upsample._upsample_nearest_backward, 4, gy, src_h, src_w, doubled, gx)
     np.testing.assert_array_equal(ys[0], ys[1])
     np.testing.assert_array_equal(gxs[0], gxs[1])
 
@@ -724,7 +730,8 @@ def test_softmax_cross_entropy_full_and_ragged_pixel_blocks_match_torch_and_spec
     if literal_width != loss.LITERAL_WIDTH:
         monkeypatch.setattr(loss, "LITERAL_WIDTH", literal_width)  # read when the copies below compile
         for name in ("_forward", "_backward"):
-            monkeypatch.setattr(loss, name, njit(parallel=True, fastmath={"contract"})(getattr(loss, name).py_func))
+            copy = njit(error_model="numpy", fastmath={"contract"})(getattr(loss, name).py_func)
+            monkeypatch.setattr(loss, name, copy)
     rng = np.random.default_rng(5)
     classes, hw = 5, (67, 123)
     pixels = hw[0] * hw[1]
@@ -783,8 +790,11 @@ def test_softmax_cross_entropy_out_of_range_target_raises_like_torch(bad_target,
                               ignore_index)
 
 
-def test_softmax_cross_entropy_without_classes_reads_nothing():
+def test_softmax_cross_entropy_without_classes_reads_nothing(monkeypatch):
     """C = 0: no logit exists, so every target must be ignored; nothing is read, no kernel loop runs."""
+    from minicv.kernels.numba import loss
+
+    monkeypatch.setattr(loss, "run_tasks", lambda *args: pytest.fail("a cross-entropy kernel ran without classes"))
     x, weight, ignored = np.empty((2, 0, 3), np.float32), np.empty(0, np.float32), np.full((2, 3), -100)
     loss, stats = nb.softmax_cross_entropy_forward(x, ignored, weight, -100, 0.0)
     np.testing.assert_array_equal(loss, 0)

@@ -112,7 +112,7 @@ def test_avx2_code_on_any_x86_host_has_no_zmm_register(tmp_path):
         from minicv.kernels.numba import conv, conv_tiles
         x = np.zeros((1, 1, 3, 200), np.float32)
         out = np.empty((1, 1, 1, 2, 3, 100), np.float32)
-        conv_tiles._split_phases(x, 0, 0, out)
+        conv_tiles._split_phases(0, 1, x, 0, 0, out)  # the one plane, called directly
         asm = "".join(conv_tiles._split_phases.inspect_asm().values())
         print(nb.code_generation()["isa"], "zmm" in asm, "ymm" in asm, conv.WINOGRAD_MIN_CHANNELS[1],
               conv.WINOGRAD_MIN_PAIRS, conv.WINOGRAD_WEIGHT_MIN_CHANNELS)

@@ -1,0 +1,85 @@
+"""Parallel loops: a kernel's tasks, split over the threads, by one small compiled launcher.
+
+Every parallel kernel here is a plain ``@njit`` function of a range of tasks, ``kernel(first, last,
+*args)``, looping ``for task in range(first, last)``; ``run_tasks(kernel, count, *args)`` runs tasks
+0 .. count - 1 with one range per thread, as a ``prange`` over the tasks would (Numba's default
+schedule: equal consecutive ranges). Kernels take ``error_model="numpy"``, which ``parallel=True``
+implied: a float division by zero gives an infinity or a NaN, and divisions carry no test for zero.
+
+Why not ``prange`` in each kernel: Numba compiles a ``parallel=True`` function's loop body as a
+function of its own, links it into the caller and optimises it there again, and runs its parallel
+passes over the whole body: 1-3 s of compile per kernel on top of the kernel's own, half of the cold
+start (docs/kernels/cold_start.md). Here the kernel compiles once, as a plain function, and the launcher
+(``_launch``, a ``prange`` over the threads) calls it through its address, an argument: nothing of the
+kernel is linked into the launcher, which compiles in a fraction of a second, once per argument types.
+Numba's on-disk cache keeps both (the address is read when the process runs, never compiled in).
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import numba
+from numba import njit, prange, types
+from numba._dispatcher import compute_fingerprint  # the key Numba's own dispatch looks compiled code up by
+from numba.core import cgutils
+from numba.core.dispatcher import Dispatcher
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _call(typingctx, address, first, last, args):
+    """The kernel compiled at ``address`` (Numba's calling convention) called on (first, last, *args), args
+    its arguments with tuples flattened (_flat); an exception it raises goes on to the caller."""
+    argtypes = (first, last, *args.types)
+
+    def codegen(context, builder, signature, values):
+        call_conv = context.call_conv
+        function = builder.inttoptr(values[0], call_conv.get_function_type(types.none, argtypes).as_pointer())
+        arguments = [values[1], values[2], *cgutils.unpack_tuple(builder, values[3])]
+        status, _ = call_conv.call_function(builder, function, types.none, argtypes, arguments)
+        with cgutils.if_unlikely(builder, status.is_error):
+            call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(address, first, last, args), codegen
+
+
+@njit(parallel=True, cache=True)
+def _launch(address, count, ranges, args):
+    # ranges from the caller: numba.get_num_threads() compiled in here would keep the launcher out of the cache
+    for r in prange(ranges):
+        _call(address, r * count // ranges, (r + 1) * count // ranges, args)
+
+
+_addresses: dict[tuple, tuple[int, Any]] = {}  # (kernel, argument fingerprints) -> (address, compile result)
+
+
+def _address(kernel: Dispatcher, args: tuple) -> int:
+    """The address of ``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use."""
+    key = (kernel, *map(compute_fingerprint, args))
+    found = _addresses.get(key)
+    if found is None:
+        signature = (types.int64, types.int64, *map(numba.typeof, args))
+        kernel.compile(signature)
+        compiled = kernel.overloads[signature]
+        found = (compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), compiled)
+        _addresses[key] = found
+    return found[0]
+
+
+def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
+    """kernel(first, last, *args) over tasks 0 .. count - 1, in one range per thread, in parallel."""
+    if count > 0:
+        flat = args if not any(isinstance(value, tuple) for value in args) else tuple(_flat(args))
+        _launch(_address(kernel, args), count, min(count, numba.get_num_threads()), flat)
+
+
+def _flat(values: tuple) -> Iterator[Any]:
+    """The values, tuples among them replaced by their items (recursively). The launcher's parallel loop
+    takes a tuple of arrays and scalars only (Numba's parallel loop body refuses a tuple inside one), and
+    the call is the same: Numba's calling convention passes a tuple argument as its items, one by one."""
+    for value in values:
+        if isinstance(value, tuple):
+            yield from _flat(value)
+        else:
+            yield value
