@@ -3,15 +3,15 @@
 On an empty numba cache the demo's first steps wait for ~40 s of compiling (docs/kernels/cold_start.md):
 Numba compiles one function at a time, in one thread. Its on-disk cache is shared between processes,
 though, so a second process that compiles what this one needs later halves the wait on two cores, as
-``make -j`` does. The helper first takes layers alone, in the reverse of the order in which the run first
-meets their kernels (unpooling, upsampling, pooling, the loss, a wide conv's weight gradient, the
-transposed conv, a narrow conv's weight gradient, batch norm), so that the two compile different kernels
-until they meet; then one training step of each model, last model first, for whatever the layers missed;
-then a prediction of each (evaluation comes after an epoch). What the helper has cached when this
-process gets there is loaded; what it is compiling, this process waits for
-(``kernels/numba/cache_lock.py``: a process claims a function while it compiles it); what it has not
-reached, this process compiles as it always did. The helper changes when a kernel compiles, never what
-runs.
+``make -j`` does. The helper first takes layers alone, in the order that has it finish each before the
+run needs it (the loss, a wide and a narrow conv's weight gradient: the run's first model compiles the
+convolutions' forward kernels first), then the other models' layers in the reverse of the run's order
+(the transposed conv, unpooling, upsampling, pooling) and batch norm, so that the two compile different
+kernels; then one training step of each model, last model first, for whatever the layers missed; then a
+prediction of each (evaluation comes after an epoch). What the helper has cached when this process gets
+there is loaded; what it is compiling, this process waits for (``kernels/numba/cache_lock.py``: a
+process claims a function while it compiles it); what it has not reached, this process compiles as it
+always did. The helper changes when a kernel compiles, never what runs.
 
 It runs only where this process may use two cores, and where numba's cache can be claimed (``flock``).
 
@@ -68,6 +68,7 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
 
     import minicv
     import minicv.functional as F
+    import minicv.kernels.numba as kernels
     from minicv import nn
     from minicv.data import CLASS_NAMES, OBJECT_NAMES, DataLoader, SceneDataset
     from minicv.models import TASKS, build_model
@@ -91,17 +92,30 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
 
     mask = minicv.Tensor(scenes(even_hw)["mask"], device="numba")
     corners = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *half_hw), np.int64), device="numba")
-    # Layers, each alone, in the reverse of the order in which the run first meets their kernels (its first
-    # model meets the convolutions' forward kernels, batch norm and the loss at once, the unpooling last), so
-    # that the two processes compile different kernels until they meet; no convolution before the loss, whose
-    # compile outlasts the run's first convolutions (the kernels every convolution shares are then cached)
-    for layer in (lambda: backward(F.max_unpool2d(tensor(half_hw), corners, 2)),
+
+    def weight_gradient(width: int) -> None:
+        """A 3x3 conv's weight gradient alone, from the kernel table: no forward, whose kernels the run
+        compiles first (Winograd's for 32 channels, the direct one for 16)."""
+        x = np.ones((HELPER_BATCH, width, *even_hw), np.float32)
+        kernels.conv2d_backward_weight(x, x, (width, width, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+
+    def transposed_conv() -> None:
+        """A 4x4 stride-2 transposed conv's forward (the learned model's upsampling): backward-input."""
+        x, w = np.ones((HELPER_BATCH, channels, *half_hw), np.float32), np.ones((channels, channels, 4, 4), np.float32)
+        kernels.conv2d_backward_input(x, w, (HELPER_BATCH, channels, *even_hw), (2, 2), (1, 1), (1, 1), 1)
+
+    # Layers, each alone: first what the run's first model needs once it has compiled the convolutions'
+    # forward kernels and batch norm (the loss, then the weight gradients), then the other models' layers
+    # in the reverse of the order the run meets them (learned's transposed conv, segnet's unpooling,
+    # nearest's upsampling and pooling), so that the two meet in the middle. No convolution's forward:
+    # every one compiles the phase split and a correlation, which the run compiles first.
+    for layer in (lambda: F.cross_entropy(tensor(even_hw), mask).backward(),
+                  lambda: weight_gradient(channels),
+                  lambda: weight_gradient(16),
+                  transposed_conv,
+                  lambda: backward(F.max_unpool2d(tensor(half_hw), corners, 2)),
                   lambda: backward(F.interpolate(tensor(half_hw), scale_factor=2, mode="nearest")),
                   lambda: backward(F.max_pool2d(tensor(even_hw), 2)),
-                  lambda: F.cross_entropy(tensor(even_hw), mask).backward(),
-                  lambda: backward(nn.Conv2d(channels, channels, 3, padding=1).to("numba")(tensor(even_hw, False))),
-                  lambda: nn.ConvTranspose2d(channels, channels, 4, 2, 1).to("numba")(tensor(half_hw, False)),
-                  lambda: backward(nn.Conv2d(16, 16, 3, padding=1).to("numba")(tensor(even_hw, False, 16))),
                   lambda: backward(nn.BatchNormReLU2d(channels).to("numba")(tensor(even_hw)))):
         layer()
     batch, built = scenes(image_hw), []
