@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numba
+import numpy as np
 from numba import njit, prange, types
 from numba._dispatcher import compute_fingerprint  # the key Numba's own dispatch looks compiled code up by
 from numba.core import cgutils
@@ -29,7 +30,8 @@ from numba.extending import intrinsic
 @intrinsic
 def _call(typingctx, address, first, last, args):
     """The kernel compiled at ``address`` (Numba's calling convention) called on (first, last, *args), args
-    its arguments with tuples flattened (_flat); an exception it raises goes on to the caller."""
+    its arguments with tuples flattened (_flat); returns whether it raised (the exception itself stays
+    behind: see run_tasks)."""
     argtypes = (first, last, *args.types)
 
     def codegen(context, builder, signature, values):
@@ -37,18 +39,18 @@ def _call(typingctx, address, first, last, args):
         function = builder.inttoptr(values[0], call_conv.get_function_type(types.none, argtypes).as_pointer())
         arguments = [values[1], values[2], *cgutils.unpack_tuple(builder, values[3])]
         status, _ = call_conv.call_function(builder, function, types.none, argtypes, arguments)
-        with cgutils.if_unlikely(builder, status.is_error):
-            call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
+        return status.is_error
 
-    return types.none(address, first, last, args), codegen
+    return types.boolean(address, first, last, args), codegen
 
 
 @njit(parallel=True, cache=True)
-def _launch(address, count, ranges, args):
-    # ranges from the caller: numba.get_num_threads() compiled in here would keep the launcher out of the cache
+def _launch(address, count, failed, args):
+    # as many ranges as failed has flags, chosen by the caller: numba.get_num_threads() compiled in here
+    # would keep the launcher out of the cache
+    ranges = failed.size
     for r in prange(ranges):
-        _call(address, r * count // ranges, (r + 1) * count // ranges, args)
+        failed[r] = _call(address, r * count // ranges, (r + 1) * count // ranges, args)
 
 
 _addresses: dict[tuple, tuple[int, Any]] = {}  # (kernel, argument fingerprints) -> (address, compile result)
@@ -69,9 +71,24 @@ def _address(kernel: Dispatcher, args: tuple) -> int:
 
 def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
     """kernel(first, last, *args) over tasks 0 .. count - 1, in one range per thread, in parallel."""
-    if count > 0:
-        flat = args if not any(isinstance(value, tuple) for value in args) else tuple(_flat(args))
-        _launch(_address(kernel, args), count, min(count, numba.get_num_threads()), flat)
+    if count <= 0:
+        return
+    failed = np.zeros(min(count, numba.get_num_threads()), np.bool_)
+    flat = args if not any(isinstance(value, tuple) for value in args) else tuple(_flat(args))
+    _launch(_address(kernel, args), count, failed, flat)
+    if failed.any():
+        _raise_failure(kernel, count, failed, args)
+
+
+def _raise_failure(kernel: Dispatcher, count: int, failed: np.ndarray, args: tuple) -> None:
+    """Raise what the kernel raised: an exception on a worker thread never reaches Python, so the first
+    range that failed runs again here, on this thread, where it does (the outputs are lost either way)."""
+    ranges = failed.size
+    r = int(np.argmax(failed))
+    first, last = r * count // ranges, (r + 1) * count // ranges
+    kernel(first, last, *args)
+    raise RuntimeError(f"{kernel.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not when run "
+                       "again here")
 
 
 def _flat(values: tuple) -> Iterator[Any]:
