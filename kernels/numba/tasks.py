@@ -22,9 +22,9 @@ import numba
 import numpy as np
 from numba import njit, prange, types
 from numba._dispatcher import compute_fingerprint  # the key Numba's own dispatch looks compiled code up by
-from numba.core import cgutils
+from numba.core import cgutils, errors
 from numba.core.dispatcher import Dispatcher
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 
 @intrinsic
@@ -32,6 +32,8 @@ def _call(typingctx, address, first, last, args):
     """The kernel compiled at ``address`` (Numba's calling convention) called on (first, last, *args), args
     its arguments with tuples flattened (_flat); returns whether it raised (the exception itself stays
     behind: see run_tasks)."""
+    if (first, last) != (types.int64, types.int64):  # what the kernel was compiled for (_address)
+        raise errors.TypingError(f"task bounds must be int64, not {first} and {last}")
     argtypes = (first, last, *args.types)
 
     def codegen(context, builder, signature, values):
@@ -48,9 +50,14 @@ def _call(typingctx, address, first, last, args):
 def _launch(address, count, failed, args):
     # as many ranges as failed has flags, chosen by the caller: numba.get_num_threads() compiled in here
     # would keep the launcher out of the cache
-    ranges = failed.size
-    for r in prange(ranges):
-        failed[r] = _call(address, r * count // ranges, (r + 1) * count // ranges, args)
+    for r in prange(failed.size):
+        failed[r] = _call(address, *_bounds(r, count, failed.size), args)
+
+
+@register_jitable
+def _bounds(r, count, ranges):
+    """(first, last) of range r of ``ranges`` over tasks 0 .. count - 1: equal consecutive ranges."""
+    return np.int64(r * count // ranges), np.int64((r + 1) * count // ranges)
 
 
 _addresses: dict[tuple, tuple[int, Any]] = {}  # (kernel, argument fingerprints) -> (address, compile result)
@@ -83,9 +90,7 @@ def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
 def _raise_failure(kernel: Dispatcher, count: int, failed: np.ndarray, args: tuple) -> None:
     """Raise what the kernel raised: an exception on a worker thread never reaches Python, so the first
     range that failed runs again here, on this thread, where it does (the outputs are lost either way)."""
-    ranges = failed.size
-    r = int(np.argmax(failed))
-    first, last = r * count // ranges, (r + 1) * count // ranges
+    first, last = map(int, _bounds(int(np.argmax(failed)), count, failed.size))
     kernel(first, last, *args)
     raise RuntimeError(f"{kernel.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not when run "
                        "again here")
