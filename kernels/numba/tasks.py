@@ -70,7 +70,7 @@ def _address(kernel: Dispatcher, args: tuple) -> int:
     if found is None:
         signature = (types.int64, types.int64, *map(numba.typeof, args))
         kernel.compile(signature)
-        compiled = kernel.overloads[signature]
+        compiled: Any = kernel.overloads[signature]  # numba's compile result (its stub lacks these fields)
         found = (compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), compiled)
         _addresses[key] = found
     return found[0]
@@ -92,8 +92,8 @@ def _raise_failure(kernel: Dispatcher, count: int, failed: np.ndarray, args: tup
     range that failed runs again here, on this thread, where it does (the outputs are lost either way)."""
     first, last = map(int, _bounds(int(np.argmax(failed)), count, failed.size))
     kernel(first, last, *args)
-    raise RuntimeError(f"{kernel.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not when run "
-                       "again here")
+    raise RuntimeError(f"{kernel.py_func.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not "
+                       "when run again here")
 
 
 def _flat(values: tuple) -> Iterator[Any]:
