@@ -77,10 +77,15 @@ def _address(kernel: Dispatcher, args: tuple) -> int:
 
 
 def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
-    """kernel(first, last, *args) over tasks 0 .. count - 1, in one range per thread, in parallel."""
+    """kernel(first, last, *args) over tasks 0 .. count - 1, in one range per thread, in parallel (one
+    range: called here)."""
     if count <= 0:
         return
-    failed = np.zeros(min(count, numba.get_num_threads()), np.bool_)
+    ranges = min(count, numba.get_num_threads())
+    if ranges == 1:  # one thread, or one task: no launcher to compile or to start
+        kernel(0, count, *args)
+        return
+    failed = np.zeros(ranges, np.bool_)
     flat = args if not any(isinstance(value, tuple) for value in args) else tuple(_flat(args))
     _launch(_address(kernel, args), count, failed, flat)
     if failed.any():
