@@ -60,20 +60,18 @@ def _bounds(r, count, ranges):
     return np.int64(r * count // ranges), np.int64((r + 1) * count // ranges)
 
 
-_addresses: dict[tuple, tuple[int, Any]] = {}  # (kernel, argument fingerprints) -> (address, compile result)
+_addresses: dict[tuple, int] = {}  # (kernel, argument fingerprints) -> address (the kernel keeps its code)
 
 
 def _address(kernel: Dispatcher, args: tuple) -> int:
     """The address of ``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use."""
     key = (kernel, *map(compute_fingerprint, args))
-    found = _addresses.get(key)
-    if found is None:
+    if key not in _addresses:
         signature = (types.int64, types.int64, *map(numba.typeof, args))
         kernel.compile(signature)
         compiled: Any = kernel.overloads[signature]  # numba's compile result (its stub lacks these fields)
-        found = (compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), compiled)
-        _addresses[key] = found
-    return found[0]
+        _addresses[key] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    return _addresses[key]
 
 
 def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
