@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import minicv.kernels.numpy as spec
 import numpy as np
@@ -296,6 +297,23 @@ def test_steps_compared_are_timed_in_alternating_rounds() -> None:
     assert "".join(calls) == "aa" "bb" "cc" + "aa" "" "cccc" + "aa" "bb" "ccc" + "aaa" "bb"
     assert inside == ["a"] * 4  # its warm-up and each of its rounds
     assert plan.measure_alternating([Timed(None, timer_of("d", 0.5))]) == [[0.5] * 2] and calls[-4:] == ["d"] * 4
+
+
+def test_a_problem_may_ask_for_a_longer_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A problem's ``budget_scale`` multiplies the plan's time budget for its rows (the training steps'
+    medians need more samples than one kernel's)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Patient(NearestProblem):
+        budget_scale: ClassVar[float] = 3.0
+
+    monkeypatch.setattr(BenchBackend, "timer", lambda self: lambda fn: 0.25)  # every call "takes" 0.25 s
+    plan = Plan(warmup=1, min_repeats=1, max_repeats=100, budget_s=1.0)
+    backend = BenchBackend("torch-cpu", on_gpu=False)
+    for problem, repeats in ((NearestProblem(1, 2, 3), 4), (Patient(1, 2, 3), 12)):
+        arrays = problem.arrays(np.random.default_rng(0), np.float32)
+        assert Job(BenchCase(problem, True, "issue"), backend, "torch").run(plan, arrays)["repeats"] == repeats
+    assert TrainStepProblem.budget_scale > 1
 
 
 def test_torch_runs_on_its_own_aligned_copies() -> None:

@@ -3,6 +3,7 @@ timing of one case's jobs together."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ def time_together(jobs: list[Job], plan: Plan, arrays: dict[str, np.ndarray], is
     timed in alternating rounds (``Plan.measure_alternating``); a job that fails gets an error in place of
     times, and the others go on."""
     rows = [job.head(isa) for job in jobs]
+    if jobs:  # one case's jobs: its problem may ask for a longer budget
+        plan = dataclasses.replace(plan, budget_s=plan.budget_s * jobs[0].case.problem.budget_scale)
     timed: list[Timed] = []
     timed_rows = []
     for job, row in zip(jobs, rows, strict=True):

@@ -39,6 +39,7 @@ class Problem:
     kernel_path: ClassVar[bool] = True  # whether a "kernels" path (the kernel-table calls alone) exists
     has_torch: ClassVar[bool] = True  # whether PyTorch has the op (a "torch" path, the ratios' baseline)
     devices: ClassVar[tuple[str, ...] | None] = None  # the minicv devices it runs on (None: every one)
+    budget_scale: ClassVar[float] = 1.0  # times the plan's time budget: more repeats for a noisy headline figure
 
     def arrays(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         raise NotImplementedError
