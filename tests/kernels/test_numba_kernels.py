@@ -160,6 +160,24 @@ def test_conv2d_wide_layer_matches_torch_and_spec(algorithm, dtype, hyper, winog
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [2, 5, 8, 13, 17, 31])
+def test_stride2_backward_input_interleaves_phases_on_rows_narrower_than_a_vector(width, dtype):
+    """Stride 2 along w: the direct sum's two column phases interleaved into gx's rows also when a row has
+    fewer phase columns than a vector has lanes (most widths here, on every ISA): each vector runs across rows of gy,
+    its lanes past a row's end go on in gx's next row and those on the padding columns are dropped. Odd
+    and even widths; kernels 3, 4 and 5, dilated, grouped."""
+    rng = np.random.default_rng(23)
+    for kernel, padding, dilation, groups in ((3, 1, 1, 1), (4, 1, 1, 2), (3, 2, 2, 1), (5, 2, 1, 1)):
+        hyper = ((2, 2), (padding, padding), (dilation, dilation), groups)
+        x = rng.standard_normal((2, 4, 9, width)).astype(dtype)
+        w = (rng.standard_normal((6, 4 // groups, kernel, kernel)) / (2 * kernel)).astype(dtype)
+        y, gy, gx, _ = torch_conv(x, w, *hyper, rng)
+        with nb.conv_algorithm("direct"):
+            assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                         spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, c_in, c_out, hw, padding, groups, vectors_per_task", [
     (2, 18, 22, (13, 45), 1, 1, 8),  # odd sizes: the last row and column of 2x2 tiles half outside
     (1, 8, 17, (6, 70), 0, 1, 2),  # 35 tiles a row: whole vectors along rows (float32), the last overlapping
