@@ -9,7 +9,9 @@ raises PyTorch's IndexError.
 import numpy as np
 from numba import njit
 
+from . import simd
 from ._common import valid_outputs
+from .simd import SHORT_BYTES, VECTOR_BYTES
 from .tasks import run_tasks
 
 Pair = tuple[int, int]
@@ -17,47 +19,96 @@ Pair = tuple[int, int]
 
 @njit(cache=True, error_model="numpy")
 def _max_pool(first_plane, last_plane, x, kernel, stride, padding, dilation, y, indices):
-    """y and indices of the planes (b, ch) = divmod(plane, C), plane in first_plane .. last_plane - 1."""
+    """y and indices of the planes (b, ch) = divmod(plane, C), plane in first_plane .. last_plane - 1;
+    x, y and indices C-contiguous."""
     c = x.shape[1]
-    first_w = np.empty(y.shape[3], np.int64)  # first in-bounds column of each window: the same on every row
-    for o_w in range(first_w.size):
-        first_w[o_w] = _first_inside(o_w, stride[1], padding[1], dilation[1])
     out_h, out_w = y.shape[2:]
-    # windows tiling the plane side by side (stride = kernel, no padding or dilation, all inside): the
-    # common 2x2 pool gets a path that reads each window whole, with the kernel size a literal
-    tiled = (kernel == stride and padding == (0, 0) and dilation == (1, 1)
-             and out_h * kernel[0] <= x.shape[2] and out_w * kernel[1] <= x.shape[3])
+    # 2x2 windows tiling the plane side by side (stride 2, no padding or dilation, all inside): the
+    # common pool's path, in vectors
+    if (kernel == stride == (2, 2) and padding == (0, 0) and dilation == (1, 1) and 2 * out_h <= x.shape[2]
+            and 2 * out_w <= x.shape[3]):
+        _max_pool_2x2(first_plane, last_plane, x.reshape(-1), x.shape[3], x.shape[2] * x.shape[3], y.reshape(-1),
+                      indices.reshape(-1), out_h, out_w)
+        return
+    first_w = np.empty(out_w, np.int64)  # first in-bounds column of each window: the same on every row
+    for o_w in range(out_w):
+        first_w[o_w] = _first_inside(o_w, stride[1], padding[1], dilation[1])
     for plane in range(first_plane, last_plane):
         b, ch = divmod(plane, c)
-        if tiled and kernel == (2, 2):
-            _max_pool_plane_tiled(x[b, ch], 2, 2, first_w, y[b, ch], indices[b, ch])
-        else:
-            _max_pool_plane(x[b, ch], kernel, stride, padding, dilation, first_w, y[b, ch], indices[b, ch])
+        _max_pool_plane(x[b, ch], kernel, stride, padding, dilation, first_w, y[b, ch], indices[b, ch])
 
 
 @njit(inline="always", cache=True)
-def _max_pool_plane_tiled(x, k_h, k_w, first_w, y, indices):
-    """Windows side by side: output (o_h, q) reads x[o_h*k_h + kh, q*k_w + kw], first_w[q] = q*k_w. Each
-    output runs through its whole window in row-major order (a vector of outputs at a time: the window
-    loops are unrolled when k_h, k_w are literals), with the same rule as the general path. The index
-    picks the winning tap's offset in the window, the same for every q, and adds the window's first
-    column once, loaded from first_w: AVX2 code had built a vector of q * k_w from scalars at every
-    step (9-11% slower on AVX2 and AVX-512 alike)."""
-    w = x.shape[1]
-    for o_h in range(y.shape[0]):
-        rows, best, where = x[o_h * k_h:], y[o_h], indices[o_h]
-        top = o_h * k_h * w
-        for q in range(best.size):
-            # the first tap is the maximum until another is greater (or NaN): PyTorch's rule
-            value_max, at = rows[0, q * k_w], top
-            for tap in range(1, k_h * k_w):
-                kh, kw = divmod(tap, k_w)
-                value = rows[kh, q * k_w + kw]
-                take = (value > value_max) | (value != value)
-                value_max = value if take else value_max
-                at = top + kh * w + kw if take else at
-            best[q] = value_max
-            where[q] = at + first_w[q]
+def _max_pool_2x2(first_plane, last_plane, x, w, plane_size, y, indices, out_h, out_w):
+    """2x2 windows side by side, in flat x, y and indices (planes of plane_size, rows of w; out_h rows of
+    out_w outputs): output (o_h, q) is the maximum of x[2 o_h + kh, 2 q + kw] by PyTorch's rule, taken
+    in row-major order. Rows run in vectors (_rows_by_vectors) of VECTOR_BYTES or, when they are
+    narrower than that, SHORT_BYTES; narrower still, or on planes whose indices x's dtype does not
+    hold exactly (float32: over 2^24 pixels), in scalars.
+
+    Explicit vectors, because LLVM vectorised the scalar loop only on rows of 24 outputs and more (its
+    run-time overlap checks made shorter rows not pay, on AVX2); the scalar loop's selects became
+    branches, mispredicted on real data: 15 ns an output instead of ~1, a 32 x 32 plane's pool 5x as
+    long as a 64 x 64 one's. Each helper runs every plane of the task: arrays handed to a function
+    cost reference counts (atomic), ~70 cycles a call, more than a short row's arithmetic."""
+    exact = x.itemsize == 8 or plane_size <= 2**24
+    if exact and out_w >= VECTOR_BYTES // x.itemsize:
+        _rows_by_vectors(first_plane, last_plane, x, w, plane_size, y, indices, out_h, out_w,
+                         _window_constants(x, w, VECTOR_BYTES))
+    elif exact and out_w >= SHORT_BYTES // x.itemsize:
+        _rows_by_vectors(first_plane, last_plane, x, w, plane_size, y, indices, out_h, out_w,
+                         _window_constants(x, w, SHORT_BYTES))
+    else:
+        for plane in range(first_plane, last_plane):
+            for o_h in range(out_h):
+                top, out = plane * plane_size + 2 * o_h * w, (plane * out_h + o_h) * out_w
+                for q in range(out_w):
+                    value, at = x[top + 2 * q], 0
+                    for t in range(1, 4):
+                        offset = t // 2 * w + t % 2
+                        candidate = x[top + 2 * q + offset]
+                        take = (candidate > value) | (candidate != candidate)
+                        value, at = (candidate, offset) if take else (value, at)
+                    y[out + q] = value
+                    indices[out + q] = 2 * o_h * w + 2 * q + at
+
+
+@njit(inline="always", cache=True)
+def _window_constants(x, w, nbytes):
+    """Vectors of nbytes (a compile-time constant) in x's dtype: each lane's 2q from the first output of
+    its vector, and the offsets in the plane of a 2x2 window's taps, in the order they are taken."""
+    columns = np.arange(0, 2 * nbytes // x.itemsize, 2).astype(x.dtype)
+    return (simd.load_width(columns, 0, nbytes), simd.splat(x.dtype.type(0), nbytes),
+            simd.splat(x.dtype.type(1), nbytes), simd.splat(x.dtype.type(w), nbytes),
+            simd.splat(x.dtype.type(w + 1), nbytes))
+
+
+@njit(inline="always", cache=True)
+def _rows_by_vectors(first_plane, last_plane, x, w, plane_size, y, indices, out_h, out_w, constants):
+    """_max_pool_2x2 in vectors of _window_constants' width (rows of out_w >= its lanes): each window's
+    two columns deinterleaved from two loads of each of its rows, the taps through take_greater_or_nan
+    carrying their offsets in the plane, the index (2 o_h w + 2q + offset) summed in x's dtype (exact:
+    the caller checks) and stored as int64. A row's last vector ends at its end, overlapping the one
+    before it."""
+    columns, top_left, top_right, bottom_left, bottom_right = constants
+    lanes = simd.lanes(columns)
+    for plane in range(first_plane, last_plane):
+        for o_h in range(out_h):
+            top, out = plane * plane_size + 2 * o_h * w, (plane * out_h + o_h) * out_w
+            q = 0
+            while q < out_w:
+                q = min(q, out_w - lanes)
+                t0, t1 = simd.deinterleave(simd.load_width(x, top + 2 * q, columns),
+                                           simd.load_width(x, top + 2 * q + lanes, columns))
+                b0, b1 = simd.deinterleave(simd.load_width(x, top + w + 2 * q, columns),
+                                           simd.load_width(x, top + w + 2 * q + lanes, columns))
+                value, at = simd.take_greater_or_nan(t1, t0, top_right, top_left)
+                value, at = simd.take_greater_or_nan(b0, value, bottom_left, at)
+                value, at = simd.take_greater_or_nan(b1, value, bottom_right, at)
+                simd.store(y, out + q, value)
+                start = simd.splat(x.dtype.type(2 * (o_h * w + q)), columns)
+                simd.store_int64(indices, out + q, simd.add(simd.add(at, start), columns))
+                q += lanes
 
 
 @njit(cache=True)
@@ -158,6 +209,7 @@ def _as_planes(a: np.ndarray) -> np.ndarray:
 
 def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair,
                        out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(x)  # the kernel reads it flat
     y = np.empty((*x.shape[:2], *out_hw), x.dtype)
     indices = np.empty(y.shape, np.int64)
     run_tasks(_max_pool, x.shape[0] * x.shape[1], x, kernel_size, stride, padding, dilation, y, indices)

@@ -7,7 +7,10 @@ vector registers and broadcasts the other operand into them; it needs a value th
 it is: ``Vector`` is an LLVM ``<lanes x float>`` value of ``VECTOR_BYTES``, and the intrinsics load,
 broadcast, multiply-add, add, subtract, interleave, deinterleave and store it. LLVM splits it into the
 machine's registers and keeps it there while it is a loop variable; ``VECTOR_BYTES`` is chosen for the
-CPU Numba compiles for (``target.py``: two registers on AVX-512 and NEON).
+CPU Numba compiles for (``target.py``: two registers on AVX-512 and NEON); ``load_width`` and
+``splat`` make narrower ones, for rows too short for it. Max pooling's compare and select
+(``take_greater_or_nan``) are here too: a loop whose selects LLVM did not vectorise ran them as
+branches, mispredicted on real data.
 
 The loads and stores do not check bounds: a caller reads only buffers it laid out itself, and checks
 once, before the loop, that the last vector it will touch ends inside (conv's ``_strides``). ``empty``
@@ -28,6 +31,7 @@ from numba.extending import intrinsic, models, register_model
 from . import target
 
 VECTOR_BYTES = target.WIDTH  # on AVX-512, 128: 32 float32 or 16 float64 lanes, two zmm registers
+SHORT_BYTES = 16  # one SSE or NEON register: the narrowest vector of every ISA here
 CACHE_LINE = 64
 
 
@@ -73,6 +77,14 @@ def _vector_pointer(context, builder, sig, args, vector_type):
     return builder.bitcast(pointer, context.get_value_type(vector_type).as_pointer())
 
 
+def _every_lane(context, builder, vector: Vector, scalar):
+    """A vector of type vector with scalar in every lane."""
+    vector_type = context.get_value_type(vector)
+    first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, first, ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes),
+                                                            [0] * vector.lanes))
+
+
 def _one_dimensional(array) -> bool:
     return isinstance(array, types.Array) and array.ndim == 1
 
@@ -108,16 +120,31 @@ def repeat(typingctx, value, count):
     return types.UniTuple(value, count.literal_value)(value, count), codegen
 
 
+def _load_codegen(context, builder, sig, args):
+    pointer = _vector_pointer(context, builder, sig, args, sig.return_type)
+    return builder.load(pointer, align=sig.return_type.dtype.bitwidth // 8)
+
+
 @intrinsic
 def load(typingctx, array, index):
     """array[index:index + lanes] as a vector; array is 1-D, its elements adjacent (the caller checks)."""
     if not _one_dimensional(array):
         return None
+    return Vector(array.dtype)(array, index), _load_codegen
 
-    def codegen(context, builder, sig, args):
-        pointer = _vector_pointer(context, builder, sig, args, sig.return_type)
-        return builder.load(pointer, align=array.dtype.bitwidth // 8)
-    return Vector(array.dtype)(array, index), codegen
+
+def _vector_of(dtype, width) -> Vector | None:
+    """A vector of dtype as wide as width: a compile-time number of bytes, or a vector (its lanes)."""
+    if isinstance(width, types.IntegerLiteral):
+        return Vector(dtype, width.literal_value * 8 // dtype.bitwidth)
+    return Vector(dtype, width.lanes) if isinstance(width, Vector) else None
+
+
+@intrinsic(prefer_literal=True)
+def load_width(typingctx, array, index, width):
+    """load's vector as wide as width (SHORT_BYTES, say, or a vector of the width wanted) instead of VECTOR_BYTES."""
+    vector = _vector_of(array.dtype, width) if _one_dimensional(array) else None
+    return None if vector is None else (vector(array, index, width), _load_codegen)
 
 
 @intrinsic
@@ -133,6 +160,28 @@ def store(typingctx, array, index, value):
 
 
 @intrinsic
+def store_int64(typingctx, array, index, value):
+    """array[index:index + value's lanes] = value's lanes as int64: whole numbers from 0 to 2^24
+    (float32) or 2^52 (float64), the caller checks; array is int64, 1-D, its elements adjacent. AVX2
+    has no vector conversion to int64 (LLVM's was one scalar instruction a lane): float32 goes through
+    int32, float64 through the bits of v + 2^52."""
+    if not (_one_dimensional(array) and array.dtype == types.int64 and isinstance(value, Vector)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        int64s = ir.VectorType(ir.IntType(64), value.lanes)
+        if value.dtype == types.float32:
+            integers = builder.sext(builder.fptosi(args[2], ir.VectorType(ir.IntType(32), value.lanes)), int64s)
+        else:
+            shifted = builder.fadd(args[2], ir.Constant(args[2].type, [float(2**52)] * value.lanes))
+            bits_of_2_52 = ir.Constant(int64s, [0x4330000000000000] * value.lanes)
+            integers = builder.sub(builder.bitcast(shifted, int64s), bits_of_2_52)
+        pointer = _element_pointer(context, builder, array, args[0], args[1])
+        builder.store(integers, builder.bitcast(pointer, int64s.as_pointer()), align=8)
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
 def broadcast(typingctx, array, index):
     """array[index] in every lane; array is 1-D, any stride."""
     if not _one_dimensional(array):
@@ -141,11 +190,35 @@ def broadcast(typingctx, array, index):
 
     def codegen(context, builder, sig, args):
         scalar = builder.load(_element_pointer(context, builder, array, args[0], args[1]))
-        vector_type = context.get_value_type(vector)
-        first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-        every_lane = ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes), [0] * vector.lanes)
-        return builder.shuffle_vector(first, first, every_lane)
+        return _every_lane(context, builder, vector, scalar)
     return vector(array, index), codegen
+
+
+@intrinsic(prefer_literal=True)
+def splat(typingctx, value, width):
+    """value, a float scalar, in every lane of a vector as wide as width (bytes, or a vector)."""
+    vector = _vector_of(value, width) if isinstance(value, types.Float) else None
+    if vector is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _every_lane(context, builder, vector, args[0])
+    return vector(value, width), codegen
+
+
+@intrinsic
+def take_greater_or_nan(typingctx, value, best, tap, best_tap):
+    """(value, tap) in the lanes where value > best or value is NaN, (best, best_tap) in the others: max
+    pooling's rule (the first maximum wins, and the last NaN). Four vectors of one type."""
+    if not (isinstance(value, Vector) and value == best == tap == best_tap):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value, best, tap, best_tap = args
+        take = builder.or_(builder.fcmp_ordered(">", value, best), builder.fcmp_unordered("uno", value, value))
+        return context.make_tuple(builder, sig.return_type,
+                                  [builder.select(take, value, best), builder.select(take, tap, best_tap)])
+    return types.UniTuple(value, 2)(value, best, tap, best_tap), codegen
 
 
 @intrinsic

@@ -590,10 +590,13 @@ def test_max_pool2d_ties_nan_and_minus_inf_match_torch(case, nan_share, minus_in
 
 @SETTINGS
 @given(st.integers(1, 2), st.integers(1, 3), pairs(2, 11), st.booleans(), dtypes, seeds, st.floats(0.0, 0.5),
-       st.floats(0.0, 0.5))
-def test_max_pool2d_2x2_fast_path_matches_torch(n, c, hw, ceil_mode, dtype, seed, nan_share, minus_inf_share):
+       st.floats(0.0, 0.5), st.sampled_from(["as drawn", "times 5", "plus 33"]))
+def test_max_pool2d_2x2_fast_path_matches_torch(n, c, hw, ceil_mode, dtype, seed, nan_share, minus_inf_share, widen):
     """The 2x2 stride-2 pool has its own path (odd sizes leave a remainder, ceil mode a partial window
-    that sends the plane to the general path): distinct values, then ties, NaN and -inf."""
+    that sends the plane to the general path): distinct values, then ties, NaN and -inf. Its rows run
+    in scalars, short vectors or whole ones by their width: widths up to 11, times 5 or plus 33 (up to
+    55: 27 outputs a row, more than a whole vector's lanes on AVX2 in float32, on AVX-512 in float64)."""
+    hw = (hw[0], {"as drawn": hw[1], "times 5": 5 * hw[1], "plus 33": hw[1] + 33}[widen])
     out_hw = tuple(pool_out_size(size, 2, 2, 0, 1, ceil_mode) for size in hw)
     pool = ((2, 2), (2, 2), (0, 0), (1, 1), ceil_mode, out_hw)
     rng = np.random.default_rng(seed)
