@@ -16,9 +16,9 @@ from ._common import Pair
 from .conv_tiles import (
     ROW_BASES,
     ROWS,
+    _group_stride,
     _phase_split,
     _store_lanes,
-    _strides,
     _tap_offsets,
     _tile_into,
     _vector_starts,
@@ -121,13 +121,13 @@ def _tap_tiles(phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: 
     return depths, offsets, weights
 
 
-def _correlate(src: np.ndarray, images: int, groups: int, width: int,
+def _correlate(src: np.ndarray, image_stride: int, images: int, groups: int, width: int,
                taps: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray) -> None:
-    """Run _correlate_tiles with taps from _tap_tiles on src from _phase_split."""
+    """Run _correlate_tiles with taps from _tap_tiles on (src, image_stride) from _phase_split."""
     depths, offsets, weights = taps
     lanes = simd.VECTOR_BYTES // src.itemsize
     starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // offsets.shape[0]), width, lanes)
-    image_stride, group_stride = _strides(src, images, groups, offsets, starts.max() + lanes)
+    group_stride = _group_stride(src, image_stride, images, groups, offsets, starts.max() + lanes)
     run_tasks(_correlate_any_layout, images * starts.shape[0], src, image_stride, group_stride, width, starts, offsets,
               depths, weights, out)
 
@@ -138,10 +138,12 @@ def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, pa
     a chunk of images at a time."""
     kernel = w.shape[2:]
     size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
+    lanes = simd.VECTOR_BYTES // x.itemsize
     taps = _tap_tiles([(*_tap_offsets(w.shape[1], kernel, stride, dilation, size), w)], groups, w.shape[0], x.dtype)
     for images in _image_chunks(x.shape[0], math.prod((x.shape[1], *stride, *size, x.itemsize))):
-        src = _phase_split(x[images], padding, stride, size)
-        _correlate(src, images.stop - images.start, groups, size[1], taps, out[images])
+        # in place where every vector of outputs lies inside a row (_vector_starts): none reads past x
+        src, image_stride = _phase_split(x[images], padding, stride, size, in_place=out.shape[3] >= lanes)
+        _correlate(src, image_stride, images.stop - images.start, groups, size[1], taps, out[images])
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -188,6 +190,7 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
     """
     c_out, cg = w.shape[:2]
+    lanes = simd.VECTOR_BYTES // gy.itemsize
     problems = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
     for ph in range(min(stride[0], gx.shape[2])):
         taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
@@ -211,10 +214,14 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     first = [min(start[i] for start, _, _, _ in reads) for i in (0, 1)]
     last = [max(start[i] + size[i] + (kernel[i] - 1) * step[i] for start, size, kernel, step in reads) for i in (0, 1)]
     size = (last[0] - first[0], last[1] - first[1])
-    src = _phase_split(gy, (-first[0], -first[1]), (1, 1), size)  # the whole batch: chunks measured slower here
+    # the whole batch (chunks measured slower here); in place where, as in _conv_direct, every vector of
+    # outputs lies inside a row
+    in_place = all(out.shape[3] >= len(per_phase) * lanes for out, per_phase in problems)
+    src, image_stride = _phase_split(gy, (-first[0], -first[1]), (1, 1), size, in_place)
     for out, phases in problems:
         correlations = []
         for sub_kernel, start, step in phases:
             offsets, order = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
             correlations.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel))
-        _correlate(src, gy.shape[0], groups, size[1], _tap_tiles(correlations, groups, gx.shape[1], gx.dtype), out)
+        _correlate(src, image_stride, gy.shape[0], groups, size[1],
+                   _tap_tiles(correlations, groups, gx.shape[1], gx.dtype), out)

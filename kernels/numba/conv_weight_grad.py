@@ -15,7 +15,7 @@ from numba import njit
 
 from . import simd
 from ._common import Pair
-from .conv_tiles import ROWS, _outer_tile, _phase_split, _strides, _tap_offsets
+from .conv_tiles import ROWS, _group_stride, _outer_tile, _phase_split, _tap_offsets
 from .conv_winograd import KERNEL_TRANSFORM_3, _transform_patch, _winograd_split
 from .tasks import run_tasks
 
@@ -132,10 +132,10 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     c_out_g = c_out // groups
     lanes = simd.VECTOR_BYTES // x.itemsize
     size = tuple(gy.shape[2 + i] + ((k_h, k_w)[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    src = _phase_split(x, padding, stride, size)
+    src, image_stride = _phase_split(x, padding, stride, size, in_place=True)  # scalar reads: inside x
     offsets, order = _tap_offsets(cg, (k_h, k_w), stride, dilation, size)
     reach = (out_h - 1) * size[1] + out_w  # the pixels q of outputs
-    image_stride, group_stride = _strides(src, n, groups, offsets, reach)
+    group_stride = _group_stride(src, image_stride, n, groups, offsets, reach)
     c_pad = -(-c_out_g // lanes) * lanes
     tiles = -(-offsets.size // ROWS)
     bases = np.full(tiles * ROWS, offsets[-1])  # the last tile's missing taps repeat one: computed, dropped
@@ -255,7 +255,7 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     lanes = simd.VECTOR_BYTES // x.itemsize
     # a band's last vector of tiles may run past the last tile: check those reads stay inside src too
     reads = np.array([0, (c_in - 1) * channel_stride + patch_offsets.max()])
-    _strides(src, n, 1, reads, tiles_hw[0] * width + lanes - 1)
+    _group_stride(src, image_stride, n, 1, reads, tiles_hw[0] * width + lanes - 1)
     c_pad = -(-c_out // lanes) * lanes
     # the split of the work, and so the order of the sums, is a function of the shape alone
     parts = min(tiles_hw[0], -(-MIN_TASKS // n))

@@ -16,7 +16,7 @@ from numba.cpython.unsafe.tuple import tuple_setitem
 
 from . import simd
 from ._common import Pair
-from .conv_tiles import ROWS, _phase_split, _strides, _tap_offsets
+from .conv_tiles import ROWS, _group_stride, _phase_split, _tap_offsets
 from .tasks import run_tasks
 
 TAPS_PER_TILE = ROWS // 2  # times 2 output channels: ROWS accumulators
@@ -128,9 +128,9 @@ def _conv_backward_weight_pixels(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     _, cg, k_h, k_w = w_shape
     c_out_g = c_out // groups
     size = tuple(gy.shape[2 + i] + ((k_h, k_w)[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    src = _phase_split(x, padding, stride, size)
+    src, image_stride = _phase_split(x, padding, stride, size, in_place=True)  # whole vectors inside rows
     offsets, order = _tap_offsets(cg, (k_h, k_w), stride, dilation, size)
-    image_stride, group_stride = _strides(src, n, groups, offsets, (out_h - 1) * size[1] + out_w)
+    group_stride = _group_stride(src, image_stride, n, groups, offsets, (out_h - 1) * size[1] + out_w)
     partials = np.empty((n, groups, c_out_g, offsets.size), x.dtype)
     run_tasks(_weight_gradient_pixels, n * groups * -(-c_out_g // 2), src, image_stride, group_stride,
               np.ascontiguousarray(gy), offsets, size[1], partials)

@@ -15,7 +15,7 @@ from numba import njit
 from . import simd
 from ._common import Pair
 from .conv_direct import _phase, _sub_kernel
-from .conv_tiles import ROW_BASES, ROWS, _phase_split, _store_lanes, _strides, _tile_into, _vector_starts
+from .conv_tiles import ROW_BASES, ROWS, _group_stride, _phase_split, _store_lanes, _tile_into, _vector_starts
 from .tasks import run_tasks
 
 # Lavin & Gray (2016): Y = A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the patch d with the
@@ -276,14 +276,14 @@ def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c
     Returns the arguments of the tiles kernels up to the weights: (src, image_stride, group_stride, width,
     starts, patch_offsets, channel_stride)."""
     size = (tiles_hw[0] + 1, tiles_hw[1] + 1)  # the patch of tile (i, j) is rows i, i + 1 of each phase
-    src = _phase_split(x, padding, (2, 2), size)
+    src, image_stride = _phase_split(x, padding, (2, 2), size)
     plane = size[0] * size[1]
     u, v = np.arange(4)[:, None], np.arange(4)
     patch_offsets = ((u % 2 * 2 + v % 2) * plane + u // 2 * size[1] + v // 2).reshape(-1)
     lanes = simd.VECTOR_BYTES // x.itemsize
     starts = _vector_starts(x.shape[0], *tiles_hw, size[1], lanes)
     reads = np.array([0, (c_in_g - 1) * 4 * plane + patch_offsets.max()])
-    image_stride, group_stride = _strides(src, x.shape[0], groups, reads, starts.max() + lanes)
+    group_stride = _group_stride(src, image_stride, x.shape[0], groups, reads, starts.max() + lanes)
     return src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane
 
 

@@ -7,6 +7,7 @@ every conv case, with small im2col chunks and direct bands drawn too, so the chu
 
 import contextlib
 import functools
+import math
 
 import minicv.kernels.numba as nb
 import minicv.kernels.numpy as spec
@@ -549,9 +550,50 @@ def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
     run_tasks(conv_tiles._split_phases, 2 * 3, x, top, left, out)
     np.testing.assert_array_equal(out, expected)
     # any layout through _phase_split (the kernel reads C-contiguous x), and the zeros after the split
-    split = conv_tiles._phase_split(np.asfortranarray(x), top_left, stride, size)
+    split, image_stride = conv_tiles._phase_split(np.asfortranarray(x), top_left, stride, size, in_place=True)
+    assert image_stride == expected[0].size
     np.testing.assert_array_equal(split[:expected.size].reshape(expected.shape), expected)
     assert not split[expected.size:].any()
+
+
+def test_phase_split_reads_an_input_that_is_its_own_split_in_place_only_where_allowed():
+    """Stride 1, no padding, nothing cut off: the split is x itself, read where it is (no copy) when the
+    caller allows it; a copy (with its vector of zeros after it) otherwise, or when x is not C-contiguous."""
+    x = np.random.default_rng(5).standard_normal((2, 3, 11, 75)).astype(np.float32)
+    src, image_stride = conv_tiles._phase_split(x, (0, 0), (1, 1), (11, 75), in_place=True)
+    assert np.shares_memory(src, x) and src.size == x.size and image_stride == 3 * 11 * 75
+    for other in (dict(in_place=False), dict(in_place=True, size=(11, 74)), dict(in_place=True, top_left=(0, 1))):
+        args = {"top_left": (0, 0), "size": (11, 75), **other}
+        src, _ = conv_tiles._phase_split(x, args["top_left"], (1, 1), args["size"], args["in_place"])
+        assert not np.shares_memory(src, x) and src.size > math.prod((2, 3, *args["size"]))
+    fortran = np.asfortranarray(x)
+    src, _ = conv_tiles._phase_split(fortran, (0, 0), (1, 1), (11, 75), in_place=True)
+    np.testing.assert_array_equal(src.reshape(x.shape), x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [3, 8, 15, 16, 17, 31, 32, 33, 64])
+def test_convs_reading_their_input_in_place_match_torch_and_spec(width, dtype):
+    """Layers whose split is their input (stride 1, no padding): 1x1 layers, valid 3x3 ones (outputs
+    narrower than their input rows), a 2x2 stride-2 transposed conv (both column phases read gy as it
+    is), around a vector's width on every ISA. The direct sums read x in place only where every vector
+    of outputs lies inside a row: elsewhere a read would pass x's end (the bounds check fails)."""
+    rng = np.random.default_rng(29)
+    for kernel, stride in ((1, 1), (3, 1), (2, 2)):
+        hyper = ((stride, stride), (0, 0), (1, 1), 1)
+        x = rng.standard_normal((2, 5, 7, width)).astype(dtype)
+        if x.shape[3] < kernel:
+            continue
+        w = (rng.standard_normal((6, 5, kernel, kernel)) / (3 * kernel)).astype(dtype)
+        y, gy, gx, gw = torch_conv(x, w, *hyper, rng)
+        for algorithm in ("direct", "winograd"):
+            with nb.conv_algorithm(algorithm):
+                assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y,
+                             spec.conv2d_forward(x, w, y.shape[2:], *hyper))
+                assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                             spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+                assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
+                             spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
