@@ -15,7 +15,16 @@ from numba import njit
 from . import simd
 from ._common import Pair
 from .conv_direct import _phase, _sub_kernel
-from .conv_tiles import ROW_BASES, ROWS, _group_stride, _phase_split, _store_lanes, _tile_into, _vector_starts
+from .conv_tiles import (
+    ROW_BASES,
+    ROWS,
+    _group_stride,
+    _phase_split,
+    _split_phases,
+    _store_lanes,
+    _tile_into,
+    _vector_starts,
+)
 from .tasks import run_tasks
 
 # Lavin & Gray (2016): Y = A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the patch d with the
@@ -123,13 +132,11 @@ def _nan_if_non_finite(check, value):
 
 
 @njit(cache=True)
-def _winograd_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, patch_offsets,
-                    channel_stride, weights, out, non_finite):
+def _winograd_tiles(first_task, last_task, x, top, left, width, starts, weights, out, non_finite):
     """out[b, g*C_g + co, 2i + a, 2j + c] for the 2x2 output tiles q = i * width + j of ``starts``' vectors
-    (see _vector_starts): the Winograd F(2x2, 3x3) correlation of the split input of _winograd_split, whose
-    tile q's 4 x 4 patch element (u, v) is src[... + q + patch_offsets[4u + v]] in each channel's block of
-    channel_stride; weights[k, g, tile, ci * ROWS + r] = (G w G^T)[k] of output channel g*C_g + tile*ROWS + r
-    and input channel ci.
+    (see _vector_starts): the Winograd F(2x2, 3x3) correlation of x padded by (top, left), each task's rows
+    split by _split_band; weights[k, g, tile, ci * ROWS + r] = (G w G^T)[k] of output channel
+    g*C_g + tile*ROWS + r and input channel ci.
 
     Per vector of 32 tiles: the 16 transformed patches of every input channel (B^T d B, into V), then per
     element k of them a product over input channels through the micro-kernel (V[k] sits in L1 while every
@@ -140,24 +147,25 @@ def _winograd_tiles(first_task, last_task, src, image_stride, group_stride, widt
     c_out = out.shape[1]
     groups, tiles, depth = weights.shape[1:]
     c_in_g, c_out_g = depth // ROWS, c_out // groups
-    lanes = simd.lanes(src)
+    lanes = simd.lanes(x)
     channel_lanes = np.arange(c_in_g) * lanes
     # V[k, ci]: B^T d B of each channel; M[k, co] at k * stride + co * lanes: the sum over ci of U * V.
     # Rows one vector longer than they need: 16 rows a multiple of 4 KiB apart would share L1 sets.
-    transformed = np.empty((16, (c_in_g + 1) * lanes), src.dtype)
+    transformed = np.empty((16, (c_in_g + 1) * lanes), x.dtype)
     stride = (tiles * ROWS + 1) * lanes
-    products = np.empty(16 * stride, src.dtype)
-    half = np.empty(16 * lanes, src.dtype)  # a transform done along one axis
-    scratch = np.empty(2 * lanes, src.dtype)
+    products = np.empty(16 * stride, x.dtype)
+    half = np.empty(16 * lanes, x.dtype)  # a transform done along one axis
+    scratch = np.empty(2 * lanes, x.dtype)
     for task in range(first_task, last_task):  # image b, its vectors starts[vectors]
         b, vectors = divmod(task, starts.shape[0])
-        finite_check = simd.zeros(src)
+        band, first, patch_offsets, channel_stride = _split_band(x, b, top, left, width, starts[vectors])
+        finite_check = simd.zeros(x)
         for g in range(groups):
             for q0 in starts[vectors]:
                 if q0 < 0:
                     break
                 i, j = divmod(q0, width)
-                image = src[b * image_stride + g * group_stride + q0:]
+                image = band[g * c_in_g * channel_stride + q0 - first:]
                 for ci in range(c_in_g):
                     _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
                                      lanes)
@@ -182,10 +190,9 @@ def _winograd_tiles(first_task, last_task, src, image_stride, group_stride, widt
 
 
 @njit(cache=True)
-def _winograd_transposed_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, patch_offsets,
-                               channel_stride, weights, out, non_finite):
+def _winograd_transposed_tiles(first_task, last_task, x, top, left, width, starts, weights, out, non_finite):
     """out[b, g*C_g + co, 4i + r, 4j + c] for the 4x4 output tiles q = i * width + j of ``starts``' vectors:
-    the conv_transpose2d (kernel 4x4, stride 2, padding 1) of the input, split as for _winograd_tiles with
+    the conv_transpose2d (kernel 4x4, stride 2, padding 1) of x, split as for _winograd_tiles with
     padding 1, so that tile q's 4 x 4 patch covers input rows 2i - 1 ... 2i + 2. Output phase (ph, pw) of a
     tile, rows 4i + 2a + ph and columns 4j + 2c + pw, is the 2x2 correlation of the patch's 3x3 window at
     (ph, pw) with a 2x2 sub-kernel: Winograd F(2x2, 2x2), 9 products instead of 16; weights[9p + 3u + v, g,
@@ -202,22 +209,23 @@ def _winograd_transposed_tiles(first_task, last_task, src, image_stride, group_s
     c_out = out.shape[1]
     groups, tiles, depth = weights.shape[1:]
     c_in_g, c_out_g = depth // ROWS, c_out // groups
-    lanes = simd.lanes(src)
+    lanes = simd.lanes(x)
     channel_lanes = np.arange(c_in_g) * lanes
-    transformed = np.empty((25, (c_in_g + 1) * lanes), src.dtype)  # V[5s + t, ci], rows padded as above
-    products = np.empty(36 * ROWS * lanes, src.dtype)  # M[k, r] of one tile of output channels
-    pending = np.empty(16 * ROWS * lanes, src.dtype)  # Y[r, 2a + ph, 2c + pw] of the tile before
-    half = np.empty(20 * lanes, src.dtype)
-    scratch = np.empty(4 * lanes, src.dtype)
+    transformed = np.empty((25, (c_in_g + 1) * lanes), x.dtype)  # V[5s + t, ci], rows padded as above
+    products = np.empty(36 * ROWS * lanes, x.dtype)  # M[k, r] of one tile of output channels
+    pending = np.empty(16 * ROWS * lanes, x.dtype)  # Y[r, 2a + ph, 2c + pw] of the tile before
+    half = np.empty(20 * lanes, x.dtype)
+    scratch = np.empty(4 * lanes, x.dtype)
     for task in range(first_task, last_task):  # image b, its vectors starts[vectors]
         b, vectors = divmod(task, starts.shape[0])
-        finite_check = simd.zeros(src)
+        band, first, patch_offsets, channel_stride = _split_band(x, b, top, left, width, starts[vectors])
+        finite_check = simd.zeros(x)
         for g in range(groups):
             for q0 in starts[vectors]:
                 if q0 < 0:
                     break
                 i, j = divmod(q0, width)
-                image = src[b * image_stride + g * group_stride + q0:]
+                image = band[g * c_in_g * channel_stride + q0 - first:]
                 # _winograd_tiles' loop with 5 values per column: one helper taking the transform as an
                 # argument made the 3x3 forward 13% slower (Numba does not inline a function passed as a value)
                 for ci in range(c_in_g):
@@ -269,17 +277,62 @@ def _transform_weights(kernels: np.ndarray, rows: np.ndarray, columns: np.ndarra
     run_tasks(_winograd_weights, out.shape[1] * out.shape[2], kernels, rows, columns, out)
 
 
+@njit(cache=True)
+def _patch_offsets(plane, width):
+    """Where element (u, v) of a tile's 4 x 4 patch lies, 4u + v, in a channel's block of the 2 x 2 phases
+    split (planes of ``plane`` elements, rows ``width`` wide) from the tile's own position q = i * width + j:
+    row 2i + u and column 2j + v of the padded input are row i + u // 2, column j + v // 2 of phase
+    (u % 2, v % 2)."""
+    offsets = np.empty(16, np.int64)
+    for u in range(4):
+        for v in range(4):
+            offsets[4 * u + v] = (u % 2 * 2 + v % 2) * plane + u // 2 * width + v // 2
+    return offsets
+
+
+@njit(cache=True)
+def _split_band(x, b, top, left, width, row_starts):
+    """(band, first, patch_offsets, channel_stride): of image b of x (C-contiguous), zero-padded by (top,
+    left) and split into 2 x 2 phases of rows ``width`` wide, the rows that the vectors of tiles starting at
+    row_starts (-1: none) read, plus a vector of zeros after them (lanes past the last tile read there).
+    Tile q's patch element k is band[q - first + patch_offsets[k]] in each channel's block of channel_stride.
+
+    Each task splits its own rows into a buffer that stays in L2, rather than the whole batch being split
+    into memory and read back: narrow layers, whose patch transforms read the split from memory at the
+    memory's speed, ran 1.1-1.25x faster (docs/kernels/conv.md).
+    """
+    lanes = simd.lanes(x)
+    last = row_starts[0]
+    for q0 in row_starts:
+        if q0 >= 0:
+            last = q0
+    i_first = row_starts[0] // width
+    rows = (last + lanes - 1) // width - i_first + 2  # a patch reads rows i and i + 1 of each phase
+    plane = rows * width
+    channels = x.shape[1]
+    band = np.empty(channels * 4 * plane + lanes, x.dtype)
+    band[channels * 4 * plane:] = 0
+    _split_phases(0, channels, x[b:b + 1], top - 2 * i_first, left,
+                  band[:channels * 4 * plane].reshape((1, channels, 2, 2, rows, width)))
+    patch_offsets = _patch_offsets(plane, width)
+    first = i_first * width
+    # the micro-kernels do not check bounds: the last lane of the last vector, through the last patch
+    # element of the last channel, must read inside the band
+    if (channels - 1) * 4 * plane + last + lanes - 1 - first + patch_offsets[15] >= band.size:
+        raise AssertionError("conv: a Winograd tile would read outside its band")
+    return band, first, patch_offsets, 4 * plane
+
+
 def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c_in_g: int) -> tuple:
     """x zero-padded and split into 2 x 2 phases, so that element (u, v) of the 4 x 4 patch of tile (i, j),
     rows 2i + u and columns 2j + v of the padded x, is src[q + patch_offsets[4u + v]] for q = i * width + j
-    in each channel's block, and a vector of 32 tiles along a row is one load per patch element.
-    Returns the arguments of the tiles kernels up to the weights: (src, image_stride, group_stride, width,
-    starts, patch_offsets, channel_stride)."""
+    in each channel's block (_patch_offsets), and a vector of 32 tiles along a row is one load per patch
+    element: the whole batch, as the weight gradient reads it. Returns (src, image_stride, group_stride,
+    width, starts, patch_offsets, channel_stride)."""
     size = (tiles_hw[0] + 1, tiles_hw[1] + 1)  # the patch of tile (i, j) is rows i, i + 1 of each phase
     src, image_stride = _phase_split(x, padding, (2, 2), size)
     plane = size[0] * size[1]
-    u, v = np.arange(4)[:, None], np.arange(4)
-    patch_offsets = ((u % 2 * 2 + v % 2) * plane + u // 2 * size[1] + v // 2).reshape(-1)
+    patch_offsets = _patch_offsets(plane, size[1])
     lanes = simd.VECTOR_BYTES // x.itemsize
     starts = _vector_starts(x.shape[0], *tiles_hw, size[1], lanes)
     reads = np.array([0, (c_in_g - 1) * 4 * plane + patch_offsets.max()])
@@ -287,26 +340,29 @@ def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c
     return src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane
 
 
-def _all_finite(tiles_kernel, split: tuple, weights: np.ndarray, out: np.ndarray) -> bool:
-    """Run a Winograd tiles kernel on _winograd_split's arguments into out; False if one of its tasks (one
-    per image and row of starts) computed an infinity or a NaN."""
-    non_finite = np.zeros(out.shape[0] * split[4].shape[0], np.bool_)
-    run_tasks(tiles_kernel, non_finite.size, *split, weights, out, non_finite)
+def _all_finite(tiles_kernel, x: np.ndarray, padding: Pair, tiles_hw: Pair, weights: np.ndarray,
+                out: np.ndarray) -> bool:
+    """Run a Winograd tiles kernel over tiles_hw tiles of x padded by ``padding`` (each task splitting its
+    rows, _split_band) into out; False if one of its tasks (one per image and row of starts) computed an
+    infinity or a NaN."""
+    width = tiles_hw[1] + 1  # the patch of tile (i, j) is columns j, j + 1 of each phase
+    starts = _vector_starts(x.shape[0], *tiles_hw, width, simd.VECTOR_BYTES // x.itemsize)
+    non_finite = np.zeros(out.shape[0] * starts.shape[0], np.bool_)
+    run_tasks(tiles_kernel, non_finite.size, np.ascontiguousarray(x), *padding, width, starts, weights, out,
+              non_finite)
     return not non_finite.any()
 
 
 def _conv_winograd(x: np.ndarray, w: np.ndarray, out: np.ndarray, padding: Pair, groups: int) -> bool:
     """out = conv2d(x, w) of a 3x3 stride-1 layer, every element written: Winograd F(2x2, 3x3) over x
-    split by _winograd_split. (The whole batch at once: chunks of images, as _conv_direct takes them,
-    measured slower here.)
+    zero-padded and split into 2 x 2 phases, a band of rows per task (_split_band).
 
     Returns False when an output is infinite or NaN: the transforms subtract inputs from each other, so
     an infinity can come out NaN where the direct sum (and PyTorch) gives +-inf; the caller then runs
     the direct sum instead."""
-    split = _winograd_split(x, padding, (-(-out.shape[2] // 2), -(-out.shape[3] // 2)), groups, w.shape[1])
     weights = np.zeros((16, groups, -(-w.shape[0] // groups // ROWS), w.shape[1] * ROWS), x.dtype)
     _transform_weights(w, KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, weights)
-    return _all_finite(_winograd_tiles, split, weights, out)
+    return _all_finite(_winograd_tiles, x, padding, (-(-out.shape[2] // 2), -(-out.shape[3] // 2)), weights, out)
 
 
 def _transposed_winograd(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, groups: int) -> bool:
@@ -314,10 +370,10 @@ def _transposed_winograd(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, groups: 
     F(2x2, 2x2) on each output phase's 2x2 sub-kernel (_phase: rows of phase 0 take taps 3, 1 from gy rows
     m - 1, m; phase 1 taps 2, 0 from m, m + 1). Returns False when an output is infinite or NaN, as
     _conv_winograd."""
-    split = _winograd_split(gy, (1, 1), (-(-gx.shape[2] // 4), -(-gx.shape[3] // 4)), groups, w.shape[0] // groups)
     taps = [_phase(4, 2, 1, 1, phase)[0] for phase in (0, 1)]  # [3, 1] and [2, 0]
     weights = np.zeros((36, groups, -(-gx.shape[1] // groups // ROWS), w.shape[0] // groups * ROWS), gy.dtype)
     for p, (ph, pw) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         _transform_weights(_sub_kernel(w, taps[ph], taps[pw], groups), KERNEL_TRANSFORMS_2[ph], KERNEL_TRANSFORMS_2[pw],
                            weights[9 * p:9 * p + 9])
-    return _all_finite(_winograd_transposed_tiles, split, weights, gx)
+    return _all_finite(_winograd_transposed_tiles, gy, (1, 1), (-(-gx.shape[2] // 4), -(-gx.shape[3] // 4)), weights,
+                       gx)
