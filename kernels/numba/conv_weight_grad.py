@@ -16,11 +16,14 @@ from numba import njit
 from . import simd
 from ._common import Pair
 from .conv_tiles import ROWS, _group_stride, _outer_tile, _phase_split, _tap_offsets
-from .conv_winograd import KERNEL_TRANSFORM_3, _transform_patch, _winograd_split
+from .conv_winograd import KERNEL_TRANSFORM_3, _split_band, _transform_patch
 from .tasks import run_tasks
 
 WEIGHT_BAND = 256  # pixels per band of the weight gradient: 64 KiB of gy for 64 float32 channels, in L2
 WINOGRAD_BAND = 64  # 2x2 tiles per band of the Winograd weight gradient, a multiple of every lane count
+# bytes of split input a task of the Winograd weight gradient makes at a time (_split_band), rows of tiles
+# it then reads from L2
+SPLIT_BAND_BYTES = 2**18
 MIN_TASKS = 8  # tasks (and partial sums) a batch is split into at least, whatever the thread count (both paths)
 PARTIALS_BYTES = 64 * 2**20  # a weight gradient's partial sums at most (but one per part)
 SHARED_PARTIALS_BYTES = 2**20  # partial sums of a batch past this: images share them (MIN_TASKS tasks kept)
@@ -164,16 +167,16 @@ def _gradient_transform(array, i0, i1):
 
 
 @njit(cache=True)
-def _winograd_weight_tiles(first_task, last_task, src, image_stride, patch_offsets, channel_stride, c_in, gy, width,
-                           rows_per_part, images_per_task, partials):
+def _winograd_weight_tiles(first_task, last_task, x, pad_top, pad_left, gy, width, rows_per_part, images_per_task,
+                           split_tiles, partials):
     """partials[(b // images_per_task) * parts + part, k, ci, co] = sum over the images b of a task and the
     2x2 tiles q of the part's rows of tiles of
     (B^T d_q B)[k] of input channel ci times (A dY_q A^T)[k] of output channel co: the gradient of the
     transformed kernel (G g G^T)[k] of Winograd F(2x2, 3x3) (Lavin & Gray 2016), for each part of each
-    image apart (their sum, in a fixed order, is the caller's). src is x split by _winograd_split (tile q =
-    i * width + j reads src[q + patch_offsets[4u + v]] in each channel's block of channel_stride); dY_q is
-    gy[b, :, 2i:2i + 2, 2j:2j + 2], zeros past gy (so the split's padding column of tiles, j = width - 1,
-    adds nothing). gy is C-contiguous.
+    image apart (their sum, in a fixed order, is the caller's). d_q is the patch of tile q = i * width + j
+    of x padded by (pad_top, pad_left), split by _split_band split_tiles tiles at a time (a multiple of
+    WINOGRAD_BAND); dY_q is gy[b, :, 2i:2i + 2, 2j:2j + 2], zeros past gy (so the split's padding column of
+    tiles, j = width - 1, adds nothing). gy is C-contiguous.
 
     Per band of WINOGRAD_BAND tiles: the band's dY laid out channels-last in the task's own buffer
     (_gather_run: in L2, instead of a whole-batch copy written to and read back from memory), V = B^T d B
@@ -185,58 +188,63 @@ def _winograd_weight_tiles(first_task, last_task, src, image_stride, patch_offse
     """
     _, _, depth, c_pad = partials.shape
     n, tile_rows = gy.shape[0], -(-gy.shape[2] // 2)
+    c_in = x.shape[1]
     parts = -(-tile_rows // rows_per_part)
     band = WINOGRAD_BAND
-    lanes = simd.lanes(src)
+    lanes = simd.lanes(x)
     row_bases = np.arange(ROWS) * band
     tile_offsets = np.arange(band) * c_pad
     row_stride = 2 * band * c_pad
     # V[k, ci * band + t] (rows past c_in stay 0) and D[k, t * c_pad + co]: each k's block one vector
     # longer than it needs, so that the 16 blocks, a multiple of 4 KiB long, do not share L1 sets
-    transformed = np.zeros((16, depth * band + lanes), src.dtype)
-    gradients = np.empty((16, band * c_pad + lanes), src.dtype)
-    half = np.empty(16 * lanes, src.dtype)
-    band_flat = _line_aligned_zeros(4 * band * c_pad, src)  # channels past gy's stay 0
+    transformed = np.zeros((16, depth * band + lanes), x.dtype)
+    gradients = np.empty((16, band * c_pad + lanes), x.dtype)
+    half = np.empty(16 * lanes, x.dtype)
+    band_flat = _line_aligned_zeros(4 * band * c_pad, x)  # channels past gy's stay 0
     band_gy = band_flat.reshape((2, 2 * band, c_pad))
     for task in range(first_task, last_task):
         image_group, part = divmod(task, parts)
         end = min(tile_rows, (part + 1) * rows_per_part) * width
         for b in range(image_group * images_per_task, min(n, (image_group + 1) * images_per_task)):
-            image = src[b * image_stride:]
-            for q0 in range(part * rows_per_part * width, end, band):
-                count = min(band, end - q0)
-                t = 0
-                while t < count:  # the two gy rows of each row of tiles the band meets
-                    i, j = divmod(q0 + t, width)
-                    run = min(count - t, width - j)
-                    for a in range(2):
-                        _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
-                    t += run
-                for ci in range(c_in):
-                    patch = image[ci * channel_stride + q0:]
-                    for s in range(0, count, lanes):
-                        _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
-                for t in range(count):
-                    for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
-                        at = 2 * t * c_pad + co
-                        left = _gradient_transform(band_flat, at, at + row_stride)
-                        right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
-                        for u in range(4):
-                            simd.store(half, 2 * u * lanes, left[u])
-                            simd.store(half, (2 * u + 1) * lanes, right[u])
-                        for u in range(4):
-                            row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
-                            for v in range(4):
-                                simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
-                offsets = tile_offsets[:count]
-                for k in range(16):
-                    v_k, d_k = transformed[k], gradients[k]
-                    for tile in range(depth // ROWS):
-                        for co in range(0, c_pad, lanes):
-                            sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets, ROWS)
-                            for r in range(ROWS):
-                                row = partials[task, k, tile * ROWS + r]
-                                simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
+            for first in range(part * rows_per_part * width, end, split_tiles):
+                last = min(end, first + split_tiles)
+                # the transforms' last vector may run past the last tile
+                image, origin, patch_offsets, channel_stride = _split_band(x, b, pad_top, pad_left, width, first,
+                                                                           last + lanes - 2)
+                for q0 in range(first, last, band):
+                    count = min(band, last - q0)
+                    t = 0
+                    while t < count:  # the two gy rows of each row of tiles the band meets
+                        i, j = divmod(q0 + t, width)
+                        run = min(count - t, width - j)
+                        for a in range(2):
+                            _gather_run(gy[b], 2 * i + a, 2 * j, 2 * run, band_gy[a, 2 * t:])
+                        t += run
+                    for ci in range(c_in):
+                        patch = image[ci * channel_stride + q0 - origin:]
+                        for s in range(0, count, lanes):
+                            _transform_patch(patch, s, patch_offsets, half, transformed, ci * band + s, lanes)
+                    for t in range(count):
+                        for co in range(0, c_pad, lanes):  # A down each column of dY, then along each row
+                            at = 2 * t * c_pad + co
+                            left = _gradient_transform(band_flat, at, at + row_stride)
+                            right = _gradient_transform(band_flat, at + c_pad, at + row_stride + c_pad)
+                            for u in range(4):
+                                simd.store(half, 2 * u * lanes, left[u])
+                                simd.store(half, (2 * u + 1) * lanes, right[u])
+                            for u in range(4):
+                                row = _gradient_transform(half, 2 * u * lanes, (2 * u + 1) * lanes)
+                                for v in range(4):
+                                    simd.store(gradients[4 * u + v], t * c_pad + co, row[v])
+                    offsets = tile_offsets[:count]
+                    for k in range(16):
+                        v_k, d_k = transformed[k], gradients[k]
+                        for tile in range(depth // ROWS):
+                            for co in range(0, c_pad, lanes):
+                                sums = _outer_tile(v_k[tile * ROWS * band:], row_bases, 1, d_k[co:], offsets, ROWS)
+                                for r in range(ROWS):
+                                    row = partials[task, k, tile * ROWS + r]
+                                    simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
 def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int],
@@ -251,11 +259,11 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     n, c_out, out_h, out_w = gy.shape
     c_in = w_shape[1]
     tiles_hw = (-(-out_h // 2), -(-out_w // 2))
-    src, image_stride, _, width, _, patch_offsets, channel_stride = _winograd_split(x, padding, tiles_hw, 1, c_in)
+    width = tiles_hw[1] + 1  # the patch of tile (i, j) is columns j, j + 1 of each phase
     lanes = simd.VECTOR_BYTES // x.itemsize
-    # a band's last vector of tiles may run past the last tile: check those reads stay inside src too
-    reads = np.array([0, (c_in - 1) * channel_stride + patch_offsets.max()])
-    _group_stride(src, image_stride, n, 1, reads, tiles_hw[0] * width + lanes - 1)
+    # whole bands of tiles, about SPLIT_BAND_BYTES of split input (rows of tiles + 1 rows of 2 x 2 phases)
+    split_rows = max(1, SPLIT_BAND_BYTES // (c_in * 4 * width * x.itemsize) - 1)
+    split_tiles = -(-split_rows * width // WINOGRAD_BAND) * WINOGRAD_BAND
     c_pad = -(-c_out // lanes) * lanes
     # the split of the work, and so the order of the sums, is a function of the shape alone
     parts = min(tiles_hw[0], -(-MIN_TASKS // n))
@@ -264,8 +272,8 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     depth = -(-c_in // ROWS) * ROWS
     images_per_task = _images_per_task(n, parts, 16 * depth * c_pad * x.itemsize)
     partials = np.zeros((-(-n // images_per_task) * parts, 16, depth, c_pad), x.dtype)
-    run_tasks(_winograd_weight_tiles, partials.shape[0], src, image_stride, patch_offsets, channel_stride, c_in,
-              np.ascontiguousarray(gy), width, rows_per_part, images_per_task, partials)
+    run_tasks(_winograd_weight_tiles, partials.shape[0], np.ascontiguousarray(x), *padding, np.ascontiguousarray(gy),
+              width, rows_per_part, images_per_task, split_tiles, partials)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
         transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
         gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),

@@ -18,8 +18,6 @@ from .conv_direct import _phase, _sub_kernel
 from .conv_tiles import (
     ROW_BASES,
     ROWS,
-    _group_stride,
-    _phase_split,
     _split_phases,
     _store_lanes,
     _tile_into,
@@ -158,14 +156,14 @@ def _winograd_tiles(first_task, last_task, x, top, left, width, starts, weights,
     scratch = np.empty(2 * lanes, x.dtype)
     for task in range(first_task, last_task):  # image b, its vectors starts[vectors]
         b, vectors = divmod(task, starts.shape[0])
-        band, first, patch_offsets, channel_stride = _split_band(x, b, top, left, width, starts[vectors])
+        band, origin, patch_offsets, channel_stride = _split_vectors(x, b, top, left, width, starts[vectors])
         finite_check = simd.zeros(x)
         for g in range(groups):
             for q0 in starts[vectors]:
                 if q0 < 0:
                     break
                 i, j = divmod(q0, width)
-                image = band[g * c_in_g * channel_stride + q0 - first:]
+                image = band[g * c_in_g * channel_stride + q0 - origin:]
                 for ci in range(c_in_g):
                     _transform_patch(image[ci * channel_stride:], 0, patch_offsets, half, transformed, ci * lanes,
                                      lanes)
@@ -218,14 +216,14 @@ def _winograd_transposed_tiles(first_task, last_task, x, top, left, width, start
     scratch = np.empty(4 * lanes, x.dtype)
     for task in range(first_task, last_task):  # image b, its vectors starts[vectors]
         b, vectors = divmod(task, starts.shape[0])
-        band, first, patch_offsets, channel_stride = _split_band(x, b, top, left, width, starts[vectors])
+        band, origin, patch_offsets, channel_stride = _split_vectors(x, b, top, left, width, starts[vectors])
         finite_check = simd.zeros(x)
         for g in range(groups):
             for q0 in starts[vectors]:
                 if q0 < 0:
                     break
                 i, j = divmod(q0, width)
-                image = band[g * c_in_g * channel_stride + q0 - first:]
+                image = band[g * c_in_g * channel_stride + q0 - origin:]
                 # _winograd_tiles' loop with 5 values per column: one helper taking the transform as an
                 # argument made the 3x3 forward 13% slower (Numba does not inline a function passed as a value)
                 for ci in range(c_in_g):
@@ -291,53 +289,42 @@ def _patch_offsets(plane, width):
 
 
 @njit(cache=True)
-def _split_band(x, b, top, left, width, row_starts):
-    """(band, first, patch_offsets, channel_stride): of image b of x (C-contiguous), zero-padded by (top,
-    left) and split into 2 x 2 phases of rows ``width`` wide, the rows that the vectors of tiles starting at
-    row_starts (-1: none) read, plus a vector of zeros after them (lanes past the last tile read there).
-    Tile q's patch element k is band[q - first + patch_offsets[k]] in each channel's block of channel_stride.
+def _split_band(x, b, top, left, width, first, last):
+    """(band, origin, patch_offsets, channel_stride): of image b of x (C-contiguous), zero-padded by (top,
+    left) and split into 2 x 2 phases of rows ``width`` wide, the rows that the patches of tiles q = first
+    .. last read, plus a vector of zeros after them. Tile q's patch element k is band[q - origin +
+    patch_offsets[k]] in each channel's block of channel_stride.
 
-    Each task splits its own rows into a buffer that stays in L2, rather than the whole batch being split
-    into memory and read back: narrow layers, whose patch transforms read the split from memory at the
-    memory's speed, ran 1.1-1.25x faster (docs/kernels/conv.md).
+    A task splits the rows it reads into a buffer that stays in L2, rather than the whole batch being split
+    into memory and read back: the patch transforms of narrow layers read that split at the memory's
+    speed (narrow layers 1.15-1.3x faster; docs/kernels/conv.md).
     """
-    lanes = simd.lanes(x)
-    last = row_starts[0]
-    for q0 in row_starts:
-        if q0 >= 0:
-            last = q0
-    i_first = row_starts[0] // width
-    rows = (last + lanes - 1) // width - i_first + 2  # a patch reads rows i and i + 1 of each phase
+    i_first = first // width
+    rows = last // width - i_first + 2  # a patch reads rows i and i + 1 of each phase
     plane = rows * width
     channels = x.shape[1]
-    band = np.empty(channels * 4 * plane + lanes, x.dtype)
+    band = np.empty(channels * 4 * plane + simd.lanes(x), x.dtype)
     band[channels * 4 * plane:] = 0
     _split_phases(0, channels, x[b:b + 1], top - 2 * i_first, left,
                   band[:channels * 4 * plane].reshape((1, channels, 2, 2, rows, width)))
     patch_offsets = _patch_offsets(plane, width)
-    first = i_first * width
-    # the micro-kernels do not check bounds: the last lane of the last vector, through the last patch
-    # element of the last channel, must read inside the band
-    if (channels - 1) * 4 * plane + last + lanes - 1 - first + patch_offsets[15] >= band.size:
+    origin = i_first * width
+    # the micro-kernels do not check bounds: tile ``last``, through the last patch element of the last
+    # channel, must read inside the band
+    if (channels - 1) * 4 * plane + last - origin + patch_offsets[15] >= band.size:
         raise AssertionError("conv: a Winograd tile would read outside its band")
-    return band, first, patch_offsets, 4 * plane
+    return band, origin, patch_offsets, 4 * plane
 
 
-def _winograd_split(x: np.ndarray, padding: Pair, tiles_hw: Pair, groups: int, c_in_g: int) -> tuple:
-    """x zero-padded and split into 2 x 2 phases, so that element (u, v) of the 4 x 4 patch of tile (i, j),
-    rows 2i + u and columns 2j + v of the padded x, is src[q + patch_offsets[4u + v]] for q = i * width + j
-    in each channel's block (_patch_offsets), and a vector of 32 tiles along a row is one load per patch
-    element: the whole batch, as the weight gradient reads it. Returns (src, image_stride, group_stride,
-    width, starts, patch_offsets, channel_stride)."""
-    size = (tiles_hw[0] + 1, tiles_hw[1] + 1)  # the patch of tile (i, j) is rows i, i + 1 of each phase
-    src, image_stride = _phase_split(x, padding, (2, 2), size)
-    plane = size[0] * size[1]
-    patch_offsets = _patch_offsets(plane, size[1])
-    lanes = simd.VECTOR_BYTES // x.itemsize
-    starts = _vector_starts(x.shape[0], *tiles_hw, size[1], lanes)
-    reads = np.array([0, (c_in_g - 1) * 4 * plane + patch_offsets.max()])
-    group_stride = _group_stride(src, image_stride, x.shape[0], groups, reads, starts.max() + lanes)
-    return src, image_stride, group_stride, size[1], starts, patch_offsets, 4 * plane
+@njit(cache=True)
+def _split_vectors(x, b, top, left, width, row_starts):
+    """_split_band of the rows read by the vectors of tiles starting at row_starts (-1: none), the lanes
+    past the last tile included."""
+    last = row_starts[0]
+    for q0 in row_starts:
+        if q0 >= 0:
+            last = q0
+    return _split_band(x, b, top, left, width, row_starts[0], last + simd.lanes(x) - 1)
 
 
 def _all_finite(tiles_kernel, x: np.ndarray, padding: Pair, tiles_hw: Pair, weights: np.ndarray,

@@ -304,11 +304,12 @@ def test_conv2d_weight_gradient_with_images_sharing_partials_matches_torch_and_s
     images in 2 groups: 4 images a task), MIN_TASKS tasks kept; direct (stride 2) and Winograd."""
     monkeypatch.setattr(conv_weight_grad, "SHARED_PARTIALS_BYTES", 1)
     calls = []
-    name, stride = ("_weight_gradient_tiles", 2) if path == "direct" else ("_winograd_weight_tiles", 1)
+    # the kernel, its stride, and where images_per_task is among its arguments
+    name, stride, at = ("_weight_gradient_tiles", 2, 8) if path == "direct" else ("_winograd_weight_tiles", 1, 6)
     tiles, run_tasks = getattr(conv_weight_grad, name), conv_weight_grad.run_tasks
 
     def spy(kernel, count, *args):  # records the kernel's images_per_task
-        calls.extend([args[8]] if kernel is tiles else [])
+        calls.extend([args[at]] if kernel is tiles else [])
         run_tasks(kernel, count, *args)
 
     monkeypatch.setattr(conv_weight_grad, "run_tasks", spy)
@@ -373,11 +374,12 @@ def test_conv2d_winograd_non_finite_input_gives_torch_infinities_and_nans(value,
     (2, 6, 8, (29, 149), 1),  # 5 bands a part: each band's gy laid out over the last one's, odd edges zeroed
 ])
 def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, dtype,
-                                                               winograd_on_any_layer):
+                                                               winograd_on_any_layer, monkeypatch):
     """The Winograd F(2x2, 3x3) weight gradient (G^T [sum over tiles of (A dY A^T) * (B^T d B)] G) on odd
     and even sizes, bands across rows, images split into parts, narrow layers let through: PyTorch's and
     the spec's within the dtype's tolerance, and within the conditioning-aware bound of the float64
-    answer (tests/reference.py)."""
+    answer (tests/reference.py). The input split a band of tiles at a time (the least SPLIT_BAND_BYTES
+    allows) gives the same bits: the split moves no sum."""
     rng = np.random.default_rng(17)
     x = (rng.standard_normal((n, c_in, *hw)) / 8).astype(dtype)  # small, as in the wide-layer test
     w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(dtype)
@@ -390,6 +392,8 @@ def test_conv2d_backward_weight_winograd_matches_torch_and_spec(n, c_in, c_out, 
     (expected, allowance), = float64_reference(
         lambda a, b: torch.nn.grad.conv2d_weight(a, w.shape, b, padding=padding), [x, gy], dtype)
     assert_close_to_float64(got, expected, dtype, "weight gradient", allowance)
+    monkeypatch.setattr(conv_weight_grad, "SPLIT_BAND_BYTES", 1)
+    np.testing.assert_array_equal(conv_weight_grad._conv_backward_weight_winograd(x, gy, w.shape, hyper[1]), got)
 
 
 @pytest.mark.parametrize("partials_bytes", [1, 40_000])
