@@ -83,9 +83,10 @@ def conv_algorithm(name: str) -> Iterator[None]:
 # backward-input: out -> in), per instruction set: (input, output) channels per group, input x output
 # channels per group, and the input and output channels of a layer whose weight gradient goes by Winograd.
 # Measured at 32x32 to 128x128 (docs/kernels/conv.md): on AVX-512 (Zen 4) the direct sum led below 16 -> 32
-# channels and 1024 pairs; on AVX2 (Zen 3) Winograd led from 16 -> 32, 32 -> 16 and 24 -> 24 (1.06-1.41x),
-# its weight gradient from 24 channels. The ISAs not measured take AVX-512's.
-WINOGRAD_RULES = {"avx512": ((16, 32), 1024, 32), "avx2": ((16, 16), 512, 24)}
+# channels and 1024 pairs; on AVX2 (Zen 3), since Winograd's tiles split their own rows (DECISIONS 92),
+# Winograd led from 8 channels each way (1.06-1.41x; 3 input channels: 0.82-0.89x), its weight gradient
+# from 24 channels. The ISAs not measured take AVX-512's.
+WINOGRAD_RULES = {"avx512": ((16, 32), 1024, 32), "avx2": ((8, 8), 64, 24)}
 WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PAIRS, WINOGRAD_WEIGHT_MIN_CHANNELS = WINOGRAD_RULES.get(
     target.ISA, WINOGRAD_RULES["avx512"])
 # 16 and 24 channels, input rows of 32 (AVX-512) or 16 (AVX2) float32: Winograd took 1.2-1.7x the direct

@@ -206,8 +206,10 @@ AVX2 = nb.code_generation()["isa"] == "avx2"  # the Winograd thresholds are per 
 @pytest.mark.parametrize(("c_in", "c_out", "forward", "backward_input"), [
     (3, 16, False, False),  # the localizer's first layer
     (3, 64, False, False),  # the segmenters' first layer
-    (16, 16, False, False),
-    (16, 32, AVX2, AVX2),  # AVX2: from 16 channels each way and 512 pairs; else 16 -> 32 and 1024 pairs
+    (4, 64, False, False),
+    (8, 8, AVX2, AVX2),  # AVX2: from 8 channels each way (and 64 pairs); else 16 -> 32 and 1024 pairs
+    (16, 16, AVX2, AVX2),
+    (16, 32, AVX2, AVX2),
     (24, 24, AVX2, AVX2),
     (16, 64, True, AVX2),  # backward-input correlates 64 -> 16 channels
     (64, 16, AVX2, True),
