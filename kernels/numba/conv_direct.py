@@ -1,12 +1,14 @@
 """Direct convolution (no BLAS): conv2d forward and backward-input (conv_transpose2d forward) as
-correlations through the outer-product micro-kernel of conv_tiles, on the phase-split padded input.
+correlations through the outer-product micro-kernel of conv_tiles, on the phase-split padded input,
+which each task splits for the rows it reads.
 
-The forward correlates x with the weights, a chunk of images at a time. Backward-input is a stride-1
-correlation of gy per output phase (``_phase``, ``_sub_kernel``), the two column phases of stride 2
-stored interleaved into whole runs of gx's rows. Any stride, dilation, group count.
+The forward correlates x with the weights. Backward-input is a stride-1 correlation of gy per output
+phase (``_phase``, ``_sub_kernel``), the two column phases of stride 2 stored interleaved into whole runs
+of gx's rows. Any stride, dilation, group count.
 """
 
-import math
+import functools
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit
@@ -16,8 +18,8 @@ from ._common import Pair
 from .conv_tiles import (
     ROW_BASES,
     ROWS,
-    _group_stride,
-    _phase_split,
+    VECTORS_PER_TASK,
+    _split_phases,
     _store_lanes,
     _tap_offsets,
     _tile_into,
@@ -25,36 +27,58 @@ from .conv_tiles import (
 )
 from .tasks import run_tasks
 
-# phase-split input per chunk of images of the direct forward: read back from the caches right after
-# the split (a whole batch's 17 MB is mostly evicted first: conv3x3 s2 fwd+bwd 14.0 -> 12.7 ms)
-SPLIT_BYTES = 4 * 2**20
-
+# rows of outputs a task takes per row its taps reach below them (at least): the rows of its band split
+# for the task below too are then a fifth of the band or fewer (with a row a task, 3x3 layers took up to
+# 1.4x the whole-batch split's time; 2 rows per row of reach lost 3-8% on some; docs/kernels/conv.md)
+BAND_ROWS_PER_REACH = 4
 
 @njit(cache=True, error_model="numpy")
-def _correlate_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, offsets, depths, weights,
-                     out):
+def _correlate_tiles(first_task, last_task, x, top, left, stride_h, stride_w, band_rows, width, in_place, starts,
+                     offsets, depths, weights, out):
     """out[b, g*C_g + co, o_h, o_w] = sum_{t < depths[p]} weights[p, g, co // ROWS, t * ROWS + co % ROWS]
-    * src[b * image_stride + g * group_stride + o_h * width + m + offsets[p, t]]: a correlation read in
-    place from a flat input whose rows are ``width`` wide, output pixel q = o_h * width + m reading q +
-    offsets[p, t] through tap t. One phase (p = 0): o_w = m. Two: the column phases of a stride-2
-    transposed conv, o_w = 2m + p, their vectors interleaved into runs of out's rows (on rows narrower
-    than a vector, its lanes past a row's end go on in the next row, as with one phase).
+    * src[g * group_stride + o_h * width + m + offsets[p, t]] with src image b of x (C-contiguous) zero-padded
+    by (top, left) and split by phase (stride_h, stride_w; _split_phases) into planes of rows ``width``
+    wide: a correlation, output pixel q = o_h * width + m reading q + offsets[p, t] through tap t. One
+    phase (p = 0): o_w = m. Two: the column phases of a stride-2 transposed conv, o_w = 2m + p, their
+    vectors interleaved into runs of out's rows (on rows narrower than a vector, its lanes past a row's end
+    go on in the next row, as with one phase). offsets are those of planes of band_rows rows.
 
-    One task per image and row of ``starts``, the q of the first output of each of its vectors (-1: none). Every
-    tile of ROWS output channels runs over one vector before the next vector: the vector's inputs stay
-    in the caches while the weights stream from L2 (stride-2 forward 3.3-4.0 -> 3.0-3.2 ms against
-    the tiles outer, their weights held in L1).
+    One task per image and row of ``starts``, the q of the first output of each of its vectors (-1: none).
+    Each task splits the band_rows rows of src from its first vector's row on into its own buffer, which
+    stays in L2 while its tiles read it (a whole-batch split, written to memory and read back, was 1.0-1.5x
+    slower; docs/kernels/conv.md); ``in_place``: x is its own split (stride 1, no padding, band_rows its
+    height) and is read where it is. Every tile of ROWS output channels runs over one vector before the
+    next vector: the vector's inputs stay in the caches while the weights stream from L2 (stride-2
+    forward 3.3-4.0 -> 3.0-3.2 ms against the tiles outer, their weights held in L1).
     """
     n, c_out = out.shape[:2]
     phases, groups, tiles = weights.shape[:3]
     c_out_g = c_out // groups
-    lanes = simd.lanes(src)
+    lanes = simd.lanes(x)
+    channels = x.shape[1]
+    channel_stride = stride_h * stride_w * band_rows * width
+    group_stride = channels // groups * channel_stride
     for task in range(first_task, last_task):
         b, vectors = divmod(task, starts.shape[0])
-        scratch = np.empty(phases * lanes, src.dtype)
-        rows = np.empty(phases * ROWS * lanes, src.dtype)  # a tile's rows: phase 0's, then phase 1's
+        scratch = np.empty(phases * lanes, x.dtype)
+        rows = np.empty(phases * ROWS * lanes, x.dtype)  # a tile's rows: phase 0's, then phase 1's
+        last = starts[vectors][0]
+        for q0 in starts[vectors]:
+            last = max(last, q0)
+        if in_place:
+            src, origin = x[b].reshape(-1), 0
+        else:
+            origin = starts[vectors][0] // width * width
+            src = np.empty(channels * channel_stride + lanes, x.dtype)
+            src[channels * channel_stride:] = 0  # lanes past the last row read zeros
+            _split_phases(0, channels, x[b:b + 1], top - origin // width * stride_h, left,
+                          src[:channels * channel_stride].reshape((1, channels, stride_h, stride_w, band_rows, width)))
+        # the micro-kernel does not check bounds: the last lane of the last vector, through the furthest tap
+        # of the last group, must read inside src
+        if (groups - 1) * group_stride + last + lanes - 1 - origin + offsets.max() >= src.size:
+            raise AssertionError("conv: the micro-kernel would read outside its band of the input")
         for g in range(groups):
-            image = src[b * image_stride + g * group_stride:]
+            image = src[g * group_stride:]
             for q0 in starts[vectors]:
                 if q0 < 0:
                     break
@@ -63,8 +87,8 @@ def _correlate_tiles(first_task, last_task, src, image_stride, group_stride, wid
                     first = g * c_out_g + tile * ROWS
                     used = min(ROWS, c_out_g - tile * ROWS)
                     for p in range(phases):
-                        _tile_into(used, weights[p, g, tile], ROW_BASES, ROWS, image[q0:], offsets[p, :depths[p]],
-                                   rows, p * ROWS * lanes)
+                        _tile_into(used, weights[p, g, tile], ROW_BASES, ROWS, image[q0 - origin:],
+                                   offsets[p, :depths[p]], rows, p * ROWS * lanes)
                     for r in range(used):
                         value = simd.load(rows, r * lanes)
                         if phases == 1:
@@ -75,13 +99,13 @@ def _correlate_tiles(first_task, last_task, src, image_stride, group_stride, wid
 
 
 @njit(cache=True)
-def _correlate_any_layout(first_task, last_task, src, image_stride, group_stride, width, starts, offsets, depths,
-                          weights, out):
+def _correlate_any_layout(first_task, last_task, x, top, left, stride_h, stride_w, band_rows, width, in_place, starts,
+                          offsets, depths, weights, out):
     """_correlate_tiles with out typed as any layout: the forward's C-contiguous out and a transposed conv's
     strided phase of gx then share one compile of it (5 s cold), where each layout would compile its own.
     Its stores go through a pointer to the row (simd.store), as fast either way."""
-    _correlate_tiles(first_task, last_task, src, image_stride, group_stride, width, starts, offsets, depths, weights,
-                     out[..., ::1])
+    _correlate_tiles(first_task, last_task, x, top, left, stride_h, stride_w, band_rows, width, in_place, starts,
+                     offsets, depths, weights, out[..., ::1])
 
 
 @njit(cache=True)
@@ -100,12 +124,6 @@ def _weight_tiles(w, order, out):
                         out[g, tile, ci * taps + a, r] = weights[ci, order[a]]
 
 
-def _image_chunks(images: int, bytes_per_image: int) -> list[slice]:
-    """Runs of consecutive images whose phase-split input takes SPLIT_BYTES at most (one image at least)."""
-    step = max(1, SPLIT_BYTES // bytes_per_image)
-    return [slice(b, min(b + step, images)) for b in range(0, images, step)]
-
-
 def _tap_tiles(phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: int, c_out: int,
                dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(depths, offsets, weights) of _correlate_tiles for phases [(offsets, order, weight)] from
@@ -121,29 +139,40 @@ def _tap_tiles(phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: 
     return depths, offsets, weights
 
 
-def _correlate(src: np.ndarray, image_stride: int, images: int, groups: int, width: int,
-               taps: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray) -> None:
-    """Run _correlate_tiles with taps from _tap_tiles on (src, image_stride) from _phase_split."""
-    depths, offsets, weights = taps
-    lanes = simd.VECTOR_BYTES // src.itemsize
-    starts = _vector_starts(images, out.shape[2], -(-out.shape[3] // offsets.shape[0]), width, lanes)
-    group_stride = _group_stride(src, image_stride, images, groups, offsets, starts.max() + lanes)
-    run_tasks(_correlate_any_layout, images * starts.shape[0], src, image_stride, group_stride, width, starts, offsets,
-              depths, weights, out)
+def _correlate(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair, groups: int, phases: int,
+               correlations: Callable[[Pair], list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+               out: np.ndarray) -> None:
+    """Run _correlate_tiles over x zero-padded by top_left, split by phase into planes of ``size`` (rows
+    ``size[1]`` wide) and read in bands, for the ``phases`` (1, or a stride-2 transposed conv's 2 column
+    phases, interleaved) [(offsets, order, weight)] of _tap_tiles that ``correlations`` gives for planes
+    of a band's size. x is read in place where it is its own split (stride 1, no padding, nothing cut
+    off: 1x1 layers) and every vector of outputs lies inside a row (so that no read passes x's end)."""
+    x = np.ascontiguousarray(x)
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    columns = -(-out.shape[3] // phases)
+    in_place = stride == (1, 1) and tuple(top_left) == (0, 0) and size == x.shape[2:] and columns >= lanes
+    reach = size[0] - out.shape[2]  # the rows the taps read below an output's row
+    # tasks of BAND_ROWS_PER_REACH rows per row of reach at least: a band's rows past its outputs' are split
+    # by the next task too
+    most = max(VECTORS_PER_TASK, -(-columns // lanes) * BAND_ROWS_PER_REACH * (reach + 1))
+    starts = _vector_starts(x.shape[0], out.shape[2], columns, size[1], lanes, most)
+    if in_place:
+        band_rows = size[0]
+    else:  # the rows a task's vectors span, the rows the taps reach below them, and one for lanes past a row
+        first, last = starts[:, 0], starts.max(axis=1) + lanes - 1
+        band_rows = int((last // size[1] - first // size[1]).max()) + 1 + reach + 1
+    depths, offsets, weights = _tap_tiles(correlations((band_rows, size[1])), groups, out.shape[1], x.dtype)
+    run_tasks(_correlate_any_layout, x.shape[0] * starts.shape[0], x, *top_left, *stride, band_rows, size[1], in_place,
+              starts, offsets, depths, weights, out)
 
 
 def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
                  groups: int) -> None:
-    """out = conv2d(x, w), every element written: the correlation over x zero-padded and split by phase,
-    a chunk of images at a time."""
+    """out = conv2d(x, w), every element written: the correlation over x zero-padded and split by phase."""
     kernel = w.shape[2:]
     size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    lanes = simd.VECTOR_BYTES // x.itemsize
-    taps = _tap_tiles([(*_tap_offsets(w.shape[1], kernel, stride, dilation, size), w)], groups, w.shape[0], x.dtype)
-    for images in _image_chunks(x.shape[0], math.prod((x.shape[1], *stride, *size, x.itemsize))):
-        # in place where every vector of outputs lies inside a row (_vector_starts): none reads past x
-        src, image_stride = _phase_split(x[images], padding, stride, size, in_place=out.shape[3] >= lanes)
-        _correlate(src, image_stride, images.stop - images.start, groups, size[1], taps, out[images])
+    _correlate(x, padding, stride, size, groups, 1,
+               lambda band: [(*_tap_offsets(w.shape[1], kernel, stride, dilation, band), w)], out)
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -190,7 +219,6 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
     """
     c_out, cg = w.shape[:2]
-    lanes = simd.VECTOR_BYTES // gy.itemsize
     problems = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
     for ph in range(min(stride[0], gx.shape[2])):
         taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
@@ -214,14 +242,12 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     first = [min(start[i] for start, _, _, _ in reads) for i in (0, 1)]
     last = [max(start[i] + size[i] + (kernel[i] - 1) * step[i] for start, size, kernel, step in reads) for i in (0, 1)]
     size = (last[0] - first[0], last[1] - first[1])
-    # the whole batch (chunks measured slower here); in place where, as in _conv_direct, every vector of
-    # outputs lies inside a row
-    in_place = all(out.shape[3] >= len(per_phase) * lanes for out, per_phase in problems)
-    src, image_stride = _phase_split(gy, (-first[0], -first[1]), (1, 1), size, in_place)
+
+    def correlations(phases: list, band: Pair) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [(offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel)
+                for sub_kernel, start, step in phases
+                for offsets, order in [_tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, band)]]
+
     for out, phases in problems:
-        correlations = []
-        for sub_kernel, start, step in phases:
-            offsets, order = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, size)
-            correlations.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel))
-        _correlate(src, image_stride, gy.shape[0], groups, size[1],
-                   _tap_tiles(correlations, groups, gx.shape[1], gx.dtype), out)
+        _correlate(gy, (-first[0], -first[1]), (1, 1), size, groups, len(phases),
+                   functools.partial(correlations, phases), out)

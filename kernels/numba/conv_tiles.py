@@ -140,16 +140,15 @@ def _split_phases(first_plane, last_plane, x, top, left, out):
                         flat_out[to + np.uint64(j)] = flat_x[source + np.uint64(j * s_w)]
 
 
-def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair, in_place: bool = False
-                 ) -> tuple[np.ndarray, int]:
-    """(src, image_stride): _split_phases into a flat buffer of (N, C, s_h, s_w, rows, columns),
-    image_stride elements an image, plus one vector of zeros at the end for the last vector's lanes past
-    the last pixel. An input that is its own split (stride 1, no padding, nothing cut off: a 1x1 layer's)
-    is read where it is when the caller allows it (``in_place``: its reads stay inside x), no copy: the
-    copy took a third of a 1x1 layer's forward (docs/kernels/conv.md)."""
+def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> tuple[np.ndarray, int]:
+    """(src, image_stride): the whole batch split by _split_phases into a flat buffer of (N, C, s_h, s_w,
+    rows, columns), image_stride elements an image, plus one vector of zeros at the end for the last
+    vector's lanes past the last pixel, as the weight gradients read it (each read inside the split's
+    pixels). An input that is its own split (stride 1, no padding, nothing cut off: a 1x1 layer's) is read
+    where it is: no copy (it took a third of a 1x1 layer's weight gradient; docs/kernels/conv.md)."""
     shape = (*x.shape[:2], *stride, *size)
     image_stride = math.prod(shape[1:])
-    if in_place and stride == (1, 1) and tuple(top_left) == (0, 0) and tuple(size) == x.shape[2:]:
+    if stride == (1, 1) and tuple(top_left) == (0, 0) and tuple(size) == x.shape[2:]:
         return np.ascontiguousarray(x).reshape(-1), image_stride
     lanes = simd.VECTOR_BYTES // x.itemsize
     flat = np.empty(math.prod(shape) + lanes, x.dtype)
@@ -178,10 +177,11 @@ def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair,
     return offsets, order
 
 
-def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int) -> np.ndarray:
+def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int,
+                   most: int = VECTORS_PER_TASK) -> np.ndarray:
     """The first q = o_h * width + o_w of each vector of outputs of a rows x columns output read from rows
-    ``width`` wide, one row per task: up to VECTORS_PER_TASK, fewer where that would leave a thread
-    with under 4 tasks (-1: none).
+    ``width`` wide, one row per task: up to ``most`` (VECTORS_PER_TASK unless the caller wants more), fewer
+    where that would leave a thread with under 4 tasks (-1: none).
 
     When a vector fits in an output row: whole vectors along each row, the last one ending at the row's
     end (overlapping the one before it if need be: the same task writes both), whole rows to a task.
@@ -190,7 +190,7 @@ def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int)
     along_row = np.minimum(np.arange(0, columns, lanes), columns - lanes)
     across_rows = np.arange(0, (rows - 1) * width + columns, lanes)
     vectors = rows * along_row.size if columns >= lanes else across_rows.size
-    per_task = max(1, min(VECTORS_PER_TASK, images * vectors // (4 * numba.get_num_threads())))
+    per_task = max(1, min(most, images * vectors // (4 * numba.get_num_threads())))
     if columns >= lanes:
         rows_per_task = max(1, per_task // along_row.size)
         starts: np.ndarray = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)

@@ -135,7 +135,7 @@ def _conv_backward_weight_direct(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     c_out_g = c_out // groups
     lanes = simd.VECTOR_BYTES // x.itemsize
     size = tuple(gy.shape[2 + i] + ((k_h, k_w)[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    src, image_stride = _phase_split(x, padding, stride, size, in_place=True)  # scalar reads: inside x
+    src, image_stride = _phase_split(x, padding, stride, size)
     offsets, order = _tap_offsets(cg, (k_h, k_w), stride, dilation, size)
     reach = (out_h - 1) * size[1] + out_w  # the pixels q of outputs
     group_stride = _group_stride(src, image_stride, n, groups, offsets, reach)

@@ -128,7 +128,7 @@ def _conv_backward_weight_pixels(x: np.ndarray, gy: np.ndarray, w_shape: tuple[i
     _, cg, k_h, k_w = w_shape
     c_out_g = c_out // groups
     size = tuple(gy.shape[2 + i] + ((k_h, k_w)[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    src, image_stride = _phase_split(x, padding, stride, size, in_place=True)  # whole vectors inside rows
+    src, image_stride = _phase_split(x, padding, stride, size)
     offsets, order = _tap_offsets(cg, (k_h, k_w), stride, dilation, size)
     group_stride = _group_stride(src, image_stride, n, groups, offsets, (out_h - 1) * size[1] + out_w)
     partials = np.empty((n, groups, c_out_g, offsets.size), x.dtype)

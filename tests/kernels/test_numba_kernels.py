@@ -46,7 +46,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from minicv.kernels.numba import conv as nb_conv
 from minicv.kernels.numba import (
-    conv_direct,
     conv_im2col,
     conv_tiles,
     conv_weight_grad,
@@ -90,14 +89,15 @@ def test_conv_algorithm_setting():
 
 
 @contextlib.contextmanager
-def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int, split_bytes: int = 2**22):
-    """Small im2col chunks, weight-gradient bands, direct tasks and chunks of images, so that the paths
-    through several of them run on small inputs; Winograd on layers of any channel count."""
+def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
+    """Small im2col chunks, weight-gradient bands and tasks of vectors (so bands of the split input of few
+    rows), so that the paths through several of them run on small inputs; Winograd on layers of any
+    channel count."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
-                (conv_direct, "SPLIT_BYTES"), (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"),
+                (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"),
                 (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"), (nb_conv, "TRANSPOSED_WINOGRAD_MIN_CHANNELS"))
     saved = [getattr(module, name) for module, name in settings]
-    values = (chunk_bytes, weight_band, vectors_per_task, split_bytes, (1, 1), 1, 1, 1)
+    values = (chunk_bytes, weight_band, vectors_per_task, (1, 1), 1, 1, 1)
     for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
@@ -117,9 +117,8 @@ def winograd_on_any_layer(monkeypatch):
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
-# (im2col chunk bytes, direct weight-gradient band pixels, direct vectors per task, direct forward split
-# bytes per chunk of images: 1 takes one image at a time)
-CHUNKS = st.sampled_from([(1, 1, 1, 1), (600, 5, 3, 3000), (2**24, 512, 2, 2**22)])
+# (im2col chunk bytes, direct weight-gradient band pixels, vectors per task)
+CHUNKS = st.sampled_from([(1, 1, 1), (600, 5, 3), (2**24, 512, 8)])
 
 
 @SETTINGS
@@ -556,24 +555,22 @@ def test_split_phases_places_x_among_zeros(top_left, stride, size, dtype):
     run_tasks(conv_tiles._split_phases, 2 * 3, x, top, left, out)
     np.testing.assert_array_equal(out, expected)
     # any layout through _phase_split (the kernel reads C-contiguous x), and the zeros after the split
-    split, image_stride = conv_tiles._phase_split(np.asfortranarray(x), top_left, stride, size, in_place=True)
+    split, image_stride = conv_tiles._phase_split(np.asfortranarray(x), top_left, stride, size)
     assert image_stride == expected[0].size
     np.testing.assert_array_equal(split[:expected.size].reshape(expected.shape), expected)
     assert not split[expected.size:].any()
 
 
-def test_phase_split_reads_an_input_that_is_its_own_split_in_place_only_where_allowed():
-    """Stride 1, no padding, nothing cut off: the split is x itself, read where it is (no copy) when the
-    caller allows it; a copy (with its vector of zeros after it) otherwise, or when x is not C-contiguous."""
+def test_phase_split_reads_an_input_that_is_its_own_split_in_place():
+    """Stride 1, no padding, nothing cut off: the split is x itself, read where it is (no copy); a copy
+    (with its vector of zeros after it) otherwise, or when x is not C-contiguous."""
     x = np.random.default_rng(5).standard_normal((2, 3, 11, 75)).astype(np.float32)
-    src, image_stride = conv_tiles._phase_split(x, (0, 0), (1, 1), (11, 75), in_place=True)
+    src, image_stride = conv_tiles._phase_split(x, (0, 0), (1, 1), (11, 75))
     assert np.shares_memory(src, x) and src.size == x.size and image_stride == 3 * 11 * 75
-    for other in (dict(in_place=False), dict(in_place=True, size=(11, 74)), dict(in_place=True, top_left=(0, 1))):
-        args = {"top_left": (0, 0), "size": (11, 75), **other}
-        src, _ = conv_tiles._phase_split(x, args["top_left"], (1, 1), args["size"], args["in_place"])
-        assert not np.shares_memory(src, x) and src.size > math.prod((2, 3, *args["size"]))
-    fortran = np.asfortranarray(x)
-    src, _ = conv_tiles._phase_split(fortran, (0, 0), (1, 1), (11, 75), in_place=True)
+    for top_left, size in (((0, 0), (11, 74)), ((0, 1), (11, 75))):
+        src, _ = conv_tiles._phase_split(x, top_left, (1, 1), size)
+        assert not np.shares_memory(src, x) and src.size > math.prod((2, 3, *size))
+    src, _ = conv_tiles._phase_split(np.asfortranarray(x), (0, 0), (1, 1), (11, 75))
     np.testing.assert_array_equal(src.reshape(x.shape), x)
 
 
