@@ -19,7 +19,7 @@ from .conv_tiles import (
     ROW_BASES,
     ROWS,
     VECTORS_PER_TASK,
-    _split_phases,
+    _split_rows,
     _store_lanes,
     _tap_offsets,
     _tile_into,
@@ -62,17 +62,13 @@ def _correlate_tiles(first_task, last_task, x, top, left, stride_h, stride_w, ba
         b, vectors = divmod(task, starts.shape[0])
         scratch = np.empty(phases * lanes, x.dtype)
         rows = np.empty(phases * ROWS * lanes, x.dtype)  # a tile's rows: phase 0's, then phase 1's
-        last = starts[vectors][0]
-        for q0 in starts[vectors]:
-            last = max(last, q0)
+        last = starts[vectors].max()  # the last vector's start (-1 marks none)
         if in_place:
             src, origin = x[b].reshape(-1), 0
         else:
-            origin = starts[vectors][0] // width * width
-            src = np.empty(channels * channel_stride + lanes, x.dtype)
-            src[channels * channel_stride:] = 0  # lanes past the last row read zeros
-            _split_phases(0, channels, x[b:b + 1], top - origin // width * stride_h, left,
-                          src[:channels * channel_stride].reshape((1, channels, stride_h, stride_w, band_rows, width)))
+            first_row = starts[vectors][0] // width
+            src = _split_rows(x, b, top, left, stride_h, stride_w, first_row, band_rows, width)
+            origin = first_row * width
         # the micro-kernel does not check bounds: the last lane of the last vector, through the furthest tap
         # of the last group, must read inside src
         if (groups - 1) * group_stride + last + lanes - 1 - origin + offsets.max() >= src.size:
@@ -244,9 +240,11 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     size = (last[0] - first[0], last[1] - first[1])
 
     def correlations(phases: list, band: Pair) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        return [(offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel)
-                for sub_kernel, start, step in phases
-                for offsets, order in [_tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, band)]]
+        taps = []
+        for sub_kernel, start, step in phases:
+            offsets, order = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, band)
+            taps.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel))
+        return taps
 
     for out, phases in problems:
         _correlate(gy, (-first[0], -first[1]), (1, 1), size, groups, len(phases),

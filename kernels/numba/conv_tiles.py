@@ -140,6 +140,22 @@ def _split_phases(first_plane, last_plane, x, top, left, out):
                         flat_out[to + np.uint64(j)] = flat_x[source + np.uint64(j * s_w)]
 
 
+@njit(cache=True)
+def _split_rows(x, b, top, left, stride_h, stride_w, first_row, rows, width):
+    """A task's band of the split input: rows first_row .. first_row + rows - 1 of each phase of image b of
+    x (C-contiguous) zero-padded by (top, left) and split by _split_phases into rows ``width`` wide, flat in
+    the task's own buffer (it stays in L2 while the task reads it), plus a vector of zeros after them for
+    lanes past the last row."""
+    channels = x.shape[1]
+    size = channels * stride_h * stride_w * rows * width
+    band = np.empty(size + simd.lanes(x), x.dtype)
+    band[size:] = 0
+    # np.int64(0), not the literal 0: Numba would compile _split_phases a second time for Literal[int](0)
+    _split_phases(np.int64(0), channels, x[b:b + 1], top - first_row * stride_h, left,
+                  band[:size].reshape((1, channels, stride_h, stride_w, rows, width)))
+    return band
+
+
 def _phase_split(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair) -> tuple[np.ndarray, int]:
     """(src, image_stride): the whole batch split by _split_phases into a flat buffer of (N, C, s_h, s_w,
     rows, columns), image_stride elements an image, plus one vector of zeros at the end for the last

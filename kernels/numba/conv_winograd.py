@@ -18,7 +18,7 @@ from .conv_direct import _phase, _sub_kernel
 from .conv_tiles import (
     ROW_BASES,
     ROWS,
-    _split_phases,
+    _split_rows,
     _store_lanes,
     _tile_into,
     _vector_starts,
@@ -303,10 +303,7 @@ def _split_band(x, b, top, left, width, first, last):
     rows = last // width - i_first + 2  # a patch reads rows i and i + 1 of each phase
     plane = rows * width
     channels = x.shape[1]
-    band = np.empty(channels * 4 * plane + simd.lanes(x), x.dtype)
-    band[channels * 4 * plane:] = 0
-    _split_phases(0, channels, x[b:b + 1], top - 2 * i_first, left,
-                  band[:channels * 4 * plane].reshape((1, channels, 2, 2, rows, width)))
+    band = _split_rows(x, b, top, left, np.int64(2), np.int64(2), i_first, rows, width)  # not literals: one compile
     patch_offsets = _patch_offsets(plane, width)
     origin = i_first * width
     # the micro-kernels do not check bounds: tile ``last``, through the last patch element of the last
@@ -320,11 +317,8 @@ def _split_band(x, b, top, left, width, first, last):
 def _split_vectors(x, b, top, left, width, row_starts):
     """_split_band of the rows read by the vectors of tiles starting at row_starts (-1: none), the lanes
     past the last tile included."""
-    last = row_starts[0]
-    for q0 in row_starts:
-        if q0 >= 0:
-            last = q0
-    return _split_band(x, b, top, left, width, row_starts[0], last + simd.lanes(x) - 1)
+    # the last vector's start is the largest (-1 marks none)
+    return _split_band(x, b, top, left, width, row_starts[0], row_starts.max() + simd.lanes(x) - 1)
 
 
 def _all_finite(tiles_kernel, x: np.ndarray, padding: Pair, tiles_hw: Pair, weights: np.ndarray,
