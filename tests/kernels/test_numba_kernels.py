@@ -52,7 +52,9 @@ from minicv.kernels.numba import (
     conv_weight_grad_pixels,
     conv_winograd,
 )
+from minicv.kernels.numba import loss as nb_loss
 from minicv.kernels.numba.tasks import run_tasks
+from numba import njit
 
 import minicv as mc
 from minicv.functional import conv2d as minicv_conv2d
@@ -791,7 +793,6 @@ def test_softmax_cross_entropy_full_and_ragged_pixel_blocks_match_torch_and_spec
     not have is compiled here, with the module's flag switched, so that every CPU tests both."""
     from minicv.kernels.numba import loss
     from minicv.kernels.numba.loss import BACKWARD_BLOCK, FORWARD_BLOCK
-    from numba import njit
 
     if literal_width != loss.LITERAL_WIDTH:
         monkeypatch.setattr(loss, "LITERAL_WIDTH", literal_width)  # read when the copies below compile
@@ -882,6 +883,35 @@ def test_softmax_cross_entropy_backward_refuses_saved_arrays_of_another_shape():
     with pytest.raises(ValueError, match=r"g has shape \(4,\), expected \(1, 4\)"):
         nb.softmax_cross_entropy_backward(x, target, np.ones(3), -100, 0.0, stats, np.ones(4))
 
+
+
+@njit(fastmath={"contract"})
+def _exps_and_logs(x, y, constants):
+    """The loss kernels' written-out exp of every x (<= 0) and log of every y (> 0), in their dtype."""
+    exps, logs = np.empty_like(x), np.empty_like(y)
+    for i in range(x.size):
+        exps[i] = nb_loss._exp(x[i], constants)
+    for i in range(y.size):
+        logs[i] = nb_loss._log(y[i])
+    return exps, logs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_written_out_exp_and_log_are_accurate_to_a_few_ulps_over_their_whole_range(dtype):
+    """exp of every x above the lowest the kernels keep (-87 in float32, -708 in float64: a normal exp) up to
+    0, densely, and log of positive normal floats (sums of exps lie in [1, C]) within 3 ulps of the exact
+    value (float64's, or float128's for float64); exp is 0 from the lowest down; NaN passes through both."""
+    lowest = -87.0 if dtype == np.float32 else -708.0
+    x = np.concatenate([np.linspace(lowest, 0, 1_000_003)[1:], -np.geomspace(1e-30, 1, 100_003)]).astype(dtype)
+    y = np.concatenate([np.linspace(1, 1000, 1_000_003), np.geomspace(1e-30, 1e30, 100_003)]).astype(dtype)
+    exps, logs = _exps_and_logs(x, y, nb_loss._exp_constants(x.dtype))
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    for got, want in ((exps, np.exp(x.astype(wide))), (logs, np.log(y.astype(wide)))):
+        ulps = np.abs(got.astype(wide) - want) / np.spacing(want.astype(dtype)).astype(wide)
+        assert ulps.max() <= 3, float(ulps.max())
+    exps, logs = _exps_and_logs(np.array([lowest, -np.inf, np.nan], dtype), np.array([np.nan], dtype),
+                                nb_loss._exp_constants(np.dtype(dtype)))
+    assert exps[0] == exps[1] == 0 and np.isnan(exps[2]) and np.isnan(logs[0])
 
 # --- batch norm -------------------------------------------------------------------------------------
 
