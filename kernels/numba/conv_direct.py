@@ -25,7 +25,7 @@ from .conv_tiles import (
     _tile_into,
     _vector_starts,
 )
-from .tasks import run_tasks
+from .tasks import AnyLayout, run_tasks
 
 # rows of outputs a task takes per row its taps reach below them (at least): the rows of its band split
 # for the task below too are then a fifth of the band or fewer (with a row a task, 3x3 layers took up to
@@ -95,16 +95,6 @@ def _correlate_tiles(first_task, last_task, x, top, left, stride_h, stride_w, ba
 
 
 @njit(cache=True)
-def _correlate_any_layout(first_task, last_task, x, top, left, stride_h, stride_w, band_rows, width, in_place, starts,
-                          offsets, depths, weights, out):
-    """_correlate_tiles with out typed as any layout: the forward's C-contiguous out and a transposed conv's
-    strided phase of gx then share one compile of it (5 s cold), where each layout would compile its own.
-    Its stores go through a pointer to the row (simd.store), as fast either way."""
-    _correlate_tiles(first_task, last_task, x, top, left, stride_h, stride_w, band_rows, width, in_place, starts,
-                     offsets, depths, weights, out[..., ::1])
-
-
-@njit(cache=True)
 def _weight_tiles(w, order, out):
     """out[g, tile, ci * taps + a, r] = w[g*C_g + tile*ROWS + r, ci, order[a]]: w (C_out, C_in / groups,
     taps) in tiles of ROWS output channels, each tile's weights one contiguous run in the order the
@@ -158,8 +148,10 @@ def _correlate(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair, groups: 
         first, last = starts[:, 0], starts.max(axis=1) + lanes - 1
         band_rows = int((last // size[1] - first // size[1]).max()) + 1 + reach + 1
     depths, offsets, weights = _tap_tiles(correlations((band_rows, size[1])), groups, out.shape[1], x.dtype)
-    run_tasks(_correlate_any_layout, x.shape[0] * starts.shape[0], x, *top_left, *stride, band_rows, size[1], in_place,
-              starts, offsets, depths, weights, out)
+    # out typed as any layout: the forward's C-contiguous out and a transposed conv's strided phase of gx share
+    # one compile of the kernel (3 s cold), its stores as fast either way
+    run_tasks(_correlate_tiles, x.shape[0] * starts.shape[0], x, *top_left, *stride, band_rows, size[1], in_place,
+              starts, offsets, depths, weights, AnyLayout(out))
 
 
 def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,

@@ -16,6 +16,7 @@ Numba's on-disk cache keeps both (the address is read when the process runs, nev
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -32,7 +33,7 @@ def _call(typingctx, address, first, last, args):
     """The kernel compiled at ``address`` (Numba's calling convention) called on (first, last, *args), args
     its arguments with tuples flattened (_flat); returns whether it raised (the exception itself stays
     behind: see run_tasks)."""
-    if (first, last) != (types.int64, types.int64):  # what the kernel was compiled for (_address)
+    if (first, last) != (types.int64, types.int64):  # what the kernel was compiled for (_compile)
         raise errors.TypingError(f"task bounds must be int64, not {first} and {last}")
     argtypes = (first, last, *args.types)
 
@@ -60,41 +61,67 @@ def _bounds(r, count, ranges):
     return np.int64(r * count // ranges), np.int64((r + 1) * count // ranges)
 
 
-_addresses: dict[tuple, int] = {}  # (kernel, argument fingerprints) -> address (the kernel keeps its code)
+@dataclass(frozen=True)
+class AnyLayout:
+    """An array argument that the kernel is compiled for as layout "A" (any strides) whatever this one's: a
+    C-contiguous array and a strided view then share one compile of the kernel, where each layout would
+    compile its own (the direct correlation: 3 s each, cold). Worth it where the kernel reaches the array's
+    elements through a pointer to a row (``simd.store``): as fast for either layout."""
+
+    array: np.ndarray
 
 
-def _address(kernel: Dispatcher, args: tuple) -> int:
-    """The address of ``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use."""
-    key = (kernel, *map(compute_fingerprint, args))
-    if key not in _addresses:
-        signature = (types.int64, types.int64, *map(numba.typeof, args))
+def _argument_key(value: Any) -> Any:
+    """What a compile of the kernel depends on in this argument: Numba's fingerprint (the key its own dispatch
+    looks compiled code up by), or for AnyLayout, the "A" type itself."""
+    if isinstance(value, AnyLayout):
+        return numba.typeof(value.array).copy(layout="A")
+    return compute_fingerprint(value)
+
+
+def _argument_type(value: Any) -> types.Type:
+    return numba.typeof(value.array).copy(layout="A") if isinstance(value, AnyLayout) else numba.typeof(value)
+
+
+_compiled: dict[tuple, Any] = {}  # (kernel, argument keys) -> numba's compile result (the kernel keeps its code)
+
+
+def _compile(kernel: Dispatcher, args: tuple) -> Any:
+    """``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use: numba's compile
+    result, with the address the launcher calls and the entry point Python calls."""
+    key = (kernel, *map(_argument_key, args))
+    if key not in _compiled:
+        signature = (types.int64, types.int64, *map(_argument_type, args))
         kernel.compile(signature)
-        compiled: Any = kernel.overloads[signature]  # numba's compile result (its stub lacks these fields)
-        _addresses[key] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-    return _addresses[key]
+        _compiled[key] = kernel.overloads[signature]
+    return _compiled[key]
 
 
 def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
     """kernel(first, last, *args) over tasks 0 .. count - 1, in one range per thread, in parallel (one
-    range: called here)."""
+    range: called here). An argument may be an AnyLayout."""
     if count <= 0:
         return
+    compiled = _compile(kernel, args)
+    values = tuple(value.array if isinstance(value, AnyLayout) else value for value in args)
     ranges = min(count, numba.get_num_threads())
     if ranges == 1:  # one thread, or one task: no launcher to compile or to start
-        kernel(0, count, *args)
+        compiled.entry_point(0, count, *values)
         return
     failed = np.zeros(ranges, np.bool_)
-    flat = args if not any(isinstance(value, tuple) for value in args) else tuple(_flat(args))
-    _launch(_address(kernel, args), count, failed, flat)
+    flat = values if not any(isinstance(value, tuple) for value in values) else tuple(_flat(values))
+    # an array typed C here and A in the kernel is the same value to the call: numba's data model of an array
+    # is one struct whatever its layout
+    _launch(compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), count, failed, flat)
     if failed.any():
-        _raise_failure(kernel, count, failed, args)
+        _raise_failure(kernel, compiled, count, failed, values)
 
 
-def _raise_failure(kernel: Dispatcher, count: int, failed: np.ndarray, args: tuple) -> None:
+def _raise_failure(kernel: Dispatcher, compiled: Any, count: int, failed: np.ndarray, args: tuple) -> None:
     """Raise what the kernel raised: an exception on a worker thread never reaches Python, so the first
     range that failed runs again here, on this thread, where it does (the outputs are lost either way)."""
     first, last = map(int, _bounds(int(np.argmax(failed)), count, failed.size))
-    kernel(first, last, *args)
+    compiled.entry_point(first, last, *args)
     raise RuntimeError(f"{kernel.py_func.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not "
                        "when run again here")
 

@@ -3,7 +3,7 @@
 import numba
 import numpy as np
 import pytest
-from minicv.kernels.numba.tasks import run_tasks
+from minicv.kernels.numba.tasks import AnyLayout, run_tasks
 from numba import njit
 
 
@@ -51,3 +51,29 @@ def test_an_exception_in_a_kernel_reaches_the_caller(bad):
     there are two), the kernel's own exception reaches the caller."""
     with pytest.raises(ValueError, match="^task failed$"):
         run_tasks(_fail_at, 10, bad, np.zeros(10))
+
+
+@njit
+def _fill_rows(first, last, value, out):
+    for task in range(first, last):
+        row = out[task]
+        for i in range(row.size):
+            row[i] = value + task
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_any_layout_argument_compiles_once_for_a_contiguous_array_and_a_strided_view(threads):
+    """AnyLayout(out): the kernel compiles once, for layout "A", and writes a C-contiguous array and a strided
+    view of another alike, on one thread (called here) and through the launcher."""
+    contiguous, wide = np.zeros((3, 4)), np.zeros((3, 8))
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        run_tasks(_fill_rows, 3, 1.0, AnyLayout(contiguous))
+        run_tasks(_fill_rows, 3, 1.0, AnyLayout(wide[:, ::2]))
+    finally:
+        numba.set_num_threads(saved)
+    assert [signature[-1].layout for signature in _fill_rows.signatures] == ["A"]
+    np.testing.assert_array_equal(contiguous, np.repeat([[1.0], [2.0], [3.0]], 4, axis=1))
+    np.testing.assert_array_equal(wide[:, ::2], contiguous)
+    assert not wide[:, 1::2].any()
