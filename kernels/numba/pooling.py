@@ -19,17 +19,10 @@ Pair = tuple[int, int]
 
 @njit(cache=True, error_model="numpy")
 def _max_pool(first_plane, last_plane, x, kernel, stride, padding, dilation, y, indices):
-    """y and indices of the planes (b, ch) = divmod(plane, C), plane in first_plane .. last_plane - 1;
-    x, y and indices C-contiguous."""
+    """y and indices of the planes (b, ch) = divmod(plane, C), plane in first_plane .. last_plane - 1, any
+    window; x, y and indices C-contiguous."""
     c = x.shape[1]
-    out_h, out_w = y.shape[2:]
-    # 2x2 windows tiling the plane side by side (stride 2, no padding or dilation, all inside): the
-    # common pool's path, in vectors
-    if (kernel == stride == (2, 2) and padding == (0, 0) and dilation == (1, 1) and 2 * out_h <= x.shape[2]
-            and 2 * out_w <= x.shape[3]):
-        _max_pool_2x2(first_plane, last_plane, x.reshape(-1), x.shape[3], x.shape[2] * x.shape[3], y.reshape(-1),
-                      indices.reshape(-1), out_h, out_w)
-        return
+    out_w = y.shape[3]
     first_w = np.empty(out_w, np.int64)  # first in-bounds column of each window: the same on every row
     for o_w in range(out_w):
         first_w[o_w] = _first_inside(o_w, stride[1], padding[1], dilation[1])
@@ -38,7 +31,7 @@ def _max_pool(first_plane, last_plane, x, kernel, stride, padding, dilation, y, 
         _max_pool_plane(x[b, ch], kernel, stride, padding, dilation, first_w, y[b, ch], indices[b, ch])
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True, error_model="numpy")
 def _max_pool_2x2(first_plane, last_plane, x, w, plane_size, y, indices, out_h, out_w):
     """2x2 windows side by side, in flat x, y and indices (planes of plane_size, rows of w; out_h rows of
     out_w outputs): output (o_h, q) is the maximum of x[2 o_h + kh, 2 q + kw] by PyTorch's rule, taken
@@ -212,7 +205,15 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: 
     x = np.ascontiguousarray(x)  # the kernel reads it flat
     y = np.empty((*x.shape[:2], *out_hw), x.dtype)
     indices = np.empty(y.shape, np.int64)
-    run_tasks(_max_pool, x.shape[0] * x.shape[1], x, kernel_size, stride, padding, dilation, y, indices)
+    planes = x.shape[0] * x.shape[1]
+    # 2x2 windows tiling the plane side by side (stride 2, no padding or dilation, all inside), the common
+    # pool, have a kernel of their own, so that a run of such pools never compiles the general one
+    if (kernel_size == stride == (2, 2) and padding == (0, 0) and dilation == (1, 1) and 2 * out_hw[0] <= x.shape[2]
+            and 2 * out_hw[1] <= x.shape[3]):
+        run_tasks(_max_pool_2x2, planes, x.reshape(-1), x.shape[3], x.shape[2] * x.shape[3], y.reshape(-1),
+                  indices.reshape(-1), *out_hw)
+    else:
+        run_tasks(_max_pool, planes, x, kernel_size, stride, padding, dilation, y, indices)
     return y, indices
 
 
