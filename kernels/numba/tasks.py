@@ -71,30 +71,31 @@ class AnyLayout:
     array: np.ndarray
 
 
-def _argument_key(value: Any) -> Any:
-    """What a compile of the kernel depends on in this argument: Numba's fingerprint (the key its own dispatch
-    looks compiled code up by), or for AnyLayout, the "A" type itself."""
-    if isinstance(value, AnyLayout):
-        return numba.typeof(value.array).copy(layout="A")
-    return compute_fingerprint(value)
-
-
 def _argument_type(value: Any) -> types.Type:
     return numba.typeof(value.array).copy(layout="A") if isinstance(value, AnyLayout) else numba.typeof(value)
 
 
-_compiled: dict[tuple, Any] = {}  # (kernel, argument keys) -> numba's compile result (the kernel keeps its code)
+# (kernel, argument keys) -> (entry point, address) of its compiled code (the kernel keeps the code)
+_compiled: dict[tuple, tuple[Any, int]] = {}
 
 
-def _compile(kernel: Dispatcher, args: tuple) -> Any:
-    """``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use: numba's compile
-    result, with the address the launcher calls and the entry point Python calls."""
-    key = (kernel, *map(_argument_key, args))
+def _compile(kernel: Dispatcher, args: tuple) -> tuple[Any, int, tuple]:
+    """``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use: the entry point
+    Python calls, the address the launcher calls, and the arguments to hand them (an AnyLayout's array).
+    An argument's key is Numba's fingerprint (what its own dispatch looks compiled code up by, in C: a few
+    microseconds a call less than typeof), an AnyLayout's its "A" type."""
+    try:
+        key, values = (kernel, *map(compute_fingerprint, args)), args
+    except NotImplementedError:  # an AnyLayout (no fingerprint) among them
+        key = (kernel, *(_argument_type(value) if isinstance(value, AnyLayout) else compute_fingerprint(value)
+                         for value in args))
+        values = tuple(value.array if isinstance(value, AnyLayout) else value for value in args)
     if key not in _compiled:
         signature = (types.int64, types.int64, *map(_argument_type, args))
         kernel.compile(signature)
-        _compiled[key] = kernel.overloads[signature]
-    return _compiled[key]
+        compiled: Any = kernel.overloads[signature]  # numba's compile result (its stub lacks these fields)
+        _compiled[key] = compiled.entry_point, compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    return (*_compiled[key], values)
 
 
 def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
@@ -102,26 +103,25 @@ def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
     range: called here). An argument may be an AnyLayout."""
     if count <= 0:
         return
-    compiled = _compile(kernel, args)
-    values = tuple(value.array if isinstance(value, AnyLayout) else value for value in args)
+    entry_point, address, values = _compile(kernel, args)
     ranges = min(count, numba.get_num_threads())
     if ranges == 1:  # one thread, or one task: no launcher to compile or to start
-        compiled.entry_point(0, count, *values)
+        entry_point(0, count, *values)
         return
     failed = np.zeros(ranges, np.bool_)
     flat = values if not any(isinstance(value, tuple) for value in values) else tuple(_flat(values))
     # an array typed C here and A in the kernel is the same value to the call: numba's data model of an array
     # is one struct whatever its layout
-    _launch(compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), count, failed, flat)
+    _launch(address, count, failed, flat)
     if failed.any():
-        _raise_failure(kernel, compiled, count, failed, values)
+        _raise_failure(kernel, entry_point, count, failed, values)
 
 
-def _raise_failure(kernel: Dispatcher, compiled: Any, count: int, failed: np.ndarray, args: tuple) -> None:
+def _raise_failure(kernel: Dispatcher, entry_point: Any, count: int, failed: np.ndarray, args: tuple) -> None:
     """Raise what the kernel raised: an exception on a worker thread never reaches Python, so the first
     range that failed runs again here, on this thread, where it does (the outputs are lost either way)."""
     first, last = map(int, _bounds(int(np.argmax(failed)), count, failed.size))
-    compiled.entry_point(first, last, *args)
+    entry_point(first, last, *args)
     raise RuntimeError(f"{kernel.py_func.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not "
                        "when run again here")
 
