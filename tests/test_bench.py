@@ -349,7 +349,10 @@ def test_the_numba_kernels_code_generation_is_recorded() -> None:
     info = machine_info([])
     code = code_generation()
     assert info["numba_code"] == code
-    assert numba_code(info) == f"numba code {code['isa']}, {code['vector_bytes']}-byte vectors ({code['cpu']})"
+    fixed = {"isa": "avx2", "layout": "avx2", "vector_bytes": 64, "tile_rows": 6, "cpu": "znver3", "source": "isa"}
+    assert numba_code({"numba_code": fixed}) == "numba code avx2, 64-byte vectors (znver3)"
+    emulated = {**fixed, "layout": "avx512", "vector_bytes": 128, "tile_rows": 8, "source": "MINICV_LAYOUT_ISA"}
+    assert numba_code({"numba_code": emulated}) == "numba code avx2, avx512 layout, 128-byte vectors (znver3)"
 
 
 # The engine's modules (the CLI's too), imported and used in a fresh process: the bench stays unloaded.

@@ -14,8 +14,14 @@ rows as the register file holds:
 The target is Numba's own (``JITCPUCodegen``): ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` if set, else
 the host's, so the shape and the machine code always agree. Numba's on-disk cache keys compiled code on
 that CPU name and feature string, and the shape is a function of them alone, so the cache stays right.
-``MINICV_VECTOR_BYTES`` (16, 32, 64 or 128) overrides the width; the cache cannot see that, so the
-kernels then cache under a folder of their own per width (``cache_folder``).
+Two overrides, which the cache cannot see (the kernels then cache under a folder of their own per
+override, ``cache_folder``):
+
+* ``MINICV_VECTOR_BYTES`` (16, 32, 64 or 128): the width;
+* ``MINICV_LAYOUT_ISA`` (``avx512``, ``avx2``, ``neon``, ``sse``, ``generic``): the kernels take that
+  instruction set's layout, its width, rows and per-ISA rules (conv.py's Winograd thresholds), while the
+  machine code stays this CPU's: a machine without AVX-512 runs the arithmetic an AVX-512 machine runs
+  (slower: a tile of more accumulators than registers spills), so the tests can check it anywhere.
 """
 
 import contextlib
@@ -28,6 +34,7 @@ from numba.core import codegen, config
 from numba.misc.appdirs import AppDirs
 
 OVERRIDE = "MINICV_VECTOR_BYTES"
+LAYOUT_OVERRIDE = "MINICV_LAYOUT_ISA"
 WIDTHS = (16, 32, 64, 128)
 # (vector bytes, rows of the micro-kernel's tile) per ISA: a vector is two registers, and the tile's
 # accumulators, the loaded vector and a broadcast fill at most the register file (32 or 16 registers)
@@ -51,27 +58,30 @@ def instruction_set(arch: str, features: frozenset[str]) -> str:
     return "neon" if arch in ("aarch64", "arm64") else "generic"
 
 
-def _override() -> int | None:
-    value = os.environ.get(OVERRIDE, "").strip()
-    if not value:
-        return None
-    if value not in {str(width) for width in WIDTHS}:
-        raise ValueError(f"{OVERRIDE}={value!r}: expected one of {', '.join(map(str, WIDTHS))} (bytes per vector)")
-    return int(value)
+def _override(variable: str, choices: tuple[str, ...], meaning: str) -> str | None:
+    value = os.environ.get(variable, "").strip()
+    if value and value not in choices:
+        raise ValueError(f"{variable}={value!r}: expected one of {', '.join(choices)} ({meaning})")
+    return value or None
 
 
 _ARCH, _CPU, _FEATURES = _target()
-ISA = instruction_set(_ARCH, _FEATURES)
-OVERRIDDEN = _override()
+MACHINE_ISA = instruction_set(_ARCH, _FEATURES)  # what the machine code uses
+LAYOUT_OVERRIDDEN = _override(LAYOUT_OVERRIDE, tuple(TILES), "the instruction set whose layout the kernels take")
+ISA = LAYOUT_OVERRIDDEN or MACHINE_ISA  # whose layout and per-ISA rules the kernels follow
+_width = _override(OVERRIDE, tuple(map(str, WIDTHS)), "bytes per vector")
+OVERRIDDEN = int(_width) if _width else None
 WIDTH = OVERRIDDEN or TILES[ISA][0]
 ROWS = TILES[ISA][1]
 
 
 def code_generation() -> dict:
-    """What the Numba kernels are compiled for: {"isa", "vector_bytes", "tile_rows", "cpu", "source"},
-    source being "isa" (the width the ISA gets) or the override variable's name."""
-    return {"isa": ISA, "vector_bytes": WIDTH, "tile_rows": ROWS, "cpu": _CPU,
-            "source": OVERRIDE if OVERRIDDEN else "isa"}
+    """What the Numba kernels are compiled for: {"isa", "layout", "vector_bytes", "tile_rows", "cpu",
+    "source"}: the machine code's instruction set, the one whose layout the kernels take (the same unless
+    overridden), and source "isa" (nothing overridden) or the override variables in effect."""
+    overrides = [name for name, value in ((LAYOUT_OVERRIDE, LAYOUT_OVERRIDDEN), (OVERRIDE, OVERRIDDEN)) if value]
+    return {"isa": MACHINE_ISA, "layout": ISA, "vector_bytes": WIDTH, "tile_rows": ROWS, "cpu": _CPU,
+            "source": ", ".join(overrides) or "isa"}
 
 
 def _cache_base() -> Path:
@@ -87,13 +97,14 @@ def _cache_base() -> Path:
 
 @contextlib.contextmanager
 def cache_folder() -> Iterator[None]:
-    """Numba functions decorated inside this block cache their machine code under a folder per width when
-    the width is overridden (the cache does not see it), in the usual place otherwise."""
-    if OVERRIDDEN is None:
+    """Numba functions decorated inside this block cache their machine code under a folder per layout and
+    width when either is overridden (the cache does not see them), in the usual place otherwise."""
+    if OVERRIDDEN is None and LAYOUT_OVERRIDDEN is None:
         yield
         return
     saved = config.CACHE_DIR
-    config.CACHE_DIR = str(_cache_base() / f"minicv-vector-bytes-{WIDTH}")
+    layout = f"layout-{ISA}-" if LAYOUT_OVERRIDDEN else ""
+    config.CACHE_DIR = str(_cache_base() / f"minicv-{layout}vector-bytes-{WIDTH}")
     try:
         yield
     finally:

@@ -82,9 +82,13 @@ def _cpu_arch() -> str:
 
 
 def numba_code(info: dict) -> str:
-    """The numba kernels' code generation, in words: 'numba code avx512, 128-byte vectors (znver4)'."""
+    """The numba kernels' code generation, in words: 'numba code avx512, 128-byte vectors (znver4)', and
+    the layout when MINICV_LAYOUT_ISA gives another instruction set's."""
     code = info.get("numba_code")
-    return f"numba code {code['isa']}, {code['vector_bytes']}-byte vectors ({code['cpu']})" if code else "numba code -"
+    if not code:
+        return "numba code -"
+    layout = f", {code['layout']} layout" if code.get("layout", code["isa"]) != code["isa"] else ""
+    return f"numba code {code['isa']}{layout}, {code['vector_bytes']}-byte vectors ({code['cpu']})"
 
 
 def machine_slug(info: dict) -> str:

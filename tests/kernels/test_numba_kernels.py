@@ -201,7 +201,7 @@ def test_conv2d_winograd_matches_torch_and_spec(n, c_in, c_out, hw, padding, gro
                      spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
-AVX2 = nb.code_generation()["isa"] == "avx2"  # the Winograd thresholds are per instruction set (conv.py)
+AVX2 = nb.code_generation()["layout"] == "avx2"  # the Winograd thresholds are per instruction set (conv.py)
 
 
 @pytest.mark.parametrize(("c_in", "c_out", "forward", "backward_input"), [

@@ -41,12 +41,12 @@ def test_the_width_is_the_one_of_the_isa_numba_compiles_for():
     code = nb.code_generation()
     assert code["cpu"] == cpu
     assert code["isa"] == target.instruction_set(target._ARCH, _enabled(features))
-    if os.environ.get(target.OVERRIDE):
-        assert code == {**code, "vector_bytes": int(os.environ[target.OVERRIDE]), "source": target.OVERRIDE}
-    else:
-        assert code == {**code, "vector_bytes": target.TILES[code["isa"]][0], "source": "isa"}
+    assert code["layout"] == os.environ.get(target.LAYOUT_OVERRIDE) or code["isa"]
+    overrides = [name for name in (target.LAYOUT_OVERRIDE, target.OVERRIDE) if os.environ.get(name)]
+    assert code["source"] == (", ".join(overrides) or "isa")
+    width = os.environ.get(target.OVERRIDE) or target.TILES[code["layout"]][0]
     assert (simd.VECTOR_BYTES, conv_tiles.ROWS) == (code["vector_bytes"], code["tile_rows"])
-    assert code["tile_rows"] == target.TILES[code["isa"]][1]
+    assert (code["vector_bytes"], code["tile_rows"]) == (int(width), target.TILES[code["layout"]][1])
 
 
 CHILD = textwrap.dedent("""
@@ -83,6 +83,7 @@ def test_an_overridden_width_caches_apart_and_switching_back_and_forth_is_right(
     its own, so a process with another width never loads code compiled for the first (whose vectors would
     not match the lanes the Python side lays out)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    env.pop(target.LAYOUT_OVERRIDE, None)
     isa = nb.code_generation()["isa"]
     seen = []
     for width in (32, 64, 32):
@@ -95,11 +96,71 @@ def test_an_overridden_width_caches_apart_and_switching_back_and_forth_is_right(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["minicv-vector-bytes-32", "minicv-vector-bytes-64"]
 
 
+LAYOUT_CHILD = textwrap.dedent("""
+    import json
+    import minicv.kernels.numba as nb
+    import minicv.kernels.numpy as spec
+    import numpy as np
+    from minicv.kernels.numba import conv, conv_tiles, loss
+
+    rng = np.random.default_rng(0)
+    errors = {}
+
+    def check(name, got, want):  # float64 convolutions: the sums differ by rounding only
+        errors[name] = max(errors.get(name, 0.0), float(np.abs(got - want).max() / np.abs(want).max()))
+
+    # (C_in, C_out, kernel, stride, size) with AVX-512's thresholds: 3 channels (direct, pixel-lane weight
+    # gradient), stride 2 (direct, channels-last weight gradient, two-phase transposed), 32 -> 40 (Winograd
+    # forward, backward-input and weight gradient), 4x4 stride 2 with 33 channels (Winograd transposed);
+    # output channels that leave a short last tile of 8 rows
+    for c_in, c_out, k, s, size in [(3, 20, 3, 1, 11), (16, 20, 3, 2, 13), (32, 40, 3, 1, 10), (36, 33, 4, 2, 12)]:
+        hyper = ((s, s), (1, 1), (1, 1), 1)
+        out_hw = ((size + 2 - k) // s + 1,) * 2
+        x, w = rng.standard_normal((2, c_in, size, size)), rng.standard_normal((c_out, c_in, k, k))
+        gy = rng.standard_normal((2, c_out, *out_hw))
+        check("forward", nb.conv2d_forward(x, w, out_hw, *hyper), spec.conv2d_forward(x, w, out_hw, *hyper))
+        check("backward_input", nb.conv2d_backward_input(gy, w, x.shape, *hyper),
+              spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+        check("backward_weight", nb.conv2d_backward_weight(x, gy, w.shape, *hyper),
+              spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+    # cross-entropy in float32: AVX-512's blocks of a literal width, one full and one ragged
+    x = rng.standard_normal((2, 5, loss.FORWARD_BLOCK + 7)).astype(np.float32)
+    target, weight = rng.integers(0, 5, (2, x.shape[2])), np.ones(5, np.float32)
+    got, stats = nb.softmax_cross_entropy_forward(x, target, weight, -100, 0.0)
+    want, _ = spec.softmax_cross_entropy_forward(x.astype(np.float64), target, weight.astype(np.float64), -100, 0.0)
+    check("cross_entropy", got, want)
+    print(json.dumps({"code": nb.code_generation(), "rows": conv_tiles.ROWS, "literal_width": loss.LITERAL_WIDTH,
+                      "winograd": [conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS], "errors": errors}))
+""")
+
+
+def test_another_isas_layout_runs_here_and_agrees_with_the_spec(tmp_path):
+    """MINICV_LAYOUT_ISA=avx512 on any machine: AVX-512's 128-byte vectors, tiles of 8 rows, thresholds and
+    cross-entropy blocks, in this CPU's machine code, cached apart; every path the layout changes agrees
+    with the spec. (The whole kernel suite under it: docs/DECISIONS.md.)"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), target.LAYOUT_OVERRIDE: "avx512"}
+    env.pop(target.OVERRIDE, None)
+    done = subprocess.run([sys.executable, "-c", LAYOUT_CHILD], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == {**result["code"], "isa": nb.code_generation()["isa"], "layout": "avx512",
+                              "vector_bytes": 128, "tile_rows": 8, "source": target.LAYOUT_OVERRIDE}
+    assert (result["rows"], result["literal_width"], result["winograd"]) == (8, True, [[16, 32], 1024])
+    assert set(result["errors"]) == {"forward", "backward_input", "backward_weight", "cross_entropy"}
+    assert max(result["errors"].values()) < 1e-6, result["errors"]  # float32 cross-entropy: a few ulp
+    assert [p.name for p in tmp_path.iterdir()] == ["minicv-layout-avx512-vector-bytes-128"]
+
+
 def test_a_bad_override_names_the_variable_and_the_choices():
     done = subprocess.run([sys.executable, "-c", "import minicv.kernels.numba"], capture_output=True, text=True,
                           env={**os.environ, target.OVERRIDE: "48"})
     assert done.returncode != 0
     assert "ValueError: MINICV_VECTOR_BYTES='48': expected one of 16, 32, 64, 128 (bytes per vector)" in done.stderr
+    done = subprocess.run([sys.executable, "-c", "import minicv.kernels.numba"], capture_output=True, text=True,
+                          env={**os.environ, target.LAYOUT_OVERRIDE: "avx10"})
+    assert done.returncode != 0
+    assert ("ValueError: MINICV_LAYOUT_ISA='avx10': expected one of avx512, avx2, neon, sse, generic (the "
+            "instruction set whose layout the kernels take)") in done.stderr
 
 
 @pytest.mark.skipif(nb.code_generation()["isa"] not in ("avx512", "avx2"), reason="x86 code only")
@@ -119,7 +180,7 @@ def test_avx2_code_on_any_x86_host_has_no_zmm_register(tmp_path):
     """)
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
            "NUMBA_CACHE_DIR": str(tmp_path)}
-    env.pop(target.OVERRIDE, None)
+    env.pop(target.OVERRIDE, None), env.pop(target.LAYOUT_OVERRIDE, None)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["avx2", "False", "True", "8", "64", "24"]
@@ -144,7 +205,7 @@ def test_avx2_cross_entropy_kernels_have_no_masked_store(tmp_path):
     """)
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
            "NUMBA_CACHE_DIR": str(tmp_path)}
-    env.pop(target.OVERRIDE, None)
+    env.pop(target.OVERRIDE, None), env.pop(target.LAYOUT_OVERRIDE, None)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["_forward", "2", "True", "False", "0", "_backward", "2", "True", "False", "0"]
