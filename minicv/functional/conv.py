@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from minicv.autograd import Array, Function
@@ -60,18 +61,36 @@ class _ConvFunction(Function):
 
 
 class Conv2dFunction(_ConvFunction):
-    """y = conv2d(x, w) + b with symmetric zero padding (asymmetric 'same' padding is done before)."""
+    """y = conv2d(x, w) + b with symmetric zero padding (asymmetric 'same' padding is done before). With a
+    ``crop`` (padding past the kernel's reach, conv2d's ``window_crop``), the kernels get only the part of
+    the input that windows read, with padding 0, and compute only those windows' outputs; the others are
+    the bias alone, and x's gradient is zero where no window reads it."""
+
+    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, groups: int, out_hw: Pair,
+                 crop: WindowCrop | None = None):
+        super().__init__(stride, padding, dilation, groups, out_hw)
+        self.crop = crop
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
+        self.x_shape = x.shape
+        if self.crop is not None:
+            x = self.crop.kernel_input(self.xp, x)
         self.x, self.w = x, w
-        return _add_bias(self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *self.out_hw), x, w,
-                                   self.out_hw), b)
+        kernel_out_hw = self.out_hw if self.crop is None else self.crop.kernel_out_hw
+        y = self._run(self.kernels.conv2d_forward, (x.shape[0], w.shape[0], *kernel_out_hw), x, w, kernel_out_hw)
+        if self.crop is not None:
+            y = self.crop.placed(self.xp, y, (y.shape[0], y.shape[1], *self.out_hw))
+        return _add_bias(y, b)
 
     def backward(self, gy: Array) -> tuple[Array | None, ...]:
         (needs_x, needs_w, *needs_b), kernels, x, w = self.needs_input_grad, self.kernels, self.x, self.w
-        gx = self._run(kernels.conv2d_backward_input, x.shape, gy, w, x.shape) if needs_x else None
-        gw = self._run(kernels.conv2d_backward_weight, w.shape, x, gy, w.shape) if needs_w else None
         gb = _bias_grad(gy) if any(needs_b) else None
+        if self.crop is not None:
+            gy = gy[self.crop.output_index]
+        gx = self._run(kernels.conv2d_backward_input, x.shape, gy, w, x.shape) if needs_x else None
+        if gx is not None and self.crop is not None:
+            gx = self.crop.input_gradient(self.xp, gx, self.x_shape)
+        gw = self._run(kernels.conv2d_backward_weight, w.shape, x, gy, w.shape) if needs_w else None
         return gx, gw, gb
 
 
@@ -112,6 +131,83 @@ def kernel_stride(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, 
         for size, k, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation, strict=True)
     )
     return h, w
+
+
+@dataclass(frozen=True)
+class WindowCrop:
+    """The part of a conv2d's input that its windows read, when some windows lie wholly in the padding.
+
+    Those windows read zeros only, but the kernels would size buffers by the whole padded input (numpy
+    pads a copy, numba splits it into its stride's phases): PyTorch takes milliseconds for a 4x4 input at
+    padding 10^4 and stride 10^5, where those ran out of memory. The kernels get instead, per axis, the
+    input rows ``source`` that windows ``outputs`` read, with ``before`` and ``after`` zero rows for the
+    parts of those windows past the input: a conv2d of padding 0 whose output is exactly those windows'.
+    """
+
+    outputs: tuple[slice, slice]
+    source: tuple[slice, slice]
+    before: Pair
+    after: Pair
+
+    @property
+    def kernel_out_hw(self) -> Pair:
+        h, w = (window.stop - window.start for window in self.outputs)
+        return h, w
+
+    @property
+    def output_index(self) -> tuple[Any, ...]:
+        """The index of the kernels' outputs in the whole output (or its gradient)."""
+        return (Ellipsis, *self.outputs)
+
+    @property
+    def kernel_in_hw(self) -> Pair:
+        h, w = (part.stop - part.start + b + a for part, b, a in zip(self.source, self.before, self.after, strict=True))
+        return h, w
+
+    def kernel_input(self, xp: Any, x: Array) -> Array:
+        """The kernels' input: x's rows and columns the windows read, between their zero rows/columns."""
+        source = (Ellipsis, *self.source)
+        part = x[source]
+        widths = ((0, 0), (0, 0), *zip(self.before, self.after, strict=True))
+        return xp.pad(part, widths) if any(self.before + self.after) else part
+
+    def placed(self, xp: Any, y: Array, shape: tuple[int, ...]) -> Array:
+        """The whole output: the kernels' outputs where their windows are, zeros elsewhere."""
+        whole = xp.zeros(shape, dtype=y.dtype)
+        whole[self.output_index] = y
+        return whole
+
+    def input_gradient(self, xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
+        """x's gradient from the kernels' input's: zero on the rows and columns no window reads."""
+        whole = xp.zeros(shape, dtype=g.dtype)
+        inner = tuple(slice(b, b + part.stop - part.start) for b, part in zip(self.before, self.source, strict=True))
+        source, read = (Ellipsis, *self.source), (Ellipsis, *inner)
+        whole[source] = g[read]
+        return whole
+
+
+def window_crop(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, padding: Pair, dilation: Pair,
+                out_hw: Pair) -> WindowCrop | None:
+    """The WindowCrop of a conv2d whose padding holds whole windows, else None. Window o of an axis reads
+    input rows o*s - p ... o*s - p + d(k-1); a padding up to the reach d(k-1) leaves every window touching
+    the input (the models' layers: None), a wider one may not."""
+    if all(p <= d * (k - 1) for k, p, d in zip(kernel_hw, padding, dilation, strict=True)):
+        return None
+    axes = []
+    for size, k, s, p, d, out in zip(in_hw, kernel_hw, stride, padding, dilation, out_hw, strict=True):
+        reach = d * (k - 1)
+        first = max(0, -((reach - p) // s))  # the first window whose last tap is in the input: ceil((p - reach) / s)
+        last = min(out, (size - 1 + p) // s + 1)  # past the last window whose first tap is in the input
+        if first >= last:  # no window reads the input, every output is the bias: the kernels get one window
+            axes.append((False, slice(0, 0), slice(0, 0), reach + 1, 0))  # of zeros and no output, so never run
+            continue
+        start, end = first * s - p, (last - 1) * s - p + reach + 1  # the rows those windows span
+        axes.append((first == 0 and last == out, slice(first, last), slice(max(start, 0), min(end, size)),
+                     max(-start, 0), max(end - size, 0)))
+    if all(whole for whole, *_ in axes):
+        return None
+    (_, out_h, rows, top, bottom), (_, out_w, columns, left, right) = axes
+    return WindowCrop((out_h, out_w), (rows, columns), (top, left), (bottom, right))
 
 
 def conv_output_hw(in_hw: Sequence[int], kernel_hw: Sequence[int], stride: Pair, padding: Pair,
@@ -355,8 +451,12 @@ def conv2d(
     _check_float(op, input, weight)
 
     out_hw = conv_output_hw(padded, (kh, kw), stride, (0, 0), dilation)  # padded: p and extra are in it
+    in_hw = [size + e for size, e in zip(x_shape[2:], extra, strict=True)]  # the input the Function gets
+    crop = window_crop(in_hw, (kh, kw), stride, padding, dilation, out_hw)
+    if crop is not None:  # the kernels' input: the rows and columns windows read, with padding 0
+        padding, padded = (0, 0), list(crop.kernel_in_hw)
     stride = kernel_stride(padded, (kh, kw), stride, (0, 0), dilation)
-    return _apply_batched(Conv2dFunction(stride, padding, dilation, groups, out_hw), input, weight, bias,
+    return _apply_batched(Conv2dFunction(stride, padding, dilation, groups, out_hw, crop), input, weight, bias,
                           pad_end=extra)
 
 
