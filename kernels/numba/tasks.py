@@ -75,21 +75,22 @@ def _argument_type(value: Any) -> types.Type:
     return numba.typeof(value.array).copy(layout="A") if isinstance(value, AnyLayout) else numba.typeof(value)
 
 
+def _argument_key(value: Any) -> Any:
+    """Numba's fingerprint of an argument (what its own dispatch looks compiled code up by, in C: tens of
+    microseconds a call less than typeof, whose types are objects built anew), an AnyLayout's marked as
+    such: its array's layouts then have keys of their own, which all lead to the one "A" compile."""
+    return (AnyLayout, compute_fingerprint(value.array)) if isinstance(value, AnyLayout) else compute_fingerprint(value)
+
+
 # (kernel, argument keys) -> (entry point, address) of its compiled code (the kernel keeps the code)
 _compiled: dict[tuple, tuple[Any, int]] = {}
 
 
 def _compile(kernel: Dispatcher, args: tuple) -> tuple[Any, int, tuple]:
     """``kernel`` compiled for (int64, int64, *args), compiled (or loaded) on first use: the entry point
-    Python calls, the address the launcher calls, and the arguments to hand them (an AnyLayout's array).
-    An argument's key is Numba's fingerprint (what its own dispatch looks compiled code up by, in C: a few
-    microseconds a call less than typeof), an AnyLayout's its "A" type."""
-    try:
-        key, values = (kernel, *map(compute_fingerprint, args)), args
-    except NotImplementedError:  # an AnyLayout (no fingerprint) among them
-        key = (kernel, *(_argument_type(value) if isinstance(value, AnyLayout) else compute_fingerprint(value)
-                         for value in args))
-        values = tuple(value.array if isinstance(value, AnyLayout) else value for value in args)
+    Python calls, the address the launcher calls, and the arguments to hand them (an AnyLayout's array)."""
+    key = (kernel, *map(_argument_key, args))
+    values = tuple(value.array if isinstance(value, AnyLayout) else value for value in args)
     if key not in _compiled:
         signature = (types.int64, types.int64, *map(_argument_type, args))
         kernel.compile(signature)
