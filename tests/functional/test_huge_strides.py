@@ -40,9 +40,15 @@ CASES = [
 ]
 
 
+def substituted(kwargs: dict, values: dict[str, int]) -> dict:
+    """kwargs with each placeholder ("S", "P") replaced by its value, in pairs too."""
+    def value(v: Any) -> Any:
+        return values.get(v, v) if isinstance(v, str) else v
+    return {k: tuple(map(value, v)) if isinstance(v, tuple) else value(v) for k, v in kwargs.items()}
+
+
 def with_stride(kwargs: dict, stride: int) -> dict:
-    return {k: (stride if v == "S" else tuple(stride if e == "S" else e for e in v) if isinstance(v, tuple) else v)
-            for k, v in kwargs.items()}
+    return substituted(kwargs, {"S": stride})
 
 
 def torch_run(op: str, x: np.ndarray, w: np.ndarray, kwargs: dict, gy: np.ndarray):
@@ -135,18 +141,12 @@ PADDED = [
 ]
 
 
-def with_padding(kwargs: dict, padding: int) -> dict:
-    def value(v: Any) -> Any:
-        return padding if v == "P" else 3 * padding if v == "S" else v
-    return {k: tuple(value(e) for e in v) if isinstance(v, tuple) else value(v) for k, v in kwargs.items()}
-
-
 @pytest.mark.parametrize("device", CPU_DEVICES)
 @pytest.mark.parametrize("padding", [10**4, 10**9])
 @pytest.mark.parametrize("case", PADDED, ids=lambda case: f"{case[0]}-{case[2]}")
 def test_padding_past_the_kernels_reach_matches_torch(device, padding, case):
     x_shape, w_shape, kwargs = case
-    kwargs = with_padding(kwargs, padding)
+    kwargs = substituted(kwargs, {"P": padding, "S": 3 * padding})
     rng = np.random.default_rng(1)
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
     tx, tw, tb = (mc.tensor(a, device=device, requires_grad=True) for a in (x, w, b))
