@@ -89,36 +89,55 @@ def conv_algorithm(name: str) -> Iterator[None]:
 WINOGRAD_RULES = {"avx512": ((16, 32), 1024, 32), "avx2": ((8, 8), 64, 24)}
 WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PAIRS, WINOGRAD_WEIGHT_MIN_CHANNELS = WINOGRAD_RULES.get(
     target.ISA, WINOGRAD_RULES["avx512"])
-# 16 and 24 channels, input rows of 32 (AVX-512) or 16 (AVX2) float32: Winograd took 1.2-1.7x the direct
-# sum's time; at 32 channels the two were even, at 64 Winograd 2-6% ahead (docs/kernels/conv.md)
+# Winograd's transforms and the set-up of its tiles cost per call and per channel pair whatever the batch,
+# while its products save per tile: under 512 2x2 output tiles in the batch (N8 at 8x8, N2 at 16x16) the
+# direct sum was faster on each pass, forward, backward-input and weight gradient (Winograd 0.4-0.95x its
+# speed at 32-128 channels, AVX2; from 512 on 1.0-1.5x; docs/kernels/conv.md)
+WINOGRAD_MIN_TILES = 512
+# The 4x4 stride-2 transposed conv: Winograd's vectors hold tiles along gy's rows, so on rows narrower than
+# a vector (gy of 8 x 8 and less on AVX2) the direct sum was faster (Winograd 0.5-0.95x at 32-64 channels,
+# 1.0 at rows of one vector, 1.3-1.8x at two and more); and 16 and 24 channels, rows of one to two vectors
+# (32 float32 on AVX-512, 16 on AVX2): Winograd took 1.2-1.7x the direct sum's time; at 32 channels the two
+# were even, at 64 Winograd 2-6% ahead (docs/kernels/conv.md)
+TRANSPOSED_WINOGRAD_MIN_VECTORS = 1
 TRANSPOSED_WINOGRAD_MIN_CHANNELS = 32
 
 
-def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int, channels_out: int) -> bool:
+def _tiles(shape: tuple[int, ...]) -> int:
+    """The 2x2 tiles of a batch of outputs (N, C, H, W): N * ceil(H / 2) * ceil(W / 2)."""
+    return shape[0] * -(-shape[2] // 2) * -(-shape[3] // 2)
+
+
+def _uses_winograd(kernel: Pair, stride: Pair, dilation: Pair, channels_in: int, channels_out: int,
+                   tiles: int) -> bool:
     """Whether the algorithm is ``winograd`` and the layer one of the 3x3 stride-1 undilated it serves,
-    with enough channels (per group) into and out of the correlation for its transforms to pay."""
+    with enough channels (per group) into and out of the correlation, and enough 2x2 tiles of its output
+    in the batch, for its transforms to pay."""
     wide = (channels_in >= WINOGRAD_MIN_CHANNELS[0] and channels_out >= WINOGRAD_MIN_CHANNELS[1]
             and channels_in * channels_out >= WINOGRAD_MIN_PAIRS)
-    return _algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and wide
+    return (_algorithm == "winograd" and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and wide
+            and tiles >= WINOGRAD_MIN_TILES)
 
 
 def _uses_transposed_winograd(kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, channels: int,
                               in_width: int, lanes: int) -> bool:
     """Whether the algorithm is ``winograd`` and the transposed conv (backward-input) one of kernel 4x4,
-    stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves. Except
-    on layers of fewer than TRANSPOSED_WINOGRAD_MIN_CHANNELS channels (per group, the fewer of in and out)
-    whose input rows are one to two vectors of ``lanes`` wide: there the direct sum stores its two column
-    phases as whole interleaved vectors, while Winograd's rows of in_width / 2 tiles end inside a vector."""
+    stride 2, padding 1, undilated: the exact 2x upsampling that _winograd_transposed_tiles serves, with
+    input rows of TRANSPOSED_WINOGRAD_MIN_VECTORS vectors of ``lanes`` or more. Except on layers of fewer
+    than TRANSPOSED_WINOGRAD_MIN_CHANNELS channels (per group, the fewer of in and out) whose input rows
+    are one to two vectors wide: there the direct sum stores its two column phases as whole interleaved
+    vectors, while Winograd's rows of in_width / 2 tiles end inside a vector."""
     exact = _algorithm == "winograd" and (kernel, stride, padding, dilation) == ((4, 4), (2, 2), (1, 1), (1, 1))
-    return exact and not (channels < TRANSPOSED_WINOGRAD_MIN_CHANNELS and lanes <= in_width < 2 * lanes)
+    narrow = channels < TRANSPOSED_WINOGRAD_MIN_CHANNELS and lanes <= in_width < 2 * lanes
+    return exact and in_width >= TRANSPOSED_WINOGRAD_MIN_VECTORS * lanes and not narrow
 
 
 def _uses_winograd_weight_gradient(kernel: Pair, stride: Pair, dilation: Pair, groups: int, c_in: int,
-                                   c_out: int) -> bool:
+                                   c_out: int, tiles: int) -> bool:
     """Whether the weight gradient goes by Winograd F(2x2, 3x3): a layer _uses_winograd serves, ungrouped,
     with at least WINOGRAD_WEIGHT_MIN_CHANNELS input and output channels (narrower layers were 0.6-0.96x
     the direct sum's speed: the transforms cost as much as the products they save; docs/kernels/conv.md)."""
-    return (_uses_winograd(kernel, stride, dilation, c_in, c_out) and groups == 1
+    return (_uses_winograd(kernel, stride, dilation, c_in, c_out, tiles) and groups == 1
             and min(c_in, c_out) >= WINOGRAD_WEIGHT_MIN_CHANNELS)
 
 
@@ -131,7 +150,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, out_hw: Pair, stride: Pair, pad
     c_out, cg, k_h, k_w = w.shape
     kernel = (k_h, k_w)
     y = simd.empty((x.shape[0], c_out, *out_hw), x.dtype)  # every path below writes every element
-    if _uses_winograd(kernel, stride, dilation, cg, c_out // groups) and _conv_winograd(x, w, y, padding, groups):
+    if _uses_winograd(kernel, stride, dilation, cg, c_out // groups, _tiles(y.shape)) and _conv_winograd(
+            x, w, y, padding, groups):
         return y
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
         _conv_direct(x, w, y, stride, padding, dilation, groups)
@@ -147,7 +167,7 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
     # winograd and direct write every element of gx; col2im adds into it
     gx = np.zeros(x_shape, gy.dtype) if _algorithm == "im2col" else simd.empty(x_shape, gy.dtype)
     # stride 1: one phase, whose correlation kernel is w flipped (_sub_kernel of the taps in reverse)
-    if _uses_winograd(kernel, stride, dilation, c_out // groups, cg) and _conv_winograd(
+    if _uses_winograd(kernel, stride, dilation, c_out // groups, cg, _tiles(x_shape)) and _conv_winograd(
             gy, _sub_kernel(w, [2, 1, 0], [2, 1, 0], groups), gx, (k_h - 1 - padding[0], k_w - 1 - padding[1]),
             groups):
         return gx
@@ -164,7 +184,7 @@ def conv2d_backward_input(gy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int
 def conv2d_backward_weight(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int], stride: Pair,
                            padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     c_out, cg, k_h, k_w = w_shape
-    if _uses_winograd_weight_gradient((k_h, k_w), stride, dilation, groups, cg, c_out):
+    if _uses_winograd_weight_gradient((k_h, k_w), stride, dilation, groups, cg, c_out, _tiles(gy.shape)):
         gw = _conv_backward_weight_winograd(x, gy, w_shape, padding)
         if gw is not None:
             return gw

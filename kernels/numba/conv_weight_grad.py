@@ -247,6 +247,36 @@ def _winograd_weight_tiles(first_task, last_task, x, pad_top, pad_left, gy, widt
                                     simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
 
+@njit(cache=True, error_model="numpy")
+def _kernel_gradients(first_channel, last_channel, transformed, transform, out):
+    """out[o, i] = transform^T T transform for T = transformed[:, i, o] as a U x U matrix (U = transform's
+    rows), input channels i = first_channel .. last_channel - 1: the gradient of each kernel from that of
+    its transformed kernel, G^T (dL/dU) G, summed in float64 and rounded once to out's dtype. (NumPy's
+    einsum did this by BLAS: 1-5 ms for 64-128 channels, and OpenBLAS's threads, spinning after it, took
+    the cores from the next kernel's.) Output channels innermost, so each step is one vector loop."""
+    size, taps = transform.shape
+    c_out = out.shape[0]
+    half = np.empty((taps, size, c_out))  # transform^T T, then (that) transform
+    whole = np.empty((taps, taps, c_out))
+    for i in range(first_channel, last_channel):
+        for a in range(taps):
+            for v in range(size):
+                half[a, v] = 0.0
+                for u in range(size):
+                    for o in range(c_out):
+                        half[a, v, o] += transform[u, a] * transformed[u * size + v, i, o]
+        for a in range(taps):
+            for b in range(taps):
+                whole[a, b] = 0.0
+                for v in range(size):
+                    for o in range(c_out):
+                        whole[a, b, o] += half[a, v, o] * transform[v, b]
+        for o in range(c_out):
+            for a in range(taps):
+                for b in range(taps):
+                    out[o, i, a, b] = whole[a, b, o]
+
+
 def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple[int, int, int, int],
                                    padding: Pair) -> np.ndarray | None:
     """The weight gradient of a 3x3 stride-1 undilated ungrouped layer by Winograd F(2x2, 3x3): with U = G g
@@ -275,7 +305,7 @@ def _conv_backward_weight_winograd(x: np.ndarray, gy: np.ndarray, w_shape: tuple
     run_tasks(_winograd_weight_tiles, partials.shape[0], np.ascontiguousarray(x), *padding, np.ascontiguousarray(gy),
               width, rows_per_part, images_per_task, split_tiles, partials)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are the caller's to redo
-        transformed = partials.sum(axis=0)[:, :c_in, :c_out].reshape(4, 4, c_in, c_out)
-        gw = np.einsum("ua,vb,uvio->oiab", KERNEL_TRANSFORM_3, KERNEL_TRANSFORM_3, transformed.astype(np.float64),
-                       optimize=True).astype(x.dtype)
+        transformed = partials.sum(axis=0)
+    gw = np.empty((c_out, c_in, 3, 3), x.dtype)
+    run_tasks(_kernel_gradients, c_in, transformed, KERNEL_TRANSFORM_3, gw)
     return gw if np.isfinite(gw).all() else None

@@ -445,6 +445,7 @@ def test_gradcheck(device, case, monkeypatch):
     monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))  # Winograd on the narrow 3x3 stride-1 layers too
     monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
     monkeypatch.setattr(nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS", 1)  # and its weight gradient
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_TILES", 1)  # on small inputs
     op, shapes, kwargs = GRADCHECK_CASES[case]
     rng = np.random.default_rng(7)
     inputs = [None if s is None else mc.tensor(rng.standard_normal(s), device=device, requires_grad=True)

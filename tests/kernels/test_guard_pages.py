@@ -96,8 +96,10 @@ def run_cases(device: str, dtype: type, at: str) -> None:
         simd = importlib.import_module("minicv.kernels.numba.simd")
         simd.empty = lambda shape, dtype: guarded(np.empty(shape, dtype), at)
         conv = importlib.import_module("minicv.kernels.numba.conv")
-        # Winograd on the narrow 3x3 layers too, their weight gradients included
+        # Winograd on the narrow and small 3x3 layers too, their weight gradients included, and on the
+        # transposed convs' narrow rows
         conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS, conv.WINOGRAD_WEIGHT_MIN_CHANNELS = (1, 1), 1, 1
+        conv.WINOGRAD_MIN_TILES, conv.TRANSPOSED_WINOGRAD_MIN_VECTORS = 1, 0
     if device == "cudasim":
         kernels.backend.xp = GuardedArrays(at)
     algorithms = [""]

@@ -94,12 +94,13 @@ def test_conv_algorithm_setting():
 def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
     """Small im2col chunks, weight-gradient bands and tasks of vectors (so bands of the split input of few
     rows), so that the paths through several of them run on small inputs; Winograd on layers of any
-    channel count."""
+    channel count and size."""
     settings = ((conv_im2col, "CHUNK_BYTES"), (conv_weight_grad, "WEIGHT_BAND"), (conv_tiles, "VECTORS_PER_TASK"),
                 (nb_conv, "WINOGRAD_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_PAIRS"),
-                (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"), (nb_conv, "TRANSPOSED_WINOGRAD_MIN_CHANNELS"))
+                (nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS"), (nb_conv, "WINOGRAD_MIN_TILES"),
+                (nb_conv, "TRANSPOSED_WINOGRAD_MIN_CHANNELS"), (nb_conv, "TRANSPOSED_WINOGRAD_MIN_VECTORS"))
     saved = [getattr(module, name) for module, name in settings]
-    values = (chunk_bytes, weight_band, vectors_per_task, (1, 1), 1, 1, 1)
+    values = (chunk_bytes, weight_band, vectors_per_task, (1, 1), 1, 1, 1, 1, 0)
     for (module, name), value in zip(settings, values):
         setattr(module, name, value)
     try:
@@ -111,11 +112,12 @@ def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
 
 @pytest.fixture
 def winograd_on_any_layer(monkeypatch):
-    """Winograd on 3x3 stride-1 layers of any channel count (by default only on wide ones), so that the
-    small layers of a test reach it."""
+    """Winograd on 3x3 stride-1 layers of any channel count and size (by default only on wide ones of
+    enough tiles), so that the small layers of a test reach it."""
     monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_CHANNELS", (1, 1))
     monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_PAIRS", 1)
     monkeypatch.setattr(nb_conv, "WINOGRAD_WEIGHT_MIN_CHANNELS", 1)
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_TILES", 1)
 
 
 CONV_CASES = conv_cases(max_kernel=4, max_padding=3, max_extra=9, max_channels=6, fan_in_scaled=True)
@@ -220,6 +222,7 @@ AVX2 = nb.code_generation()["layout"] == "avx2"  # the Winograd thresholds are p
 def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, forward, backward_input):
     """Winograd's transforms cost per channel: 3x3 stride-1 layers with few input or output channels
     (per group, of the correlation computed) run the direct sum, with the same results."""
+    monkeypatch.setattr(nb_conv, "WINOGRAD_MIN_TILES", 1)  # the rule of the tiles is the next test's
     calls = []
     winograd = nb_conv._conv_winograd
 
@@ -240,6 +243,33 @@ def test_conv2d_winograd_only_on_layers_wide_enough(monkeypatch, c_in, c_out, fo
                  spec.conv2d_backward_input(gy, w, x.shape, *hyper))
     assert calls == ([c_in] if backward_input else [])
 
+
+@pytest.mark.parametrize(("n", "hw", "winograd"), [
+    (1, (8, 8), False),  # 16 tiles: a learner's single small image
+    (31, (8, 8), False),  # 496 tiles
+    (32, (8, 8), True),  # 512: the localizer's last layer at the demo's size
+    (2, (31, 32), True),  # odd rows: 2 * 16 * 16 tiles
+])
+def test_conv2d_winograd_only_on_batches_of_enough_tiles(monkeypatch, n, hw, winograd):
+    """Winograd's transforms and set-up cost per call whatever the batch: a wide 3x3 layer with fewer than
+    WINOGRAD_MIN_TILES 2x2 output tiles in its batch runs the direct sum on all three passes, with the same
+    results."""
+    calls = []
+    for name in ("_conv_winograd", "_conv_backward_weight_winograd"):
+        monkeypatch.setattr(nb_conv, name, functools.partial(
+            lambda original, name, *args: calls.append(name) or original(*args), getattr(nb_conv, name), name))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((n, 32, *hw))  # float64: the weight gradient's sums of 2000 products cancel
+    w = rng.standard_normal((32, 32, 3, 3)) / np.sqrt(9 * 32)
+    hyper = ((1, 1), (1, 1), (1, 1), 1)
+    y, gy, gx, gw = torch_conv(x, w, *hyper, rng)
+    assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec.conv2d_forward(x, w, y.shape[2:], *hyper))
+    assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx,
+                 spec.conv2d_backward_input(gy, w, x.shape, *hyper))
+    assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
+                 spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+    expected = ["_conv_winograd", "_conv_winograd", "_conv_backward_weight_winograd"]
+    assert calls == (expected if winograd else [])
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, c_in, c_out, hw, stride, padding, dilation, groups", [
@@ -420,14 +450,16 @@ def test_conv2d_backward_weight_winograd_bounds_its_partial_sums(partials_bytes,
 def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
     """3x3 stride-1 ungrouped layers of WINOGRAD_WEIGHT_MIN_CHANNELS channels and more take the Winograd weight
     gradient; narrower, grouped, strided or dilated ones the direct sum; the result is PyTorch's."""
-    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 32, 64)
-    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 16, 64)
-    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 24, 24) == AVX2  # 32 channels elsewhere
-    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 2, 64, 64)
-    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (2, 2), (1, 1), 1, 64, 64)
-    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (2, 2), 1, 64, 64)
+    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 32, 64, 512)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 16, 64, 512)
+    # 32 channels elsewhere
+    assert nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 24, 24, 512) == AVX2
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 2, 64, 64, 512)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (2, 2), (1, 1), 1, 64, 64, 512)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (2, 2), 1, 64, 64, 512)
+    assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 64, 64, 511)  # too few tiles
     with nb.conv_algorithm("direct"):
-        assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 64, 64)
+        assert not nb_conv._uses_winograd_weight_gradient((3, 3), (1, 1), (1, 1), 1, 64, 64, 512)
     rng = np.random.default_rng(19)
     x = rng.standard_normal((2, 33, 10, 7)).astype(np.float32)
     w = (rng.standard_normal((40, 33, 3, 3)) / np.sqrt(9 * 33)).astype(np.float32)
@@ -515,13 +547,15 @@ def test_conv_tiles_of_every_row_count_match_torch_and_spec(algorithm, dtype, wi
                                  spec.conv2d_backward_input(gy, w, x.shape, *hyper))
 
 
-def test_narrow_transposed_convs_with_rows_of_one_vector_go_by_the_direct_sum():
-    """The rule of TRANSPOSED_WINOGRAD_MIN_CHANNELS: direct only where both hold, narrow and rows of 1-2 vectors."""
+def test_transposed_convs_with_narrow_rows_go_by_the_direct_sum():
+    """The rules of TRANSPOSED_WINOGRAD_MIN_VECTORS (rows narrower than a vector: direct, any channel count)
+    and TRANSPOSED_WINOGRAD_MIN_CHANNELS (direct only where both hold, narrow and rows of 1-2 vectors)."""
     lanes, exact = nb_conv.simd.VECTOR_BYTES // 4, ((4, 4), (2, 2), (1, 1), (1, 1))
     with nb.conv_algorithm("winograd"):
         assert not nb_conv._uses_transposed_winograd(*exact, 16, lanes, lanes)
         assert not nb_conv._uses_transposed_winograd(*exact, 24, 2 * lanes - 1, lanes)
-        assert nb_conv._uses_transposed_winograd(*exact, 16, lanes - 1, lanes)
+        assert not nb_conv._uses_transposed_winograd(*exact, 16, lanes - 1, lanes)
+        assert not nb_conv._uses_transposed_winograd(*exact, 64, lanes - 1, lanes)
         assert nb_conv._uses_transposed_winograd(*exact, 16, 2 * lanes, lanes)
         assert nb_conv._uses_transposed_winograd(*exact, 32, lanes, lanes)
         assert not nb_conv._uses_transposed_winograd((4, 4), (2, 2), (0, 0), (1, 1), 64, 4 * lanes, lanes)
@@ -950,8 +984,8 @@ class Count(event.Listener):
         pass
 event.register("numba:compile", Count())
 
-conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS = (1, 1), 1  # Winograd on these small layers too,
-conv.TRANSPOSED_WINOGRAD_MIN_CHANNELS = 1  # whatever the vector width
+conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_PAIRS, conv.WINOGRAD_MIN_TILES = (1, 1), 1, 1  # Winograd on these
+conv.TRANSPOSED_WINOGRAD_MIN_CHANNELS, conv.TRANSPOSED_WINOGRAD_MIN_VECTORS = 1, 0  # small layers too, any width
 rng = np.random.default_rng(0)
 def f32(*shape):
     return rng.standard_normal(shape, np.float32)
