@@ -3,13 +3,16 @@ correlations through the outer-product micro-kernel of conv_tiles, on the phase-
 which each task splits for the rows it reads.
 
 The forward correlates x with the weights. Backward-input is a stride-1 correlation of gy per output
-phase (``_phase``, ``_sub_kernel``), the two column phases of stride 2 stored interleaved into whole runs
-of gx's rows. Any stride, dilation, group count.
+phase (``_phase``: the taps of w that reach it), the two column phases of stride 2 stored interleaved into
+whole runs of gx's rows. Any stride, dilation, group count. What a call works out from the sizes alone is
+cached (``_plan``, ``_transposed_plan``); per call, the weights are laid out into the micro-kernel's tiles
+straight from w (``_weight_tiles``) and the kernel runs.
 """
 
 import functools
-from collections.abc import Callable
+from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -94,60 +97,95 @@ def _correlate_tiles(first_task, last_task, x, top, left, stride_h, stride_w, ba
                             _store_lanes(pair, out[b, first + r], o_h, 2 * m, 2 * width, scratch)
 
 
+class Phase(NamedTuple):
+    """One correlation of _correlate_tiles, as it reads w: a conv's forward (all of w's taps), or one output
+    phase of a transposed conv (the taps that reach it, _phase). Tap (i, j) of the correlation is w's
+    kernel tap (taps_h[i], taps_w[j]) and reads the split input ``start`` rows and columns down and right
+    of the output's own position, plus (i, j) * step."""
+
+    taps_h: tuple[int, ...]
+    taps_w: tuple[int, ...]
+    start: Pair
+    step: Pair
+
+
 @njit(cache=True)
-def _weight_tiles(w, order, out):
-    """out[g, tile, ci * taps + a, r] = w[g*C_g + tile*ROWS + r, ci, order[a]]: w (C_out, C_in / groups,
-    taps) in tiles of ROWS output channels, each tile's weights one contiguous run in the order the
-    micro-kernel reads them (taps in the order of _tap_offsets). Rows past C_g keep out's zeros."""
-    groups, tiles, _, rows = out.shape
-    c_out_g, channels, taps = w.shape[0] // groups, w.shape[1], order.size
-    for g in range(groups):
-        for tile in range(tiles):
-            for r in range(min(rows, c_out_g - tile * rows)):
-                weights = w[g * c_out_g + tile * rows + r]
-                for ci in range(channels):
-                    for a in range(taps):
-                        out[g, tile, ci * taps + a, r] = weights[ci, order[a]]
+def _weight_tiles(w, transposed, kernel_taps, counts, out):
+    """out[p, g, tile, (ci * counts[p] + a) * ROWS + r] = the weight of phase p's correlation from input
+    channel ci to output channel co = tile * ROWS + r of group g, at w's kernel tap kernel_taps[p, a] (a flat
+    index into w's last axis): w[g * C_g + co, ci, tap] for a conv's forward (w (C_out, C_in / G, taps)),
+    or w[g * C_i + ci, co, tap] for a transposed conv's phase (w (C_gy, C_gx / G, taps), gy's channels in,
+    gx's out). Each tile's weights are one contiguous run in the order the micro-kernel reads them (taps in
+    the order of _tap_offsets); rows past C_g keep out's zeros. Read from w itself: a sub-kernel copied
+    out first took 50-100 us a phase at 64 channels, longer than this whole layout."""
+    phases, groups, tiles = out.shape[:3]
+    c_in = w.shape[0] // groups if transposed else w.shape[1]
+    c_out = w.shape[1] if transposed else w.shape[0] // groups
+    for p in range(phases):
+        count = counts[p]
+        # copied: the loop below then keeps the taps in registers instead of reloading them after every
+        # store to out, which might alias them (2-3x faster)
+        taps = kernel_taps[p, :count].copy()
+        for g in range(groups):
+            for tile in range(tiles):
+                run = out[p, g, tile, :c_in * count * ROWS].reshape((c_in * count, ROWS))
+                for r in range(min(ROWS, c_out - tile * ROWS)):
+                    co = tile * ROWS + r
+                    for ci in range(c_in):
+                        weights = w[g * c_in + ci, co] if transposed else w[g * c_out + co, ci]
+                        for a in range(count):
+                            run[ci * count + a, r] = weights[taps[a]]
 
 
-def _tap_tiles(phases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: int, c_out: int,
-               dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(depths, offsets, weights) of _correlate_tiles for phases [(offsets, order, weight)] from
-    _tap_offsets and a weight (C_out, C_in / groups, taps...): one phase, or two interleaved along the
-    output's rows (see there)."""
-    depths = np.array([offsets.size for offsets, _, _ in phases])
-    offsets = np.zeros((len(phases), depths.max()), np.int64)
-    tiles = -(-c_out // groups // ROWS)
-    weights = np.zeros((len(phases), groups, tiles, depths.max() * ROWS), dtype)
-    for p, (phase_offsets, order, w) in enumerate(phases):
-        offsets[p, :depths[p]] = phase_offsets
-        _weight_tiles(w.reshape(*w.shape[:2], -1), order, weights[p].reshape(groups, tiles, -1, ROWS))
-    return depths, offsets, weights
-
-
-def _correlate(x: np.ndarray, top_left: Pair, stride: Pair, size: Pair, groups: int, phases: int,
-               correlations: Callable[[Pair], list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
-               out: np.ndarray) -> None:
-    """Run _correlate_tiles over x zero-padded by top_left, split by phase into planes of ``size`` (rows
-    ``size[1]`` wide) and read in bands, for the ``phases`` (1, or a stride-2 transposed conv's 2 column
-    phases, interleaved) [(offsets, order, weight)] of _tap_tiles that ``correlations`` gives for planes
-    of a band's size. x is read in place where it is its own split (stride 1, no padding, nothing cut
-    off: 1x1 layers) and every vector of outputs lies inside a row (so that no read passes x's end)."""
-    x = np.ascontiguousarray(x)
-    lanes = simd.VECTOR_BYTES // x.itemsize
-    columns = -(-out.shape[3] // phases)
-    in_place = stride == (1, 1) and tuple(top_left) == (0, 0) and size == x.shape[2:] and columns >= lanes
-    reach = size[0] - out.shape[2]  # the rows the taps read below an output's row
-    # tasks of BAND_ROWS_PER_REACH rows per row of reach at least: a band's rows past its outputs' are split
-    # by the next task too
+@functools.lru_cache(maxsize=256)
+def _plan(images: int, channels: int, out_hw: Pair, columns: int, size: Pair, stride: Pair, kernel_w: int,
+          phases: tuple[Phase, ...], lanes: int, in_place: bool,
+          threads: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, band_rows, depths, offsets, kernel_taps, counts) of _correlate_tiles and _weight_tiles for
+    these sizes: the first output of each vector (_vector_starts, at least BAND_ROWS_PER_REACH rows per row
+    of the taps' reach a task), the rows of a task's band, and per phase its taps over ``channels`` input
+    channels (per group), their offsets into planes of a band, and the w tap each kernel tap is (counts of
+    them). A function of the sizes and the thread
+    count alone, so cached: a small layer's call spent more on working these out than on its arithmetic.
+    The arrays are shared by every call with these sizes and never written (read-only, they would be
+    another Numba type: another compile)."""
+    reach = size[0] - out_hw[0]  # the rows the taps read below an output's row
     most = max(VECTORS_PER_TASK, -(-columns // lanes) * BAND_ROWS_PER_REACH * (reach + 1))
-    starts = _vector_starts(x.shape[0], out.shape[2], columns, size[1], lanes, most)
+    starts = _vector_starts(images, out_hw[0], columns, size[1], lanes, most, threads)
     if in_place:
         band_rows = size[0]
     else:  # the rows a task's vectors span, the rows the taps reach below them, and one for lanes past a row
         first, last = starts[:, 0], starts.max(axis=1) + lanes - 1
         band_rows = int((last // size[1] - first // size[1]).max()) + 1 + reach + 1
-    depths, offsets, weights = _tap_tiles(correlations((band_rows, size[1])), groups, out.shape[1], x.dtype)
+    counts = np.array([len(phase.taps_h) * len(phase.taps_w) for phase in phases])
+    depths = channels * counts
+    offsets = np.zeros((len(phases), depths.max()), np.int64)
+    kernel_taps = np.zeros((len(phases), counts.max()), np.int64)
+    for p, phase in enumerate(phases):
+        sub_kernel = (len(phase.taps_h), len(phase.taps_w))
+        tap_offsets, order = _tap_offsets(channels, sub_kernel, stride, phase.step, (band_rows, size[1]))
+        offsets[p, :depths[p]] = tap_offsets + phase.start[0] * size[1] + phase.start[1]
+        i, j = np.divmod(order, sub_kernel[1])
+        kernel_taps[p, :order.size] = np.array(phase.taps_h)[i] * kernel_w + np.array(phase.taps_w)[j]
+    return starts, band_rows, depths, offsets, kernel_taps, counts
+
+
+def _correlate(x: np.ndarray, w: np.ndarray, transposed: bool, top_left: Pair, stride: Pair, size: Pair,
+               groups: int, phases: tuple[Phase, ...], out: np.ndarray) -> None:
+    """Run _correlate_tiles over x zero-padded by top_left, split by phase into planes of ``size`` (rows
+    ``size[1]`` wide) and read in bands, for the ``phases`` (one, or a stride-2 transposed conv's two column
+    phases, interleaved) of w (``transposed``: see _weight_tiles). x is read in place where it is its own
+    split (stride 1, no padding, nothing cut off: 1x1 layers) and every vector of outputs lies inside a row
+    (so that no read passes x's end)."""
+    x = np.ascontiguousarray(x)
+    lanes = simd.VECTOR_BYTES // x.itemsize
+    columns = -(-out.shape[3] // len(phases))
+    in_place = stride == (1, 1) and tuple(top_left) == (0, 0) and size == x.shape[2:] and columns >= lanes
+    starts, band_rows, depths, offsets, kernel_taps, counts = _plan(
+        x.shape[0], x.shape[1] // groups, out.shape[2:], columns, size, stride, w.shape[3], phases, lanes, in_place,
+        numba.get_num_threads())
+    weights = np.zeros((len(phases), groups, -(-out.shape[1] // groups // ROWS), depths.max() * ROWS), x.dtype)
+    _weight_tiles(np.ascontiguousarray(w).reshape(*w.shape[:2], -1), transposed, kernel_taps, counts, weights)
     # out typed as any layout: the forward's C-contiguous out and a transposed conv's strided phase of gx share
     # one compile of the kernel (3 s cold), its stores as fast either way
     run_tasks(_correlate_tiles, x.shape[0] * starts.shape[0], x, *top_left, *stride, band_rows, size[1], in_place,
@@ -158,9 +196,10 @@ def _conv_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, pa
                  groups: int) -> None:
     """out = conv2d(x, w), every element written: the correlation over x zero-padded and split by phase."""
     kernel = w.shape[2:]
-    size = tuple(out.shape[2 + i] + (kernel[i] - 1) * dilation[i] // stride[i] for i in (0, 1))
-    _correlate(x, padding, stride, size, groups, 1,
-               lambda band: [(*_tap_offsets(w.shape[1], kernel, stride, dilation, band), w)], out)
+    size = (out.shape[2] + (kernel[0] - 1) * dilation[0] // stride[0],
+            out.shape[3] + (kernel[1] - 1) * dilation[1] // stride[1])
+    every_tap = Phase(tuple(range(kernel[0])), tuple(range(kernel[1])), (0, 0), dilation)
+    _correlate(x, w, False, padding, stride, size, groups, (every_tap,), out)
 
 
 def _phase(kernel: int, stride: int, padding: int, dilation: int, phase: int) -> tuple[list[int], int, int]:
@@ -198,46 +237,54 @@ def _sub_kernel(w: np.ndarray, taps_h: list[int], taps_w: list[int], groups: int
                                                                               len(taps_h), len(taps_w))
 
 
+@functools.lru_cache(maxsize=128)
+def _transposed_plan(gx_hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> tuple[
+        tuple[tuple[int, int | None, tuple[Phase, ...]], ...], tuple[Pair, ...], Pair, Pair]:
+    """(problems, unreached, first, size) of _transposed_direct for these sizes (cached: arithmetic on them
+    alone): each problem (row phase ph, column phase pw, or None for the two column phases of stride 2
+    interleaved, and its Phases); the (ph, pw) no tap reaches; the first row and column of gy any phase
+    reads, and the size of the zero-padded gy that serves every phase, each Phase's start relative to it."""
+    problems, unreached = [], []
+    for ph in range(min(stride[0], gx_hw[0])):
+        taps_h, offset_h, step_h = _phase(kernel[0], stride[0], padding[0], dilation[0], ph)
+        reached = []
+        for pw in range(min(stride[1], gx_hw[1])):
+            taps_w, offset_w, step_w = _phase(kernel[1], stride[1], padding[1], dilation[1], pw)
+            if taps_h and taps_w:
+                reached.append((pw, Phase(tuple(taps_h), tuple(taps_w), (offset_h, offset_w), (step_h, step_w))))
+            else:
+                unreached.append((ph, pw))
+        if stride[1] == 2 and len(reached) == 2:
+            problems.append((ph, None, tuple(phase for _, phase in reached)))
+        else:
+            problems += [(ph, pw, (phase,)) for pw, phase in reached]
+    if not problems:
+        return (), tuple(unreached), (0, 0), (0, 0)
+    # one zero-padded copy of gy serves every phase: its rows and columns span what any phase reads, (rows,
+    # columns) outputs each from its start on
+    reads = [(phase, (-(-(gx_hw[0] - ph) // stride[0]),
+                      -(-gx_hw[1] // 2) if pw is None else -(-(gx_hw[1] - pw) // stride[1])))
+             for ph, pw, phases in problems for phase in phases]
+    first = [min(phase.start[i] for phase, _ in reads) for i in (0, 1)]
+    last = [max(phase.start[i] + outputs[i] + (len((phase.taps_h, phase.taps_w)[i]) - 1) * phase.step[i]
+                for phase, outputs in reads) for i in (0, 1)]
+    shifted = tuple((ph, pw, tuple(phase._replace(start=(phase.start[0] - first[0], phase.start[1] - first[1]))
+                                   for phase in phases)) for ph, pw, phases in problems)
+    return shifted, tuple(unreached), (first[0], first[1]), (last[0] - first[0], last[1] - first[1])
+
+
 def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pair, padding: Pair, dilation: Pair,
                        groups: int) -> None:
     """gx = conv_transpose2d(gy, w), every element written, as one stride-1 correlation per output phase
     (o_h % s_h, o_w % s_w): each phase meets only its own taps, which read gy at consecutive pixels, so
-    each is a correlation with a sub-kernel, written into the phase's strided view of gx, or, for the
+    each is a correlation with a sub-kernel of w, written into the phase's strided view of gx, or, for the
     two column phases of stride 2 along w, interleaved into runs of gx's rows. Stride 1 is one
     phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
     """
-    c_out, cg = w.shape[:2]
-    problems = []  # (view of gx, [(sub-kernel, first row and column of gy read, sub-dilation) per phase])
-    for ph in range(min(stride[0], gx.shape[2])):
-        taps_h, offset_h, step_h = _phase(w.shape[2], stride[0], padding[0], dilation[0], ph)
-        phases: list = []  # (pw, sub-kernel, start, step) here, (sub-kernel, start, step) in problems
-        for pw in range(min(stride[1], gx.shape[3])):
-            taps_w, offset_w, step_w = _phase(w.shape[3], stride[1], padding[1], dilation[1], pw)
-            if not taps_h or not taps_w:
-                gx[:, :, ph::stride[0], pw::stride[1]] = 0  # no tap reaches these outputs
-                continue
-            phases.append((pw, _sub_kernel(w, taps_h, taps_w, groups), (offset_h, offset_w), (step_h, step_w)))
+    problems, unreached, first, size = _transposed_plan(gx.shape[2:], w.shape[2:], stride, padding, dilation)
+    for ph, pw in unreached:
+        gx[:, :, ph::stride[0], pw::stride[1]] = 0
+    for ph, pw, phases in problems:
         rows = gx[:, :, ph::stride[0]]
-        if stride[1] == 2 and len(phases) == 2:
-            problems.append((rows, [phase[1:] for phase in phases]))
-        else:
-            problems += [(rows[..., pw::stride[1]], [phase]) for pw, *phase in phases]
-    if not problems:
-        return
-    # one zero-padded copy of gy serves every phase: its rows and columns span what any phase reads
-    reads = [(start, (out.shape[2], -(-out.shape[3] // len(phases))), kernel.shape[2:], step)
-             for out, phases in problems for kernel, start, step in phases]
-    first = [min(start[i] for start, _, _, _ in reads) for i in (0, 1)]
-    last = [max(start[i] + size[i] + (kernel[i] - 1) * step[i] for start, size, kernel, step in reads) for i in (0, 1)]
-    size = (last[0] - first[0], last[1] - first[1])
-
-    def correlations(phases: list, band: Pair) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        taps = []
-        for sub_kernel, start, step in phases:
-            offsets, order = _tap_offsets(c_out // groups, sub_kernel.shape[2:], (1, 1), step, band)
-            taps.append((offsets + (start[0] - first[0]) * size[1] + start[1] - first[1], order, sub_kernel))
-        return taps
-
-    for out, phases in problems:
-        _correlate(gy, (-first[0], -first[1]), (1, 1), size, groups, len(phases),
-                   functools.partial(correlations, phases), out)
+        out = rows if pw is None else rows[..., pw::stride[1]]
+        _correlate(gy, w, True, (-first[0], -first[1]), (1, 1), size, groups, phases, out)

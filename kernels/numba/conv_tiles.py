@@ -10,7 +10,6 @@ after changing one, delete ``kernels/numba/__pycache__`` or those kernels keep t
 import functools
 import math
 
-import numba
 import numpy as np
 from numba import njit
 from numba.cpython.unsafe.tuple import tuple_setitem
@@ -193,11 +192,11 @@ def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair,
     return offsets, order
 
 
-def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int,
-                   most: int = VECTORS_PER_TASK) -> np.ndarray:
+def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int, most: int,
+                   threads: int) -> np.ndarray:
     """The first q = o_h * width + o_w of each vector of outputs of a rows x columns output read from rows
     ``width`` wide, one row per task: up to ``most`` (VECTORS_PER_TASK unless the caller wants more), fewer
-    where that would leave a thread with under 4 tasks (-1: none).
+    where that would leave one of ``threads`` threads with under 4 tasks (-1: none).
 
     When a vector fits in an output row: whole vectors along each row, the last one ending at the row's
     end (overlapping the one before it if need be: the same task writes both), whole rows to a task.
@@ -206,7 +205,7 @@ def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int,
     along_row = np.minimum(np.arange(0, columns, lanes), columns - lanes)
     across_rows = np.arange(0, (rows - 1) * width + columns, lanes)
     vectors = rows * along_row.size if columns >= lanes else across_rows.size
-    per_task = max(1, min(most, images * vectors // (4 * numba.get_num_threads())))
+    per_task = max(1, min(most, images * vectors // (4 * threads)))
     if columns >= lanes:
         rows_per_task = max(1, per_task // along_row.size)
         starts: np.ndarray = np.full((-(-rows // rows_per_task) * rows_per_task, along_row.size), -1)
