@@ -334,13 +334,15 @@ def test_conv2d_direct_weight_gradient_in_parts_matches_torch_and_spec(n, c_in, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("path, n, groups, images_per_task", [
-    ("direct", 19, 1, 2), ("direct", 16, 2, 4), ("winograd", 19, 1, 2)])
+@pytest.mark.parametrize("path, n, groups, min_task_pixels, images_per_task", [
+    ("direct", 19, 1, 1, 2), ("direct", 16, 2, 1, 4), ("winograd", 19, 1, 1, 2), ("direct", 19, 1, 64, 4)])
 def test_conv2d_weight_gradient_with_images_sharing_partials_matches_torch_and_spec(
-        path, n, groups, images_per_task, dtype, monkeypatch):
+        path, n, groups, min_task_pixels, images_per_task, dtype, monkeypatch):
     """Partial sums past SHARED_PARTIALS_BYTES: images share one (19 images: 9 tasks of 2 and one of 1; 16
-    images in 2 groups: 4 images a task), MIN_TASKS tasks kept; direct (stride 2) and Winograd."""
+    images in 2 groups: 4 images a task), MIN_TASKS tasks kept; direct (stride 2) and Winograd. And the
+    direct sum's tasks of MIN_TASK_PIXELS pixels at least: images of 5 x 4 outputs share them by 4."""
     monkeypatch.setattr(conv_weight_grad, "SHARED_PARTIALS_BYTES", 1)
+    monkeypatch.setattr(conv_weight_grad, "MIN_TASK_PIXELS", min_task_pixels)
     calls = []
     # the kernel, its stride, and where images_per_task is among its arguments
     name, stride, at = ("_weight_gradient_tiles", 2, 8) if path == "direct" else ("_winograd_weight_tiles", 1, 6)
