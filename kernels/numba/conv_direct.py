@@ -244,7 +244,8 @@ def _transposed_plan(gx_hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dil
     alone): each problem (row phase ph, column phase pw, or None for the two column phases of stride 2
     interleaved, and its Phases); the (ph, pw) no tap reaches; the first row and column of gy any phase
     reads, and the size of the zero-padded gy that serves every phase, each Phase's start relative to it."""
-    problems, unreached = [], []
+    problems: list[tuple[int, int | None, tuple[Phase, ...]]] = []
+    unreached: list[Pair] = []
     for ph in range(min(stride[0], gx_hw[0])):
         taps_h, offset_h, step_h = _phase(kernel[0], stride[0], padding[0], dilation[0], ph)
         reached = []
@@ -282,8 +283,8 @@ def _transposed_direct(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stride: Pa
     phase: the flipped kernel. No FLOP goes into the zeros between strided taps.
     """
     problems, unreached, first, size = _transposed_plan(gx.shape[2:], w.shape[2:], stride, padding, dilation)
-    for ph, pw in unreached:
-        gx[:, :, ph::stride[0], pw::stride[1]] = 0
+    for row_phase, column_phase in unreached:
+        gx[:, :, row_phase::stride[0], column_phase::stride[1]] = 0
     for ph, pw, phases in problems:
         rows = gx[:, :, ph::stride[0]]
         out = rows if pw is None else rows[..., pw::stride[1]]
