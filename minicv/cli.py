@@ -283,7 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     optimizer = _optimizer(args.optimizer, model, args.lr)
     task = make_task(task_name, num_classes)
     if model.device.name == "numba":
-        compile_ahead([args.model], (int(size[0]), int(size[1])))  # a cold numba cache compiles in two processes
+        compile_ahead([args.model], (int(size[0]), int(size[1])), args.batch_size)  # a cold cache: two processes
     history = fit(
         model,
         task,

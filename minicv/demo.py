@@ -70,7 +70,7 @@ def run_demo(
         raise ValueError(f"models: unknown {unknown}, expected some of {list(TASKS)}")
     out.mkdir(parents=True, exist_ok=True)
     if get_device(device).name == "numba":
-        compile_ahead(models, (IMAGE_SIZE, IMAGE_SIZE))  # a cold numba cache compiles in two processes
+        compile_ahead(models, (IMAGE_SIZE, IMAGE_SIZE), BATCH_SIZE)  # a cold numba cache compiles in two processes
     print(f"minicv demo: generating {train_size} training, {validation_size} validation and {test_size} test "
           f"scenes (seed {seed})")
     train_items = _materialise(SceneDataset("train", train_size, IMAGE_SIZE, seed=seed))

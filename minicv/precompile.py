@@ -17,7 +17,7 @@ It runs only where this process may use two cores, and where numba's cache can b
 
 ``minicv check`` starts one too (``check_ahead``): it runs the check's numba rows, last row first.
 
-Run as ``python -m minicv.precompile models HEIGHT WIDTH MODEL...`` by ``compile_ahead`` and as
+Run as ``python -m minicv.precompile models BATCH HEIGHT WIDTH MODEL...`` by ``compile_ahead`` and as
 ``python -m minicv.precompile check DTYPE,... OP...`` by ``check_ahead``, never by hand.
 """
 
@@ -29,14 +29,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-HELPER_BATCH = 2  # images per helper step: the kernels compiled are those of any batch
 
-
-def compile_ahead(models: Sequence[str], image_hw: tuple[int, int]) -> None:
-    """Start the helper for ``models`` (in the order this process will train them) on images of image_hw
-    (height, width); nothing on one core, or where the cache cannot be claimed. On a warm cache the
-    helper loads what it would compile and ends within seconds."""
-    _start_helper(["models", *map(str, image_hw), *models])
+def compile_ahead(models: Sequence[str], image_hw: tuple[int, int], batch: int) -> None:
+    """Start the helper for ``models`` (in the order this process will train them) on batches of ``batch``
+    images of image_hw (height, width); nothing on one core, or where the cache cannot be claimed. On a
+    warm cache the helper loads what it would compile and ends within seconds. The run's own batch and
+    size: which algorithm a layer takes, and so which kernels compile, depends on them (Winograd needs 512
+    2x2 tiles a batch: kernels/numba/conv.py)."""
+    _start_helper(["models", str(batch), *map(str, image_hw), *models])
 
 
 def check_ahead(ops: Sequence[str], dtypes: Sequence[str]) -> None:
@@ -63,7 +63,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
+def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch: int) -> None:
     """The helper's work, on the numba device (see the module's doc)."""
     import numpy as np
 
@@ -77,7 +77,7 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
 
     def scenes(hw: tuple[int, int]) -> dict:
         """A batch of the demo's scenes: the helper's arrays get the run's dtypes and layouts."""
-        return next(iter(DataLoader(SceneDataset("train", HELPER_BATCH, size=hw), HELPER_BATCH)))
+        return next(iter(DataLoader(SceneDataset("train", batch, size=hw), batch)))
 
     # the shared layers at the run's size rounded down to even: pooling then upsampling gives it back
     even_hw = (max(2, image_hw[0] - image_hw[0] % 2), max(2, image_hw[1] - image_hw[1] % 2))
@@ -85,25 +85,25 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int]) -> None:
     channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
 
     def tensor(hw: tuple[int, int], requires_grad: bool = True, width: int = channels) -> minicv.Tensor:
-        return minicv.Tensor(np.ones((HELPER_BATCH, width, *hw), np.float32), device="numba",
+        return minicv.Tensor(np.ones((batch, width, *hw), np.float32), device="numba",
                              requires_grad=requires_grad)
 
     def backward(y: minicv.Tensor) -> None:
         y.backward(np.ones(y.shape, np.float32))  # C-contiguous, as the gradient a model's next layer gives
 
     mask = minicv.Tensor(scenes(even_hw)["mask"], device="numba")
-    corners = minicv.Tensor(np.zeros((HELPER_BATCH, channels, *half_hw), np.int64), device="numba")
+    corners = minicv.Tensor(np.zeros((batch, channels, *half_hw), np.int64), device="numba")
 
     def weight_gradient(width: int) -> None:
         """A 3x3 conv's weight gradient alone, from the kernel table: no forward, whose kernels the run
         compiles first (Winograd's for 32 channels, the direct one for 16)."""
-        x = np.ones((HELPER_BATCH, width, *even_hw), np.float32)
+        x = np.ones((batch, width, *even_hw), np.float32)
         kernels.conv2d_backward_weight(x, x, (width, width, 3, 3), (1, 1), (1, 1), (1, 1), 1)
 
     def transposed_conv() -> None:
         """A 4x4 stride-2 transposed conv's forward (the learned model's upsampling): backward-input."""
-        x, w = np.ones((HELPER_BATCH, channels, *half_hw), np.float32), np.ones((channels, channels, 4, 4), np.float32)
-        kernels.conv2d_backward_input(x, w, (HELPER_BATCH, channels, *even_hw), (2, 2), (1, 1), (1, 1), 1)
+        x, w = np.ones((batch, channels, *half_hw), np.float32), np.ones((channels, channels, 4, 4), np.float32)
+        kernels.conv2d_backward_input(x, w, (batch, channels, *even_hw), (2, 2), (1, 1), (1, 1), 1)
 
     # Layers, each alone: first what the run's first model needs once it has compiled the convolutions'
     # forward kernels and batch norm (the loss, then the weight gradients), then the other models' layers
@@ -145,6 +145,6 @@ def compile_checks(ops: Sequence[str], dtypes: Sequence[str]) -> None:
 if __name__ == "__main__":
     kind, *arguments = sys.argv[1:]
     if kind == "models":
-        compile_models(arguments[2:], (int(arguments[0]), int(arguments[1])))
+        compile_models(arguments[3:], (int(arguments[1]), int(arguments[2])), int(arguments[0]))
     else:
         compile_checks(arguments[1:], arguments[0].split(","))

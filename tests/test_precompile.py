@@ -85,11 +85,13 @@ HELPER_THEN_DEMO = textwrap.dedent("""
                 for name, value in vars(namespace).items() if isinstance(value, CPUDispatcher)
                 for signature in value.signatures}
 
-    compile_models(TASKS, (minicv.demo.IMAGE_SIZE, minicv.demo.IMAGE_SIZE))
+    compile_models(TASKS, (minicv.demo.IMAGE_SIZE, minicv.demo.IMAGE_SIZE), minicv.demo.BATCH_SIZE)
     helped = signatures()
     minicv.demo.compile_ahead = lambda *args: None  # no second helper: this process is the run
     with tempfile.TemporaryDirectory() as out:
-        minicv.demo.run_demo(Path(out), "numba", epochs=1, train_size=4, validation_size=2, test_size=2)
+        # a whole batch: which algorithm a layer takes depends on it
+        minicv.demo.run_demo(Path(out), "numba", epochs=1, train_size=minicv.demo.BATCH_SIZE, validation_size=2,
+                             test_size=2)
     missed = signatures() - helped
     print("\\n".join(f"{module}.{name}{signature}" for module, name, signature in sorted(missed, key=str)))
     sys.exit(1 if missed else 0)
@@ -108,7 +110,7 @@ def test_the_helper_takes_odd_image_sizes():
     """A naive model trains on any size; the helper's pooling layers must not stop at an odd one."""
     from minicv.precompile import compile_models
 
-    compile_models(["naive"], (17, 23))
+    compile_models(["naive"], (17, 23), 2)
 
 
 def test_minicv_check_starts_the_helper_for_its_numba_rows_only(monkeypatch):
@@ -133,7 +135,7 @@ def test_the_check_helper_runs_the_numba_rows_last_first(monkeypatch):
                     ("conv2d", "numba", "float64"), ("conv2d", "numba", "float32")]
 
 
-@pytest.mark.parametrize("arguments", [["check", "float32", "interpolate"], ["models", "17", "23", "naive"]])
+@pytest.mark.parametrize("arguments", [["check", "float32", "interpolate"], ["models", "2", "17", "23", "naive"]])
 def test_the_helper_runs_as_its_starters_call_it(arguments):
     subprocess.run([sys.executable, "-m", "minicv.precompile", *arguments], check=True, timeout=600,
                    env={**os.environ, "NUMBA_NUM_THREADS": "1"})

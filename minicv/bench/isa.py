@@ -8,8 +8,8 @@ convolutions, JIT-compiles AVX2 code (``ONEDNN_MAX_CPU_ISA=AVX2``). The child fi
 so, and its evidence goes into the results: one numba conv kernel compiled afresh there has no zmm
 (AVX-512) register in its machine code, PyTorch reports the capability, and oneDNN's verbose line for a
 conv names its AVX2 implementation. The cold start is a
-fresh process with an empty Numba cache running one training step of each demo model at a tiny size,
-run twice (cold, then on the cache it filled): the difference is the compile time.
+fresh process with an empty Numba cache running one training step of each demo model at the demo's
+batch and size, run twice (cold, then on the cache it filled): the difference is the compile time.
 
 Run as ``python -m minicv.bench.isa bench|cold-start ISA ...`` by ``minicv.bench.run``, never by hand.
 """
@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from minicv.demo import BATCH_SIZE, IMAGE_SIZE
+
 ISAS = ("native", "avx2")
 # LLVM's features of the Haswell CPU (the first AVX2 + FMA one): what a 2013-2024 laptop's CPU has at least
 HASWELL_FEATURES = ("+64bit,+aes,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+invpcid,"
@@ -41,7 +43,9 @@ ENVIRONMENTS = {  # what each ISA other than the host's own sets in the child's 
              "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 TORCH_CAPABILITY = {"avx2": "AVX2"}  # what torch.backends.cpu.get_cpu_capability() must say in the child
-COLD_START_SIZE = (2, 16)  # batch, image side: tiny, the kernels compiled are those of any size
+# batch, image side: the demo's, since which algorithm a layer takes (and so which kernels compile) depends
+# on them (Winograd needs 512 2x2 tiles a batch; kernels/numba/conv.py)
+COLD_START_SIZE = (BATCH_SIZE, IMAGE_SIZE)
 SIMD_REPORT = "isa_choice"  # kernels/numba/simd.py's report of its ISA / vector width, read where it exists
 
 
@@ -237,7 +241,7 @@ def _child_cold_start() -> None:
     from minicv.precompile import compile_ahead
 
     n, hw = COLD_START_SIZE
-    compile_ahead(list(TASKS), (hw, hw))  # as the demo does
+    compile_ahead(list(TASKS), (hw, hw), n)  # as the demo does
     for model in TASKS:
         problem = TrainStepProblem(model, n, hw)
         problem.minicv_step("numba", problem.arrays(np.random.default_rng(0), np.float32))()
