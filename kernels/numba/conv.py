@@ -6,7 +6,8 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   backward-input of 3x3 stride-1 undilated layers, 16 products per 2x2 outputs and input channel
   instead of 36, and F(2x2, 2x2) for each output phase of the 4x4 stride-2 padding-1 transposed conv
   (backward-input), 9 instead of 16, and F(2x2, 3x3) for the weight gradient of the 3x3 stride-1
-  layers of 32 channels and more; ``direct`` for every other layer and weight gradient.
+  layers of 32 channels and more, each where it pays (enough channels, and 2x2 tiles in the batch: the rules
+  below); ``direct`` for every other layer and weight gradient.
   Each 4x4 input patch and each kernel is transformed, the sum over input channels is the same
   micro-kernel as ``direct``'s (one per transform element), and the sums are transformed back.
 * ``direct``: no BLAS. The input is zero-padded and split by stride phase once

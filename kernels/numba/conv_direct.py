@@ -145,10 +145,9 @@ def _plan(images: int, channels: int, out_hw: Pair, columns: int, size: Pair, st
     these sizes: the first output of each vector (_vector_starts, at least BAND_ROWS_PER_REACH rows per row
     of the taps' reach a task), the rows of a task's band, and per phase its taps over ``channels`` input
     channels (per group), their offsets into planes of a band, and the w tap each kernel tap is (counts of
-    them). A function of the sizes and the thread
-    count alone, so cached: a small layer's call spent more on working these out than on its arithmetic.
-    The arrays are shared by every call with these sizes and never written (read-only, they would be
-    another Numba type: another compile)."""
+    them). A function of the sizes and the thread count alone, so cached: a small layer's call spent more
+    on working these out than on its arithmetic. The arrays are shared by every call with these sizes and
+    never written (read-only, they would be another Numba type: another compile)."""
     reach = size[0] - out_hw[0]  # the rows the taps read below an output's row
     most = max(VECTORS_PER_TASK, -(-columns // lanes) * BAND_ROWS_PER_REACH * (reach + 1))
     starts = _vector_starts(images, out_hw[0], columns, size[1], lanes, most, threads)
