@@ -30,13 +30,13 @@ import sys
 from collections.abc import Sequence
 
 
-def compile_ahead(models: Sequence[str], image_hw: tuple[int, int], batch: int) -> None:
-    """Start the helper for ``models`` (in the order this process will train them) on batches of ``batch``
-    images of image_hw (height, width); nothing on one core, or where the cache cannot be claimed. On a
+def compile_ahead(models: Sequence[str], image_hw: tuple[int, int], batch_size: int) -> None:
+    """Start the helper for ``models`` (in the order this process will train them) on batches of
+    ``batch_size`` images of image_hw (height, width); nothing on one core, or where the cache cannot be claimed. On a
     warm cache the helper loads what it would compile and ends within seconds. The run's own batch and
     size: which algorithm a layer takes, and so which kernels compile, depends on them (Winograd needs 512
     2x2 tiles a batch: kernels/numba/conv.py)."""
-    _start_helper(["models", str(batch), *map(str, image_hw), *models])
+    _start_helper(["models", str(batch_size), *map(str, image_hw), *models])
 
 
 def check_ahead(ops: Sequence[str], dtypes: Sequence[str]) -> None:
@@ -63,7 +63,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch: int) -> None:
+def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch_size: int) -> None:
     """The helper's work, on the numba device (see the module's doc)."""
     import numpy as np
 
@@ -77,7 +77,7 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch: int)
 
     def scenes(hw: tuple[int, int]) -> dict:
         """A batch of the demo's scenes: the helper's arrays get the run's dtypes and layouts."""
-        return next(iter(DataLoader(SceneDataset("train", batch, size=hw), batch)))
+        return next(iter(DataLoader(SceneDataset("train", batch_size, size=hw), batch_size)))
 
     # the shared layers at the run's size rounded down to even: pooling then upsampling gives it back
     even_hw = (max(2, image_hw[0] - image_hw[0] % 2), max(2, image_hw[1] - image_hw[1] % 2))
@@ -85,25 +85,25 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch: int)
     channels = 32  # a layer Winograd serves (docs/kernels/conv.md); the mask's classes are fewer
 
     def tensor(hw: tuple[int, int], requires_grad: bool = True, width: int = channels) -> minicv.Tensor:
-        return minicv.Tensor(np.ones((batch, width, *hw), np.float32), device="numba",
+        return minicv.Tensor(np.ones((batch_size, width, *hw), np.float32), device="numba",
                              requires_grad=requires_grad)
 
     def backward(y: minicv.Tensor) -> None:
         y.backward(np.ones(y.shape, np.float32))  # C-contiguous, as the gradient a model's next layer gives
 
     mask = minicv.Tensor(scenes(even_hw)["mask"], device="numba")
-    corners = minicv.Tensor(np.zeros((batch, channels, *half_hw), np.int64), device="numba")
+    corners = minicv.Tensor(np.zeros((batch_size, channels, *half_hw), np.int64), device="numba")
 
     def weight_gradient(width: int) -> None:
         """A 3x3 conv's weight gradient alone, from the kernel table: no forward, whose kernels the run
         compiles first (Winograd's for 32 channels, the direct one for 16)."""
-        x = np.ones((batch, width, *even_hw), np.float32)
+        x = np.ones((batch_size, width, *even_hw), np.float32)
         kernels.conv2d_backward_weight(x, x, (width, width, 3, 3), (1, 1), (1, 1), (1, 1), 1)
 
     def transposed_conv() -> None:
         """A 4x4 stride-2 transposed conv's forward (the learned model's upsampling): backward-input."""
-        x, w = np.ones((batch, channels, *half_hw), np.float32), np.ones((channels, channels, 4, 4), np.float32)
-        kernels.conv2d_backward_input(x, w, (batch, channels, *even_hw), (2, 2), (1, 1), (1, 1), 1)
+        x, w = np.ones((batch_size, channels, *half_hw), np.float32), np.ones((channels, channels, 4, 4), np.float32)
+        kernels.conv2d_backward_input(x, w, (batch_size, channels, *even_hw), (2, 2), (1, 1), (1, 1), 1)
 
     # Layers, each alone: first what the run's first model needs once it has compiled the convolutions'
     # forward kernels and batch norm (the loss, then the weight gradients), then the other models' layers
