@@ -29,13 +29,18 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+# pixels of a helper batch at most (the demo's 32 x 64 x 64 is 2^17): past it, a large run's deepest layers may
+# take other algorithms in the helper than in the run, which then compiles their kernels itself: later than
+# with the helper, never differently
+HELPER_PIXELS = 2**20
+
 
 def compile_ahead(models: Sequence[str], image_hw: tuple[int, int], batch_size: int) -> None:
     """Start the helper for ``models`` (in the order this process will train them) on batches of
-    ``batch_size`` images of image_hw (height, width); nothing on one core, or where the cache cannot be claimed. On a
-    warm cache the helper loads what it would compile and ends within seconds. The run's own batch and
-    size: which algorithm a layer takes, and so which kernels compile, depends on them (Winograd needs 512
-    2x2 tiles a batch: kernels/numba/conv.py)."""
+    ``batch_size`` images of image_hw (height, width); nothing on one core, or where the cache cannot be
+    claimed. On a warm cache the helper loads what it would compile and ends within seconds. The run's own
+    batch and size: which algorithm a layer takes, and so which kernels compile, depends on them (Winograd
+    needs 512 2x2 tiles a batch: kernels/numba/conv.py)."""
     _start_helper(["models", str(batch_size), *map(str, image_hw), *models])
 
 
@@ -64,7 +69,8 @@ def _cores() -> int:
 
 
 def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch_size: int) -> None:
-    """The helper's work, on the numba device (see the module's doc)."""
+    """The helper's work, on the numba device (see the module's doc), on the run's batches of images, but
+    of at most HELPER_PIXELS pixels (the helper runs beside the run: its memory adds to the run's)."""
     import numpy as np
 
     import minicv
@@ -79,6 +85,7 @@ def compile_models(models: Sequence[str], image_hw: tuple[int, int], batch_size:
         """A batch of the demo's scenes: the helper's arrays get the run's dtypes and layouts."""
         return next(iter(DataLoader(SceneDataset("train", batch_size, size=hw), batch_size)))
 
+    batch_size = max(1, min(batch_size, HELPER_PIXELS // (image_hw[0] * image_hw[1])))
     # the shared layers at the run's size rounded down to even: pooling then upsampling gives it back
     even_hw = (max(2, image_hw[0] - image_hw[0] % 2), max(2, image_hw[1] - image_hw[1] % 2))
     half_hw = (even_hw[0] // 2, even_hw[1] // 2)

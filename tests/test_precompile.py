@@ -113,6 +113,20 @@ def test_the_helper_takes_odd_image_sizes():
     compile_models(["naive"], (17, 23), 2)
 
 
+def test_the_helper_caps_its_batch_at_helper_pixels(monkeypatch):
+    """The helper runs beside the run, its memory added to the run's: its batches hold HELPER_PIXELS pixels at
+    most, whatever the run's batch."""
+    import minicv.data
+    import minicv.precompile
+
+    batches, loader = [], minicv.data.DataLoader
+    monkeypatch.setattr(minicv.data, "DataLoader", lambda items, size, *args, **kwargs: batches.append(size) or
+                        loader(items, size, *args, **kwargs))
+    monkeypatch.setattr(minicv.precompile, "HELPER_PIXELS", 3 * 17 * 23)
+    minicv.precompile.compile_models(["naive"], (17, 23), 8)
+    assert batches and set(batches) == {3}
+
+
 def test_minicv_check_starts_the_helper_for_its_numba_rows_only(monkeypatch):
     import minicv.check
 
