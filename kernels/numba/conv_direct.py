@@ -150,7 +150,7 @@ def _plan(images: int, channels: int, out_hw: Pair, columns: int, size: Pair, st
     never written (read-only, they would be another Numba type: another compile)."""
     reach = size[0] - out_hw[0]  # the rows the taps read below an output's row
     most = max(VECTORS_PER_TASK, -(-columns // lanes) * BAND_ROWS_PER_REACH * (reach + 1))
-    starts = _vector_starts(images, out_hw[0], columns, size[1], lanes, most, threads)
+    starts = _vector_starts(images, out_hw[0], columns, size[1], lanes, threads, most)
     if in_place:
         band_rows = size[0]
     else:  # the rows a task's vectors span, the rows the taps reach below them, and one for lanes past a row

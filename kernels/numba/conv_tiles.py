@@ -192,8 +192,8 @@ def _tap_offsets(cg: int, kernel: Pair, stride: Pair, dilation: Pair,
     return offsets, order
 
 
-def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int, most: int,
-                   threads: int) -> np.ndarray:
+def _vector_starts(images: int, rows: int, columns: int, width: int, lanes: int, threads: int,
+                   most: int = VECTORS_PER_TASK) -> np.ndarray:
     """The first q = o_h * width + o_w of each vector of outputs of a rows x columns output read from rows
     ``width`` wide, one row per task: up to ``most`` (VECTORS_PER_TASK unless the caller wants more), fewer
     where that would leave one of ``threads`` threads with under 4 tasks (-1: none).

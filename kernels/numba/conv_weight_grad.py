@@ -119,6 +119,7 @@ def _weight_gradient_tiles(first_task, last_task, src, image_stride, group_strid
                             row = partials[image_part, g, tile * ROWS + r]
                             simd.store(row, co, simd.add(simd.load(row, co), sums[r]))
 
+
 @njit(cache=True)
 def _add_partials(partials, order, out):
     """out[g, co, ci, order[a]] = the sum over k, in order, of partials[k, g, ci * taps + a, co] (taps =

@@ -19,7 +19,6 @@ from .conv_direct import _phase, _sub_kernel
 from .conv_tiles import (
     ROW_BASES,
     ROWS,
-    VECTORS_PER_TASK,
     _split_rows,
     _store_lanes,
     _tile_into,
@@ -329,8 +328,7 @@ def _all_finite(tiles_kernel, x: np.ndarray, padding: Pair, tiles_hw: Pair, weig
     rows, _split_band) into out; False if one of its tasks (one per image and row of starts) computed an
     infinity or a NaN."""
     width = tiles_hw[1] + 1  # the patch of tile (i, j) is columns j, j + 1 of each phase
-    starts = _vector_starts(x.shape[0], *tiles_hw, width, simd.VECTOR_BYTES // x.itemsize, VECTORS_PER_TASK,
-                            numba.get_num_threads())
+    starts = _vector_starts(x.shape[0], *tiles_hw, width, simd.VECTOR_BYTES // x.itemsize, numba.get_num_threads())
     non_finite = np.zeros(out.shape[0] * starts.shape[0], np.bool_)
     run_tasks(tiles_kernel, non_finite.size, np.ascontiguousarray(x), *padding, width, starts, weights, out,
               non_finite)

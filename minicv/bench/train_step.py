@@ -26,12 +26,11 @@ from minicv.bench.cases import BenchCase
 from minicv.bench.problems import Problem
 from minicv.bench.twin import torch_twin
 from minicv.data import CLASS_NAMES, OBJECT_NAMES
-from minicv.demo import BATCH_SIZE
+from minicv.demo import BATCH_SIZE, IMAGE_SIZE
 from minicv.models import TASKS, build_model, localization_loss, profile
 from minicv.tensor import Tensor
 
-DEMO_SIZE = 64  # the demo's image side (minicv/demo.py trains on 64x64 scenes)
-TRAIN_SIZES = ((BATCH_SIZE, DEMO_SIZE), (8, 128))  # (batch, image side): the demo's, and the 8x3x128x128
+TRAIN_SIZES = ((BATCH_SIZE, IMAGE_SIZE), (8, 128))  # (batch, image side): the demo's, and the 8x3x128x128
 QUICK_TRAIN_SIZES = ((2, 16), (2, 32))
 LR, MOMENTUM = 1e-3, 0.9  # a small rate: the weights barely move over a benchmark's repeated steps
 WEIGHT_SEED = 0
