@@ -57,8 +57,8 @@ def _start_helper(args: list[str]) -> None:
         return
     command = [sys.executable, "-m", __name__, *args]
     # this process's threads, not one: with one, run_tasks calls each kernel directly and the helper compiled
-    # none of the launchers (kernels/numba/tasks.py, ~0.6 s each, one per kernel), which this process then
-    # compiled alone, one after another, at the end (cold-start child 27.8 -> 25.7 s, four alternating pairs)
+    # none of what launches kernels on threads (kernels/numba/tasks.py: then a launcher per kernel, ~0.6 s
+    # each, now _pack, ~0.2 s), which this process then compiled alone, one after another, at the end
     helper = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(helper.kill)  # a helper still compiling when this process ends is of no more use
 

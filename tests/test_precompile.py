@@ -100,7 +100,7 @@ HELPER_THEN_DEMO = textwrap.dedent("""
 
 def test_the_helper_compiles_every_kernel_signature_the_demo_runs():
     """Else the demo compiles it itself, after the helper: correct, but the cold start gains less. Two threads,
-    as the helper runs: the launcher's signatures (one per kernel) count too."""
+    as the helper runs: the signatures of the launcher's argument packer (one per kernel) count too."""
     run = subprocess.run([sys.executable, "-c", HELPER_THEN_DEMO], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "NUMBA_NUM_THREADS": "2"})
     assert run.returncode == 0, f"the demo ran signatures the helper did not compile:\n{run.stdout}{run.stderr}"

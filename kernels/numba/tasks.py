@@ -1,4 +1,4 @@
-"""Parallel loops: a kernel's tasks, split over the threads, by one small compiled launcher.
+"""Parallel loops: a kernel's tasks, split over the threads, by one compiled launcher for every kernel.
 
 Every parallel kernel here is a plain ``@njit`` function of a range of tasks, ``kernel(first, last,
 *args)``, looping ``for task in range(first, last)``; ``run_tasks(kernel, count, *args)`` runs tasks
@@ -9,50 +9,138 @@ implied: a float division by zero gives an infinity or a NaN, and divisions carr
 Why not ``prange`` in each kernel: Numba compiles a ``parallel=True`` function's loop body as a
 function of its own, links it into the caller and optimises it there again, and runs its parallel
 passes over the whole body: 1-3 s of compile per kernel on top of the kernel's own, half of the cold
-start (docs/kernels/cold_start.md). Here the kernel compiles once, as a plain function, and the launcher
-(``_launch``, a ``prange`` over the threads) calls it through its address, an argument: nothing of the
-kernel is linked into the launcher, which compiles in a fraction of a second, once per argument types.
-Numba's on-disk cache keeps both (the address is read when the process runs, never compiled in).
+start (docs/kernels/cold_start.md). Here the kernel compiles once, as a plain function, and one launcher
+(``_launch``, a ``prange`` over the threads) calls it through its address. The launcher's arguments are
+the same for every kernel: the kernel's arguments reach it as 64-bit words, flattened as Numba's calling
+convention passes them (an array is its pointer, sizes and strides), written by ``_pack``. ``_pack``
+compiles once per kernel's argument types, but it is a few loads and stores, not a parallel loop (0.2 s
+of compile where a launcher per argument types took 0.8 s), and it also returns the trampoline that reads
+the words back and makes the call (``_trampoline``). Numba's on-disk cache keeps all three (addresses are
+read when the process runs, never compiled in).
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba._dispatcher import compute_fingerprint  # the key Numba's own dispatch looks compiled code up by
 from numba.core import cgutils, errors
+from numba.core.datamodel import default_manager
+from numba.core.datamodel.packer import ArgPacker
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, register_jitable
 
+MAX_WORDS = 128  # words of a kernel's flattened arguments at most (a 4-d array is 13; kernels here use < 80)
+_WORD = ir.IntType(64)
+# trampoline(address, first, last, words) -> whether the kernel raised
+_TRAMPOLINE = ir.FunctionType(ir.IntType(1), [_WORD, _WORD, _WORD, _WORD.as_pointer()])
+
+
+def _to_word(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """One flattened argument (an integer, a float or a pointer) as the 64 bits of a word."""
+    kind = value.type
+    if isinstance(kind, ir.PointerType):
+        return builder.ptrtoint(value, _WORD)
+    if isinstance(kind, ir.DoubleType):
+        return builder.bitcast(value, _WORD)
+    if isinstance(kind, ir.FloatType):
+        return builder.zext(builder.bitcast(value, ir.IntType(32)), _WORD)
+    return value if kind.width == 64 else builder.zext(value, _WORD)
+
+
+def _from_word(builder: ir.IRBuilder, word: ir.Value, kind: ir.Type) -> ir.Value:
+    """The flattened argument of LLVM type ``kind`` that _to_word made ``word`` of."""
+    if isinstance(kind, ir.PointerType):
+        return builder.inttoptr(word, kind)
+    if isinstance(kind, ir.DoubleType):
+        return builder.bitcast(word, kind)
+    if isinstance(kind, ir.FloatType):
+        return builder.bitcast(builder.trunc(word, ir.IntType(32)), kind)
+    return word if kind.width == 64 else builder.trunc(word, kind)
+
+
+def _without_meminfo(context: Any, builder: ir.IRBuilder, kind: Any, value: ir.Value) -> ir.Value:
+    """value with each array's meminfo and parent (in tuples too) null. The unboxed arrays' meminfos are
+    released when _pack returns, before the kernel runs; the kernels' reference counting skips a null
+    meminfo, and run_tasks' caller keeps the arrays alive."""
+    if isinstance(kind, types.Array):
+        array = cgutils.create_struct_proxy(kind)(context, builder, value=value)
+        array.meminfo = cgutils.get_null_value(array.meminfo.type)
+        array.parent = cgutils.get_null_value(array.parent.type)
+        return array._getvalue()
+    if isinstance(kind, (types.Tuple, types.UniTuple)):
+        for i, item in enumerate(kind.types):
+            item_value = _without_meminfo(context, builder, item, builder.extract_value(value, i))
+            value = builder.insert_value(value, item_value, i)
+    return value
+
+
+def _trampoline(context: Any, module: ir.Module, argtypes: tuple[types.Type, ...]) -> ir.Function:
+    """This module's trampoline(address, first, last, words): the kernel compiled at ``address`` called on
+    (first, last, *args), args of argtypes read back from words; returns whether the kernel raised."""
+    function = ir.Function(module, _TRAMPOLINE, "minicv_trampoline")  # one per module: each holds one _pack
+    function.linkage = "internal"
+    builder = ir.IRBuilder(function.append_basic_block())
+    address, first, last, words = function.args
+    packer = context.get_arg_packer(argtypes)
+    flat = [_from_word(builder, builder.load(builder.gep(words, [ir.Constant(_WORD, i)])), kind)
+            for i, kind in enumerate(packer.argument_types)]
+    kernel_types = (types.int64, types.int64, *argtypes)
+    call_conv = context.call_conv
+    kernel = builder.inttoptr(address, call_conv.get_function_type(types.none, kernel_types).as_pointer())
+    status, _ = call_conv.call_function(builder, kernel, types.none, kernel_types,
+                                        [first, last, *packer.from_arguments(builder, flat)])
+    builder.ret(status.is_error)
+    return function
+
 
 @intrinsic
-def _call(typingctx, address, first, last, args):
-    """The kernel compiled at ``address`` (Numba's calling convention) called on (first, last, *args), args
-    its arguments with tuples flattened (_flat); returns whether it raised (the exception itself stays
-    behind: see run_tasks)."""
-    if (first, last) != (types.int64, types.int64):  # what the kernel was compiled for (_compile)
-        raise errors.TypingError(f"task bounds must be int64, not {first} and {last}")
-    argtypes = (first, last, *args.types)
+def _pack_arguments(typingctx, args, words):
+    """Write the tuple args into the int64 array words, flattened as Numba's calling convention passes them;
+    returns the address of the trampoline that calls a kernel on them."""
+    count = len(ArgPacker(default_manager, args.types).argument_types)
+    if count > MAX_WORDS:
+        raise errors.TypingError(f"run_tasks: the arguments make {count} words, more than MAX_WORDS = {MAX_WORDS}")
 
     def codegen(context, builder, signature, values):
-        call_conv = context.call_conv
-        function = builder.inttoptr(values[0], call_conv.get_function_type(types.none, argtypes).as_pointer())
-        arguments = [values[1], values[2], *cgutils.unpack_tuple(builder, values[3])]
-        status, _ = call_conv.call_function(builder, function, types.none, argtypes, arguments)
-        return status.is_error
+        items = [_without_meminfo(context, builder, kind, item)
+                 for kind, item in zip(args.types, cgutils.unpack_tuple(builder, values[0]))]
+        data = cgutils.create_struct_proxy(signature.args[1])(context, builder, value=values[1]).data
+        for i, value in enumerate(context.get_arg_packer(args.types).as_arguments(builder, items)):
+            builder.store(_to_word(builder, value), builder.gep(data, [ir.Constant(_WORD, i)]))
+        return builder.ptrtoint(_trampoline(context, builder.module, tuple(args.types)), _WORD)
 
-    return types.boolean(address, first, last, args), codegen
+    return types.int64(args, words), codegen
+
+
+@njit(cache=True)
+def _pack(args, words):
+    """words = the tuple args flattened; returns the trampoline that calls a kernel on them."""
+    return _pack_arguments(args, words)
+
+
+@intrinsic
+def _call(typingctx, trampoline, address, first, last, words):
+    """The trampoline's call of the kernel at address on tasks first .. last - 1; returns whether it raised
+    (the exception itself stays behind: see run_tasks)."""
+
+    def codegen(context, builder, signature, values):
+        function = builder.inttoptr(values[0], _TRAMPOLINE.as_pointer())
+        data = cgutils.create_struct_proxy(signature.args[4])(context, builder, value=values[4]).data
+        return builder.call(function, [*values[1:4], data])
+
+    return types.boolean(trampoline, address, first, last, words), codegen
 
 
 @njit(parallel=True, cache=True)
-def _launch(address, count, failed, args):
+def _launch(trampoline, address, count, failed, words):
     # as many ranges as failed has flags, chosen by the caller: numba.get_num_threads() compiled in here
     # would keep the launcher out of the cache
     for r in prange(failed.size):
-        failed[r] = _call(address, *_bounds(r, count, failed.size), args)
+        failed[r] = _call(trampoline, address, *_bounds(r, count, failed.size), words)
 
 
 @register_jitable
@@ -106,14 +194,14 @@ def run_tasks(kernel: Dispatcher, count: int, *args: Any) -> None:
         return
     entry_point, address, values = _compile(kernel, args)
     ranges = min(count, numba.get_num_threads())
-    if ranges == 1:  # one thread, or one task: no launcher to compile or to start
+    if ranges == 1:  # one thread, or one task: no launcher to start
         entry_point(0, count, *values)
         return
     failed = np.zeros(ranges, np.bool_)
-    flat = values if not any(isinstance(value, tuple) for value in values) else tuple(_flat(values))
+    words = np.empty(MAX_WORDS, np.int64)
     # an array typed C here and A in the kernel is the same value to the call: numba's data model of an array
     # is one struct whatever its layout
-    _launch(address, count, failed, flat)
+    _launch(_pack(values, words), address, count, failed, words)
     if failed.any():
         _raise_failure(kernel, entry_point, count, failed, values)
 
@@ -126,13 +214,3 @@ def _raise_failure(kernel: Dispatcher, entry_point: Any, count: int, failed: np.
     raise RuntimeError(f"{kernel.py_func.__name__}: tasks {first} .. {last - 1} raised on a worker thread, not "
                        "when run again here")
 
-
-def _flat(values: tuple) -> Iterator[Any]:
-    """The values, tuples among them replaced by their items (recursively). The launcher's parallel loop
-    takes a tuple of arrays and scalars only (Numba's parallel loop body refuses a tuple inside one), and
-    the call is the same: Numba's calling convention passes a tuple argument as its items, one by one."""
-    for value in values:
-        if isinstance(value, tuple):
-            yield from _flat(value)
-        else:
-            yield value

@@ -3,6 +3,7 @@
 import numba
 import numpy as np
 import pytest
+from minicv.kernels.numba import tasks
 from minicv.kernels.numba.tasks import AnyLayout, run_tasks
 from numba import njit
 
@@ -77,3 +78,60 @@ def test_an_any_layout_argument_compiles_once_for_a_contiguous_array_and_a_strid
     np.testing.assert_array_equal(contiguous, np.repeat([[1.0], [2.0], [3.0]], 4, axis=1))
     np.testing.assert_array_equal(wide[:, ::2], contiguous)
     assert not wide[:, 1::2].any()
+
+
+@njit
+def _copy_arguments(first, last, out, count, scale, ratio, flag, pair, nested):
+    """out[task] = the scalars, tuples and an array inside a tuple the kernel was handed, for every task."""
+    weights, (offset, table) = nested
+    for task in range(first, last):
+        out[task, 0] = count
+        out[task, 1] = scale
+        out[task, 2] = ratio
+        out[task, 3] = flag
+        out[task, 4] = pair[0] * pair[1]
+        out[task, 5] = weights[task] + offset + table[1, task]
+
+
+def test_every_kind_of_argument_reaches_the_kernel_on_every_thread():
+    """The launcher hands a kernel its arguments as 64-bit words (_pack): an int64, a float64, a float32 and a
+    bool, a tuple, and arrays inside a nested tuple arrive as the kernel's own call would have them."""
+    tasks_count = 6
+    out = np.zeros((tasks_count, 6))
+    weights, table = np.arange(tasks_count, dtype=np.float64), np.arange(2 * tasks_count).reshape(2, tasks_count)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        run_tasks(_copy_arguments, tasks_count, out, -(2**40), 0.1, np.float32(0.75), True, (3, -7),
+                  (weights, (np.int32(5), table)))
+    finally:
+        numba.set_num_threads(saved)
+    expected = np.array([[-(2**40), 0.1, 0.75, 1.0, -21.0, t + 5 + table[1, t]] for t in range(tasks_count)])
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_one_launcher_compile_serves_kernels_of_any_arguments():
+    """The parallel launcher's arguments are the same whatever the kernel's (its compile is the expensive one):
+    after kernels of different argument types, it holds one compile."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread: run_tasks calls the kernel itself, no launcher")
+    run_tasks(_mark, 4, np.zeros(4, np.int64), np.zeros(4, np.int64), (1, 1))
+    run_tasks(_fill_rows, 3, 1.0, AnyLayout(np.zeros((3, 4))))
+    run_tasks(_fail_at, 4, -1, np.zeros(4))
+    assert len(tasks._launch.signatures) == 1
+
+
+@njit
+def _many_arrays(first, last, a, b, c, d, e, f, g, h, i, j):
+    for task in range(first, last):
+        a[task, 0, 0, 0] = task
+
+
+def test_arguments_past_max_words_are_refused_by_name():
+    """Ten 4-d arrays make 130 words, past MAX_WORDS: the compile stops with an error saying so, never writing
+    past the words."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread: run_tasks calls the kernel itself, no words")
+    arrays = [np.zeros((2, 1, 1, 1)) for _ in range(10)]
+    with pytest.raises(numba.core.errors.TypingError, match="130 words, more than MAX_WORDS = 128"):
+        run_tasks(_many_arrays, 2, *arrays)
