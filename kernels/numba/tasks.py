@@ -35,31 +35,27 @@ from numba.extending import intrinsic, register_jitable
 
 MAX_WORDS = 128  # words of a kernel's flattened arguments at most (a 4-d array is 13; kernels here use < 80)
 _WORD = ir.IntType(64)
+_FLOAT_BITS = {ir.FloatType: 32, ir.DoubleType: 64}
 # trampoline(address, first, last, words) -> whether the kernel raised
 _TRAMPOLINE = ir.FunctionType(ir.IntType(1), [_WORD, _WORD, _WORD, _WORD.as_pointer()])
 
 
 def _to_word(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
     """One flattened argument (an integer, a float or a pointer) as the 64 bits of a word."""
-    kind = value.type
-    if isinstance(kind, ir.PointerType):
+    if isinstance(value.type, ir.PointerType):
         return builder.ptrtoint(value, _WORD)
-    if isinstance(kind, ir.DoubleType):
-        return builder.bitcast(value, _WORD)
-    if isinstance(kind, ir.FloatType):
-        return builder.zext(builder.bitcast(value, ir.IntType(32)), _WORD)
-    return value if kind.width == 64 else builder.zext(value, _WORD)
+    if isinstance(value.type, (ir.FloatType, ir.DoubleType)):  # its bits, as an integer as wide
+        value = builder.bitcast(value, ir.IntType(_FLOAT_BITS[type(value.type)]))
+    return builder.zext(value, _WORD) if value.type.width < 64 else value
 
 
 def _from_word(builder: ir.IRBuilder, word: ir.Value, kind: ir.Type) -> ir.Value:
     """The flattened argument of LLVM type ``kind`` that _to_word made ``word`` of."""
     if isinstance(kind, ir.PointerType):
         return builder.inttoptr(word, kind)
-    if isinstance(kind, ir.DoubleType):
-        return builder.bitcast(word, kind)
-    if isinstance(kind, ir.FloatType):
-        return builder.bitcast(builder.trunc(word, ir.IntType(32)), kind)
-    return word if kind.width == 64 else builder.trunc(word, kind)
+    if isinstance(kind, (ir.FloatType, ir.DoubleType)):
+        return builder.bitcast(_from_word(builder, word, ir.IntType(_FLOAT_BITS[type(kind)])), kind)
+    return builder.trunc(word, kind) if kind.width < 64 else word
 
 
 def _without_meminfo(context: Any, builder: ir.IRBuilder, kind: Any, value: ir.Value) -> ir.Value:
