@@ -33,7 +33,7 @@ from numba.core.datamodel.packer import ArgPacker
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, register_jitable
 
-MAX_WORDS = 128  # words of a kernel's flattened arguments at most (a 4-d array is 13; kernels here use < 80)
+MAX_WORDS = 128  # words of a kernel's flattened arguments at most (a 4-d array is 13; the demo's kernels use up to 82)
 _WORD = ir.IntType(64)
 _FLOAT_BITS = {ir.FloatType: 32, ir.DoubleType: 64}
 # trampoline(address, first, last, words) -> whether the kernel raised
