@@ -93,10 +93,22 @@ def _trampoline(context: Any, module: ir.Module, argtypes: tuple[types.Type, ...
     return function
 
 
+def _passable(kind: Any) -> bool:
+    """An array, a number, a bool, None, or a tuple of them: what _without_meminfo hands over safely (an array
+    inside another type would keep a meminfo that is freed before the kernel runs)."""
+    if isinstance(kind, (types.Tuple, types.UniTuple)):
+        return all(map(_passable, kind.types))
+    return isinstance(kind, (types.Array, types.Number, types.Boolean, types.NoneType))
+
+
 @intrinsic
 def _pack_arguments(typingctx, args, words):
-    """Write the tuple args into the int64 array words, flattened as Numba's calling convention passes them;
-    returns the address of the trampoline that calls a kernel on them."""
+    """Write the tuple args into the int64 array words (MAX_WORDS long), flattened as Numba's calling
+    convention passes them; returns the address of the trampoline that calls a kernel on them."""
+    for kind in args.types:
+        if not _passable(kind):
+            raise errors.TypingError(f"run_tasks: a kernel argument of type {kind}; expected arrays, numbers, "
+                                     "bools, None and tuples of them")
     count = len(ArgPacker(default_manager, args.types).argument_types)
     if count > MAX_WORDS:
         raise errors.TypingError(f"run_tasks: the arguments make {count} words, more than MAX_WORDS = {MAX_WORDS}")
@@ -114,7 +126,7 @@ def _pack_arguments(typingctx, args, words):
 
 @njit(cache=True)
 def _pack(args, words):
-    """words = the tuple args flattened; returns the trampoline that calls a kernel on them."""
+    """words (MAX_WORDS long) = the tuple args flattened; returns the trampoline that calls a kernel on them."""
     return _pack_arguments(args, words)
 
 
