@@ -187,7 +187,7 @@ def _compile(kernel: Dispatcher, args: tuple) -> tuple[Any, int, tuple]:
     Python calls, the address the launcher calls, and the arguments to hand them (an AnyLayout's array)."""
     try:  # in C, argument by argument: most kernels take no AnyLayout (~15 us a call less, in a training step)
         key, values = (kernel, *map(compute_fingerprint, args)), args
-    except NotImplementedError:  # an AnyLayout, or a value Numba cannot type (kernel.compile then says which)
+    except NotImplementedError:  # an AnyLayout (a value Numba cannot fingerprint at all raises again here)
         key = (kernel, *map(_argument_key, args))
         values = tuple(value.array if isinstance(value, AnyLayout) else value for value in args)
     if key not in _compiled:

@@ -123,33 +123,21 @@ def test_one_launcher_compile_serves_kernels_of_any_arguments():
     assert len(tasks._launch.signatures) == 1
 
 
-@njit
-def _many_arrays(first, last, a, b, c, d, e, f, g, h, i, j):
-    for task in range(first, last):
-        a[task, 0, 0, 0] = task
+def _pack(*args):
+    """What run_tasks hands the launcher on two threads or more (called here whatever the thread count)."""
+    return tasks._pack(args, np.empty(tasks.MAX_WORDS, np.int64))
 
 
 def test_arguments_past_max_words_are_refused_by_name():
     """Ten 4-d arrays make 130 words, past MAX_WORDS: the compile stops with an error saying so, never writing
     past the words."""
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one thread: run_tasks calls the kernel itself, no words")
-    arrays = [np.zeros((2, 1, 1, 1)) for _ in range(10)]
     with pytest.raises(numba.core.errors.TypingError, match="130 words, more than MAX_WORDS = 128"):
-        run_tasks(_many_arrays, 2, *arrays)
-
-
-@njit
-def _read_pair(first, last, out, pair):
-    for task in range(first, last):
-        out[task] = pair.a[0] + pair.b[0]
+        _pack(*(np.zeros((2, 1, 1, 1)) for _ in range(10)))
 
 
 def test_an_argument_of_another_type_is_refused_by_name():
     """Only arrays, numbers, bools, None and tuples of them reach a kernel as words: an array inside another
     type (a named tuple) would keep a reference count released before the kernel runs, so it is refused."""
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one thread: run_tasks calls the kernel itself, no words")
     pair = collections.namedtuple("pair", "a b")
     with pytest.raises(numba.core.errors.TypingError, match="run_tasks: a kernel argument of type .*pair"):
-        run_tasks(_read_pair, 4, np.zeros(4), pair(np.ones(1), np.ones(1)))
+        _pack(np.zeros(4), pair(np.ones(1), np.ones(1)))
