@@ -20,7 +20,9 @@ Three algorithms, as cuDNN offers several (``set_conv_algorithm`` picks one):
   stride 2 stored interleaved). backward-weight: rows are taps, lanes are output channels (gy
   channels-last), reduction over pixels, one partial per image (or a few). Any stride, dilation, group count.
   The weight gradient of layers with few taps (3-channel first layers) puts pixels along the lanes
-  instead (``conv_weight_grad_pixels``): no channels-last copy of gy, no lanes of padding channels.
+  instead (``conv_weight_grad_pixels``): no channels-last copy of gy, no lanes of padding channels. The
+  forward of strided layers puts output channels along the lanes and pixels along the rows
+  (``conv_direct_channels``): no phase split, no lanes on the split's padding columns.
 * ``im2col``: unfold a chunk of output rows into columns ``cols[(ci, kh, kw), pixel]`` (Numba, parallel
   over column rows), then one BLAS GEMM per chunk and group: ``y = W @ cols``, ``gW += gy @ cols.T``,
   ``cols = W.T @ gy`` followed by a col2im scatter-add (parallel over channels, so no races). Chunks are
@@ -32,7 +34,8 @@ is run again by the direct sum, whose infinities and NaNs are PyTorch's (Winogra
 inputs from each other, and inf - inf is NaN); an infinite or NaN weight gradient by im2col.
 
 One file per idea: ``conv_tiles`` (the micro-kernel and the phase-split input every tile algorithm
-reads), ``conv_direct`` (forward and backward-input), ``conv_winograd``, ``conv_weight_grad`` (the
+reads), ``conv_direct`` (forward and backward-input), ``conv_direct_channels`` (the strided forward,
+channels along the lanes), ``conv_winograd``, ``conv_weight_grad`` (the
 weight gradient of both; ``conv_weight_grad_pixels`` for few taps), ``conv_im2col``; this one keeps the
 algorithm choice and the kernel table's three entry points.
 """
@@ -45,6 +48,7 @@ import numpy as np
 from . import simd, target
 from ._common import Pair
 from .conv_direct import _conv_direct, _sub_kernel, _transposed_direct
+from .conv_direct_channels import _conv_direct_channels, uses_channel_lanes
 from .conv_im2col import _conv_backward_weight_im2col, _conv_im2col, _transposed_im2col
 from .conv_weight_grad import _conv_backward_weight_direct, _conv_backward_weight_winograd
 from .conv_weight_grad_pixels import _conv_backward_weight_pixels, uses_pixel_lanes
@@ -155,7 +159,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, out_hw: Pair, stride: Pair, pad
             x, w, y, padding, groups):
         return y
     if _algorithm != "im2col":  # direct, or winograd's layers with an infinite or NaN output
-        _conv_direct(x, w, y, stride, padding, dilation, groups)
+        direct = _conv_direct_channels if uses_channel_lanes(stride, cg * k_h * k_w) else _conv_direct
+        direct(x, w, y, stride, padding, dilation, groups)
         return y
     _conv_im2col(x, w, y, stride, padding, dilation, groups)
     return y

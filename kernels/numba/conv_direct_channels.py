@@ -18,37 +18,44 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.tuple import tuple_setitem
 
-from . import simd
+from . import simd, target
 from ._common import Pair
 from .conv_tiles import ROWS
 from .tasks import run_tasks
 
 BAND_BYTES = 2**17  # a task's padded input at most, where the batch leaves tasks to spare (Zen 3's L2: 512 KiB)
+# Strided layers of more taps per group (input channels x kernel taps) than this go by this path. Measured on
+# AVX2 (Zen 3, two threads; 8 to 128 channels, kernels 1x1 to 4x4, outputs 4x4 to 32x32, batches 2 to 32):
+# 1.0-1.45x the direct sum's speed from 36 taps on (docs/kernels/conv.md); with 27 (the 3-channel first
+# layers) 0.9-1.1x. Not measured on the other instruction sets: they keep the direct sum (None).
+MIN_TAPS = {"avx2": 32}.get(target.ISA)
 
 
 @njit(inline="always", cache=True)
-def _channel_tile(image, first_pixel, pixels, offsets, weights, first_weight, step, rows):
-    """The rows x lanes tile sum_t image[pixels[first_pixel + r] + offsets[t]] * weights[first_weight + t * step
-    + l], r < rows: output pixel r's input at tap t (a scalar, broadcast) times the tap's weights to a vector of output
-    channels. As conv_tiles._outer_tile, ``rows`` accumulators stay in registers, ``rows`` FMAs a loaded
-    vector. Offsets into whole arrays, not views: a view made per tile costs its reference count's atomic
-    updates."""
+def _channel_tile(image, first_input, pixels, first_pixel, offsets, weights, first_weight, step, rows):
+    """The rows x lanes tile sum_t image[first_input + pixels[first_pixel + r] + offsets[t]]
+    * weights[first_weight + t * step + l], r < rows: output pixel r's input at tap t (a scalar, broadcast)
+    times the tap's weights to a vector of output channels. As conv_tiles._outer_tile, ``rows``
+    accumulators stay in registers, ``rows`` FMAs a loaded vector. Offsets into whole arrays, not views:
+    a view made per tile costs its reference count's atomic updates."""
     tile = simd.repeat(simd.zeros(weights), rows)
     for t in range(offsets.size):
-        v, at = simd.load(weights, first_weight + t * step), offsets[t] + first_pixel
+        v, at = simd.load(weights, first_weight + t * step), first_input + offsets[t]
         for r in range(rows):
-            tile = tuple_setitem(tile, r, simd.fma(simd.broadcast(image, at + pixels[r]), v, tile[r]))
+            tile = tuple_setitem(tile, r, simd.fma(simd.broadcast(image, at + pixels[first_pixel + r]), v, tile[r]))
     return tile
 
 
 @njit(cache=True)
 def _band_tiles(band, first_input, pixels, count, offsets, weights, first_weight, step, c_out_g, tiles):
-    """tiles[p * step + co] = output pixel p's sum for output channel co of one band and group."""
+    """tiles[p * step + co] = the sum of output pixel p < count to output channel co < c_out_g of one band
+    and group (_channel_tile's, the band's input from first_input on, its weights from first_weight on).
+    A function of its own: inlined into the task loop, LLVM hoisted the broadcasts of two unrolled taps
+    and spilled them to the stack (1.3-1.6x slower)."""
     lanes = simd.lanes(band)
     for p0 in range(0, count, ROWS):
         for co0 in range(0, c_out_g, lanes):
-            tile = _channel_tile(band, first_input, pixels[p0:p0 + ROWS], offsets, weights, first_weight + co0,
-                                 step, ROWS)
+            tile = _channel_tile(band, first_input, pixels, p0, offsets, weights, first_weight + co0, step, ROWS)
             for r in range(ROWS):
                 simd.store(tiles, (p0 + r) * step + co0, tile[r])
 
@@ -69,7 +76,6 @@ def _correlate_channels(first_task, last_task, x, top, left, stride_h, band_outp
     groups, taps, step = weights.shape
     channels, h, w = x.shape[1:]
     c_out_g = c_out // groups
-    lanes = simd.lanes(x)
     bands = -(-out_h // band_outputs)
     plane = in_rows * width
     group_stride = channels // groups * plane
@@ -104,6 +110,12 @@ def _correlate_channels(first_task, last_task, x, top, left, stride_h, band_outp
                     flat_out[at + p] = tiles[p * np.uint64(step) + np.uint64(co)]
 
 
+def uses_channel_lanes(stride: Pair, taps: int) -> bool:
+    """Whether a layer's forward goes by this path: strided, with more than MIN_TAPS taps per group, on an
+    instruction set where it was measured."""
+    return MIN_TAPS is not None and stride != (1, 1) and taps > MIN_TAPS
+
+
 @functools.lru_cache(maxsize=256)
 def _plan(images: int, channels: int, groups: int, out_hw: Pair, kernel: Pair, stride: Pair, dilation: Pair,
           itemsize: int, threads: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
@@ -129,6 +141,8 @@ def _plan(images: int, channels: int, groups: int, out_hw: Pair, kernel: Pair, s
 def _conv_direct_channels(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: Pair, padding: Pair,
                           dilation: Pair, groups: int) -> None:
     """out = conv2d(x, w), every element written (out C-contiguous), output channels along the lanes."""
+    if out.size == 0:
+        return
     c_out, cg, k_h, k_w = w.shape
     lanes = simd.VECTOR_BYTES // x.itemsize
     band_outputs, in_rows, width, pixels, offsets = _plan(x.shape[0], x.shape[1], groups, out.shape[2:], (k_h, k_w),

@@ -26,6 +26,8 @@ KERNEL_DEVICES = [("numpy", None), *(("numba", a) for a in nb_conv.ALGORITHMS), 
 LAYERS = {
     "strided dilated grouped": ((2, 4, 7, 9), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2, (4, 7)),
     "3x3 stride 1 (Winograd's)": ((1, 3, 6, 5), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, (6, 5)),
+    # 36 taps a group: on AVX2, numba's direct forward puts output channels along the lanes
+    "strided, many taps": ((2, 8, 9, 11), (6, 4, 3, 3), (2, 2), (1, 2), (1, 1), 2, (5, 7)),
 }
 
 

@@ -46,6 +46,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from minicv.kernels.numba import conv as nb_conv
 from minicv.kernels.numba import (
+    conv_direct_channels,
     conv_im2col,
     conv_tiles,
     conv_weight_grad,
@@ -91,6 +92,20 @@ def test_conv_algorithm_setting():
 
 
 @contextlib.contextmanager
+def channel_lanes(every_strided_layer: bool):
+    """With ``every_strided_layer``, the forward of every strided layer, whatever its taps and instruction
+    set, goes channels along the lanes (conv_direct_channels), in bands of one output row; else the
+    instruction set's own rule."""
+    saved = conv_direct_channels.MIN_TAPS, conv_direct_channels.BAND_BYTES
+    if every_strided_layer:
+        conv_direct_channels.MIN_TAPS, conv_direct_channels.BAND_BYTES = -1, 1
+    try:
+        yield
+    finally:
+        conv_direct_channels.MIN_TAPS, conv_direct_channels.BAND_BYTES = saved
+
+
+@contextlib.contextmanager
 def chunking(chunk_bytes: int, weight_band: int, vectors_per_task: int):
     """Small im2col chunks, weight-gradient bands and tasks of vectors (so bands of the split input of few
     rows), so that the paths through several of them run on small inputs; Winograd on layers of any
@@ -126,8 +141,8 @@ CHUNKS = st.sampled_from([(1, 1, 1), (600, 5, 3), (2**24, 512, 8)])
 
 
 @SETTINGS
-@given(CONV_CASES, CHUNKS)
-def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
+@given(CONV_CASES, CHUNKS, st.booleans())
+def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks, every_strided_layer):
     x, w, stride, padding, dilation, groups, _ = case
     hyper = (stride, padding, dilation, groups)
     y, gy, gx, gw = torch_conv(*case)
@@ -135,7 +150,7 @@ def test_conv2d_forward_and_backward_match_torch_and_spec(case, chunks):
     spec_gx = spec.conv2d_backward_input(gy, w, x.shape, *hyper)
     spec_gw = spec.conv2d_backward_weight(x, gy, w.shape, *hyper)
     for algorithm in nb_conv.ALGORITHMS:
-        with nb.conv_algorithm(algorithm), chunking(*chunks):
+        with nb.conv_algorithm(algorithm), chunking(*chunks), channel_lanes(every_strided_layer):
             assert_close(nb.conv2d_forward(x, w, y.shape[2:], *hyper), y, spec_y)
             assert_close(nb.conv2d_backward_input(gy, w, x.shape, *hyper), gx, spec_gx)
             assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw, spec_gw)
@@ -379,6 +394,59 @@ def test_conv2d_weight_gradient_with_pixel_lanes_only_for_few_taps_or_channels_a
     assert uses(16, (3, 3), lanes32 // 2, 64, 4)  # output channels fill half the tiles' lanes
     assert not uses(16, (3, 3), lanes32 // 2 + 1, 64, 4)
     assert uses(16, (3, 3), lanes32 // 4, 64, 8)  # float64: half as many lanes
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c_in, c_out, hw, kernel, stride, padding, dilation, groups, band_bytes", [
+    (2, 16, 16, (16, 16), 3, (2, 2), (1, 1), (1, 1), 1, None),  # the learned segmenter's stride-2 layers
+    (1, 8, 40, (13, 45), 3, (2, 1), (1, 2), (1, 1), 1, 1),  # a band a row; c_out past a vector, and a tail
+    (3, 12, 9, (10, 10), 3, (2, 2), (0, 3), (2, 1), 3, None),  # grouped, dilated, padded past the input
+    (2, 6, 5, (9, 11), 4, (2, 2), (1, 1), (1, 1), 1, 300),  # 4x4 kernel; bands of 2 rows, the last one short
+    (2, 5, 7, (6, 7), 1, (3, 2), (0, 0), (1, 1), 1, None),  # 1x1, stride 3 rows: x's rows skipped
+    (1, 4, 3, (5, 6), 3, (1, 1), (1, 1), (1, 1), 1, None),  # stride 1: the kernel takes any stride
+])
+def test_conv2d_forward_with_channel_lanes_matches_torch_and_spec(n, c_in, c_out, hw, kernel, stride, padding,
+                                                                  dilation, groups, band_bytes, dtype, monkeypatch):
+    """The forward with output channels along the lanes (conv_direct_channels) on any stride, dilation,
+    padding and group count, in bands of one or a few output rows per task: PyTorch's float64 answer within
+    the dtype's bound, and the spec's."""
+    if band_bytes is not None:
+        monkeypatch.setattr(conv_direct_channels, "BAND_BYTES", band_bytes)
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, kernel, kernel)).astype(dtype)
+    hyper = (stride, padding, dilation, groups)
+    out_hw = conv_output_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    conv = functools.partial(F.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    [(y, allowance)] = float64_reference(conv, [x, w], dtype)
+    got = nb_conv.simd.empty((n, c_out, *out_hw), dtype)
+    conv_direct_channels._conv_direct_channels(x, w, got, *hyper)
+    assert_close_to_float64(got, y, dtype, "channel lanes", allowance)
+    assert_close_to_float64(spec.conv2d_forward(x, w, out_hw, *hyper), y, dtype, "spec", allowance)
+
+
+def test_conv2d_forward_with_channel_lanes_only_for_strided_layers_of_many_taps(monkeypatch):
+    """The rule, and conv2d_forward following it: strided layers of more than MIN_TAPS taps per group, on
+    the instruction sets where it was measured (AVX2), go channels along the lanes, with the direct sum's
+    results; 3-channel first layers (27 taps) and stride 1 keep the direct sum."""
+    uses = conv_direct_channels.uses_channel_lanes
+    measured = conv_direct_channels.MIN_TAPS is not None
+    assert measured == AVX2
+    assert uses((2, 2), 16 * 9) == measured and uses((1, 2), 33) == measured
+    assert not uses((2, 2), 27) and not uses((2, 2), 32) and not uses((1, 1), 64 * 9)
+    calls = []
+    channels = nb_conv._conv_direct_channels
+    monkeypatch.setattr(nb_conv, "_conv_direct_channels", lambda *args: calls.append(1) or channels(*args))
+    rng = np.random.default_rng(37)
+    for c_in, stride in ((16, 2), (3, 2), (16, 1)):
+        x = rng.standard_normal((2, c_in, 9, 8))
+        w = rng.standard_normal((18, c_in, 3, 3)) / np.sqrt(9 * c_in)
+        hyper = ((stride, stride), (1, 1), (1, 1), 1)
+        out_hw = conv_output_hw(x.shape[2:], w.shape[2:], *hyper[:3])
+        y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride, padding=1).numpy()
+        with nb.conv_algorithm("direct"):
+            assert_close(nb.conv2d_forward(x, w, out_hw, *hyper), y, spec.conv2d_forward(x, w, out_hw, *hyper))
+    assert len(calls) == (1 if measured else 0)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
