@@ -26,8 +26,10 @@ from .tasks import run_tasks
 BAND_BYTES = 2**17  # a task's padded input at most, where the batch leaves tasks to spare (Zen 3's L2: 512 KiB)
 # Strided layers of more taps per group (input channels x kernel taps) than this go by this path. Measured on
 # AVX2 (Zen 3, two threads; 8 to 128 channels, kernels 1x1 to 4x4, outputs 4x4 to 32x32, batches 2 to 32):
-# 1.0-1.45x the direct sum's speed from 36 taps on (docs/kernels/conv.md); with 27 (the 3-channel first
-# layers) 0.9-1.1x. Not measured on the other instruction sets: they keep the direct sum (None).
+# 1.1-1.6x the direct sum's speed from 64 taps on, but for one layer even (docs/kernels/conv.md); with 27
+# (the 3-channel first layers) 0.88-1.1x. Between them, not measured, the line is the weight gradient's
+# for few taps (conv_weight_grad_pixels.MAX_TAPS). Not measured on the other instruction sets: they keep
+# the direct sum (None).
 MIN_TAPS = {"avx2": 32}.get(target.ISA)
 
 
