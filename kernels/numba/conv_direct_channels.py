@@ -38,8 +38,7 @@ def _channel_tile(image, first_input, pixels, first_pixel, offsets, weights, fir
     """The rows x lanes tile sum_t image[first_input + pixels[first_pixel + r] + offsets[t]]
     * weights[first_weight + t * step + l], r < rows: output pixel r's input at tap t (a scalar, broadcast)
     times the tap's weights to a vector of output channels. As conv_tiles._outer_tile, ``rows``
-    accumulators stay in registers, ``rows`` FMAs a loaded vector. Offsets into whole arrays, not views:
-    a view made per tile costs its reference count's atomic updates."""
+    accumulators stay in registers, ``rows`` FMAs a loaded vector."""
     tile = simd.repeat(simd.zeros(weights), rows)
     for t in range(offsets.size):
         v, at = simd.load(weights, first_weight + t * step), first_input + offsets[t]
