@@ -11,6 +11,7 @@ import math
 
 import minicv.kernels.numba as nb
 import minicv.kernels.numpy as spec
+import numba
 import numpy as np
 import pytest
 import torch
@@ -537,6 +538,42 @@ def test_conv2d_backward_weight_winograd_serves_the_wide_layers():
     _, gy, _, gw = torch_conv(x, w, *hyper, rng)
     assert_close(nb.conv2d_backward_weight(x, gy, w.shape, *hyper), gw,
                  spec.conv2d_backward_weight(x, gy, w.shape, *hyper))
+
+
+# (x shape, w shape, stride, groups) of a case of each weight-gradient path
+WEIGHT_GRADIENT_SPLITS = {
+    "direct, two parts an image": ((3, 12, 32, 32), (20, 6, 3, 3), 2, 2),
+    "direct, images sharing a task": ((9, 12, 8, 8), (20, 12, 4, 4), 2, 1),  # 4x4 outputs: 4 images a task
+    "winograd": ((3, 32, 28, 28), (32, 32, 3, 3), 1, 1),
+    "pixel lanes": ((3, 3, 40, 40), (16, 3, 3, 3), 1, 1),
+}
+
+
+@pytest.mark.parametrize("path", WEIGHT_GRADIENT_SPLITS)
+def test_conv2d_backward_weight_bits_do_not_depend_on_the_thread_count(path):
+    """Each weight gradient splits the batch into tasks and partial sums by the shape alone and adds the
+    partials up in a fixed order, so one thread and every thread give the same bits."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one numba thread here: nothing to compare it with")
+    x_shape, w_shape, stride, groups = WEIGHT_GRADIENT_SPLITS[path]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    out_hw = conv_output_hw(x_shape[2:], w_shape[2:], (stride, stride), (1, 1), (1, 1))
+    gy = rng.standard_normal((x_shape[0], w_shape[0], *out_hw)).astype(np.float32)
+    winograd = nb_conv._uses_winograd_weight_gradient(w_shape[2:], (stride, stride), (1, 1), groups, w_shape[1],
+                                                      w_shape[0], nb_conv._tiles(gy.shape))
+    pixel_lanes = conv_weight_grad_pixels.uses_pixel_lanes(w_shape[1], w_shape[2:], w_shape[0] // groups, out_hw[1],
+                                                           x.itemsize)
+    assert (winograd, pixel_lanes) == (path == "winograd", path == "pixel lanes")  # the path the case names
+    gradients = []
+    saved = numba.get_num_threads()
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        try:
+            gradients.append(nb.conv2d_backward_weight(x, gy, w_shape, (stride, stride), (1, 1), (1, 1), groups))
+        finally:
+            numba.set_num_threads(saved)
+    np.testing.assert_array_equal(gradients[0], gradients[1])
 
 
 @pytest.mark.parametrize("algorithm", nb_conv.ALGORITHMS)
