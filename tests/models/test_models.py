@@ -1,5 +1,6 @@
 """The lecture's models: shapes, parameter and FLOP counts, and that one training step lowers the loss."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -129,6 +130,45 @@ def test_a_few_steps_lower_the_loss(name):
         loss.backward()
         opt.step()
     assert loss_fn().item() < first
+
+
+def _numba_training_run(name, threads):
+    """The parameters after two SGD-with-momentum steps of model ``name`` (its default widths) on numba,
+    N8 3x32x32, run on ``threads`` numba threads."""
+    mc.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model(name, 3 if name == "loc" else 6, **({"image_size": 32} if name == "loc" else {})).to("numba")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    images = mc.tensor(rng.random((8, 3, 32, 32)), dtype=np.float32, device="numba")
+    if TASKS[name] == "segmentation":
+        mask = mc.tensor(rng.integers(0, 6, (8, 32, 32)), device="numba")
+        loss_fn = lambda: F.cross_entropy(model(images), mask)  # noqa: E731
+    else:
+        labels = mc.tensor(rng.integers(0, 3, 8), device="numba")
+        boxes = mc.tensor(rng.uniform(0.2, 0.5, (8, 4)), dtype=np.float32, device="numba")
+        loss_fn = lambda: localization_loss(*model(images), labels, boxes)[0]  # noqa: E731
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            opt.zero_grad()
+            loss_fn().backward()
+            opt.step()
+    finally:
+        numba.set_num_threads(saved)
+    return [p.detach().numpy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_numba_training_run_gives_the_same_bits_on_any_number_of_threads(name):
+    """Every numba kernel splits its work by the shapes alone, or sums each output whole within one task,
+    so the weights after training are the same bits on one thread as on every thread: a learner's run
+    does not depend on the cores it got."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one numba thread here: nothing to compare it with")
+    one, every = _numba_training_run(name, 1), _numba_training_run(name, numba.config.NUMBA_NUM_THREADS)
+    for a, b in zip(one, every, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", SEGMENTERS)
