@@ -109,20 +109,25 @@ def test_transposed_conv_flops_count_each_input_pixel_once():
     assert layer_flops(layer, (1, 4, 5, 5), (1, 2, 10, 10)) == 2 * 4 * 25 * 2 * 16
 
 
+def _loss_fn(name, model, images, rng):
+    """The training loss of model ``name`` on images, its targets (6 segmentation classes, or 3 classes and
+    a box) drawn from rng onto the images' device."""
+    n, _, h, w = images.shape
+    if TASKS[name] == "segmentation":
+        mask = mc.tensor(rng.integers(0, 6, (n, h, w)), device=images.device)
+        return lambda: F.cross_entropy(model(images), mask)
+    labels = mc.tensor(rng.integers(0, 3, n), device=images.device)
+    boxes = mc.tensor(rng.uniform(0.2, 0.5, (n, 4)), dtype=np.float32, device=images.device)
+    return lambda: localization_loss(*model(images), labels, boxes)[0]
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_a_few_steps_lower_the_loss(name):
     mc.manual_seed(0)
     rng = np.random.default_rng(0)
     model = build_model(name, 3 if name == "loc" else 6, **SMALL[name])
     opt = optim.Adam(model.parameters(), lr=1e-2)
-    images = _images(4, 32)
-    if TASKS[name] == "segmentation":
-        mask = mc.tensor(rng.integers(0, 6, (4, 32, 32)))
-        loss_fn = lambda: F.cross_entropy(model(images), mask)  # noqa: E731
-    else:
-        labels = mc.tensor(rng.integers(0, 3, 4))
-        boxes = mc.tensor(rng.uniform(0.2, 0.5, (4, 4)), dtype=np.float32)
-        loss_fn = lambda: localization_loss(*model(images), labels, boxes)[0]  # noqa: E731
+    loss_fn = _loss_fn(name, model, _images(4, 32), rng)
     first = loss_fn().item()
     for _ in range(5):
         opt.zero_grad()
@@ -139,14 +144,7 @@ def _numba_training_run(name, threads):
     rng = np.random.default_rng(0)
     model = build_model(name, 3 if name == "loc" else 6, **({"image_size": 32} if name == "loc" else {})).to("numba")
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    images = mc.tensor(rng.random((8, 3, 32, 32)), dtype=np.float32, device="numba")
-    if TASKS[name] == "segmentation":
-        mask = mc.tensor(rng.integers(0, 6, (8, 32, 32)), device="numba")
-        loss_fn = lambda: F.cross_entropy(model(images), mask)  # noqa: E731
-    else:
-        labels = mc.tensor(rng.integers(0, 3, 8), device="numba")
-        boxes = mc.tensor(rng.uniform(0.2, 0.5, (8, 4)), dtype=np.float32, device="numba")
-        loss_fn = lambda: localization_loss(*model(images), labels, boxes)[0]  # noqa: E731
+    loss_fn = _loss_fn(name, model, _images(8, 32).to("numba"), rng)
     saved = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
