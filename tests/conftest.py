@@ -6,8 +6,11 @@ reported as skipped, never as passed, elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -57,3 +60,14 @@ def dtype(request: pytest.FixtureRequest) -> type:
 def tolerances(dtype: type) -> dict:
     """The project's agreed tolerances: float64 1e-10 relative; float32 rtol 1e-4, atol 1e-5."""
     return {"rtol": 1e-10, "atol": 1e-12} if np.dtype(dtype) == np.float64 else {"rtol": 1e-4, "atol": 1e-5}
+
+
+@contextlib.contextmanager
+def numba_threads(count: int) -> Iterator[None]:
+    """Run the block on ``count`` numba threads (at most NUMBA_NUM_THREADS), then restore the thread count."""
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)

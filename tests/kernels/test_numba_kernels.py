@@ -63,6 +63,7 @@ from minicv.functional import conv2d as minicv_conv2d
 from minicv.functional.conv import conv_output_hw
 from minicv.gradcheck import gradcheck
 from minicv.ops import kernel_table
+from tests.conftest import numba_threads
 from tests.reference import assert_close as assert_close_to_float64
 from tests.reference import float64_reference
 
@@ -566,13 +567,9 @@ def test_conv2d_backward_weight_bits_do_not_depend_on_the_thread_count(path):
                                                            x.itemsize)
     assert (winograd, pixel_lanes) == (path == "winograd", path == "pixel lanes")  # the path the case names
     gradients = []
-    saved = numba.get_num_threads()
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(threads)
-        try:
+        with numba_threads(threads):
             gradients.append(nb.conv2d_backward_weight(x, gy, w_shape, (stride, stride), (1, 1), (1, 1), groups))
-        finally:
-            numba.set_num_threads(saved)
     np.testing.assert_array_equal(gradients[0], gradients[1])
 
 

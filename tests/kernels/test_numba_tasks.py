@@ -9,6 +9,8 @@ from minicv.kernels.numba import tasks
 from minicv.kernels.numba.tasks import AnyLayout, run_tasks
 from numba import njit
 
+from tests.conftest import numba_threads
+
 
 @njit
 def _mark(first, last, hits, pairs, scale):
@@ -32,12 +34,8 @@ def test_every_task_runs_once_whatever_the_count_and_threads(count, threads):
     """One range per thread, together every task once; a tuple argument arrives whole (the launcher passes
     it flattened, the kernel gets it as its tuple)."""
     hits, pairs = np.zeros(count + 1, np.int64), np.zeros(count + 1, np.int64)
-    saved = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
+    with numba_threads(threads):
         run_tasks(_mark, count, hits, pairs, (3, 5))
-    finally:
-        numba.set_num_threads(saved)
     np.testing.assert_array_equal(hits, [1] * count + [0])  # the last slot: no task past count
     np.testing.assert_array_equal(pairs[:count], np.arange(count) * 3 + 5)
 
@@ -69,13 +67,9 @@ def test_an_any_layout_argument_compiles_once_for_a_contiguous_array_and_a_strid
     """AnyLayout(out): the kernel compiles once, for layout "A", and writes a C-contiguous array and a strided
     view of another alike, on one thread (called here) and through the launcher."""
     contiguous, wide = np.zeros((3, 4)), np.zeros((3, 8))
-    saved = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
+    with numba_threads(threads):
         run_tasks(_fill_rows, 3, 1.0, AnyLayout(contiguous))
         run_tasks(_fill_rows, 3, 1.0, AnyLayout(wide[:, ::2]))
-    finally:
-        numba.set_num_threads(saved)
     assert [signature[-1].layout for signature in _fill_rows.signatures] == ["A"]
     np.testing.assert_array_equal(contiguous, np.repeat([[1.0], [2.0], [3.0]], 4, axis=1))
     np.testing.assert_array_equal(wide[:, ::2], contiguous)
@@ -101,13 +95,9 @@ def test_every_kind_of_argument_reaches_the_kernel_on_every_thread():
     tasks_count = 6
     out = np.zeros((tasks_count, 6))
     weights, table = np.arange(tasks_count, dtype=np.float64), np.arange(2 * tasks_count).reshape(2, tasks_count)
-    saved = numba.get_num_threads()
-    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    try:
+    with numba_threads(2):
         run_tasks(_copy_arguments, tasks_count, out, -(2**40), 0.1, np.float32(0.75), True, (3, -7),
                   (weights, (np.int32(5), table)))
-    finally:
-        numba.set_num_threads(saved)
     expected = np.array([[-(2**40), 0.1, 0.75, 1.0, -21.0, t + 5 + table[1, t]] for t in range(tasks_count)])
     np.testing.assert_array_equal(out, expected)
 

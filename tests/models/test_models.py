@@ -10,6 +10,7 @@ from minicv import optim
 from minicv.errors import ArgumentError
 from minicv.models import MODELS, SEGMENTERS, TASKS, build_model, check_image_size, layer_flops, profile, takes_size
 from minicv.models.localization import localization_loss, normalise_boxes, to_pixels
+from tests.conftest import numba_threads
 
 SMALL = {"naive": {"width": 4, "depth": 2}, "loc": {"widths": (4, 8, 8, 8), "hidden": 16, "image_size": 32}}
 for _name in ("nearest", "segnet", "learned"):
@@ -145,15 +146,11 @@ def _numba_training_run(name, threads):
     model = build_model(name, 3 if name == "loc" else 6, **({"image_size": 32} if name == "loc" else {})).to("numba")
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loss_fn = _loss_fn(name, model, _images(8, 32).to("numba"), rng)
-    saved = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with numba_threads(threads):
         for _ in range(2):
             opt.zero_grad()
             loss_fn().backward()
             opt.step()
-    finally:
-        numba.set_num_threads(saved)
     return [p.detach().numpy() for p in model.parameters()]
 
 
